@@ -1,0 +1,1 @@
+"""Media agent: the transport-independent transcription pipeline and the LiveKit room agent."""
