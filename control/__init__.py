@@ -1,0 +1,1 @@
+"""Control plane: the aiohttp control socket, protocol and session manager."""

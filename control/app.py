@@ -1,0 +1,80 @@
+"""The aiohttp application: `GET /v1/control` (WebSocket) and `GET /healthz`.
+
+Control tokens are checked before the WebSocket upgrade; a refused one gets HTTP 401 with
+`{"error": {"code", "message"}}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+
+from aiohttp import web
+
+from control.config import Settings
+from control.connection import ControlConnection
+from control.protocol import PROTOCOL_VERSION
+from control.session import SessionManager
+from tokens import AuthError, verify_control_token
+
+log = logging.getLogger(__name__)
+
+MAX_WS_MESSAGE_BYTES = 1024 * 1024
+HEARTBEAT_S = 15.0
+MANAGER_KEY = web.AppKey("manager", SessionManager)
+SETTINGS_KEY = web.AppKey("settings", Settings)
+SOCKETS_KEY = web.AppKey("sockets", weakref.WeakSet)
+
+
+def _token_from(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, value = header.partition(" ")
+        return value.strip() if scheme.lower() == "bearer" else ""
+    return request.query.get("token")
+
+
+def auth_error_response(error: AuthError) -> web.Response:
+    return web.json_response({"error": {"code": error.code, "message": error.message}}, status=401)
+
+
+async def control_socket(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS_KEY]
+    try:
+        claims = verify_control_token(settings.control_secret, _token_from(request))
+    except AuthError as error:
+        log.info("control socket refused from %s: %s", request.remote, error.code)
+        return auth_error_response(error)
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_WS_MESSAGE_BYTES)
+    if not ws.can_prepare(request).ok:
+        return web.json_response(
+            {"error": {"code": "not_websocket", "message": "this endpoint takes a WebSocket upgrade"}}, status=400
+        )
+    await ws.prepare(request)
+    request.app[SOCKETS_KEY].add(ws)
+    log.info("control socket opened for user %s", claims.user)
+    await ControlConnection(ws, claims, request.app[MANAGER_KEY], settings).run()
+    log.info("control socket closed for user %s", claims.user)
+    return ws
+
+
+async def healthz(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER_KEY]
+    return web.json_response({"status": "ok", "protocol": PROTOCOL_VERSION, "sessions": len(manager.sessions)})
+
+
+async def _close_sockets(app: web.Application) -> None:
+    for ws in list(app[SOCKETS_KEY]):
+        await ws.close(code=1001, message=b"server shutting down")
+
+
+def create_app(settings: Settings, manager: SessionManager) -> web.Application:
+    """Build the control-plane application around a session manager."""
+    app = web.Application()
+    app[SETTINGS_KEY] = settings
+    app[MANAGER_KEY] = manager
+    app[SOCKETS_KEY] = weakref.WeakSet()
+    app.router.add_get("/v1/control", control_socket)
+    app.router.add_get("/healthz", healthz)
+    app.on_shutdown.append(_close_sockets)
+    return app

@@ -1,0 +1,176 @@
+"""`roomscribe` command line: serve, token, demo, devserver."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from dotenv import load_dotenv
+
+from control.config import ConfigError, Settings
+
+log = logging.getLogger("roomscribe")
+
+SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "audio" / "jfk.wav"
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+class TranscriptPrinter:
+    """Prints interims on one rewritten line (on a terminal) and finals on their own lines."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        from client.stream import format_event
+
+        line = format_event(event)
+        if line is None:
+            return
+        interim = event.get("type") == "transcript.interim"
+        if self.tty:
+            self.stream.write("\r\033[K" + line + ("" if interim else "\n"))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+async def _run_until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _serve(settings: Settings) -> int:
+    from control.server import ControlServer
+
+    server = ControlServer(settings)
+    await server.start()
+    print(f"roomscribe control plane on {server.url} (health: {server.http_url}/healthz)", flush=True)
+    try:
+        await _run_until_signal()
+    finally:
+        await server.stop()
+    return 0
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from client.stream import stream_wav_ws
+    from control.server import ControlServer
+    from tokens import mint_control_token
+
+    settings = Settings.from_env()
+    settings.host, settings.port = "127.0.0.1", 0
+    settings.control_secret = secrets.token_urlsafe(32)
+    server = ControlServer(settings)
+    print("Loading the model and starting the server…", flush=True)
+    await server.start()
+    try:
+        token = mint_control_token(settings.control_secret, "demo-user", ttl_s=600)
+        print(f"Streaming {args.file} over the control socket ({'fast' if args.fast else 'real time'}):", flush=True)
+        events = await stream_wav_ws(
+            server.url, token, args.file, on_event=TranscriptPrinter(), speed=0 if args.fast else 1.0, tail_silence_s=1.0
+        )
+    finally:
+        await server.stop()
+    finals = [e for e in events if e["type"] == "transcript.final"]
+    errors = [e for e in events if e["type"] == "error"]
+    print(f"Done: {len(finals)} final transcript(s), {len(errors)} error(s).")
+    return 0 if finals and not errors else 1
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from tokens import mint_control_token
+
+    secret = os.environ.get("ROOMSCRIBE_CONTROL_SECRET", "")
+    if not secret:
+        print("error: ROOMSCRIBE_CONTROL_SECRET is not set (put it in .env; see .env.example)", file=sys.stderr)
+        return 2
+    print(mint_control_token(secret, args.user, ttl_s=args.ttl, permissions=tuple(args.permission or ())))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.host:
+        settings.host = args.host
+    if args.port is not None:
+        settings.port = args.port
+    if not settings.control_secret:
+        print("error: ROOMSCRIBE_CONTROL_SECRET is not set (put it in .env; see .env.example)", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(settings))
+
+
+def _cmd_devserver(args: argparse.Namespace, rest: list[str]) -> int:
+    from devserver.cli import main as devserver_main
+
+    return devserver_main(rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="roomscribe", description="Real-time transcription for voice apps on LiveKit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--env-file", default=".env", help="settings file read before the environment (default .env)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the control plane and the in-process agent")
+    serve.add_argument("--host", help="listen address (default ROOMSCRIBE_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default ROOMSCRIBE_PORT or 8080)")
+
+    token = sub.add_parser("token", help="print a control-socket token signed with ROOMSCRIBE_CONTROL_SECRET")
+    token.add_argument("--user", required=True, help="user id (the token's 'sub')")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    token.add_argument("--permission", action="append", choices=["multi_user", "monitor"], help="extra right (repeatable)")
+
+    demo = sub.add_parser("demo", help="start everything in-process and transcribe a sample")
+    demo.add_argument("file", nargs="?", default=str(SAMPLE), help="16-bit PCM WAV (default: examples/audio/jfk.wav)")
+    demo.add_argument("--fast", action="store_true", help="stream faster than real time")
+
+    sub.add_parser("devserver", help="run the LiveKit-compatible development server", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    load_dotenv(args.env_file, override=False)
+    _setup_logging(args.verbose)
+    if args.command == "devserver":
+        return _cmd_devserver(args, rest)
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    if args.command == "token":
+        return _cmd_token(args)
+    if args.command == "serve":
+        return _cmd_serve(args)
+    if args.command == "demo":
+        return asyncio.run(_demo(args))
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Settings from the environment (and `.env`, read by the CLI with python-dotenv).
+
+Every setting is listed, with its default, in `.env.example`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from agent.config import AsrConfig, PipelineConfig
+
+DEV_LIVEKIT_KEY = "devkey"
+DEV_LIVEKIT_SECRET = "roomscribe-dev-secret-not-for-production"
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot use."""
+
+
+def _get(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name)
+    return default if value is None or value.strip() == "" else value.strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = _get(env, name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = _get(env, name, str(default))
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _get(env, name, "1" if default else "0").lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = _get(env, name, default).lower()
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {raw!r}")
+    return raw
+
+
+@dataclass
+class Settings:
+    """Everything the control plane and the in-process agent need."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    control_secret: str = ""
+    dev_mode: bool = False
+    # LiveKit: an empty URL means "start the embedded development server".
+    livekit_url: str = ""
+    livekit_api_key: str = DEV_LIVEKIT_KEY
+    livekit_api_secret: str = DEV_LIVEKIT_SECRET
+    audio_transport: str = "ws"  # default transport: "ws" | "livekit"
+    allow_ws_fallback: bool = True  # a client may ask for "ws" per session
+    client_token_ttl_s: int = 300
+    agent_token_ttl_s: int = 600
+    room_strategy: str = "user"  # "user" | "user_timestamp"
+    room_prefix: str = "roomscribe-"
+    grace_period_s: float = 30.0
+    publish_gating: str = "always"  # "always" | "vad"
+    max_frame_s: float = 1.0
+    send_queue_limit: int = 512
+    replay_limit: int = 2000
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Read settings from `env` (default: os.environ); raise ConfigError on a bad value."""
+        env = os.environ if env is None else env
+        d = cls()
+        asr = AsrConfig(
+            model_path=_get(env, "ROOMSCRIBE_MODEL_PATH", "") or None,
+            compute_type=_get(env, "ROOMSCRIBE_COMPUTE_TYPE", d.asr.compute_type),
+            beam_size=_int(env, "ROOMSCRIBE_BEAM_SIZE", d.asr.beam_size),
+            cpu_threads=_int(env, "ROOMSCRIBE_CPU_THREADS", d.asr.cpu_threads),
+        )
+        pipeline = PipelineConfig(
+            interims=_bool(env, "ROOMSCRIBE_INTERIMS", d.pipeline.interims),
+            interim_interval_s=_float(env, "ROOMSCRIBE_INTERIM_INTERVAL_S", d.pipeline.interim_interval_s),
+            silence_hangover_s=_float(env, "ROOMSCRIBE_SILENCE_HANGOVER_S", d.pipeline.silence_hangover_s),
+            max_utterance_s=_float(env, "ROOMSCRIBE_MAX_UTTERANCE_S", d.pipeline.max_utterance_s),
+            vad_threshold=_float(env, "ROOMSCRIBE_VAD_THRESHOLD", d.pipeline.vad_threshold),
+        )
+        settings = cls(
+            host=_get(env, "ROOMSCRIBE_HOST", d.host),
+            port=_int(env, "ROOMSCRIBE_PORT", d.port),
+            control_secret=_get(env, "ROOMSCRIBE_CONTROL_SECRET", ""),
+            dev_mode=_bool(env, "ROOMSCRIBE_DEV_MODE", d.dev_mode),
+            livekit_url=_get(env, "LIVEKIT_URL", ""),
+            livekit_api_key=_get(env, "LIVEKIT_API_KEY", d.livekit_api_key),
+            livekit_api_secret=_get(env, "LIVEKIT_API_SECRET", d.livekit_api_secret),
+            audio_transport=_choice(env, "ROOMSCRIBE_AUDIO_TRANSPORT", d.audio_transport, ("ws", "livekit")),
+            allow_ws_fallback=_bool(env, "ROOMSCRIBE_ALLOW_WS_FALLBACK", d.allow_ws_fallback),
+            client_token_ttl_s=_int(env, "ROOMSCRIBE_CLIENT_TOKEN_TTL_S", d.client_token_ttl_s),
+            agent_token_ttl_s=_int(env, "ROOMSCRIBE_AGENT_TOKEN_TTL_S", d.agent_token_ttl_s),
+            room_strategy=_choice(env, "ROOMSCRIBE_ROOM_STRATEGY", d.room_strategy, ("user", "user_timestamp")),
+            room_prefix=_get(env, "ROOMSCRIBE_ROOM_PREFIX", d.room_prefix),
+            grace_period_s=_float(env, "ROOMSCRIBE_GRACE_PERIOD_S", d.grace_period_s),
+            publish_gating=_choice(env, "ROOMSCRIBE_PUBLISH_GATING", d.publish_gating, ("always", "vad")),
+            asr=asr,
+            pipeline=pipeline,
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Refuse settings that cannot work, with a message that says which one."""
+        if self.livekit_url and self.livekit_api_secret == DEV_LIVEKIT_SECRET:
+            raise ConfigError("LIVEKIT_URL is set: set LIVEKIT_API_KEY and LIVEKIT_API_SECRET for that server too")
+        if self.client_token_ttl_s < 60:
+            raise ConfigError("ROOMSCRIBE_CLIENT_TOKEN_TTL_S must be at least 60 seconds")
+        if self.grace_period_s < 0:
+            raise ConfigError("ROOMSCRIBE_GRACE_PERIOD_S must not be negative")

@@ -1,0 +1,70 @@
+"""Runs the control plane in-process: ASR engine, session manager and the aiohttp site."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from agent.asr import AsrEngine
+from agent.events import PipelineEvent
+from agent.pipeline import TranscriptionPipeline
+from control.app import create_app
+from control.config import Settings
+from control.session import SessionManager
+
+log = logging.getLogger(__name__)
+
+
+class ControlServer:
+    """The control server. Pass `engine` to share one loaded model between several servers."""
+
+    def __init__(self, settings: Settings, *, engine: AsrEngine | None = None) -> None:
+        self.settings = settings
+        self._own_engine = engine is None
+        self.engine = engine or AsrEngine(settings.asr)
+        self.manager: SessionManager | None = None
+        self._runner: web.AppRunner | None = None
+        self.port = settings.port
+
+    def _new_pipeline(self, on_event, participant: str | None) -> TranscriptionPipeline:  # type: ignore[no-untyped-def]
+        return TranscriptionPipeline(self.engine, self.settings.pipeline, on_event, participant=participant)
+
+    async def start(self) -> None:
+        if not self.settings.control_secret:
+            raise ValueError("ROOMSCRIBE_CONTROL_SECRET is empty: set it (see .env.example)")
+        if self._own_engine:
+            await self.engine.start()
+        self.manager = SessionManager(
+            pipeline_factory=self._new_pipeline,
+            grace_period_s=self.settings.grace_period_s,
+            room_strategy=self.settings.room_strategy,
+            room_prefix=self.settings.room_prefix,
+            replay_limit=self.settings.replay_limit,
+        )
+        app = create_app(self.settings, self.manager)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # aiohttp exposes no public accessor
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        log.info("control plane listening on %s", self.url)
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.settings.host}:{self.port}/v1/control"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.settings.host}:{self.port}"
+
+    async def stop(self) -> None:
+        if self.manager is not None:
+            await self.manager.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._own_engine:
+            await self.engine.close()

@@ -1,0 +1,304 @@
+"""Sessions: user → room mapping, event sequencing and replay, and the reconnect grace period.
+
+A session outlives its control socket for `grace_period_s`; a new socket that resumes it first
+receives every replayable event (everything but interims and tokens) with `seq > last_seq`.
+No sockets here: a session talks to whatever `Outbox` is attached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from agent.events import PipelineEvent, InterimTranscript
+from agent.pipeline import TranscriptionPipeline
+from control.protocol import AudioFormat, ProtocolError, SessionStartRequest, event_message
+
+log = logging.getLogger(__name__)
+
+#: Event types that carry `seq` but are not replayed on resume.
+NOT_REPLAYED = frozenset({"transcript.interim", "token"})
+
+
+class Outbox(Protocol):
+    """Where a session's messages go: the control socket it is attached to."""
+
+    def send_json(self, message: dict[str, Any], *, droppable: bool = False) -> None: ...
+
+    def send_bytes(self, data: bytes) -> None: ...
+
+
+PipelineFactory = Callable[[Callable[[PipelineEvent], None], str | None], TranscriptionPipeline]
+
+
+@dataclass
+class SessionOptions:
+    transport: str
+    audio: AudioFormat | None
+    interim: bool
+    echo: bool
+    multi_user: bool = False
+
+
+class Session:
+    """One user's transcription session: its room, pipelines, event log and attached socket."""
+
+    def __init__(
+        self,
+        session_id: str,
+        user: str,
+        room: str,
+        options: SessionOptions,
+        pipeline_factory: PipelineFactory,
+        replay_limit: int,
+    ) -> None:
+        self.id = session_id
+        self.user = user
+        self.room = room
+        self.options = options
+        self.created_at = time.time()
+        self.seq = 0
+        self.outbox: Outbox | None = None
+        self.ended = False
+        self._log: deque[dict[str, Any]] = deque(maxlen=replay_limit)
+        self._evicted_upto = 0
+        self._pipeline_factory = pipeline_factory
+        self._pipelines: dict[str | None, TranscriptionPipeline] = {}
+        self.grace_task: asyncio.Task[None] | None = None
+        #: Set by the media backend (LiveKit) for the session's lifetime.
+        self.media: Any = None
+        #: The `livekit` object announced in session.ready (LiveKit transport only).
+        self.media_info: dict[str, Any] | None = None
+
+    @property
+    def transport(self) -> str:
+        return self.options.transport
+
+    # -- events -----------------------------------------------------------------------------
+    def emit(self, message: dict[str, Any]) -> int:
+        """Number the event, keep it for replay when it is replayable, and send it if attached."""
+        self.seq += 1
+        message = {**message, "seq": self.seq}
+        if message["type"] not in NOT_REPLAYED:
+            if len(self._log) == self._log.maxlen:
+                self._evicted_upto = self._log[0]["seq"]
+            self._log.append(message)
+        if self.outbox is not None:
+            self.outbox.send_json(message, droppable=message["type"] == "transcript.interim")
+        return self.seq
+
+    def on_pipeline_event(self, event: PipelineEvent) -> None:
+        if self.ended:
+            return
+        if isinstance(event, InterimTranscript) and not self.options.interim:
+            return
+        self.emit(event_message(event))
+
+    def send(self, message: dict[str, Any], *, droppable: bool = False) -> None:
+        """Send a message that is not a numbered event (replies, errors) if a socket is attached."""
+        if self.outbox is not None:
+            self.outbox.send_json(message, droppable=droppable)
+
+    # -- pipelines -----------------------------------------------------------------------------
+    def pipeline(self, participant: str | None = None) -> TranscriptionPipeline:
+        """The pipeline for one speaker (None: the session's single user), created on first use."""
+        pipeline = self._pipelines.get(participant)
+        if pipeline is None:
+            pipeline = self._pipeline_factory(self.on_pipeline_event, participant)
+            self._pipelines[participant] = pipeline
+        return pipeline
+
+    async def finish_speech(self, participant: str | None = None) -> None:
+        """Finalise the open utterance of one speaker's pipeline, if it has one."""
+        pipeline = self._pipelines.get(participant)
+        if pipeline is not None:
+            await pipeline.finish()
+
+    async def finish_all(self) -> None:
+        """Finalise every open utterance (its final events are emitted before this returns)."""
+        await asyncio.gather(*(p.finish() for p in list(self._pipelines.values())))
+
+    async def close_pipelines(self) -> None:
+        pipelines = list(self._pipelines.values())
+        self._pipelines.clear()
+        await asyncio.gather(*(p.aclose() for p in pipelines), return_exceptions=True)
+
+    def stats(self) -> dict[str, Any]:
+        return {str(k): p.stats for k, p in self._pipelines.items()}
+
+    # -- attachment ------------------------------------------------------------------------------
+    def attach(self, outbox: Outbox) -> None:
+        """Attach a socket and stop the grace timer."""
+        self.outbox = outbox
+        if self.grace_task is not None:
+            self.grace_task.cancel()
+            self.grace_task = None
+
+    def replay(self, outbox: Outbox, last_seq: int) -> int:
+        """Send every logged event after `last_seq`, in order; returns how many."""
+        if last_seq < self._evicted_upto:
+            outbox.send_json(
+                {
+                    "type": "status",
+                    "code": "replay.truncated",
+                    "message": f"events up to seq {self._evicted_upto} are older than the replay buffer keeps",
+                }
+            )
+        missed = [m for m in self._log if m["seq"] > last_seq]
+        for message in missed:
+            outbox.send_json(message)
+        return len(missed)
+
+    def detach(self, outbox: Outbox) -> bool:
+        """Detach `outbox` if it is the attached one; True when the session is now unattended."""
+        if self.outbox is outbox:
+            self.outbox = None
+            return True
+        return False
+
+
+def room_name(strategy: str, prefix: str, user: str, now: float | None = None) -> str:
+    """The LiveKit room for a user's session: `prefix + user` or `prefix + user + '-' + ms`."""
+    safe_user = re.sub(r"[^A-Za-z0-9_.-]", "_", user)[:64]
+    if strategy == "user":
+        return f"{prefix}{safe_user}"
+    if strategy == "user_timestamp":
+        return f"{prefix}{safe_user}-{int((now if now is not None else time.time()) * 1000)}"
+    raise ValueError(f"unknown room strategy {strategy!r}")
+
+
+class MediaBackend(Protocol):
+    """Brings audio into a session from outside the control socket (the LiveKit agent)."""
+
+    async def open(self, session: Session) -> dict[str, Any]:
+        """Start receiving media; return the `livekit` object for session.ready."""
+
+    async def refresh_credentials(self, session: Session) -> dict[str, Any]:
+        """A fresh client token {token, expires_at}."""
+
+    async def close(self, session: Session) -> None:
+        """Stop receiving media and release the room."""
+
+
+class SessionManager:
+    """Owns every session: one per user, looked up by id for resume, ended after the grace period."""
+
+    def __init__(
+        self,
+        *,
+        pipeline_factory: PipelineFactory,
+        grace_period_s: float,
+        room_strategy: str = "user",
+        room_prefix: str = "roomscribe-",
+        replay_limit: int = 2000,
+        media: MediaBackend | None = None,
+    ) -> None:
+        self._pipeline_factory = pipeline_factory
+        self.grace_period_s = grace_period_s
+        self.room_strategy = room_strategy
+        self.room_prefix = room_prefix
+        self.replay_limit = replay_limit
+        self.media = media
+        self.sessions: dict[str, Session] = {}
+        self._by_user: dict[str, Session] = {}
+
+    def for_user(self, user: str) -> Session | None:
+        return self._by_user.get(user)
+
+    async def start(
+        self, user: str, options: SessionOptions, outbox: Outbox, room: str | None = None
+    ) -> Session:
+        """A new session for `user`; an existing one of the same user is ended as 'replaced'."""
+        previous = self._by_user.get(user)
+        if previous is not None:
+            await self.end(previous, "replaced")
+        session = Session(
+            session_id="s_" + secrets.token_urlsafe(12),
+            user=user,
+            room=room or room_name(self.room_strategy, self.room_prefix, user),
+            options=options,
+            pipeline_factory=self._pipeline_factory,
+            replay_limit=self.replay_limit,
+        )
+        self.sessions[session.id] = session
+        self._by_user[user] = session
+        session.attach(outbox)
+        if options.transport == "livekit":
+            if self.media is None:
+                await self.end(session, "error", notify=False)
+                raise ProtocolError("transport.unavailable", "the LiveKit transport is not enabled on this server")
+            try:
+                session.media_info = await self.media.open(session)
+            except Exception as exc:
+                log.exception("session %s: could not open LiveKit media", session.id)
+                await self.end(session, "error", notify=False)
+                raise ProtocolError("livekit.unavailable", f"could not join the LiveKit room: {type(exc).__name__}") from None
+        log.info("session %s started for user %s (transport %s, room %s)", session.id, user, options.transport, session.room)
+        return session
+
+    def resume(self, user: str, session_id: str, last_seq: int, outbox: Outbox) -> Session:
+        """Reattach a socket to a live session; the caller then replays what it missed."""
+        session = self.sessions.get(session_id)
+        if session is None or session.ended or session.user != user:
+            raise ProtocolError("session.not_found", "that session does not exist or its grace period is over; start a new one")
+        if last_seq > session.seq:
+            raise ProtocolError("bad_request", f"'resume.last_seq' {last_seq} is ahead of the session ({session.seq})")
+        if session.outbox is not None and session.outbox is not outbox:
+            old = session.outbox
+            session.detach(old)
+            old.send_json({"type": "session.ended", "session_id": session.id, "reason": "resumed_elsewhere"})
+        session.attach(outbox)
+        log.info("session %s resumed after seq %d (now at %d)", session.id, last_seq, session.seq)
+        return session
+
+    def detach(self, session: Session, outbox: Outbox) -> None:
+        """The socket went away: keep the session for the grace period, then end it."""
+        if session.ended or not session.detach(outbox):
+            return
+        log.info("session %s detached; kept for %.0f s", session.id, self.grace_period_s)
+        session.grace_task = asyncio.get_running_loop().create_task(self._expire(session))
+
+    async def _expire(self, session: Session) -> None:
+        await asyncio.sleep(self.grace_period_s)
+        session.grace_task = None
+        log.info("session %s: grace period over", session.id)
+        await self.end(session, "grace_expired", notify=False)
+
+    async def stop(self, session: Session, reason: str = "stopped") -> None:
+        """Finalise open utterances (their finals go out first), then end the session."""
+        if session.ended:
+            return
+        await session.finish_all()
+        await self.end(session, reason)
+
+    async def end(self, session: Session, reason: str, *, notify: bool = True) -> None:
+        """End a session now: no more events; release its media and pipelines."""
+        if session.ended:
+            return
+        session.ended = True
+        if notify:
+            session.send({"type": "session.ended", "session_id": session.id, "reason": reason})
+        if session.grace_task is not None:
+            session.grace_task.cancel()
+            session.grace_task = None
+        self.sessions.pop(session.id, None)
+        if self._by_user.get(session.user) is session:
+            del self._by_user[session.user]
+        if session.media is not None and self.media is not None:
+            try:
+                await self.media.close(session)
+            except Exception:
+                log.exception("session %s: closing media failed", session.id)
+        await session.close_pipelines()
+        log.info("session %s ended (%s)", session.id, reason)
+
+    async def close(self) -> None:
+        """End every session (server shutdown)."""
+        for session in list(self.sessions.values()):
+            await self.stop(session, "server_shutdown")

@@ -1,0 +1,84 @@
+"""Control-socket authentication: HS256 JWTs signed with ROOMSCRIBE_CONTROL_SECRET.
+
+`sub` is the user id and `exp` is required. Optional claims widen what the user may do:
+`multi_user` (transcribe every publisher of a room), `monitor` (subscribe to other users' sessions).
+Error messages never contain the secret or the token.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import jwt
+
+ALGORITHM = "HS256"
+DEFAULT_TTL_S = 3600
+#: Claims that grant extra rights; anything else in a token is ignored.
+PERMISSION_CLAIMS = ("multi_user", "monitor")
+
+
+class AuthError(Exception):
+    """A refused control token; `code` is machine-readable, `message` is for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ControlClaims:
+    user: str
+    expires_at: int
+    permissions: frozenset[str] = field(default_factory=frozenset)
+
+    def allows(self, permission: str) -> bool:
+        return permission in self.permissions
+
+
+def mint_control_token(
+    secret: str, user: str, *, ttl_s: int = DEFAULT_TTL_S, permissions: tuple[str, ...] = ()
+) -> str:
+    """Sign a control token for `user`, valid for `ttl_s` seconds."""
+    if not user:
+        raise ValueError("user id must not be empty")
+    unknown = set(permissions) - set(PERMISSION_CLAIMS)
+    if unknown:
+        raise ValueError(f"unknown permissions: {sorted(unknown)}; known: {list(PERMISSION_CLAIMS)}")
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": user, "iat": now, "exp": now + int(ttl_s)}
+    claims.update({name: True for name in permissions})
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_control_token(secret: str, token: str | None, *, leeway_s: float = 5.0) -> ControlClaims:
+    """Check signature, expiry and subject; raise AuthError with a readable reason."""
+    if not token:
+        raise AuthError(
+            "auth.missing_token",
+            "no control token: send 'Authorization: Bearer <token>' or '?token=<token>'",
+        )
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            leeway=leeway_s,
+            options={"require": ["exp", "sub"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError("auth.token_expired", "the control token has expired; get a new one") from None
+    except jwt.InvalidSignatureError:
+        raise AuthError("auth.bad_signature", "the control token's signature does not verify") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise AuthError("auth.malformed_token", f"the control token lacks the '{exc.claim}' claim") from None
+    except jwt.InvalidAlgorithmError:
+        raise AuthError("auth.malformed_token", f"the control token must be signed with {ALGORITHM}") from None
+    except jwt.InvalidTokenError:
+        raise AuthError("auth.malformed_token", "the control token is not a valid JWT") from None
+    user = claims.get("sub")
+    if not isinstance(user, str) or not user:
+        raise AuthError("auth.malformed_token", "the control token's 'sub' must be a non-empty user id")
+    permissions = frozenset(name for name in PERMISSION_CLAIMS if claims.get(name) is True)
+    return ControlClaims(user=user, expires_at=int(claims["exp"]), permissions=permissions)
