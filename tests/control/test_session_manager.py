@@ -1,0 +1,149 @@
+"""Session manager logic (sequencing, replay, grace period, replacement) with a stand-in pipeline.
+
+The stand-in is only for the manager's bookkeeping; the real pipeline is exercised end to end
+in test_ws_transcription.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from agent.events import FinalTranscript, InterimTranscript, SpeechEnded, SpeechStarted
+from control.protocol import ProtocolError
+from control.session import SessionManager, SessionOptions
+
+
+class RecordingOutbox:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def send_json(self, message: dict[str, Any], *, droppable: bool = False) -> None:
+        self.messages.append(message)
+
+    def send_bytes(self, data: bytes) -> None:
+        pass
+
+
+class StandInPipeline:
+    """Records feed calls; `utter` plays a whole utterance's events."""
+
+    def __init__(self, on_event, participant) -> None:  # type: ignore[no-untyped-def]
+        self.on_event = on_event
+        self.finished = 0
+        self.closed = False
+        self.n = 0
+
+    def utter(self, text: str) -> None:
+        self.n += 1
+        uid = f"u{self.n}"
+        self.on_event(SpeechStarted(uid, self.n))
+        self.on_event(InterimTranscript(uid, text[:3], self.n, self.n + 0.5))
+        self.on_event(FinalTranscript(uid, text, self.n, self.n + 1, "silence"))
+        self.on_event(SpeechEnded(uid, self.n + 1))
+
+    async def finish(self) -> None:
+        self.finished += 1
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+    @property
+    def stats(self) -> dict:
+        return {}
+
+
+def manager(grace: float = 5.0, replay_limit: int = 100) -> SessionManager:
+    return SessionManager(pipeline_factory=StandInPipeline, grace_period_s=grace, replay_limit=replay_limit)
+
+
+OPTIONS = SessionOptions(transport="ws", audio=None, interim=True, echo=False)
+
+
+async def test_seq_rises_by_one_and_resume_replays_only_missed_non_interim_events() -> None:
+    mgr = manager()
+    first = RecordingOutbox()
+    session = await mgr.start("alice", OPTIONS, first)
+    pipeline = session.pipeline()
+    pipeline.utter("one two three")
+    assert [m["seq"] for m in first.messages] == [1, 2, 3, 4]
+    mgr.detach(session, first)
+    pipeline.utter("four five six")  # while nobody is attached
+    second = RecordingOutbox()
+    assert mgr.resume("alice", session.id, 4, second) is session
+    replayed = session.replay(second, 4)
+    assert replayed == 3  # speech.start, final, speech.end; not the interim
+    assert [m["type"] for m in second.messages] == ["speech.start", "transcript.final", "speech.end"]
+    assert [m["seq"] for m in second.messages] == [5, 7, 8]
+    pipeline.utter("seven")
+    assert second.messages[3]["seq"] == 9
+
+
+async def test_resume_refuses_other_users_and_unknown_sessions() -> None:
+    mgr = manager()
+    session = await mgr.start("alice", OPTIONS, RecordingOutbox())
+    with pytest.raises(ProtocolError) as info:
+        mgr.resume("mallory", session.id, 0, RecordingOutbox())
+    assert info.value.code == "session.not_found"
+    with pytest.raises(ProtocolError):
+        mgr.resume("alice", "s_nope", 0, RecordingOutbox())
+    with pytest.raises(ProtocolError) as info:
+        mgr.resume("alice", session.id, 99, RecordingOutbox())
+    assert info.value.code == "bad_request"
+
+
+async def test_grace_period_ends_the_session() -> None:
+    mgr = manager(grace=0.05)
+    outbox = RecordingOutbox()
+    session = await mgr.start("alice", OPTIONS, outbox)
+    pipeline = session.pipeline()
+    mgr.detach(session, outbox)
+    await asyncio.sleep(0.2)
+    assert session.ended and session.id not in mgr.sessions
+    assert pipeline.closed
+    with pytest.raises(ProtocolError):
+        mgr.resume("alice", session.id, 0, RecordingOutbox())
+
+
+async def test_resume_inside_grace_cancels_expiry() -> None:
+    mgr = manager(grace=0.1)
+    outbox = RecordingOutbox()
+    session = await mgr.start("alice", OPTIONS, outbox)
+    mgr.detach(session, outbox)
+    mgr.resume("alice", session.id, 0, RecordingOutbox())
+    await asyncio.sleep(0.3)
+    assert not session.ended
+
+
+async def test_second_session_of_a_user_replaces_the_first() -> None:
+    mgr = manager()
+    old_box = RecordingOutbox()
+    old = await mgr.start("alice", OPTIONS, old_box)
+    new = await mgr.start("alice", OPTIONS, RecordingOutbox())
+    assert old.ended and not new.ended
+    assert old_box.messages[-1] == {"type": "session.ended", "session_id": old.id, "reason": "replaced"}
+    assert mgr.for_user("alice") is new
+
+
+async def test_stop_finishes_pipelines_before_ending() -> None:
+    mgr = manager()
+    outbox = RecordingOutbox()
+    session = await mgr.start("alice", OPTIONS, outbox)
+    pipeline = session.pipeline()
+    await mgr.stop(session)
+    assert pipeline.finished == 1 and pipeline.closed
+    assert outbox.messages[-1]["type"] == "session.ended" and outbox.messages[-1]["reason"] == "stopped"
+
+
+async def test_replay_says_when_the_buffer_no_longer_reaches_back() -> None:
+    mgr = manager(replay_limit=3)
+    outbox = RecordingOutbox()
+    session = await mgr.start("alice", OPTIONS, outbox)
+    session.pipeline().utter("a")
+    session.pipeline().utter("b")
+    later = RecordingOutbox()
+    session.replay(later, 0)
+    assert later.messages[0]["code"] == "replay.truncated"
+    assert [m["seq"] for m in later.messages[1:]] == [5, 7, 8]  # 6 was an interim

@@ -1,0 +1,97 @@
+"""A real control server on loopback and a bare socket client, for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from typing import Any
+
+import aiohttp
+
+from control.config import Settings
+from control.server import ControlServer
+from tokens import mint_control_token
+
+
+class RawClient:
+    """A bare control-socket client for tests: sends what it is told, records what arrives."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.events: list[dict[str, Any]] = []
+        self.binary: list[bytes] = []
+        self._new = asyncio.Condition()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        self.closed = asyncio.Event()
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    self.events.append(json.loads(msg.data))
+                elif msg.type == aiohttp.WSMsgType.BINARY:
+                    self.binary.append(msg.data)
+                async with self._new:
+                    self._new.notify_all()
+        finally:
+            self.closed.set()
+            async with self._new:
+                self._new.notify_all()
+
+    async def send(self, **message: Any) -> None:
+        await self.ws.send_json(message)
+
+    async def wait_for(self, predicate, timeout: float = 30.0) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        """The first recorded event matching `predicate` (waits for it to arrive)."""
+
+        async def find() -> dict[str, Any]:
+            async with self._new:
+                while True:
+                    for event in self.events:
+                        if predicate(event):
+                            return event
+                    if self.closed.is_set():
+                        raise AssertionError(f"socket closed; events: {self.events}")
+                    await self._new.wait()
+
+        return await asyncio.wait_for(find(), timeout)
+
+    async def wait_type(self, msg_type: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
+        return await self.wait_for(
+            lambda e: e.get("type") == msg_type and all(e.get(k) == v for k, v in fields.items()), timeout
+        )
+
+    def of_type(self, msg_type: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("type") == msg_type]
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()
+
+
+class ServerHandle:
+    """A running control server and the means to connect to it."""
+
+    def __init__(self, server: ControlServer, http: aiohttp.ClientSession) -> None:
+        self.server = server
+        self.http = http
+        self.secret = server.settings.control_secret
+
+    def token(self, user: str = "alice", **kwargs: Any) -> str:
+        return mint_control_token(self.secret, user, **kwargs)
+
+    async def connect(self, user: str = "alice", token: str | None = None) -> RawClient:
+        ws = await self.http.ws_connect(
+            self.server.url, headers={"Authorization": f"Bearer {token or self.token(user)}"}
+        )
+        client = RawClient(ws)
+        await client.wait_type("hello")
+        return client
+
+
+def make_settings(**overrides: Any) -> Settings:
+    settings = Settings(host="127.0.0.1", port=0, control_secret=secrets.token_urlsafe(32))
+    for key, value in overrides.items():
+        setattr(settings, key, value)
+    return settings
