@@ -1,0 +1,231 @@
+"""The HTTP side (signalling WebSocket, validate, Twirp) and the embeddable :class:`DevServer`."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from typing import Any
+
+from aiohttp import web
+
+from . import netpolicy
+from .auth import AuthError, Authenticator
+from .codec import JoinParamsError, parse_join_params
+from .relay import install_fast_audio_level
+from .room import Participant, RoomManager
+from .session import Session
+from .twirp import PREFIX, RoomService, make_handler
+
+log = logging.getLogger("devserver")
+
+DEFAULT_KEYS = {"devkey": "secret"}
+
+
+class DevServer:
+    """A small LiveKit-compatible server for development and tests.
+
+    ``await start()`` binds ``host:port`` (``port=0`` picks a free port); ``url`` is the
+    ``ws://`` URL for the SDKs and ``http_url`` the one for ``livekit-api``.
+
+    Options: ``empty_timeout_s`` (close rooms empty this long), ``ping_interval_s`` and
+    ``ping_timeout_s`` (sent to clients; silent clients are removed), ``single_pc`` (serve
+    ``/rtc/v1``; ``False`` makes it 404 so clients fall back to dual PC), ``dual_pc`` (serve
+    ``/rtc``), ``ice_addresses`` (``"loopback"`` default, ``"local"``, or a list of this
+    machine's addresses), ``own_thread`` (run on a private uvloop thread; default ``True`` so the
+    server never competes with the caller's event loop).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 7880, keys: dict[str, str] | None = None,
+                 empty_timeout_s: float = 20.0, *, ping_interval_s: int = 5, ping_timeout_s: int = 15,
+                 single_pc: bool = True, dual_pc: bool = True, ice_addresses: Any = "loopback",
+                 own_thread: bool = True) -> None:
+        self.host = host
+        self.port = port
+        self.keys = dict(keys or DEFAULT_KEYS)
+        self.auth = Authenticator(self.keys)
+        self.rooms = RoomManager(empty_timeout_s=empty_timeout_s)
+        self.ping_interval_s = ping_interval_s
+        self.ping_timeout_s = ping_timeout_s
+        self.single_pc = single_pc
+        self.dual_pc = dual_pc
+        self.ice_addresses = netpolicy.resolve_ice_addresses(ice_addresses)
+        self.own_thread = own_thread
+        self.sessions: set[Session] = set()
+        self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- addresses -----------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The signalling URL to give the SDKs (``ws://host:port``)."""
+        return f"ws://{self._url_host}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        """The base URL for ``livekit-api`` (``http://host:port``)."""
+        return f"http://{self._url_host}:{self.port}"
+
+    @property
+    def _url_host(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"[{host}]" if ":" in host else host
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind and serve; returns once the port is open."""
+        if not self.own_thread:
+            await self._start()
+            return
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._thread_main, args=(ready,),
+                                        name=f"devserver:{self.port}", daemon=True)
+        self._thread.start()
+        await asyncio.wrap_future(ready)
+
+    def _thread_main(self, ready: "concurrent.futures.Future[None]") -> None:
+        try:
+            import uvloop
+
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        except ImportError:  # pragma: no cover - uvloop is a dependency
+            loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._start())
+        except BaseException as exc:
+            ready.set_exception(exc)
+            loop.close()
+            return
+        ready.set_result(None)
+        loop.run_forever()
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+    async def stop(self) -> None:
+        """Disconnect everyone and close the port."""
+        if self.own_thread:
+            if self._loop is None or self._thread is None:
+                return
+            fut = asyncio.run_coroutine_threadsafe(self._stop(), self._loop)
+            await asyncio.wrap_future(fut)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10)
+            self._thread = None
+            self._loop = None
+        else:
+            await self._stop()
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the server's loop and return its result (for tests)."""
+        if not self.own_thread or self._loop is None:
+            return fn(*args)
+
+        async def _run() -> Any:
+            return fn(*args)
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_run(), self._loop))
+
+    async def __aenter__(self) -> "DevServer":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _start(self) -> None:
+        install_fast_audio_level()
+        netpolicy.install()
+        app = self.make_app()
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []  # type: ignore[union-attr]
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        log.info("LiveKit dev server on %s (API keys: %s)", self.url, ", ".join(self.keys))
+
+    async def _stop(self) -> None:
+        self.rooms.close_all()
+        await asyncio.sleep(0.05)
+        for session in list(self.sessions):
+            if not session.ws.closed:
+                await session.ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- HTTP ----------------------------------------------------------------------------
+    def make_app(self) -> web.Application:
+        """The aiohttp application (usable on its own, e.g. with aiohttp's test client)."""
+        app = web.Application()
+        app.router.add_get("/", self._health)
+        app.router.add_get("/rtc", self._rtc_dual)
+        app.router.add_get("/rtc/validate", self._validate_dual)
+        app.router.add_get("/rtc/v1", self._rtc_single)
+        app.router.add_get("/rtc/v1/validate", self._validate_single)
+        app.router.add_post(PREFIX + "{method}", make_handler(RoomService(self.rooms, self.auth)))
+        return app
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    def _path_enabled(self, single_pc: bool) -> bool:
+        return self.single_pc if single_pc else self.dual_pc
+
+    def _check(self, request: web.Request, single_pc: bool):  # type: ignore[no-untyped-def]
+        params = parse_join_params(request.query, request.headers, single_pc)
+        grant = self.auth.verify_join(params.token)
+        return params, grant
+
+    async def _validate(self, request: web.Request, single_pc: bool) -> web.Response:
+        if not self._path_enabled(single_pc):
+            return web.Response(status=404, text="404 page not found")
+        try:
+            self._check(request, single_pc)
+        except AuthError as exc:
+            return web.Response(status=exc.status, text=exc.reason)
+        except JoinParamsError as exc:
+            return web.Response(status=400, text=str(exc))
+        return web.Response(text="success")
+
+    async def _validate_dual(self, request: web.Request) -> web.Response:
+        return await self._validate(request, False)
+
+    async def _validate_single(self, request: web.Request) -> web.Response:
+        return await self._validate(request, True)
+
+    async def _rtc_dual(self, request: web.Request) -> web.StreamResponse:
+        return await self._rtc(request, False)
+
+    async def _rtc_single(self, request: web.Request) -> web.StreamResponse:
+        return await self._rtc(request, True)
+
+    async def _rtc(self, request: web.Request, single_pc: bool) -> web.StreamResponse:
+        if not self._path_enabled(single_pc):
+            return web.Response(status=404, text="404 page not found")
+        try:
+            params, grant = self._check(request, single_pc)
+        except AuthError as exc:
+            log.info("join refused (%s): %s", exc.status, exc.reason)
+            return web.Response(status=exc.status, text=exc.reason)
+        except JoinParamsError as exc:
+            return web.Response(status=400, text=str(exc))
+        room = self.rooms.get_or_create(grant.room)
+        ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024)
+        await ws.prepare(request)
+        session = Session(ws, room, single_pc=single_pc, ice_addresses=self.ice_addresses,
+                          ping_interval_s=self.ping_interval_s, ping_timeout_s=self.ping_timeout_s)
+        part = Participant(grant=grant, link=session, auto_subscribe=params.auto_subscribe)
+        log.info("%s joins room %s (%s, %s PC)", grant.identity, grant.room, params.sdk or "?",
+                 "single" if single_pc else "dual")
+        self.sessions.add(session)
+        try:
+            await session.run(part, params.publisher_offer)
+        finally:
+            self.sessions.discard(session)
+        return ws
