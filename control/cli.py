@@ -27,6 +27,8 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    # faster-whisper logs every decode at INFO: too chatty for a service log.
+    logging.getLogger("faster_whisper").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 class TranscriptPrinter:

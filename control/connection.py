@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from typing import Any, Awaitable, Callable
 
 from aiohttp import WSMsgType, web
@@ -27,6 +28,7 @@ from control.protocol import (
     reply,
 )
 from control.session import Session, SessionManager, SessionOptions
+from control.subscriptions import SUBSCRIBABLE, Subscription
 from control.ws_audio import WsAudioInput
 from tokens import ControlClaims
 
@@ -46,7 +48,8 @@ class ControlConnection:
         self.settings = settings
         self.session: Session | None = None
         self.audio_input: WsAudioInput | None = None
-        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=settings.send_queue_limit)
+        self._queue: deque[tuple[str, Any]] = deque()
+        self._queued = asyncio.Event()
         self._closing = False
         self.dropped = 0
         self._error_window = (0.0, 0)
@@ -57,21 +60,22 @@ class ControlConnection:
             "ping": self._on_ping,
             "token.refresh": self._on_token_refresh,
             "vad": self._on_vad,
+            "subscribe": self._on_subscribe,
+            "unsubscribe": self._on_unsubscribe,
         }
 
     # -- Outbox ------------------------------------------------------------------------------------
-    def send_json(self, message: dict[str, Any], *, droppable: bool = False) -> None:
-        self._enqueue(("json", message), droppable)
+    def send_json(self, message: dict[str, Any], *, droppable: bool = False, force: bool = False) -> None:
+        self._enqueue(("json", message), droppable, force)
 
     def send_bytes(self, data: bytes) -> None:
-        self._enqueue(("bytes", data), True)
+        self._enqueue(("bytes", data), True, False)
 
-    def _enqueue(self, item: tuple[str, Any], droppable: bool) -> None:
+    def _enqueue(self, item: tuple[str, Any], droppable: bool, force: bool) -> None:
+        """Queue a message; past the limit drop it if droppable, else close (unless forced: a replay)."""
         if self._closing:
             return
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if len(self._queue) >= self.settings.send_queue_limit and not force:
             if droppable:
                 self.dropped += 1
                 return
@@ -82,6 +86,9 @@ class ControlConnection:
             )
             if self.session is not None:
                 self.manager.detach(self.session, self)
+            return
+        self._queue.append(item)
+        self._queued.set()
 
     def send_error(self, error: ProtocolError) -> None:
         """Send an `error`, at most ERRORS_PER_SECOND a second (the rest are counted, then reported)."""
@@ -102,7 +109,11 @@ class ControlConnection:
 
     async def _sender(self) -> None:
         while True:
-            kind, payload = await self._queue.get()
+            if not self._queue:
+                self._queued.clear()
+                await self._queued.wait()
+                continue
+            kind, payload = self._queue.popleft()
             if kind == "json":
                 await self.ws.send_str(json.dumps(payload, separators=(",", ":")))
             else:
@@ -132,6 +143,7 @@ class ControlConnection:
                     break
         finally:
             self._closing = True
+            self.manager.drop_subscriptions(self)
             if self.session is not None:
                 self.manager.detach(self.session, self)
             # Let queued messages go out if the socket is still writable, then stop the sender.
@@ -140,7 +152,7 @@ class ControlConnection:
             sender.cancel()
 
     async def _drain(self) -> None:
-        while not self._queue.empty() and not self.ws.closed:
+        while self._queue and not self.ws.closed:
             await asyncio.sleep(0.01)
 
     async def _on_text(self, text: str) -> None:
@@ -273,3 +285,39 @@ class ControlConnection:
         handler = getattr(session.media, "on_client_vad", None)
         if handler is not None:
             await handler(speaking)
+
+    async def _on_subscribe(self, message: ClientMessage) -> None:
+        session_id = message.body.get("session_id")
+        user = message.body.get("user")
+        if (session_id is None) == (user is None):
+            raise ProtocolError("bad_request", "subscribe needs exactly one of 'session_id' or 'user'", message.id)
+        if not isinstance(session_id or user, str) or not (session_id or user):
+            raise ProtocolError("bad_request", "'session_id' / 'user' must be a non-empty string", message.id)
+        events = message.body.get("events", sorted(SUBSCRIBABLE))
+        if not isinstance(events, list) or not events or not set(events) <= SUBSCRIBABLE:
+            raise ProtocolError(
+                "bad_request", f"'events' must be a non-empty list drawn from {sorted(SUBSCRIBABLE)}", message.id
+            )
+        if session_id is not None:
+            target = self.manager.sessions.get(session_id)
+            owner = target.user if target is not None else None
+        else:
+            owner = user
+        if owner != self.claims.user and not self.claims.allows("monitor"):
+            # The same answer for "not yours" and "does not exist" reveals nothing about other users.
+            raise ProtocolError(
+                "not_allowed", "you may watch only your own sessions unless your token has the 'monitor' claim", message.id
+            )
+        subscription = Subscription(outbox=self, events=frozenset(events), session_id=session_id, user=user)
+        try:
+            self.manager.subscribe(subscription)
+        except ProtocolError as error:
+            error.request_id = message.id
+            raise
+        self.send_json(reply("subscribed", message.id, **subscription.describe()))
+
+    async def _on_unsubscribe(self, message: ClientMessage) -> None:
+        subscription_id = message.body.get("subscription_id")
+        if not isinstance(subscription_id, str) or not self.manager.unsubscribe(subscription_id, self):
+            raise ProtocolError("subscription.not_found", "no subscription with that id on this socket", message.id)
+        self.send_json(reply("unsubscribed", message.id, subscription_id=subscription_id))

@@ -27,6 +27,8 @@ CLIENT_MESSAGE_TYPES = (
     "vad",
     "token.refresh",
     "ping",
+    "subscribe",
+    "unsubscribe",
 )
 TRANSPORTS = ("livekit", "ws")
 ENCODING = "pcm_s16le"

@@ -14,11 +14,14 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from agent.events import PipelineEvent, InterimTranscript
-from agent.pipeline import TranscriptionPipeline
-from control.protocol import AudioFormat, ProtocolError, SessionStartRequest, event_message
+from agent.events import InterimTranscript, PipelineEvent
+from control.protocol import AudioFormat, ProtocolError, event_message
+
+if TYPE_CHECKING:
+    from agent.pipeline import TranscriptionPipeline
+    from control.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +32,13 @@ NOT_REPLAYED = frozenset({"transcript.interim", "token"})
 class Outbox(Protocol):
     """Where a session's messages go: the control socket it is attached to."""
 
-    def send_json(self, message: dict[str, Any], *, droppable: bool = False) -> None: ...
+    def send_json(self, message: dict[str, Any], *, droppable: bool = False, force: bool = False) -> None:
+        """Queue a message; `droppable` ones may be dropped for a slow reader, `force` (replay) never is."""
 
     def send_bytes(self, data: bytes) -> None: ...
 
 
-PipelineFactory = Callable[[Callable[[PipelineEvent], None], str | None], TranscriptionPipeline]
+PipelineFactory = Callable[[Callable[[PipelineEvent], None], str | None], "TranscriptionPipeline"]
 
 
 @dataclass
@@ -69,7 +73,9 @@ class Session:
         self._log: deque[dict[str, Any]] = deque(maxlen=replay_limit)
         self._evicted_upto = 0
         self._pipeline_factory = pipeline_factory
-        self._pipelines: dict[str | None, TranscriptionPipeline] = {}
+        self._pipelines: dict[str | None, "TranscriptionPipeline"] = {}
+        #: Monitor subscriptions watching this session.
+        self.watchers: set["Subscription"] = set()
         self.grace_task: asyncio.Task[None] | None = None
         #: Set by the media backend (LiveKit) for the session's lifetime.
         self.media: Any = None
@@ -91,7 +97,12 @@ class Session:
             self._log.append(message)
         if self.outbox is not None:
             self.outbox.send_json(message, droppable=message["type"] == "transcript.interim")
+        self._notify_watchers(message)
         return self.seq
+
+    def _notify_watchers(self, message: dict[str, Any]) -> None:
+        for watcher in list(self.watchers):
+            watcher.deliver(self.id, self.user, message)
 
     def on_pipeline_event(self, event: PipelineEvent) -> None:
         if self.ended:
@@ -106,7 +117,7 @@ class Session:
             self.outbox.send_json(message, droppable=droppable)
 
     # -- pipelines -----------------------------------------------------------------------------
-    def pipeline(self, participant: str | None = None) -> TranscriptionPipeline:
+    def pipeline(self, participant: str | None = None) -> "TranscriptionPipeline":
         """The pipeline for one speaker (None: the session's single user), created on first use."""
         pipeline = self._pipelines.get(participant)
         if pipeline is None:
@@ -148,11 +159,12 @@ class Session:
                     "type": "status",
                     "code": "replay.truncated",
                     "message": f"events up to seq {self._evicted_upto} are older than the replay buffer keeps",
-                }
+                },
+                force=True,
             )
         missed = [m for m in self._log if m["seq"] > last_seq]
         for message in missed:
-            outbox.send_json(message)
+            outbox.send_json(message, force=True)
         return len(missed)
 
     def detach(self, outbox: Outbox) -> bool:
@@ -207,6 +219,7 @@ class SessionManager:
         self.media = media
         self.sessions: dict[str, Session] = {}
         self._by_user: dict[str, Session] = {}
+        self._subscriptions: dict[str, "Subscription"] = {}
 
     def for_user(self, user: str) -> Session | None:
         return self._by_user.get(user)
@@ -228,6 +241,7 @@ class SessionManager:
         )
         self.sessions[session.id] = session
         self._by_user[user] = session
+        session.watchers.update(s for s in self._subscriptions.values() if s.user == user)
         session.attach(outbox)
         if options.transport == "livekit":
             if self.media is None:
@@ -282,8 +296,14 @@ class SessionManager:
         if session.ended:
             return
         session.ended = True
+        ended = {"type": "session.ended", "session_id": session.id, "reason": reason}
         if notify:
-            session.send({"type": "session.ended", "session_id": session.id, "reason": reason})
+            session.send(ended)
+        session._notify_watchers(ended)
+        for watcher in session.watchers:
+            if watcher.session_id == session.id:
+                self._subscriptions.pop(watcher.id, None)
+        session.watchers.clear()
         if session.grace_task is not None:
             session.grace_task.cancel()
             session.grace_task = None
@@ -297,6 +317,35 @@ class SessionManager:
                 log.exception("session %s: closing media failed", session.id)
         await session.close_pipelines()
         log.info("session %s ended (%s)", session.id, reason)
+
+    # -- monitor subscriptions ----------------------------------------------------------------
+    def subscribe(self, subscription: "Subscription") -> Session | None:
+        """Register a subscription; returns the session it watches now, if any."""
+        if subscription.session_id is not None:
+            session = self.sessions.get(subscription.session_id)
+            if session is None or session.ended:
+                raise ProtocolError("session.not_found", "no live session with that id")
+        else:
+            session = self._by_user.get(subscription.user or "")
+        self._subscriptions[subscription.id] = subscription
+        if session is not None:
+            session.watchers.add(subscription)
+        return session
+
+    def unsubscribe(self, subscription_id: str, outbox: Outbox) -> bool:
+        """Remove a subscription that belongs to `outbox`; False when there is none."""
+        subscription = self._subscriptions.get(subscription_id)
+        if subscription is None or subscription.outbox is not outbox:
+            return False
+        del self._subscriptions[subscription_id]
+        for session in self.sessions.values():
+            session.watchers.discard(subscription)
+        return True
+
+    def drop_subscriptions(self, outbox: Outbox) -> None:
+        """Forget every subscription of a socket that went away."""
+        for subscription_id in [k for k, s in self._subscriptions.items() if s.outbox is outbox]:
+            self.unsubscribe(subscription_id, outbox)
 
     async def close(self) -> None:
         """End every session (server shutdown)."""

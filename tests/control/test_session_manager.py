@@ -20,7 +20,7 @@ class RecordingOutbox:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
 
-    def send_json(self, message: dict[str, Any], *, droppable: bool = False) -> None:
+    def send_json(self, message: dict[str, Any], *, droppable: bool = False, force: bool = False) -> None:
         self.messages.append(message)
 
     def send_bytes(self, data: bytes) -> None:
