@@ -179,7 +179,8 @@ class DevServer:
 
     def _check(self, request: web.Request, single_pc: bool):  # type: ignore[no-untyped-def]
         params = parse_join_params(request.query, request.headers, single_pc)
-        grant = self.auth.verify_join(params.token)
+        # ``room`` is a dev-server extension: LiveKit takes the room from the token alone.
+        grant = self.auth.verify_join(params.token, request.query.get("room") or None)
         return params, grant
 
     async def _validate(self, request: web.Request, single_pc: bool) -> web.Response:

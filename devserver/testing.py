@@ -7,7 +7,7 @@ import contextlib
 import datetime
 import math
 import socket
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import numpy as np
 
@@ -26,7 +26,8 @@ def make_token(identity: str, room: str, *, key: str = "devkey", secret: str = "
     """A join token; ``grants`` override VideoGrants fields (``can_subscribe=False`` ...)."""
     from livekit import api
 
-    video = api.VideoGrants(room_join=True, room=room, **grants)  # type: ignore[arg-type]
+    grants.setdefault("room_join", True)
+    video = api.VideoGrants(room=room, **grants)  # type: ignore[arg-type]
     return (api.AccessToken(key, secret).with_identity(identity).with_name(name or identity)
             .with_grants(video).with_ttl(datetime.timedelta(seconds=ttl_s)).to_jwt())
 
@@ -107,3 +108,16 @@ async def collect_audio(track: object, seconds: float, *, rate: int = 48000,
     finally:
         await stream.aclose()
     return np.concatenate(chunks)[:want] if chunks else np.zeros(0, dtype=np.int16)
+
+
+def wait_event(emitter: object, event: str, predicate: Callable[..., bool] = lambda *a: True
+               ) -> "asyncio.Future[tuple]":
+    """A future resolved with the args of the first ``event`` (matching ``predicate``)."""
+    fut: asyncio.Future[tuple] = asyncio.get_running_loop().create_future()
+
+    def _handler(*args: object) -> None:
+        if not fut.done() and predicate(*args):
+            fut.set_result(args)
+
+    emitter.on(event, _handler)  # type: ignore[attr-defined]
+    return fut

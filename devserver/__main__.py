@@ -1,0 +1,5 @@
+"""``python -m devserver``: same as ``roomscribe devserver``."""
+
+from .cli import main
+
+raise SystemExit(main())

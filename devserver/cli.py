@@ -1,0 +1,82 @@
+"""``roomscribe devserver``: run the LiveKit-compatible development server in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from .app import DevServer
+
+
+def parse_keys(text: str) -> dict[str, str]:
+    """``"key:secret[,key2:secret2]"`` → ``{key: secret}``."""
+    keys: dict[str, str] = {}
+    for pair in text.split(","):
+        pair = pair.strip()
+        if not pair:
+            continue
+        key, sep, secret = pair.partition(":")
+        if not sep or not key or not secret:
+            raise argparse.ArgumentTypeError(f"expected KEY:SECRET, got {pair!r}")
+        keys[key] = secret
+    if not keys:
+        raise argparse.ArgumentTypeError("no API keys given")
+    return keys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="roomscribe devserver",
+                                description="LiveKit-compatible server for development and tests "
+                                            "(not for production).")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7880, help="port (default 7880; 0 picks a free one)")
+    p.add_argument("--keys", type=parse_keys, default={"devkey": "secret"},
+                   help="API key pairs KEY:SECRET[,KEY:SECRET] (default devkey:secret)")
+    p.add_argument("--empty-timeout", type=float, default=20.0,
+                   help="close rooms after this many seconds empty (default 20)")
+    p.add_argument("--ice-addresses", default="loopback",
+                   help="host candidates to offer: 'loopback' (default), 'local' (this machine's "
+                        "own interface addresses) or a comma-separated list")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+async def _serve(srv: DevServer) -> None:
+    await srv.start()
+    print(f"LiveKit dev server: {srv.url}  (API key(s): {', '.join(srv.keys)})", flush=True)
+    print(f"  LIVEKIT_URL={srv.url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover
+            pass
+    await stop.wait()
+    await srv.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point used by ``roomscribe devserver``; returns a process exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aioice").setLevel(logging.WARNING)
+    logging.getLogger("aiortc").setLevel(logging.WARNING)
+    srv = DevServer(host=args.host, port=args.port, keys=args.keys, empty_timeout_s=args.empty_timeout,
+                    ice_addresses=args.ice_addresses, own_thread=False)
+    try:
+        import uvloop
+
+        uvloop.run(_serve(srv))
+    except ImportError:  # pragma: no cover
+        asyncio.run(_serve(srv))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

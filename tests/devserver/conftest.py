@@ -1,0 +1,63 @@
+"""Fixtures for the dev server tests: a running server and SDK rooms that always disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from devserver import DevServer  # noqa: E402
+from devserver.testing import make_token, running_devserver, wait_event  # noqa: E402
+
+logging.getLogger("aioice").setLevel(logging.WARNING)
+logging.getLogger("aiortc").setLevel(logging.WARNING)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[DevServer]:
+    """A dev server on a free loopback port, both PC modes enabled."""
+    async with running_devserver(empty_timeout_s=5) as srv:
+        yield srv
+
+
+Connect = Callable[..., Awaitable["object"]]
+
+
+@pytest.fixture
+async def connect(server: DevServer) -> AsyncIterator[Connect]:
+    """``await connect(identity, room, single_pc=True, **grants)`` → a connected ``rtc.Room``.
+
+    Each room has ``first_track``: a future of the first ``track_subscribed`` event's args.
+    """
+    from livekit import rtc
+
+    rooms: list[rtc.Room] = []
+
+    async def _connect(identity: str, room: str = "r1", *, single_pc: bool | None = True,
+                       auto_subscribe: bool = True, srv: DevServer | None = None,
+                       **grants: object) -> rtc.Room:
+        target = srv or server
+        lk_room = rtc.Room()
+        rooms.append(lk_room)
+        # registered before connecting, so tracks announced during connect are not missed
+        lk_room.first_track = wait_event(lk_room, "track_subscribed")  # type: ignore[attr-defined]
+        opts = rtc.RoomOptions(auto_subscribe=auto_subscribe, single_peer_connection=single_pc)
+        await asyncio.wait_for(lk_room.connect(target.url, make_token(identity, room, **grants), opts), 15)
+        return lk_room
+
+    yield _connect
+    for lk_room in rooms:
+        try:
+            await asyncio.wait_for(lk_room.disconnect(), 5)
+        except Exception:  # already gone
+            pass
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # the well-known dev secret ("secret") is shorter than PyJWT recommends; that is the point
+    config.addinivalue_line("filterwarnings", "ignore::jwt.warnings.InsecureKeyLengthWarning")
