@@ -39,6 +39,7 @@ class PipelineConfig:
     # Added fields.
     vad_neg_threshold: float | None = None  # None → max(vad_threshold - 0.15, 0.01)
     max_cut_lookback_s: float = 1.5  # at max length, cut at the quietest point in this tail
+    lead_in_s: float = 0.3  # digital silence prepended to every model input (steadier first words)
     min_interim_audio_s: float = 0.5  # no interim for less speech than this
     word_timestamps: bool = False  # word times on finals (costs extra decoding work)
     max_pending_finals: int = 4  # per pipeline, before an "asr_backlog" notice (finals never drop)

@@ -50,6 +50,7 @@ class _Utterance:
     start: int  # speech start (samples)
     audio_start: int  # first sample sent to the model (pre-roll included)
     end: int | None = None  # set when the segmenter closes it
+    audio_end: int = 0  # last sample sent with the final
     reason: str | None = None
     ended_wall: float | None = None
     next_interim_at: int = 0
@@ -92,6 +93,7 @@ class TranscriptionPipeline:
         self._pre_roll = int(self.cfg.pre_roll_s * RATE)
         self._interim_step = max(WINDOW, int(self.cfg.interim_interval_s * RATE))
         self._min_interim = max(self._interim_step, int(self.cfg.min_interim_audio_s * RATE))
+        self._lead_in = np.zeros(int(self.cfg.lead_in_s * RATE), dtype=np.float32)
         self._utt_ids = itertools.count(1)
         self._open: deque[_Utterance] = deque()  # not yet closed in the event stream, in order
         self._current: _Utterance | None = None  # the utterance the segmenter has open
@@ -212,11 +214,12 @@ class TranscriptionPipeline:
             return
         self._current = None
         u.end, u.reason, u.ended_wall = b.sample, b.reason, time.perf_counter()
-        audio = self._audio.slice(u.audio_start, b.audio_end)
+        u.audio_end = min(b.audio_end, self._audio.end)
+        audio = self._model_input(u.audio_start, b.audio_end)
         job = self.engine.submit(
             audio, final=True, owner=self.owner, word_timestamps=self.cfg.word_timestamps
         )
-        self._spawn(u, self._run_final(u, job, audio.shape[0]), final=True)
+        self._spawn(u, self._run_final(u, job), final=True)
         self._check_backlog()
 
     def _maybe_interim(self) -> None:
@@ -227,7 +230,7 @@ class TranscriptionPipeline:
         if pos < u.next_interim_at:
             return
         u.next_interim_at = pos + self._interim_step
-        audio = self._audio.slice(u.audio_start, pos)
+        audio = self._model_input(u.audio_start, pos)
         u.interim_seq += 1
         seg = self._seg
 
@@ -236,7 +239,12 @@ class TranscriptionPipeline:
 
         job = self.engine.submit(audio, final=False, owner=self.owner, is_stale=is_stale)
         self._stats["interims_requested"] += 1
-        self._spawn(u, self._run_interim(u, u.interim_seq, job, u.audio_start + audio.shape[0]))
+        self._spawn(u, self._run_interim(u, u.interim_seq, job, pos))
+
+    def _model_input(self, a: int, b: int) -> np.ndarray:
+        """Session audio [a, b) with the lead-in silence prepended."""
+        audio = self._audio.slice(a, b)
+        return np.concatenate([self._lead_in, audio]) if self._lead_in.size else audio
 
     # -- results -------------------------------------------------------------------------------
 
@@ -275,7 +283,7 @@ class TranscriptionPipeline:
         else:
             u.held_interim = ev
 
-    async def _run_final(self, u: _Utterance, job: AsrJob, n_samples: int) -> None:
+    async def _run_final(self, u: _Utterance, job: AsrJob) -> None:
         try:
             res: AsrResult | None = await asyncio.wrap_future(job.future)
         except asyncio.CancelledError:
@@ -292,12 +300,7 @@ class TranscriptionPipeline:
             segs = clean_segments(res.segments, self._guard)
             text = clean_text(segs, self._guard)
             if self.cfg.word_timestamps and text:
-                off = u.audio_start / RATE
-                words = tuple(
-                    Word(w.word.strip(), round(off + w.start, 3), round(off + w.end, 3), w.probability)
-                    for s in segs
-                    for w in s.words
-                )
+                words = self._session_words(u, segs)
         if text:
             end = max(u.end, u.audio_start + 1) / RATE
             u.final_event = FinalTranscript(
@@ -307,6 +310,18 @@ class TranscriptionPipeline:
             self._stats["empty_finals"] += 1
         u.final_done = True
         self._drain()
+
+    def _session_words(self, u: _Utterance, segs) -> tuple[Word, ...]:
+        """Word times in session seconds, clamped to the audio the model actually heard."""
+        off = (u.audio_start - self._lead_in.size) / RATE
+        lo, hi = u.audio_start / RATE, u.audio_end / RATE
+        out = []
+        for seg in segs:
+            for w in seg.words:
+                start = min(max(off + w.start, lo), hi)
+                end = min(max(off + w.end, start), hi)
+                out.append(Word(w.word.strip(), round(start, 3), round(end, 3), w.probability))
+        return tuple(out)
 
     # -- ordered emission ----------------------------------------------------------------------
 

@@ -1,0 +1,198 @@
+"""The media agent for one LiveKit room: joins hidden and subscribe-only, feeds microphone audio on.
+
+It subscribes only to the microphone of the session's user (or of every publisher in multi-user
+mode), reads `rtc.AudioStream` and hands each frame to `feed`; the pipeline resamples it with soxr.
+If its connection breaks it rejoins with exponential backoff and jitter and reports the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+import numpy as np
+from livekit import rtc
+
+from agent.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+#: feed(identity, int16 samples, sample_rate, channels)
+FeedFn = Callable[[str, np.ndarray, int, int], None]
+StatusFn = Callable[[str, str], None]
+TrackEndedFn = Callable[[str], Awaitable[None]]
+
+
+class RoomAgent:
+    """One room's agent. `target_identity=None` transcribes every publisher (multi-user mode)."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        room_name: str,
+        mint_token: Callable[[], str],
+        target_identity: str | None,
+        feed: FeedFn,
+        on_status: StatusFn,
+        on_track_ended: TrackEndedFn,
+        receiving: bool = True,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.url = url
+        self.room_name = room_name
+        self._mint_token = mint_token
+        self.target_identity = target_identity
+        self._feed = feed
+        self._on_status = on_status
+        self._on_track_ended = on_track_ended
+        self.receiving = receiving
+        self._backoff = backoff or Backoff()
+        self.room: rtc.Room | None = None
+        self._readers: dict[str, asyncio.Task[None]] = {}
+        self._supervisor: asyncio.Task[None] | None = None
+        self._closed = False
+        self._degraded = False
+        self.connected = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Join the room (the first join's failure is raised to the caller)."""
+        await self._join()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        await self._leave()
+
+    async def _join(self) -> None:
+        room = rtc.Room()
+        room.on("track_published", self._on_track_published)
+        room.on("track_subscribed", self._on_track_subscribed)
+        room.on("track_unsubscribed", self._on_track_gone)
+        room.on("track_unpublished", lambda pub, participant: self._stop_reader(pub.sid))
+        room.on("participant_disconnected", self._on_participant_left)
+        room.on("disconnected", self._on_disconnected)
+        room.on("reconnecting", lambda: self._status_degraded("the agent's LiveKit connection is reconnecting"))
+        room.on("reconnected", self._status_recovered)
+        await room.connect(self.url, self._mint_token(), rtc.RoomOptions(auto_subscribe=False))
+        self.room = room
+        self.connected.set()
+        log.info("agent joined room %s", self.room_name)
+        for participant in room.remote_participants.values():
+            for publication in participant.track_publications.values():
+                self._consider(publication, participant)
+
+    async def _leave(self) -> None:
+        for sid in list(self._readers):
+            self._stop_reader(sid)
+        room, self.room = self.room, None
+        self.connected.clear()
+        if room is not None:
+            try:
+                await room.disconnect()
+            except Exception:  # the connection may already be gone
+                log.debug("agent disconnect from %s failed", self.room_name, exc_info=True)
+
+    # -- subscriptions ------------------------------------------------------------------------------
+    def _wanted(self, publication: rtc.TrackPublication, participant: rtc.RemoteParticipant) -> bool:
+        if publication.kind != rtc.TrackKind.KIND_AUDIO or publication.source != rtc.TrackSource.SOURCE_MICROPHONE:
+            return False
+        return self.target_identity is None or participant.identity == self.target_identity
+
+    def _consider(self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+        if self._wanted(publication, participant):
+            publication.set_subscribed(self.receiving)
+
+    async def set_receiving(self, receiving: bool) -> None:
+        """Subscribe to (True) or unsubscribe from (False) the wanted microphone tracks."""
+        self.receiving = receiving
+        if self.room is None:
+            return
+        for participant in self.room.remote_participants.values():
+            for publication in participant.track_publications.values():
+                self._consider(publication, participant)
+        if not receiving:
+            for sid in list(self._readers):
+                self._stop_reader(sid)
+
+    def _on_track_published(self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+        self._consider(publication, participant)
+
+    def _on_track_subscribed(
+        self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        if not self._wanted(publication, participant) or not self.receiving:
+            publication.set_subscribed(False)
+            return
+        if publication.sid in self._readers:
+            return
+        log.info("agent in %s receives %s's microphone", self.room_name, participant.identity)
+        self._readers[publication.sid] = asyncio.get_running_loop().create_task(
+            self._read(track, participant.identity)
+        )
+
+    def _on_track_gone(self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+        self._stop_reader(publication.sid)
+
+    def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
+        for publication in participant.track_publications.values():
+            self._stop_reader(publication.sid)
+
+    def _stop_reader(self, sid: str) -> None:
+        task = self._readers.pop(sid, None)
+        if task is not None:
+            task.cancel()
+
+    async def _read(self, track: rtc.Track, identity: str) -> None:
+        stream = rtc.AudioStream(track)
+        try:
+            async for event in stream:
+                frame = event.frame
+                self._feed(identity, np.frombuffer(frame.data, dtype=np.int16), frame.sample_rate, frame.num_channels)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("agent in %s: reading %s's audio failed", self.room_name, identity)
+        finally:
+            await stream.aclose()
+            # The track ended (unpublished, left, unsubscribed): settle the open utterance.
+            asyncio.get_running_loop().create_task(self._on_track_ended(identity))
+
+    # -- connection health -------------------------------------------------------------------------
+    def _status_degraded(self, message: str) -> None:
+        if not self._degraded:
+            self._degraded = True
+            self._on_status("livekit.degraded", message)
+
+    def _status_recovered(self) -> None:
+        if self._degraded:
+            self._degraded = False
+            self._on_status("livekit.recovered", "the agent's LiveKit connection is back")
+
+    def _on_disconnected(self, reason: object = None) -> None:
+        if self._closed or (self._supervisor is not None and not self._supervisor.done()):
+            return
+        self._status_degraded(f"the agent lost its LiveKit connection ({reason}); reconnecting")
+        self._supervisor = asyncio.get_running_loop().create_task(self._rejoin())
+
+    async def _rejoin(self) -> None:
+        """Rejoin with exponential backoff and jitter until it works or the agent is closed."""
+        await self._leave()
+        self._backoff.reset()
+        while not self._closed:
+            delay = self._backoff.next_delay()
+            if delay is None:
+                self._on_status("livekit.failed", "the agent could not rejoin the LiveKit room; giving up")
+                return
+            await asyncio.sleep(delay)
+            try:
+                await self._join()
+            except Exception as exc:
+                log.info("agent rejoin of %s failed (%s); retrying", self.room_name, type(exc).__name__)
+                await self._leave()
+                continue
+            self._status_recovered()
+            return
