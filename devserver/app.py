@@ -11,8 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from . import netpolicy
-from .auth import AuthError, Authenticator
-from .codec import JoinParamsError, parse_join_params
+from .auth import AuthError, Authenticator, JoinGrant
+from .codec import JoinParamsError, bearer_token, parse_join_params
 from .relay import install_fast_audio_level
 from .room import Participant, RoomManager
 from .session import Session
@@ -177,21 +177,18 @@ class DevServer:
     def _path_enabled(self, single_pc: bool) -> bool:
         return self.single_pc if single_pc else self.dual_pc
 
-    def _check(self, request: web.Request, single_pc: bool):  # type: ignore[no-untyped-def]
-        params = parse_join_params(request.query, request.headers, single_pc)
+    def _grant(self, request: web.Request) -> JoinGrant:
+        token = bearer_token(request.headers, request.query)
         # ``room`` is a dev-server extension: LiveKit takes the room from the token alone.
-        grant = self.auth.verify_join(params.token, request.query.get("room") or None)
-        return params, grant
+        return self.auth.verify_join(token, request.query.get("room") or None)
 
     async def _validate(self, request: web.Request, single_pc: bool) -> web.Response:
         if not self._path_enabled(single_pc):
             return web.Response(status=404, text="404 page not found")
         try:
-            self._check(request, single_pc)
+            self._grant(request)
         except AuthError as exc:
             return web.Response(status=exc.status, text=exc.reason)
-        except JoinParamsError as exc:
-            return web.Response(status=400, text=str(exc))
         return web.Response(text="success")
 
     async def _validate_dual(self, request: web.Request) -> web.Response:
@@ -210,7 +207,8 @@ class DevServer:
         if not self._path_enabled(single_pc):
             return web.Response(status=404, text="404 page not found")
         try:
-            params, grant = self._check(request, single_pc)
+            grant = self._grant(request)
+            params = parse_join_params(request.query, request.headers, single_pc)
         except AuthError as exc:
             log.info("join refused (%s): %s", exc.status, exc.reason)
             return web.Response(status=exc.status, text=exc.reason)

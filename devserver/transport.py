@@ -117,6 +117,7 @@ class MediaSession:
         self._sub_again = False
         self._tasks: set[asyncio.Task] = set()
         self._msid_by_mid: dict[str, str] = {}
+        self._early: dict[int, list[object]] = {}
 
     # -- setup ---------------------------------------------------------------------------
     def _make_pc(self, target: int) -> RTCPeerConnection:
@@ -174,6 +175,7 @@ class MediaSession:
             self._msid_by_mid.update(msid_track_ids(sdp))
             netpolicy.use_host_addresses(self._ice_addresses)
             await self.pub.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            await self._flush_early(self.pub)
             self._check_unpublished()
             mapping: dict[str, str] = {}
             if self.single_pc:
@@ -290,6 +292,7 @@ class MediaSession:
                 return
             sdp = netpolicy.filter_sdp_candidates(answer.sdp, self._allowed_remote)
             await self.sub.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+            await self._flush_early(self.sub)
             self._sub_waiting_answer = False
             again = self._sub_again
         if again:
@@ -309,10 +312,20 @@ class MediaSession:
         cand.sdpMid = sdp_mid
         cand.sdpMLineIndex = mline
         async with lock:
-            try:
-                await pc.addIceCandidate(cand)
-            except Exception as exc:  # no remote description yet, unknown mid: not fatal
-                log.debug("addIceCandidate failed: %s", exc)
+            if pc.remoteDescription is None:  # trickled before the offer/answer: keep for later
+                self._early.setdefault(id(pc), []).append(cand)
+                return
+            await self._add_candidate(pc, cand)
+
+    async def _add_candidate(self, pc: RTCPeerConnection, cand: object) -> None:
+        try:
+            await pc.addIceCandidate(cand)  # type: ignore[arg-type]
+        except Exception as exc:  # unknown mid etc.: not fatal, ICE also learns peer-reflexively
+            log.debug("addIceCandidate failed: %s", exc)
+
+    async def _flush_early(self, pc: RTCPeerConnection) -> None:
+        for cand in self._early.pop(id(pc), []):
+            await self._add_candidate(pc, cand)
 
     # -- data ----------------------------------------------------------------------------
     def send_data(self, payload: bytes, reliable: bool) -> None:
