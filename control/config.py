@@ -68,7 +68,7 @@ class Settings:
     livekit_url: str = ""
     livekit_api_key: str = DEV_LIVEKIT_KEY
     livekit_api_secret: str = DEV_LIVEKIT_SECRET
-    audio_transport: str = "ws"  # default transport: "ws" | "livekit"
+    audio_transport: str = "livekit"  # default transport: "livekit" | "ws"
     allow_ws_fallback: bool = True  # a client may ask for "ws" per session
     client_token_ttl_s: int = 300
     agent_token_ttl_s: int = 600
@@ -76,6 +76,9 @@ class Settings:
     room_prefix: str = "roomscribe-"
     grace_period_s: float = 30.0
     publish_gating: str = "always"  # "always" | "vad"
+    publish_hangover_s: float = 0.6  # after the client's `vad speaking:false`, before publish.stop
+    publish_inactivity_s: float = 10.0  # no speech while publishing → publish.stop {reason: inactivity}
+    devserver_port: int = 7880  # the embedded LiveKit dev server (when LIVEKIT_URL is empty)
     max_frame_s: float = 1.0
     send_queue_limit: int = 512
     replay_limit: int = 2000
@@ -116,11 +119,19 @@ class Settings:
             room_prefix=_get(env, "ROOMSCRIBE_ROOM_PREFIX", d.room_prefix),
             grace_period_s=_float(env, "ROOMSCRIBE_GRACE_PERIOD_S", d.grace_period_s),
             publish_gating=_choice(env, "ROOMSCRIBE_PUBLISH_GATING", d.publish_gating, ("always", "vad")),
+            publish_hangover_s=_float(env, "ROOMSCRIBE_PUBLISH_HANGOVER_S", d.publish_hangover_s),
+            publish_inactivity_s=_float(env, "ROOMSCRIBE_PUBLISH_INACTIVITY_S", d.publish_inactivity_s),
+            devserver_port=_int(env, "ROOMSCRIBE_DEVSERVER_PORT", d.devserver_port),
             asr=asr,
             pipeline=pipeline,
         )
         settings.validate()
         return settings
+
+    @property
+    def livekit_enabled(self) -> bool:
+        """LiveKit sessions are offered when it is the default transport or a server is configured."""
+        return self.audio_transport == "livekit" or bool(self.livekit_url)
 
     def validate(self) -> None:
         """Refuse settings that cannot work, with a message that says which one."""

@@ -221,10 +221,15 @@ class ControlConnection:
         if session.transport == "ws":
             ready["audio"] = (session.options.audio or AudioFormat()).as_dict()
         else:
+            if replay_from is not None and self.manager.media is not None:
+                # A resumed client gets fresh LiveKit credentials; old tokens are not replayed.
+                session.media_info = {**(session.media_info or {}), **await self.manager.media.refresh_credentials(session)}
             ready["livekit"] = session.media_info
         self.send_json(ready)
         if replay_from is not None:
             session.replay(self, replay_from)
+        elif session.media is not None:
+            await session.media.ready()
 
     def _resume(self, message: ClientMessage, session_id: str, last_seq: int) -> tuple[Session, int]:
         try:

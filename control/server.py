@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from agent.asr import AsrEngine
-from agent.events import PipelineEvent
 from agent.pipeline import TranscriptionPipeline
 from control.app import create_app
 from control.config import Settings
+from control.livekit_media import LiveKitMedia
 from control.session import SessionManager
+
+if TYPE_CHECKING:
+    from devserver import DevServer
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +30,8 @@ class ControlServer:
         self.manager: SessionManager | None = None
         self._runner: web.AppRunner | None = None
         self.port = settings.port
+        self.devserver: "DevServer | None" = None
+        self.livekit_url = settings.livekit_url
 
     def _new_pipeline(self, on_event, participant: str | None) -> TranscriptionPipeline:  # type: ignore[no-untyped-def]
         return TranscriptionPipeline(self.engine, self.settings.pipeline, on_event, participant=participant)
@@ -35,12 +41,14 @@ class ControlServer:
             raise ValueError("ROOMSCRIBE_CONTROL_SECRET is empty: set it (see .env.example)")
         if self._own_engine:
             await self.engine.start()
+        media = await self._start_livekit() if self.settings.livekit_enabled else None
         self.manager = SessionManager(
             pipeline_factory=self._new_pipeline,
             grace_period_s=self.settings.grace_period_s,
             room_strategy=self.settings.room_strategy,
             room_prefix=self.settings.room_prefix,
             replay_limit=self.settings.replay_limit,
+            media=media,
         )
         app = create_app(self.settings, self.manager)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -51,6 +59,28 @@ class ControlServer:
         if sockets:
             self.port = sockets[0].getsockname()[1]
         log.info("control plane listening on %s", self.url)
+
+    async def _start_livekit(self) -> LiveKitMedia:
+        """The LiveKit backend; with no LIVEKIT_URL, the embedded development server too."""
+        if not self.settings.livekit_url:
+            from devserver import DevServer
+
+            self.devserver = DevServer(
+                host=self.settings.host,
+                port=self.settings.devserver_port,
+                keys={self.settings.livekit_api_key: self.settings.livekit_api_secret},
+            )
+            await self.devserver.start()
+            self.livekit_url = self.devserver.url
+            log.warning(
+                "LIVEKIT_URL is not set: started the embedded LiveKit development server on %s "
+                "(for development and tests only; set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET "
+                "to use LiveKit Cloud or your own livekit-server)",
+                self.livekit_url,
+            )
+        else:
+            log.info("using the LiveKit server at %s", self.livekit_url)
+        return LiveKitMedia(self.settings, self.livekit_url)
 
     @property
     def url(self) -> str:
@@ -66,5 +96,8 @@ class ControlServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.devserver is not None:
+            await self.devserver.stop()
+            self.devserver = None
         if self._own_engine:
             await self.engine.close()

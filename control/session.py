@@ -107,6 +107,9 @@ class Session:
     def on_pipeline_event(self, event: PipelineEvent) -> None:
         if self.ended:
             return
+        observe = getattr(self.media, "observe", None)
+        if observe is not None:
+            observe(event)
         if isinstance(event, InterimTranscript) and not self.options.interim:
             return
         self.emit(event_message(event))

@@ -91,7 +91,7 @@ class ServerHandle:
 
 
 def make_settings(**overrides: Any) -> Settings:
-    settings = Settings(host="127.0.0.1", port=0, control_secret=secrets.token_urlsafe(32))
+    settings = Settings(host="127.0.0.1", port=0, control_secret=secrets.token_urlsafe(32), audio_transport="ws")
     for key, value in overrides.items():
         setattr(settings, key, value)
     return settings

@@ -1,0 +1,201 @@
+"""The LiveKit transport: credentials for the client, the room agent, publish gating, room cleanup.
+
+`LiveKitMedia` is the session manager's MediaBackend. Per session it mints the client's
+publish-only token, starts a `RoomAgent` that feeds the session's pipeline(s), pushes a fresh
+token a minute before the current one expires, and gates publishing on voice activity when
+`ROOMSCRIBE_PUBLISH_GATING=vad`. When the session ends the agent leaves and the room is deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from livekit import api
+
+from agent.events import PipelineEvent, SpeechStarted, InterimTranscript
+from agent.room_agent import RoomAgent
+from control.config import Settings
+from control.session import Session
+from tokens import mint_agent_token, mint_client_token
+
+log = logging.getLogger(__name__)
+
+AGENT_IDENTITY = "roomscribe-agent"
+TOKEN_PUSH_LEAD_S = 60.0
+
+
+def http_url(ws_url: str) -> str:
+    """The RoomService (Twirp) base URL for a LiveKit signalling URL."""
+    return ws_url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+
+
+class SessionMedia:
+    """A LiveKit session's media state: its agent, token timer and publish gate."""
+
+    def __init__(self, backend: "LiveKitMedia", session: Session) -> None:
+        self.backend = backend
+        self.session = session
+        self.agent: RoomAgent | None = None
+        self.token_expires_at = 0
+        self._token_timer: asyncio.Task[None] | None = None
+        self._hangover: asyncio.Task[None] | None = None
+        self._inactivity: asyncio.Task[None] | None = None
+        self.publishing = False
+        self.gating = backend.settings.publish_gating
+
+    # -- credentials ------------------------------------------------------------------------------
+    def new_client_token(self) -> dict[str, Any]:
+        settings = self.backend.settings
+        issued = mint_client_token(
+            settings.livekit_api_key,
+            settings.livekit_api_secret,
+            identity=self.session.user,
+            room=self.session.room,
+            ttl_s=settings.client_token_ttl_s,
+        )
+        self.token_expires_at = issued.expires_at
+        self._schedule_token_push()
+        return {"token": issued.token, "expires_at": issued.expires_at}
+
+    def _schedule_token_push(self) -> None:
+        if self._token_timer is not None:
+            self._token_timer.cancel()
+        delay = max(1.0, self.token_expires_at - time.time() - TOKEN_PUSH_LEAD_S)
+        self._token_timer = asyncio.get_running_loop().create_task(self._push_token_after(delay))
+
+    async def _push_token_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._token_timer = None
+        self.session.emit({"type": "token", **self.new_client_token()})
+
+    # -- publish gating -----------------------------------------------------------------------------
+    async def ready(self) -> None:
+        """After session.ready: say whether to publish now."""
+        if self.gating == "always":
+            await self._start_publishing("always")
+
+    async def on_client_vad(self, speaking: bool) -> None:
+        """The client's own VAD: start publishing on speech; stop after the hangover."""
+        if self.gating != "vad":
+            return
+        if speaking:
+            if self._hangover is not None:
+                self._hangover.cancel()
+                self._hangover = None
+            if not self.publishing:
+                await self._start_publishing("vad")
+            self._arm_inactivity()
+        elif self.publishing and self._hangover is None:
+            self._hangover = asyncio.get_running_loop().create_task(self._stop_after_hangover())
+
+    async def _start_publishing(self, reason: str) -> None:
+        self.publishing = True
+        if self.agent is not None:
+            await self.agent.set_receiving(True)
+        self.session.emit({"type": "publish.start", "reason": reason})
+        if self.gating == "vad":
+            self._arm_inactivity()
+
+    async def _stop_publishing(self, reason: str) -> None:
+        if not self.publishing:
+            return
+        self.publishing = False
+        for task in (self._hangover, self._inactivity):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        self._hangover = self._inactivity = None
+        await self.session.finish_all()  # the utterance is settled before the client stops
+        if self.agent is not None:
+            await self.agent.set_receiving(False)
+        self.session.emit({"type": "publish.stop", "reason": reason})
+
+    async def _stop_after_hangover(self) -> None:
+        await asyncio.sleep(self.backend.settings.publish_hangover_s)
+        await self._stop_publishing("vad")
+
+    def _arm_inactivity(self) -> None:
+        if self._inactivity is not None:
+            self._inactivity.cancel()
+        self._inactivity = asyncio.get_running_loop().create_task(self._stop_when_inactive())
+
+    async def _stop_when_inactive(self) -> None:
+        await asyncio.sleep(self.backend.settings.publish_inactivity_s)
+        await self._stop_publishing("inactivity")
+
+    def observe(self, event: PipelineEvent) -> None:
+        """Server-side speech keeps a gated session publishing."""
+        if self.gating == "vad" and self.publishing and isinstance(event, (SpeechStarted, InterimTranscript)):
+            self._arm_inactivity()
+
+    # -- agent callbacks ------------------------------------------------------------------------------
+    def feed(self, identity: str, samples: Any, sample_rate: int, channels: int) -> None:
+        participant = identity if self.session.options.multi_user else None
+        self.session.pipeline(participant).feed(samples, sample_rate, channels)
+
+    async def track_ended(self, identity: str) -> None:
+        participant = identity if self.session.options.multi_user else None
+        if not self.session.ended:
+            await self.session.finish_speech(participant)
+
+    def status(self, code: str, message: str) -> None:
+        if not self.session.ended:
+            self.session.emit({"type": "status", "code": code, "message": message})
+
+    async def close(self) -> None:
+        for task in (self._token_timer, self._hangover, self._inactivity):
+            if task is not None:
+                task.cancel()
+        if self.agent is not None:
+            await self.agent.close()
+
+
+class LiveKitMedia:
+    """MediaBackend for LiveKit (a real server, LiveKit Cloud, or the embedded dev server)."""
+
+    def __init__(self, settings: Settings, url: str) -> None:
+        self.settings = settings
+        self.url = url
+
+    async def open(self, session: Session) -> dict[str, Any]:
+        media = SessionMedia(self, session)
+        session.media = media
+        settings = self.settings
+        media.agent = RoomAgent(
+            url=self.url,
+            room_name=session.room,
+            mint_token=lambda: mint_agent_token(
+                settings.livekit_api_key,
+                settings.livekit_api_secret,
+                identity=AGENT_IDENTITY,
+                room=session.room,
+                ttl_s=settings.agent_token_ttl_s,
+            ).token,
+            target_identity=None if session.options.multi_user else session.user,
+            feed=media.feed,
+            on_status=media.status,
+            on_track_ended=media.track_ended,
+            receiving=settings.publish_gating == "always",
+        )
+        await media.agent.start()
+        credentials = media.new_client_token()
+        return {"url": self.url, "room": session.room, "identity": session.user, **credentials, "publish_gating": media.gating}
+
+    async def refresh_credentials(self, session: Session) -> dict[str, Any]:
+        return session.media.new_client_token()
+
+    async def close(self, session: Session) -> None:
+        media: SessionMedia = session.media
+        await media.close()
+        await self.delete_room(session.room)
+
+    async def delete_room(self, room: str) -> None:
+        """Delete the room through the RoomService (works on LiveKit and the dev server)."""
+        try:
+            async with api.LiveKitAPI(http_url(self.url), self.settings.livekit_api_key, self.settings.livekit_api_secret) as lk:
+                await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+            log.info("room %s deleted", room)
+        except Exception as exc:
+            log.warning("could not delete room %s: %s", room, type(exc).__name__)

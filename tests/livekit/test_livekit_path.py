@@ -1,0 +1,70 @@
+"""The LiveKit media path end to end: control socket → token → official SDK publishes real speech →
+the agent transcribes it → transcripts on the control socket. Through the embedded dev server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import jwt
+import pytest
+from livekit import api
+
+from livekit_publisher import connect_and_publish_wav
+from speech_samples import JFK, JFK_TEXT, wer
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_jfk_published_as_mic_is_transcribed(lk_control) -> None:  # type: ignore[no-untyped-def]
+    client = await lk_control.connect("alice")
+    await client.send(type="session.start", id="s")
+    ready = await client.wait_type("session.ready", id="s")
+    assert ready["transport"] == "livekit"
+    lk = ready["livekit"]
+    assert lk["identity"] == "alice" and lk["room"] == ready["room"]
+    await client.wait_type("publish.start")
+
+    settings = lk_control.server.settings
+    claims = jwt.decode(lk["token"], settings.livekit_api_secret, algorithms=["HS256"], issuer=settings.livekit_api_key)
+    assert claims["exp"] == lk["expires_at"] and claims["exp"] - claims["nbf"] == settings.client_token_ttl_s
+    assert claims["video"]["canPublishSources"] == ["microphone"] and claims["video"]["canSubscribe"] is False
+    assert claims["video"]["room"] == lk["room"]
+
+    room = await connect_and_publish_wav(lk["url"], lk["token"], JFK)
+    try:
+        await client.wait_type("speech.end", timeout=30)
+        await client.send(type="session.stop")
+        await client.wait_type("session.ended", timeout=30)
+    finally:
+        await room.disconnect()
+    finals = client.of_type("transcript.final")
+    assert wer(JFK_TEXT, " ".join(f["text"] for f in finals)) <= 0.10, finals
+    assert client.of_type("transcript.interim")
+    await client.close()
+
+
+async def test_token_refresh_returns_a_fresh_token(lk_control) -> None:  # type: ignore[no-untyped-def]
+    client = await lk_control.connect("bob")
+    await client.send(type="session.start")
+    ready = await client.wait_type("session.ready")
+    await asyncio.sleep(1.1)  # so the new token's times differ
+    await client.send(type="token.refresh", id="r")
+    token = await client.wait_type("token", id="r")
+    assert token["expires_at"] > ready["livekit"]["expires_at"]
+    assert token["token"] != ready["livekit"]["token"]
+    await client.close()
+
+
+async def test_after_grace_period_the_agent_leaves_and_the_room_is_gone(lk_control) -> None:  # type: ignore[no-untyped-def]
+    client = await lk_control.connect("carol")
+    await client.send(type="session.start")
+    ready = await client.wait_type("session.ready")
+    settings = lk_control.server.settings
+    url = lk_control.server.livekit_url.replace("ws://", "http://")
+    async with api.LiveKitAPI(url, settings.livekit_api_key, settings.livekit_api_secret) as lk:
+        rooms = (await lk.room.list_rooms(api.ListRoomsRequest())).rooms
+        assert ready["room"] in [r.name for r in rooms]
+        await client.close()
+        await asyncio.sleep(settings.grace_period_s + 2.0)
+        rooms = (await lk.room.list_rooms(api.ListRoomsRequest())).rooms
+        assert ready["room"] not in [r.name for r in rooms]
