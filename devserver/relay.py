@@ -12,6 +12,7 @@ import logging
 import math
 import time
 
+import aiortc.rtp
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
@@ -100,6 +101,7 @@ class TrackRelay:
 
 
 _MAX = 32767.0
+aiortc_audio_level_dbov = aiortc.rtp.compute_audio_level_dbov  # the original, for comparison
 
 
 def audio_level_dbov(frame) -> int:  # type: ignore[no-untyped-def]
@@ -115,7 +117,5 @@ def audio_level_dbov(frame) -> int:  # type: ignore[no-untyped-def]
 
 def install_fast_audio_level() -> None:
     """Replace aiortc's per-sample loop (same result, ~40x cheaper per 20 ms frame)."""
-    import aiortc.rtp
-
     if getattr(aiortc.rtp.compute_audio_level_dbov, "__name__", "") != "audio_level_dbov":
         aiortc.rtp.compute_audio_level_dbov = audio_level_dbov
