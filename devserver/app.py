@@ -23,6 +23,17 @@ log = logging.getLogger("devserver")
 DEFAULT_KEYS = {"devkey": "secret"}
 
 
+@web.middleware
+async def _cors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Let pages on any origin read validate/Twirp answers (the browser SDK fetches validate)."""
+    resp = await handler(request)
+    if not resp.prepared:  # a WebSocket response is already sent
+        resp.headers["Access-Control-Allow-Origin"] = "*"
+        resp.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+        resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+    return resp
+
+
 class DevServer:
     """A small LiveKit-compatible server for development and tests.
 
@@ -162,14 +173,18 @@ class DevServer:
     # -- HTTP ----------------------------------------------------------------------------
     def make_app(self) -> web.Application:
         """The aiohttp application (usable on its own, e.g. with aiohttp's test client)."""
-        app = web.Application()
+        app = web.Application(middlewares=[_cors])
         app.router.add_get("/", self._health)
         app.router.add_get("/rtc", self._rtc_dual)
         app.router.add_get("/rtc/validate", self._validate_dual)
         app.router.add_get("/rtc/v1", self._rtc_single)
         app.router.add_get("/rtc/v1/validate", self._validate_single)
         app.router.add_post(PREFIX + "{method}", make_handler(RoomService(self.rooms, self.auth)))
+        app.router.add_route("OPTIONS", "/{tail:.*}", self._preflight)
         return app
+
+    async def _preflight(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(text="OK")
