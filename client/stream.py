@@ -1,18 +1,34 @@
-"""Stream a WAV file over the ws transport and hand every server event to a callback."""
+"""Streaming audio through a `ControlClient`, and a one-line rendering of events.
+
+`stream_wav_ws` (used by `roomscribe demo` and `examples/stream_wav.py`) is a thin wrapper:
+connect, start a ws session, send the file, stop, return the server's events.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from pathlib import Path
 from typing import Any, Callable
 
-import aiohttp
-
-from client.audio_files import read_wav
+from client.control_client import ControlClient
+from client.events import ClientNotice, Event
+from client.options import ClientOptions
+from client.sources import PcmStream, wav_stream
 
 EventHandler = Callable[[dict[str, Any]], None]
+
+
+async def send_stream(client: ControlClient, stream: PcmStream) -> None:
+    """Send every chunk of `stream` into the client's ws session.
+
+    Live sources never wait (while disconnected the client buffers and, past its limit, drops the
+    oldest audio); other sources wait for the link, so a file loses nothing.
+    """
+    async for chunk in stream.chunks:
+        if stream.live:
+            client.send_audio(chunk)
+        else:
+            await client.write_audio(chunk)
 
 
 async def stream_wav_ws(
@@ -26,73 +42,46 @@ async def stream_wav_ws(
     interim: bool = True,
     tail_silence_s: float = 0.0,
     timeout_s: float = 60.0,
+    options: ClientOptions | None = None,
 ) -> list[dict[str, Any]]:
     """Stream `path` at `speed`× real time (0 = as fast as possible), then stop the session.
 
-    Returns every event received; `on_event` sees each as it arrives. Raises RuntimeError on an
-    `error` that ends the attempt (session.start refused).
+    Returns every server event received (each once, even across reconnects); `on_event` sees each
+    as it arrives, and also the client's own notices (reconnecting, resumed…). Raises a
+    `client.errors.ClientError` (a RuntimeError) when the session cannot be started.
     """
-    audio = read_wav(path)
+    stream = wav_stream(path, speed=speed, frame_ms=frame_ms, tail_silence_s=tail_silence_s)
     events: list[dict[str, Any]] = []
-    headers = {"Authorization": f"Bearer {token}"}
-    async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(url, headers=headers, heartbeat=10.0) as ws:
-            ready = asyncio.get_running_loop().create_future()
-            ended = asyncio.get_running_loop().create_future()
 
-            async def reader() -> None:
-                async for msg in ws:
-                    if msg.type != aiohttp.WSMsgType.TEXT:
-                        continue
-                    event = json.loads(msg.data)
-                    events.append(event)
-                    on_event(event)
-                    if event["type"] == "session.ready" and not ready.done():
-                        ready.set_result(event)
-                    elif event["type"] == "error" and event.get("id") == "start" and not ready.done():
-                        ready.set_exception(RuntimeError(f"{event['code']}: {event['message']}"))
-                    elif event["type"] == "session.ended" and not ended.done():
-                        ended.set_result(event)
-                if not ended.done():
-                    ended.set_exception(RuntimeError("the server closed the control socket"))
+    def record(event: Event) -> None:
+        if not isinstance(event, ClientNotice):
+            events.append(event.raw)
+        on_event(event.raw)
 
-            read_task = asyncio.create_task(reader())
-            try:
-                await ws.send_json(
-                    {
-                        "type": "session.start",
-                        "id": "start",
-                        "transport": "ws",
-                        "interim": interim,
-                        "audio": {"encoding": "pcm_s16le", "sample_rate": audio.sample_rate, "channels": audio.channels},
-                    }
-                )
-                await asyncio.wait_for(ready, timeout_s)
-                started = time.monotonic()
-                sent_s = 0.0
-                chunks = list(audio.frames(frame_ms))
-                silence = bytes(len(chunks[0])) if chunks else b""
-                chunks += [silence] * int(tail_silence_s * 1000 / frame_ms)
-                for chunk in chunks:
-                    await ws.send_bytes(chunk)
-                    sent_s += frame_ms / 1000
-                    if speed > 0:
-                        delay = started + sent_s / speed - time.monotonic()
-                        if delay > 0:
-                            await asyncio.sleep(delay)
-                    else:
-                        await asyncio.sleep(0)
-                await ws.send_json({"type": "session.stop", "id": "stop"})
-                await asyncio.wait_for(ended, timeout_s)
-            finally:
-                read_task.cancel()
+    client = ControlClient(url, token, options=options)
+    client.on(record)
+    try:
+        await asyncio.wait_for(client.connect(), timeout_s)
+        await asyncio.wait_for(
+            client.start_session(transport="ws", sample_rate=stream.sample_rate, channels=stream.channels, interim=interim),
+            timeout_s,
+        )
+        await send_stream(client, stream)
+        await client.stop_session(timeout_s=timeout_s)
+    finally:
+        await client.close()
     return events
+
+
+_NOTICES = {"connection.dead", "session.resumed", "session.restarted", "session.lost", "audio.dropped", "connection.failed"}
 
 
 def format_event(event: dict[str, Any]) -> str | None:
     """A one-line human rendering of a transcript event, or None for events not worth printing."""
     kind = event.get("type")
     who = f"[{event['participant']}] " if event.get("participant") else ""
+    if event.get("subscription_id") and kind not in ("subscribed", "unsubscribed"):
+        who = f"<{event.get('user')}> {who}"
     if kind == "transcript.interim":
         return f"  … {who}{event['text']}"
     if kind == "transcript.final":
@@ -100,5 +89,11 @@ def format_event(event: dict[str, Any]) -> str | None:
     if kind == "error":
         return f"error {event['code']}: {event['message']}"
     if kind == "session.ended":
-        return f"session ended ({event.get('reason')})"
+        return f"{who}session ended ({event.get('reason')})"
+    if kind == "client.notice":
+        code = event.get("code")
+        if code in _NOTICES:
+            return f"({code}: {event.get('message')})"
+        if code == "connection.state" and event.get("retry_in_s") is not None:
+            return f"(disconnected; retrying in {event['retry_in_s']:.1f} s)"
     return None

@@ -1,0 +1,163 @@
+"""`roomscribe push` and `roomscribe listen`: entry points taking argv, returning an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from typing import Sequence
+
+from dotenv import load_dotenv
+
+from client.backoff import Backoff
+from client.control_client import ControlClient
+from client.errors import ClientError
+from client.options import ClientOptions
+from client.printer import EventPrinter
+from client.sources import MicrophoneUnavailable, PcmStream, microphone_stream, wav_stream
+from client.stream import send_stream
+
+
+def default_url() -> str:
+    """ROOMSCRIBE_URL, else the local server's address from ROOMSCRIBE_HOST / ROOMSCRIBE_PORT."""
+    if os.environ.get("ROOMSCRIBE_URL"):
+        return os.environ["ROOMSCRIBE_URL"]
+    host = os.environ.get("ROOMSCRIBE_HOST") or "127.0.0.1"
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"ws://{host}:{os.environ.get('ROOMSCRIBE_PORT') or 8080}/v1/control"
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=None, help="control socket (default: ROOMSCRIBE_URL or ws://127.0.0.1:8080/v1/control)")
+    parser.add_argument("--token", default=None, help="control token (default: minted from ROOMSCRIBE_CONTROL_SECRET)")
+    parser.add_argument("--env-file", default=".env", help="settings file read before the environment (default .env)")
+
+
+def _token(args: argparse.Namespace, user: str, permissions: tuple[str, ...] = ()) -> str:
+    if args.token:
+        return str(args.token)
+    secret = os.environ.get("ROOMSCRIBE_CONTROL_SECRET", "").strip()
+    if not secret:
+        raise ClientError("no --token given and ROOMSCRIBE_CONTROL_SECRET is not set (put it in .env, or pass --token)")
+    from tokens import mint_control_token
+
+    return mint_control_token(secret, user, ttl_s=3600, permissions=permissions)
+
+
+def _prepare(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    args = parser.parse_args(list(argv))
+    load_dotenv(args.env_file, override=False)
+    if args.url is None:
+        args.url = default_url()
+    return args
+
+
+# -- push ---------------------------------------------------------------------------------------------
+def push_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="roomscribe push", description="Stream a WAV file or the microphone and print transcripts.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("file", nargs="?", help="16-bit PCM WAV, any sample rate, mono or stereo")
+    source.add_argument("--mic", action="store_true", help="the default microphone (needs the 'mic' extra: sounddevice)")
+    parser.add_argument("--transport", choices=("ws", "livekit"), default=None,
+                        help="audio path (default: ws when the server allows it, else livekit)")
+    parser.add_argument("--user", default="cli", help="user id of the minted token (default cli)")
+    parser.add_argument("--fast", action="store_true", help="ws: send the file as fast as the server takes it")
+    parser.add_argument("--no-interim", action="store_true", help="finals only")
+    _common(parser)
+    return parser
+
+
+def push_main(argv: list[str]) -> int:
+    """`roomscribe push FILE|--mic [--transport ws|livekit] [--url] [--token] [--user] [--fast]`."""
+    args = _prepare(push_parser(), argv)
+    try:
+        return asyncio.run(_push(args))
+    except (ClientError, MicrophoneUnavailable, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _source(args: argparse.Namespace, transport: str) -> PcmStream:
+    if args.mic:
+        return microphone_stream(frame_ms=10 if transport == "livekit" else 20)
+    if transport == "livekit":  # the LiveKit SDK paces capture in real time
+        return wav_stream(args.file, speed=0, frame_ms=10, tail_silence_s=1.0)
+    return wav_stream(args.file, speed=0 if args.fast else 1.0, tail_silence_s=1.0)
+
+
+async def _push(args: argparse.Namespace) -> int:
+    if args.mic:
+        microphone_stream()  # fail early, with the install hint, before connecting
+    printer = EventPrinter()
+    client = ControlClient(args.url, _token(args, args.user))
+    client.on(printer)
+    try:
+        hello = await client.connect()
+        transport = args.transport or ("ws" if "ws" in hello.get("transports", []) else "livekit")
+        stream = _source(args, transport)
+        if transport == "livekit":
+            await _push_livekit(client, stream, not args.no_interim)
+        else:
+            await client.start_session(transport="ws", sample_rate=stream.sample_rate, channels=stream.channels,
+                                       interim=not args.no_interim)
+            await send_stream(client, stream)
+        await client.stop_session()
+    finally:
+        await client.close()
+    return 0 if printer.finals and not printer.errors else 1
+
+
+async def _push_livekit(client: ControlClient, stream: PcmStream, interim: bool) -> None:
+    from client.livekit_publisher import LiveKitPublisher
+
+    publisher = LiveKitPublisher(client)
+    try:
+        await client.start_session(transport="livekit", interim=interim)
+        await publisher.publish(stream)
+    finally:
+        await publisher.close()
+
+
+# -- listen -------------------------------------------------------------------------------------------
+def listen_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="roomscribe listen", description="Print the events of another session as they happen.")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--session-id", help="watch this session (ends when it ends)")
+    target.add_argument("--user", help="watch every session of this user, now and later (until Ctrl-C)")
+    parser.add_argument("--as-user", default="cli", help="user id of the minted token (default cli); it gets the 'monitor' claim")
+    parser.add_argument("--events", default=None, help="comma-separated event types (default: all)")
+    _common(parser)
+    return parser
+
+
+def listen_main(argv: list[str]) -> int:
+    """`roomscribe listen --session-id ID | --user USER [--events ...] [--url] [--token]`."""
+    args = _prepare(listen_parser(), argv)
+    try:
+        return asyncio.run(_listen(args))
+    except ClientError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _listen(args: argparse.Namespace) -> int:
+    client = ControlClient(args.url, _token(args, args.as_user, ("monitor",)),
+                           options=ClientOptions(backoff=Backoff(attempts=None)))
+    client.on(EventPrinter())
+    ended = asyncio.Event()
+    if args.session_id:
+        client.on(lambda event: ended.set() if event.subscription_id else None, ("session.ended",))
+    events = args.events.split(",") if args.events else None
+    try:
+        await client.connect()
+        subscription = await client.subscribe(session_id=args.session_id, user=args.user, events=events)
+        print(f"watching {args.session_id or 'user ' + args.user} ({subscription.id})", file=sys.stderr, flush=True)
+        await ended.wait()
+    finally:
+        await client.close()
+    return 0

@@ -1,0 +1,609 @@
+"""`ControlClient`: an asyncio client for the control protocol that survives dropped links.
+
+One supervisor task owns the socket: it connects (exponential backoff with jitter between
+attempts), then per link runs a reader, a heartbeat and an audio writer. When the link drops,
+unconfirmed audio is rewound into the buffer, and on the next link the session is resumed
+(`session.start {resume}`), its missed events replayed by the server, duplicates dropped by `seq`,
+monitor subscriptions renewed, and the buffered audio sent in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+
+import aiohttp
+
+from client.audio_buffer import AudioBuffer
+from client.errors import AuthRejected, ClientError, ConnectionLost, GaveUp, ServerError
+from client.events import Event, SessionEnded, SessionReady, Subscribed, notice, parse_event
+from client.hub import Callback, EventHub
+from client.link import Link
+from client.options import ClientOptions, ClientStats, ConnectionState, SessionState
+
+log = logging.getLogger(__name__)
+
+TokenSource = str | Callable[[], str | Awaitable[str]]
+_LIVE = (SessionState.ACTIVE, SessionState.STOPPING, SessionState.RESUMING)
+
+
+@dataclass
+class Subscription:
+    """A monitor subscription; `id` changes when it is renewed after a reconnect."""
+
+    request: dict[str, Any]
+    id: str
+    reply: Subscribed = field(repr=False)
+
+
+class ControlClient:
+    """Connects to `url` with a control token (a string, or a callable returning a fresh one)."""
+
+    def __init__(
+        self,
+        url: str,
+        token: TokenSource,
+        *,
+        options: ClientOptions | None = None,
+        http: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.url = url
+        self.options = options or ClientOptions()
+        self.stats = ClientStats()
+        self.connection_state = ConnectionState.DISCONNECTED
+        self.session_state = SessionState.NONE
+        self.session: SessionReady | None = None
+        self.session_id: str | None = None
+        #: The highest `seq` of this session's events delivered to the caller.
+        self.last_seq = 0
+        self.hello: dict[str, Any] | None = None
+        self._token = token
+        self._http = http
+        self._own_http = http is None
+        self._hub = EventHub()
+        self._link: Link | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._fatal: BaseException | None = None
+        self._connected = asyncio.Event()
+        self._audio_open = asyncio.Event()
+        self._audio_wakeup = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._buffer: AudioBuffer | None = None
+        self._bytes_per_second = 32000
+        self._sample_bytes = 2
+        self._carry = b""
+        self._start_request: dict[str, Any] | None = None
+        self._ended: asyncio.Future[SessionEnded] | None = None
+        self._requests: dict[str, asyncio.Future[Event]] = {}
+        self._pings: dict[str, int] = {}
+        self._pinged_mark = 0
+        self._ids = itertools.count(1)
+        self._subscriptions: dict[str, Subscription] = {}
+        self._forwarded_seq: dict[str, int] = {}
+        self._dropped_seen = 0
+
+    # -- events ------------------------------------------------------------------------------------
+    def on(self, callback: Callback, types: Iterable[str] | None = None) -> Callable[[], None]:
+        """Call `callback(event)` for every event (or only `types`); returns a function that removes it."""
+        return self._hub.on(callback, types)
+
+    def events(self) -> AsyncIterator[Event]:
+        """`async for event in client.events()`: every event from now until the client closes."""
+        return self._hub.stream()
+
+    # -- connection ----------------------------------------------------------------------------------
+    async def connect(self, *, retry: bool = False) -> dict[str, Any]:
+        """Open the control socket; returns `hello`. With `retry`, a failed first attempt backs off too."""
+        if self._supervisor is not None:
+            raise ClientError("connect() was already called")
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._supervisor = asyncio.create_task(self._supervise(first, retry))
+        await first
+        assert self.hello is not None
+        return self.hello
+
+    async def close(self, *, stop_session: bool = False, timeout_s: float = 30.0) -> None:
+        """Close the socket (optionally stopping the session first). The client cannot be reused."""
+        if stop_session and self.session_state in _LIVE:
+            with contextlib.suppress(ClientError, asyncio.TimeoutError):
+                await self.stop_session(timeout_s=timeout_s)
+        self._set_connection(ConnectionState.CLOSING)
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(BaseException):
+                await self._supervisor
+        if self._link is not None:
+            await self._link.close()
+            self._link = None
+        self._fail_pending(GaveUp("the client was closed"))
+        self._set_connection(ConnectionState.DISCONNECTED)
+        self._hub.close()
+        if self._own_http and self._http is not None:
+            await self._http.close()
+
+    async def __aenter__(self) -> "ControlClient":
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- session ---------------------------------------------------------------------------------
+    async def start_session(
+        self,
+        *,
+        transport: str = "ws",
+        sample_rate: int = 16000,
+        channels: int = 1,
+        interim: bool = True,
+        **extra: Any,
+    ) -> SessionReady:
+        """Start a session (`sample_rate`/`channels` describe the PCM16 you will send over ws)."""
+        if self.session_state not in (SessionState.NONE, SessionState.ENDED):
+            raise ClientError(f"a session is already {self.session_state.value}")
+        request: dict[str, Any] = {"type": "session.start", "transport": transport, "interim": interim, **extra}
+        if transport == "ws":
+            request["audio"] = {"encoding": "pcm_s16le", "sample_rate": sample_rate, "channels": channels}
+            self._sample_bytes = 2 * channels
+            self._bytes_per_second = self._sample_bytes * sample_rate
+            self._buffer = AudioBuffer(int(self.options.audio_buffer_s * self._bytes_per_second))
+        else:
+            self._buffer = None
+        self._start_request = request
+        self._carry = b""
+        self._pinged_mark = 0
+        self._dropped_seen = 0
+        self._ended = asyncio.get_running_loop().create_future()
+        self.session_state = SessionState.STARTING
+        while True:
+            link = await self._wait_connected()
+            try:
+                ready = await self._request(link, request)
+            except ConnectionLost:
+                continue  # the server may have started it; a second start replaces that one
+            except BaseException:
+                self.session_state = SessionState.NONE
+                raise
+            break
+        assert isinstance(ready, SessionReady)
+        self.session_state = SessionState.ACTIVE
+        self._open_audio()
+        return ready
+
+    def send_audio(self, pcm: bytes) -> None:
+        """Queue PCM16 audio of the announced format; never blocks. Buffered while disconnected."""
+        if self._buffer is None or self.session_state not in (SessionState.STARTING, *_LIVE):
+            raise ClientError("no ws session to send audio to; call start_session(transport='ws') first")
+        data = self._carry + pcm
+        frame_bytes = self._bytes_per_second * self.options.frame_ms // 1000
+        whole = len(data) - len(data) % self._sample_bytes
+        for start in range(0, whole, frame_bytes):
+            self._buffer.push(data[start : min(start + frame_bytes, whole)])
+        self._carry = data[whole:]
+        self._note_drops()
+        self._audio_wakeup.set()
+
+    async def write_audio(self, pcm: bytes, *, window_s: float = 2.0) -> None:
+        """Like `send_audio`, but waits while more than `window_s` of audio is unconfirmed.
+
+        For files streamed faster than real time: nothing is ever dropped, even during an outage.
+        Live sources (a microphone) should use `send_audio`, which never waits.
+        """
+        self.send_audio(pcm)
+        limit = min(window_s, self.options.audio_buffer_s / 2) * self._bytes_per_second
+        while self._buffer is not None and self._buffer.buffered_bytes > limit:
+            if self._fatal is not None:
+                raise self._fatal
+            if self.session_state not in (SessionState.STARTING, *_LIVE):
+                raise ClientError(f"the session is {self.session_state.value}")
+            self._progress.clear()
+            await self._progress.wait()
+
+    async def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until every queued audio frame is sent and confirmed by the server."""
+
+        async def drained() -> None:
+            while self._buffer is not None and (self._buffer.pending_frames or self._buffer.in_flight_frames):
+                if self._fatal is not None:
+                    raise self._fatal
+                if self.session_state not in (SessionState.STARTING, *_LIVE):
+                    return
+                self._progress.clear()
+                await self._progress.wait()
+
+        await asyncio.wait_for(drained(), timeout_s)
+
+    async def stop_session(self, *, timeout_s: float = 60.0) -> SessionEnded:
+        """Send the rest of the audio, stop the session and wait for `session.ended` (its finals come first)."""
+        if self.session_state not in _LIVE or self._ended is None:
+            raise ClientError("no session to stop")
+        ended = self._ended
+        await asyncio.wait_for(self._stop(ended), timeout_s)
+        return ended.result()
+
+    async def _stop(self, ended: "asyncio.Future[SessionEnded]") -> None:
+        await self.flush()
+        if self.session_state is SessionState.ACTIVE:
+            self.session_state = SessionState.STOPPING
+            link = await self._wait_connected()
+            with contextlib.suppress(ConnectionLost):
+                await self._send(link, {"type": "session.stop", "id": self._new_id("stop")})
+            # If the link drops now, the resume on the next link sends session.stop again.
+        await asyncio.shield(ended)
+
+    async def refresh_token(self) -> Event:
+        """LiveKit sessions: ask for a fresh LiveKit token (answered by a `token` event)."""
+        return await self.request({"type": "token.refresh"})
+
+    async def send_vad(self, speaking: bool) -> None:
+        """LiveKit sessions with VAD gating: report the client's own voice activity."""
+        await self._send(await self._wait_connected(), {"type": "vad", "speaking": speaking})
+
+    # -- monitor subscriptions --------------------------------------------------------------------
+    async def subscribe(
+        self, *, session_id: str | None = None, user: str | None = None, events: Iterable[str] | None = None
+    ) -> Subscription:
+        """Watch another session (or every session of a user); raises ServerError `not_allowed` if refused."""
+        if (session_id is None) == (user is None):
+            raise ValueError("subscribe needs exactly one of session_id or user")
+        request: dict[str, Any] = {"type": "subscribe"}
+        request.update({"session_id": session_id} if session_id is not None else {"user": user})
+        if events is not None:
+            request["events"] = list(events)
+        reply = await self.request(request)
+        assert isinstance(reply, Subscribed)
+        subscription = Subscription(request, reply.subscription_id, reply)
+        self._subscriptions[reply.subscription_id] = subscription
+        return subscription
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.pop(subscription.id, None)
+        await self.request({"type": "unsubscribe", "subscription_id": subscription.id})
+
+    # -- requests ----------------------------------------------------------------------------------
+    async def request(self, message: dict[str, Any]) -> Event:
+        """Send a request once connected and return its reply event (ServerError on `error`)."""
+        return await self._request(await self._wait_connected(), message)
+
+    async def ping(self) -> float:
+        """Round-trip time of a `ping` in seconds."""
+        started = time.monotonic()
+        await self.request({"type": "ping"})
+        return time.monotonic() - started
+
+    def _new_id(self, kind: str) -> str:
+        return f"c{kind}{next(self._ids)}"
+
+    async def _request(self, link: Link, message: dict[str, Any]) -> Event:
+        request_id = self._new_id(str(message["type"]).split(".")[-1])
+        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        self._requests[request_id] = future
+        try:
+            await self._send(link, {**message, "id": request_id})
+            return await asyncio.wait_for(asyncio.shield(future), self.options.request_timeout_s)
+        finally:
+            self._requests.pop(request_id, None)
+
+    async def _send(self, link: Link, message: dict[str, Any]) -> None:
+        try:
+            await link.send_json(message)
+        except (ConnectionError, aiohttp.ClientError, RuntimeError) as error:
+            raise ConnectionLost(f"could not send {message.get('type')}: {error}") from None
+
+    async def _wait_connected(self) -> Link:
+        """The current link once it is up and restored; raises if the client gave up or was closed."""
+        while True:
+            if self._fatal is not None:
+                raise self._fatal
+            if self.connection_state is ConnectionState.CLOSING or self._supervisor is None:
+                raise GaveUp("the client is closed")
+            if self._connected.is_set() and self._link is not None:
+                return self._link
+            waiter = asyncio.ensure_future(self._connected.wait())
+            await asyncio.wait({waiter, self._supervisor}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+
+    # -- supervisor --------------------------------------------------------------------------------
+    async def _token_now(self) -> str:
+        if isinstance(self._token, str):
+            return self._token
+        token = self._token()
+        return await token if inspect.isawaitable(token) else token  # type: ignore[return-value]
+
+    async def _supervise(self, first: "asyncio.Future[None]", retry_first: bool) -> None:
+        attempt = 0
+        try:
+            while True:
+                self._set_connection(ConnectionState.CONNECTING, attempt=attempt)
+                try:
+                    assert self._http is not None
+                    link = await Link.open(self._http, self.url, await self._token_now(), self.options.connect_timeout_s)
+                except AuthRejected as error:
+                    return self._give_up(error, first)
+                except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
+                    if not first.done() and not retry_first:
+                        return self._give_up(ClientError(f"could not connect to {self.url}: {error!r}"), first)
+                    if not self.options.backoff.allows(attempt):
+                        return self._give_up(GaveUp(f"gave up after {attempt} reconnect attempts: {error!r}"), first)
+                    delay = self.options.backoff.delay(attempt)
+                    attempt += 1
+                    self._set_connection(ConnectionState.DISCONNECTED, error=repr(error), retry_in_s=round(delay, 3))
+                    await asyncio.sleep(delay)
+                    continue
+                self.stats.connects += 1
+                if await self._serve_link(link, first):
+                    attempt = 0
+                self._set_connection(ConnectionState.DISCONNECTED)
+                delay = self.options.backoff.delay(attempt)
+                attempt += 1
+                await asyncio.sleep(delay)
+                self.stats.reconnects += 1
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # a bug: surface it instead of hanging the caller
+            log.exception("control client supervisor failed")
+            self._give_up(error, first)
+
+    def _give_up(self, error: BaseException, first: "asyncio.Future[None]") -> None:
+        self._fatal = error
+        self._fail_pending(error)
+        if not first.done():
+            first.set_exception(error)
+        self._publish_notice("connection.failed", str(error))
+        self._set_connection(ConnectionState.DISCONNECTED)
+
+    async def _serve_link(self, link: Link, first: "asyncio.Future[None]") -> bool:
+        """Run one link until it drops; True when it got as far as restoring the session."""
+        self._link = link
+        self.hello = link.hello
+        self._pings.clear()
+        self._set_connection(ConnectionState.CONNECTED)
+        dead: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        tasks = [
+            asyncio.create_task(self._read(link)),
+            asyncio.create_task(self._heartbeat(link, dead)),
+            asyncio.create_task(self._write_audio(link)),
+        ]
+        restore = asyncio.create_task(self._restore(link, first))
+        restored = False
+        try:
+            await asyncio.wait([tasks[0], dead], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            restored = restore.done() and not restore.cancelled() and restore.exception() is None
+            self._connected.clear()
+            self._audio_open.clear()
+            for task in (*tasks, restore):
+                task.cancel()
+            await asyncio.gather(*tasks, restore, return_exceptions=True)
+            self._fail_pending(ConnectionLost("the control socket dropped"))
+            if self._buffer is not None:
+                self.stats.frames_resent += self._buffer.rewind()
+            self._link = None
+            await link.close()
+        return restored
+
+    def _fail_pending(self, error: BaseException) -> None:
+        for future in self._requests.values():
+            if not future.done():
+                future.set_exception(error)
+        self._requests.clear()
+        if isinstance(error, (GaveUp, AuthRejected)) or error is self._fatal:
+            if self._ended is not None and not self._ended.done():
+                self._ended.set_exception(error)
+                self._ended.exception()  # retrieved: nobody may be waiting for it
+            self._progress.set()
+
+    async def _restore(self, link: Link, first: "asyncio.Future[None]") -> None:
+        """On a new link: resume the session, renew subscriptions, then let audio flow."""
+        if self.session_state in _LIVE and self.session_id is not None:
+            await self._resume(link)
+        for subscription in list(self._subscriptions.values()):
+            await self._renew(link, subscription)
+        self._connected.set()
+        if not first.done():
+            first.set_result(None)
+        if self.session_state in _LIVE:
+            self._open_audio()
+        if self.session_state is SessionState.STOPPING:
+            await self.flush()
+            await self._send(link, {"type": "session.stop", "id": self._new_id("stop")})
+
+    async def _resume(self, link: Link) -> None:
+        resumed_from = self.session_state
+        self.session_state = SessionState.RESUMING
+        assert self._start_request is not None
+        resume = {"type": "session.start", "resume": {"session_id": self.session_id, "last_seq": self.last_seq}}
+        try:
+            await self._request(link, resume)
+        except ServerError:  # session.not_found: grace period over, or it ended while we were away
+            self.session_state = resumed_from
+            await self._session_lost(link, resumed_from)
+            return
+        except BaseException:
+            self.session_state = resumed_from  # cancelled with the link: the next link tries again
+            raise
+        self.stats.resumes += 1
+        self.session_state = resumed_from
+        self._publish_notice("session.resumed", f"resumed {self.session_id} after seq {self.last_seq}",
+                             session_id=self.session_id, last_seq=self.last_seq)
+
+    async def _session_lost(self, link: Link, was: SessionState) -> None:
+        """The server no longer has the session (grace period over, or it ended while we were away)."""
+        lost_id = self.session_id
+        if was is SessionState.STOPPING or not self.options.restart_lost_session:
+            self._end_session(SessionEnded(raw={"type": "session.ended", "session_id": lost_id, "reason": "lost"},
+                                           session_id=lost_id or "", reason="lost"))
+            self._publish_notice("session.lost", f"session {lost_id} could not be resumed", session_id=lost_id)
+            return
+        assert self._start_request is not None
+        try:
+            await self._request(link, self._start_request)
+        except ServerError as error:
+            self._end_session(SessionEnded(raw={"type": "session.ended", "session_id": lost_id, "reason": "lost"},
+                                           session_id=lost_id or "", reason="lost"))
+            self._publish_notice("session.lost", f"session {lost_id} was lost and a new one was refused: {error}")
+            return
+        self.stats.sessions_restarted += 1
+        self.session_state = SessionState.ACTIVE
+        self._publish_notice("session.restarted", f"session {lost_id} could not be resumed; started {self.session_id}",
+                             lost_session_id=lost_id, session_id=self.session_id)
+
+    async def _renew(self, link: Link, subscription: Subscription) -> None:
+        self._subscriptions.pop(subscription.id, None)
+        try:
+            reply = await self._request(link, subscription.request)
+        except ServerError as error:
+            self._publish_notice("subscription.lost", f"could not renew {subscription.id}: {error}",
+                                 subscription_id=subscription.id)
+            return
+        assert isinstance(reply, Subscribed)
+        old_id, subscription.id, subscription.reply = subscription.id, reply.subscription_id, reply
+        self._subscriptions[subscription.id] = subscription
+        self._publish_notice("subscription.renewed", f"{old_id} is now {subscription.id}",
+                             old_subscription_id=old_id, subscription_id=subscription.id)
+
+    # -- per-link tasks ------------------------------------------------------------------------------
+    async def _read(self, link: Link) -> None:
+        with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+            async for raw in link.messages():
+                self._on_message(raw)
+
+    async def _heartbeat(self, link: Link, dead: "asyncio.Future[None]") -> None:
+        """Ping every `ping_interval_s`; a link silent for `dead_after_s` is declared dead."""
+        while True:
+            await asyncio.sleep(self.options.ping_interval_s)
+            silent = time.monotonic() - link.last_received
+            if silent > self.options.dead_after_s:
+                self.stats.dead_links += 1
+                self._publish_notice("connection.dead", f"no message for {silent:.1f} s; reconnecting")
+                dead.set_result(None)
+                return
+            with contextlib.suppress(ConnectionLost):
+                await self._ping(link)
+
+    async def _ping(self, link: Link) -> None:
+        """A ping whose pong confirms every audio frame written before it."""
+        ping_id = self._new_id("p")
+
+        def make() -> dict[str, Any]:
+            mark = self._buffer.mark() if self._buffer is not None else 0
+            self._pings[ping_id] = mark
+            self._pinged_mark = max(self._pinged_mark, mark)
+            return {"type": "ping", "id": ping_id}
+
+        try:
+            await link.send(make)
+        except (ConnectionError, aiohttp.ClientError, RuntimeError) as error:
+            raise ConnectionLost(str(error)) from None
+
+    async def _write_audio(self, link: Link) -> None:
+        """Send buffered frames in order while the session takes audio; ping for acknowledgements."""
+        last_ping = time.monotonic()
+        while True:
+            await self._audio_open.wait()
+            buffer = self._buffer
+            if buffer is None:
+                return
+            self._audio_wakeup.clear()
+            sent = await link.send(buffer.next_frame)
+            if sent and time.monotonic() - last_ping < self.options.ack_interval_s:
+                continue
+            if buffer.mark() > self._pinged_mark:
+                await self._ping(link)
+                last_ping = time.monotonic()
+            if not sent:
+                await self._audio_wakeup.wait()
+
+    def _open_audio(self) -> None:
+        if self._buffer is not None and self._connected.is_set():
+            self._audio_open.set()
+            self._audio_wakeup.set()
+
+    # -- incoming messages ---------------------------------------------------------------------------
+    def _on_message(self, raw: dict[str, Any]) -> None:
+        event = parse_event(raw)
+        kind = event.type
+        request = self._requests.get(str(raw.get("id"))) if raw.get("id") is not None else None
+        if kind == "pong":
+            mark = self._pings.pop(str(raw.get("id")), None)
+            if mark is not None and self._buffer is not None:
+                self._buffer.ack(mark)
+                self._progress.set()
+        if not self._is_new(raw):
+            self.stats.duplicates_dropped += 1
+            return
+        if kind == "session.ready":
+            self._adopt(event)  # type: ignore[arg-type]
+        elif kind == "session.ended" and event.subscription_id is None:
+            self._end_session(event)  # type: ignore[arg-type]
+        elif kind == "session.ended" and raw.get("subscription_id") in self._subscriptions:
+            if self._subscriptions[raw["subscription_id"]].request.get("session_id"):
+                del self._subscriptions[raw["subscription_id"]]
+        if request is not None and not request.done():
+            if kind == "error":
+                request.set_exception(ServerError(str(raw.get("code")), str(raw.get("message")), raw))
+                return  # the caller gets the exception instead
+            request.set_result(event)
+        if kind != "pong":
+            self._hub.publish(event)
+
+    def _is_new(self, raw: dict[str, Any]) -> bool:
+        """False for an event already delivered (by `seq`: per session, and per watched session)."""
+        seq = raw.get("seq")
+        if not isinstance(seq, int):
+            return True
+        if "subscription_id" in raw:
+            key = str(raw.get("session_id"))
+            if seq <= self._forwarded_seq.get(key, 0):
+                return False
+            self._forwarded_seq[key] = seq
+            return True
+        if seq <= self.last_seq:
+            return False
+        self.last_seq = seq
+        return True
+
+    def _adopt(self, ready: SessionReady) -> None:
+        """A session.ready: a new session starts numbering at 1 again; a resumed one keeps `last_seq`."""
+        if not ready.resumed:
+            self.last_seq = 0
+        self.session = ready
+        self.session_id = ready.session_id
+
+    def _end_session(self, ended: SessionEnded) -> None:
+        if self.session_id is not None and ended.session_id and ended.session_id != self.session_id:
+            return
+        self.session_state = SessionState.ENDED
+        self._audio_open.clear()
+        self._progress.set()
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(ended)
+
+    # -- notices -------------------------------------------------------------------------------------
+    def _set_connection(self, state: ConnectionState, **data: Any) -> None:
+        if state is self.connection_state and not data:
+            return
+        if self.connection_state is ConnectionState.CLOSING and state is not ConnectionState.DISCONNECTED:
+            return
+        self.connection_state = state
+        self._publish_notice("connection.state", state.value, state=state.value, **data)
+
+    def _note_drops(self) -> None:
+        if self._buffer is None or self._buffer.dropped_frames == self._dropped_seen:
+            return
+        self.stats.audio_frames_dropped = self._buffer.dropped_frames
+        self.stats.audio_seconds_dropped = self._buffer.dropped_bytes / self._bytes_per_second
+        if self._dropped_seen == 0:
+            self._publish_notice("audio.dropped", f"audio buffer full ({self.options.audio_buffer_s:g} s): dropping the oldest audio")
+        self._dropped_seen = self._buffer.dropped_frames
+
+    def _publish_notice(self, code: str, message: str, **data: Any) -> None:
+        self._hub.publish(notice(code, message, **data))

@@ -1,0 +1,94 @@
+"""One control WebSocket: open it (auth + `hello`), send under one lock, read, and tear it down fast."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any, AsyncIterator, Callable
+
+import aiohttp
+
+from client.errors import AuthRejected
+
+CLOSE_TIMEOUT_S = 1.0
+
+
+class Link:
+    """A connected control socket. `last_received` is the monotonic time of the last message."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, hello: dict[str, Any]) -> None:
+        self.ws = ws
+        self.hello = hello
+        self.last_received = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, http: aiohttp.ClientSession, url: str, token: str, timeout_s: float) -> "Link":
+        """Connect and wait for `hello`; raise AuthRejected on 401, aiohttp/OS/timeout errors otherwise."""
+        try:
+            ws = await asyncio.wait_for(
+                http.ws_connect(
+                    url,
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT_S),
+                    max_msg_size=2 * 1024 * 1024,
+                ),
+                timeout_s,
+            )
+        except aiohttp.WSServerHandshakeError as error:
+            if error.status == 401:
+                raise AuthRejected(f"the server refused the control token (HTTP 401: {error.message})") from None
+            raise
+        try:
+            msg = await ws.receive(timeout=timeout_s)
+            hello = json.loads(msg.data) if msg.type == aiohttp.WSMsgType.TEXT else {}
+            if hello.get("type") != "hello":
+                raise aiohttp.ClientError(f"expected hello, got {msg.type.name} {str(msg.data)[:80]!r}")
+        except BaseException:
+            await cls._abort(ws)
+            raise
+        return cls(ws, hello)
+
+    async def send_json(self, message: dict[str, Any]) -> None:
+        await self.send(lambda: message)
+
+    async def send(self, make: Callable[[], dict[str, Any] | bytes | None]) -> bool:
+        """Write what `make()` returns (JSON object or binary frame), called under the send lock.
+
+        Building the message under the lock keeps it in order with everything written before it
+        (a ping's acknowledgement mark, the next audio frame). Returns False when `make` gave None.
+        """
+        async with self._lock:
+            payload = make()
+            if payload is None:
+                return False
+            if isinstance(payload, bytes):
+                await self.ws.send_bytes(payload)
+            else:
+                await self.ws.send_str(json.dumps(payload, separators=(",", ":")))
+            return True
+
+    async def messages(self) -> AsyncIterator[dict[str, Any]]:
+        """Decoded JSON messages until the socket closes (binary frames only refresh `last_received`)."""
+        async for msg in self.ws:
+            self.last_received = time.monotonic()
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                try:
+                    message = json.loads(msg.data)
+                except ValueError:
+                    continue
+                if isinstance(message, dict):
+                    yield message
+            elif msg.type == aiohttp.WSMsgType.ERROR:
+                return
+
+    async def close(self) -> None:
+        await self._abort(self.ws)
+
+    @staticmethod
+    async def _abort(ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Close politely if the peer answers within a second, else drop the connection."""
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT_S)

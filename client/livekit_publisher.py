@@ -1,0 +1,147 @@
+"""LiveKit transport: publish a `PcmStream` as the session's microphone with the `livekit` SDK.
+
+Create the publisher *before* `start_session(transport="livekit")` so it sees `session.ready`
+and the first `publish.start`. It joins the room announced in `session.ready.livekit`, publishes
+the track on `publish.start` and unpublishes it on `publish.stop`, keeps the newest LiveKit token
+from `token` events (asking for one with `token.refresh` when it is about to expire), and rejoins
+with that token if the room connection drops. The SDK paces capture in real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from livekit import rtc
+
+from client.control_client import ControlClient
+from client.errors import ClientError
+from client.events import Event, SessionReady
+from client.sources import PcmStream
+
+log = logging.getLogger(__name__)
+
+#: Ask for a fresh token when the current one has less than this left and none was pushed.
+REFRESH_LEAD_S = 30.0
+
+
+class LiveKitPublisher:
+    """Follows one ControlClient's LiveKit session; `await publish(stream)` sends the audio."""
+
+    def __init__(self, client: ControlClient, *, track_name: str = "microphone") -> None:
+        self.client = client
+        self.track_name = track_name
+        self.url: str | None = None
+        self.token: str | None = None
+        self.expires_at = 0.0
+        self.room: rtc.Room | None = None
+        self.frames_published = 0
+        self.frames_skipped = 0
+        self._wanted = asyncio.Event()
+        self._source: rtc.AudioSource | None = None
+        self._track: rtc.LocalAudioTrack | None = None
+        self._publication: rtc.LocalTrackPublication | None = None
+        self._gate_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._remove = client.on(self._on_event, ("session.ready", "publish.start", "publish.stop", "token"))
+
+    # -- control events --------------------------------------------------------------------------------
+    def _on_event(self, event: Event) -> None:
+        raw = event.raw
+        if isinstance(event, SessionReady) and event.livekit:
+            self._take_token(event.livekit.get("token"), event.livekit.get("expires_at"), event.livekit.get("url"))
+        elif event.type == "token":
+            self._take_token(raw.get("token"), raw.get("expires_at"))
+        elif event.type == "publish.start":
+            self._wanted.set()
+            self._spawn(self._apply_gate())
+        elif event.type == "publish.stop":
+            self._wanted.clear()
+            self._spawn(self._apply_gate())
+
+    def _take_token(self, token: Any, expires_at: Any, url: Any = None) -> None:
+        """Keep the token that expires last (a resumed session.ready may carry an older one)."""
+        if isinstance(url, str):
+            self.url = url
+        if isinstance(token, str) and float(expires_at or 0) >= self.expires_at:
+            self.token, self.expires_at = token, float(expires_at or 0)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- room ---------------------------------------------------------------------------------------
+    async def _join(self, sample_rate: int, channels: int) -> None:
+        if self.url is None or self.token is None:
+            raise ClientError("no LiveKit credentials: start a session with transport='livekit' first")
+        room = rtc.Room()
+        await room.connect(self.url, self.token, rtc.RoomOptions(auto_subscribe=False))
+        self.room = room
+        if self._source is None:
+            self._source = rtc.AudioSource(sample_rate, channels, queue_size_ms=20)
+            self._track = rtc.LocalAudioTrack.create_audio_track(self.track_name, self._source)
+        self._publication = None
+        await self._apply_gate()
+
+    async def _apply_gate(self) -> None:
+        """Publish or unpublish the track to match the last publish.start / publish.stop."""
+        async with self._gate_lock:
+            room, track = self.room, self._track
+            if room is None or track is None or not room.isconnected():
+                return
+            if self._wanted.is_set() and self._publication is None:
+                self._publication = await room.local_participant.publish_track(
+                    track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+                )
+            elif not self._wanted.is_set() and self._publication is not None:
+                await room.local_participant.unpublish_track(self._publication.sid)
+                self._publication = None
+
+    async def _keep_token_fresh(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            if self.expires_at and self.expires_at - time.time() < REFRESH_LEAD_S:
+                with contextlib.suppress(ClientError, asyncio.TimeoutError):
+                    await self.client.refresh_token()
+
+    # -- audio ---------------------------------------------------------------------------------------
+    async def publish(self, stream: PcmStream) -> None:
+        """Publish every chunk of `stream` (a file waits for publish.start; a live source skips audio meanwhile)."""
+        await self._join(stream.sample_rate, stream.channels)
+        refresher = asyncio.create_task(self._keep_token_fresh())
+        try:
+            async for chunk in stream.chunks:
+                if not self._wanted.is_set():
+                    if stream.live:
+                        self.frames_skipped += 1
+                        continue
+                    await self._wanted.wait()
+                if self.room is None or not self.room.isconnected():
+                    log.info("LiveKit room connection lost; rejoining with the newest token")
+                    await self._join(stream.sample_rate, stream.channels)
+                await self._apply_gate()
+                assert self._source is not None
+                samples = len(chunk) // (2 * stream.channels)
+                await self._source.capture_frame(rtc.AudioFrame(chunk, stream.sample_rate, stream.channels, samples))
+                self.frames_published += 1
+            if self._source is not None:
+                await self._source.wait_for_playout()
+        finally:
+            refresher.cancel()
+
+    async def close(self) -> None:
+        """Leave the room and stop following the client."""
+        self._remove()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.room is not None:
+            with contextlib.suppress(Exception):
+                await self.room.disconnect()
+            self.room = None
+        if self._source is not None:
+            with contextlib.suppress(Exception):
+                await self._source.aclose()

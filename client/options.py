@@ -1,0 +1,61 @@
+"""Client settings, connection/session states and counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from client.backoff import Backoff
+
+
+class ConnectionState(str, Enum):
+    """The control socket, independent of the session it carries."""
+
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    CLOSING = "closing"
+
+
+class SessionState(str, Enum):
+    """The transcription session, which outlives a dropped socket (the server keeps it for a grace period)."""
+
+    NONE = "none"
+    STARTING = "starting"
+    ACTIVE = "active"
+    RESUMING = "resuming"
+    STOPPING = "stopping"
+    ENDED = "ended"
+
+
+@dataclass
+class ClientOptions:
+    """How the client reconnects, detects a dead link and buffers audio."""
+
+    backoff: Backoff = field(default_factory=Backoff)
+    #: A `ping` goes out this often; a link that has delivered nothing for `dead_after_s` is dropped.
+    ping_interval_s: float = 1.0
+    dead_after_s: float = 3.5
+    #: While audio flows, a ping (whose pong confirms the audio before it) at least this often.
+    ack_interval_s: float = 0.2
+    #: Most audio kept for resending (unsent plus unconfirmed); past it the oldest is dropped.
+    audio_buffer_s: float = 10.0
+    #: Audio is split into frames of this length before buffering and sending.
+    frame_ms: int = 20
+    connect_timeout_s: float = 5.0
+    request_timeout_s: float = 15.0
+    #: When a resume is refused (grace period over), start a new session and carry on sending.
+    restart_lost_session: bool = True
+
+
+@dataclass
+class ClientStats:
+    connects: int = 0
+    reconnects: int = 0
+    dead_links: int = 0
+    resumes: int = 0
+    sessions_restarted: int = 0
+    duplicates_dropped: int = 0
+    frames_resent: int = 0
+    audio_frames_dropped: int = 0
+    audio_seconds_dropped: float = 0.0
