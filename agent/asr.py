@@ -99,7 +99,7 @@ class WhisperBackend:
     def _transcribe(self, job: AsrJob) -> AsrResult:
         assert self.model is not None, "backend not loaded"
         cfg = self.config
-        final = job.kind is JobKind.FINAL
+        final = job.kind.decodes_as_final
         word_ts = final and job.word_timestamps
         t0 = time.perf_counter()
         segments, _info = self.model.transcribe(
@@ -200,17 +200,26 @@ class AsrEngine:
         owner: str,
         word_timestamps: bool = False,
         is_stale=None,
+        speculative: bool = False,
     ) -> AsrJob:
         """Thread-safe, non-blocking: queue a job and return it (`job.future` settles with an
-        `AsrResult`, or None if the interim was dropped — then `job.drop_reason` says why)."""
+        `AsrResult`, or None if the interim was dropped — then `job.drop_reason` says why).
+
+        `speculative=True` (with `final=True`) queues a droppable final below real finals and above
+        interims; cancel it with `job.future.cancel()` while it is still queued.
+        """
         if not self._started:
             raise RuntimeError("AsrEngine.start() was not called")
+        if final:
+            kind = JobKind.SPECULATIVE if speculative else JobKind.FINAL
+        else:
+            kind = JobKind.INTERIM
         job = AsrJob(
-            kind=JobKind.FINAL if final else JobKind.INTERIM,
+            kind=kind,
             owner=owner,
             audio=np.ascontiguousarray(audio, dtype=np.float32),
             word_timestamps=word_timestamps,
-            is_stale=None if final else is_stale,
+            is_stale=None if kind is JobKind.FINAL else is_stale,
         )
         self.scheduler.submit(job)
         return job

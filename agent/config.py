@@ -41,6 +41,8 @@ class PipelineConfig:
     max_cut_lookback_s: float = 1.5  # at max length, cut at the quietest point in this tail
     lead_in_s: float = 0.3  # digital silence prepended to every model input (steadier first words)
     min_interim_audio_s: float = 0.5  # no interim for less speech than this
+    speculative_finals: bool = True  # start the final's decode when trailing silence begins
+    speculative_delay_s: float = 0.064  # silence before the speculative decode starts
     word_timestamps: bool = False  # word times on finals (costs extra decoding work)
     max_pending_finals: int = 4  # per pipeline, before an "asr_backlog" notice (finals never drop)
     drop_notice_interval_s: float = 10.0  # of session audio between "interims_dropped" notices

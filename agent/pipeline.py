@@ -31,8 +31,8 @@ from .events import (
     Word,
 )
 from .resample import StreamingResampler
-from .scheduler import AsrJob
-from .segmenter import Segmenter, SpeechEnd, SpeechStart
+from .scheduler import AsrJob, JobKind
+from .segmenter import Segmenter, SpeechEnd, SpeechStart, State
 from .textguard import GuardConfig, clean_segments, clean_text
 from .vad import WINDOW, StreamingVad
 
@@ -58,6 +58,9 @@ class _Utterance:
     last_interim_seq: int = 0
     last_interim_text: str = ""
     held_interim: InterimTranscript | None = None
+    spec_job: AsrJob | None = None  # speculative final for the current silence run
+    spec_silence: int | None = None  # the silence start it was made for
+    spec_token: object | None = None
     started_emitted: bool = False
     final_done: bool = False
     final_event: FinalTranscript | None = None
@@ -93,13 +96,13 @@ class TranscriptionPipeline:
         self._pre_roll = int(self.cfg.pre_roll_s * RATE)
         self._interim_step = max(WINDOW, int(self.cfg.interim_interval_s * RATE))
         self._min_interim = max(self._interim_step, int(self.cfg.min_interim_audio_s * RATE))
+        self._spec_delay = int(self.cfg.speculative_delay_s * RATE)
         self._lead_in = np.zeros(int(self.cfg.lead_in_s * RATE), dtype=np.float32)
         self._utt_ids = itertools.count(1)
         self._open: deque[_Utterance] = deque()  # not yet closed in the event stream, in order
         self._current: _Utterance | None = None  # the utterance the segmenter has open
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._latencies: deque[float] = deque(maxlen=1000)
         self._last_drop_notice_at: float | None = None
         self._drops_since_notice = 0
@@ -113,6 +116,8 @@ class TranscriptionPipeline:
             "interims_dropped": 0,  # replaced by a newer one / over the bound: the model is behind
             "interims_skipped": 0,  # stale at dispatch or superseded by the final: nothing lost
             "asr_errors": 0,
+            "speculative_used": 0,  # finals whose decode started before the end was declared
+            "speculative_wasted": 0,  # speculative decodes abandoned because speech resumed
         }
 
     # -- public API ----------------------------------------------------------------------------
@@ -121,7 +126,6 @@ class TranscriptionPipeline:
         """Add one frame of interleaved int16/float32 audio. Call on the event loop."""
         if self._closed:
             raise RuntimeError("pipeline is closed")
-        self._loop = asyncio.get_running_loop()
         self._ingest(self._resampler.process(samples, sample_rate, channels))
 
     async def finish(self) -> None:
@@ -129,7 +133,6 @@ class TranscriptionPipeline:
         SpeechEnded were emitted."""
         if self._closed:
             return
-        self._loop = asyncio.get_running_loop()
         self._ingest(self._resampler.flush())
         # Pad to a whole VAD window with silence so the last partial window is judged too.
         partial = self._audio.end % WINDOW
@@ -187,11 +190,12 @@ class TranscriptionPipeline:
             for p in self._vad.process(piece):
                 for b in self._seg.push(float(p)):
                     self._on_boundary(b)
+            self._update_speculation()
             self._maybe_interim()
             keep = self._seg.position - self._pre_roll - WINDOW * 2
             if self._current is not None:
                 keep = min(keep, self._current.audio_start)
-            if self._seg.in_speech or self._seg.state.value == "pending":
+            if self._seg.state is not State.IDLE:
                 keep = min(keep, self._seg.start_w * WINDOW - self._pre_roll)
             self._audio.trim_before(keep)
 
@@ -215,12 +219,81 @@ class TranscriptionPipeline:
         self._current = None
         u.end, u.reason, u.ended_wall = b.sample, b.reason, time.perf_counter()
         u.audio_end = min(b.audio_end, self._audio.end)
-        audio = self._model_input(u.audio_start, b.audio_end)
-        job = self.engine.submit(
-            audio, final=True, owner=self.owner, word_timestamps=self.cfg.word_timestamps
-        )
+        job = self._take_speculation(u)
+        if job is None:
+            job = self._submit_final(u, u.audio_end)
+        if job is None:
+            u.final_done = True
+            self._drain()
+            return
         self._spawn(u, self._run_final(u, job), final=True)
         self._check_backlog()
+
+    def _submit_final(self, u: _Utterance, audio_end: int) -> AsrJob | None:
+        try:
+            return self.engine.submit(
+                self._model_input(u.audio_start, audio_end),
+                final=True,
+                owner=self.owner,
+                word_timestamps=self.cfg.word_timestamps,
+            )
+        except RuntimeError as exc:  # engine closed or not started
+            self._stats["asr_errors"] += 1
+            self._notice("asr_error", f"cannot transcribe: {exc}", {"utterance_id": u.id})
+            return None
+
+    # -- speculative finals ----------------------------------------------------------------------
+
+    def _update_speculation(self) -> None:
+        """Start a speculative final when trailing silence begins; abandon it if speech resumes."""
+        u = self._current
+        if u is None:
+            return
+        seg = self._seg
+        silence = seg.silence_start_w * WINDOW if seg.in_trailing_silence else None
+        if u.spec_job is not None and u.spec_silence != silence:
+            self._abandon_speculation(u)
+        if (
+            not self.cfg.speculative_finals
+            or silence is None
+            or u.spec_silence == silence
+            or seg.position - silence < self._spec_delay
+            or self.engine.pending_finals() > 0  # under load, do not add wasted work
+        ):
+            return
+        token = object()
+        try:
+            job = self.engine.submit(
+                self._model_input(u.audio_start, seg.position),
+                final=True,
+                speculative=True,
+                owner=self.owner,
+                word_timestamps=self.cfg.word_timestamps,
+                is_stale=lambda: u.spec_token is not token,
+            )
+        except RuntimeError:
+            return
+        u.spec_job, u.spec_silence, u.spec_token = job, silence, token
+
+    def _abandon_speculation(self, u: _Utterance) -> None:
+        job, u.spec_job, u.spec_token = u.spec_job, None, None
+        u.spec_silence = None
+        if job is not None:
+            job.future.cancel()  # no effect once running; its result is then ignored
+            self._stats["speculative_wasted"] += 1
+
+    def _take_speculation(self, u: _Utterance) -> AsrJob | None:
+        """At the end of an utterance: the speculative job, if it heard the same speech and is
+        already running (a queued one is cancelled; a real final then takes its place)."""
+        job = u.spec_job
+        if job is None:
+            return None
+        if u.spec_silence == u.end and not job.future.cancel():
+            u.spec_job, u.spec_token = None, None
+            self._stats["speculative_used"] += 1
+            return job
+        self._abandon_speculation(u)
+        return None
 
     def _maybe_interim(self) -> None:
         u = self._current
@@ -293,6 +366,10 @@ class TranscriptionPipeline:
             self._stats["asr_errors"] += 1
             self._notice("asr_error", f"transcription failed: {exc}", {"utterance_id": u.id})
             res = None
+        if res is None and job.kind is JobKind.SPECULATIVE:
+            # The speculative decode was dropped after all: fall back to a real final.
+            job2 = self._submit_final(u, u.audio_end)
+            res = await asyncio.wrap_future(job2.future) if job2 is not None else None
         assert u.end is not None and u.reason is not None
         text = ""
         words = None

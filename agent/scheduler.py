@@ -1,7 +1,9 @@
 """Priority scheduler for ASR jobs shared by all pipelines of a process.
 
-Rules: finals before interims; finals are never dropped (FIFO); each owner (pipeline) has at most
-one pending interim — a newer one replaces the stale one, which completes with `None` and counts
+Rules: finals, then speculative finals, then interims; finals are never dropped (FIFO); a
+speculative final (decoded like a final, started when silence begins so the result is ready when
+the utterance is declared over) is dropped if its owner cancels it or it is stale at dispatch; each
+owner (pipeline) has at most one pending interim and one pending speculative final — a newer one replaces the stale one, which completes with `None` and counts
 as dropped; a pending interim whose `is_stale()` is true at dispatch is dropped too; the number of
 pending interims over all owners is bounded (the oldest is dropped). Workers take *batches*
 (`next_batch(max_batch)`), all of one kind, so a backend can later run several owners' windows in
@@ -23,7 +25,12 @@ import numpy as np
 
 class JobKind(enum.Enum):
     FINAL = "final"
+    SPECULATIVE = "speculative"  # a final started early; may be discarded
     INTERIM = "interim"
+
+    @property
+    def decodes_as_final(self) -> bool:
+        return self is not JobKind.INTERIM
 
 
 @dataclass(eq=False)
@@ -52,18 +59,21 @@ class AsrScheduler:
         self._cond = threading.Condition()
         self._finals: deque[AsrJob] = deque()
         self._interims: OrderedDict[str, AsrJob] = OrderedDict()  # owner → job, oldest first
+        self._speculative: OrderedDict[str, AsrJob] = OrderedDict()  # owner → job, oldest first
         self._max_interims = max(1, max_pending_interims)
         self._closed = False
         self._running = 0
-        self.submitted = {JobKind.FINAL: 0, JobKind.INTERIM: 0}
-        self.completed = {JobKind.FINAL: 0, JobKind.INTERIM: 0}
+        self.submitted = {k: 0 for k in JobKind}
+        self.completed = {k: 0 for k in JobKind}
         self.interims_dropped = 0
+        self.speculative_dropped = 0
 
     # -- producer side -------------------------------------------------------------------------
 
     def submit(self, job: AsrJob) -> Future:
         """Queue a job; returns its future (result: backend result, or None if dropped)."""
         dropped: list[AsrJob] = []
+        dropped_spec: AsrJob | None = None
         with self._cond:
             if self._closed:
                 raise SchedulerClosed("ASR scheduler is closed")
@@ -75,6 +85,13 @@ class AsrScheduler:
                     stale.drop_reason = "superseded"
                     dropped.append(stale)
                 self._finals.append(job)
+            elif job.kind is JobKind.SPECULATIVE:
+                old = self._speculative.pop(job.owner, None)
+                if old is not None:
+                    old.drop_reason = "replaced"
+                    self.speculative_dropped += 1
+                    dropped_spec = old
+                self._speculative[job.owner] = job
             else:
                 stale = self._interims.pop(job.owner, None)
                 if stale is not None:
@@ -87,6 +104,8 @@ class AsrScheduler:
                     dropped.append(oldest)
             self.interims_dropped += len(dropped)
             self._cond.notify()
+        if dropped_spec is not None:
+            dropped.append(dropped_spec)
         for d in dropped:
             settle(d.future, None)
         return job.future
@@ -119,26 +138,42 @@ class AsrScheduler:
                 return batch
 
     def _take(self, max_batch: int, dropped: list[AsrJob]) -> list[AsrJob]:
+        """Finals first, topped up with speculative finals (same decoding); else interims."""
         batch: list[AsrJob] = []
-        if self._finals:
-            while self._finals and len(batch) < max_batch:
-                job = self._finals.popleft()
-                if job.future.set_running_or_notify_cancel():
-                    batch.append(job)
-            if batch:
-                return batch
-        while self._interims and len(batch) < max_batch:
-            _, job = self._interims.popitem(last=False)
-            if job.future.cancelled():
-                continue
-            if job.is_stale is not None and _safe_call(job.is_stale):
-                job.drop_reason = "stale"
-                self.interims_dropped += 1
-                dropped.append(job)
-                continue
+        while self._finals and len(batch) < max_batch:
+            job = self._finals.popleft()
             if job.future.set_running_or_notify_cancel():
                 batch.append(job)
+        while self._speculative and len(batch) < max_batch:
+            _, job = self._speculative.popitem(last=False)
+            if self._runnable(job, dropped):
+                batch.append(job)
+        if batch:
+            return batch
+        while self._interims and len(batch) < max_batch:
+            _, job = self._interims.popitem(last=False)
+            if self._runnable(job, dropped):
+                batch.append(job)
         return batch
+
+    def _runnable(self, job: AsrJob, dropped: list[AsrJob]) -> bool:
+        """Claim a droppable job for running, or drop it (cancelled / stale)."""
+        if job.future.cancelled():
+            job.drop_reason = "cancelled"
+            self._count_drop(job)
+            return False
+        if job.is_stale is not None and _safe_call(job.is_stale):
+            job.drop_reason = "stale"
+            self._count_drop(job)
+            dropped.append(job)
+            return False
+        return job.future.set_running_or_notify_cancel()
+
+    def _count_drop(self, job: AsrJob) -> None:
+        if job.kind is JobKind.SPECULATIVE:
+            self.speculative_dropped += 1
+        else:
+            self.interims_dropped += 1
 
     def done(self, batch: list[AsrJob]) -> None:
         """Workers call this after settling the futures of a batch."""
@@ -154,11 +189,13 @@ class AsrScheduler:
         """Stop accepting jobs; pending interims are dropped, pending finals still run."""
         with self._cond:
             self._closed = True
-            dropped = list(self._interims.values())
+            dropped = list(self._interims.values()) + list(self._speculative.values())
             self._interims.clear()
+            self._speculative.clear()
             for d in dropped:
                 d.drop_reason = "closed"
-            self.interims_dropped += len(dropped)
+            for d in dropped:
+                self._count_drop(d)
             self._cond.notify_all()
         for d in dropped:
             settle(d.future, None)
@@ -172,12 +209,16 @@ class AsrScheduler:
             return {
                 "pending_finals": len(self._finals),
                 "pending_interims": len(self._interims),
+                "pending_speculative": len(self._speculative),
                 "running": self._running,
                 "finals_submitted": self.submitted[JobKind.FINAL],
                 "interims_submitted": self.submitted[JobKind.INTERIM],
                 "finals_completed": self.completed[JobKind.FINAL],
                 "interims_completed": self.completed[JobKind.INTERIM],
                 "interims_dropped": self.interims_dropped,
+                "speculative_submitted": self.submitted[JobKind.SPECULATIVE],
+                "speculative_completed": self.completed[JobKind.SPECULATIVE],
+                "speculative_dropped": self.speculative_dropped,
             }
 
     def pending_finals(self, owner: str | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import wave
 from pathlib import Path
 
@@ -33,18 +34,21 @@ def norm(text: str) -> str:
 
 
 async def feed_paced(pipeline, samples: np.ndarray, rate: int, channels: int = 1,
-                     frame_ms: int = 20, speed: float = 4.0) -> None:
+                     frame_ms: int = 20, speed: float = 4.0) -> float:
     """Feed interleaved samples in `frame_ms` frames at `speed`× real time (inf = no pauses
-    except yielding to the loop every 10 frames)."""
+    except yielding to the loop every 10 frames). Returns the wall seconds spent inside feed()."""
     per_frame = rate * frame_ms // 1000 * channels
-    frames = range(0, samples.shape[0], per_frame)
-    for k, i in enumerate(frames):
+    in_feed = 0.0
+    for k, i in enumerate(range(0, samples.shape[0], per_frame)):
+        t = time.perf_counter()
         pipeline.feed(samples[i : i + per_frame], rate, channels)
+        in_feed += time.perf_counter() - t
         if speed == float("inf"):
             if k % 10 == 9:
                 await asyncio.sleep(0)
         else:
             await asyncio.sleep(frame_ms / 1000 / speed)
+    return in_feed
 
 
 def check_event_order(events) -> None:

@@ -1,0 +1,145 @@
+"""End-of-speech → final latency of the transcription pipeline, fed at real-time pace.
+
+Feeds N concurrent streams (each: libri, 1 s silence, jfk, 1 s silence, libri, 1 s silence) in
+20 ms frames on a wall-clock schedule and reports, per final:
+  - from speech end: wall time of the final minus the wall time the utterance's last speech
+    sample was fed (what a user feels; includes the silence hangover),
+  - from detection: wall time of the final minus the moment the pipeline decided the utterance
+    had ended,
+plus WER of all finals against the reference and the engine's scheduling counters.
+
+    .venv/bin/python bench/pipeline_latency.py --streams 1
+    .venv/bin/python bench/pipeline_latency.py --streams 4 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import statistics
+import time
+import wave
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+from agent.asr import AsrEngine
+from agent.config import AsrConfig, PipelineConfig
+from agent.events import FinalTranscript, InterimTranscript, PipelineNotice
+from agent.pipeline import TranscriptionPipeline
+
+AUDIO = Path(__file__).resolve().parents[1] / "examples" / "audio"
+JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+LIBRI = "He began a confused complaint against the wizard who had vanished behind the curtain on the left."
+
+
+def _load(name: str) -> np.ndarray:
+    with wave.open(str(AUDIO / name)) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+
+
+def _norm(t: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", t.lower()).split())
+
+
+def scenario() -> tuple[np.ndarray, str]:
+    gap = np.zeros(16000, np.int16)
+    libri, jfk = _load("libri_61-70968-0000.wav"), _load("jfk.wav")
+    return np.concatenate([libri, gap, jfk, gap, libri, gap]), " ".join([LIBRI, JFK, LIBRI])
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+async def run_stream(engine, cfg, audio, t0, frame_ms=20):
+    events: list[tuple[float, object]] = []
+    p = TranscriptionPipeline(engine, cfg, lambda e: events.append((time.perf_counter(), e)))
+    step = 16000 * frame_ms // 1000
+    for k, i in enumerate(range(0, audio.size, step)):
+        due = t0 + (i + step) / 16000  # the frame is complete at this wall time
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        p.feed(audio[i : i + step], 16000)
+    await p.finish()
+    stats = p.stats
+    det = p.final_latencies
+    await p.aclose()
+    return events, stats, det
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--streams", type=int, default=1)
+    ap.add_argument("--no-interims", action="store_true")
+    ap.add_argument("--cpu-threads", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a PipelineConfig field, e.g. --set silence_hangover_s=0.5")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    kw = {"interims": not args.no_interims}
+    types = {f.name: f.type for f in fields(PipelineConfig)}
+    for item in args.set:
+        k, v = item.split("=", 1)
+        t = types[k]
+        kw[k] = (v.lower() in ("1", "true", "yes")) if "bool" in str(t) else float(v)
+    cfg = PipelineConfig(**kw)
+    engine = AsrEngine(AsrConfig(cpu_threads=args.cpu_threads, workers=args.workers))
+    await engine.start()
+    audio, ref = scenario()
+    # Warm-up call so the first measured final does not pay one-off costs.
+    await engine.transcribe(audio[:16000].astype(np.float32) / 32768, final=True, owner="warmup")
+    t0 = time.perf_counter() + 0.05
+    results = await asyncio.gather(*(run_stream(engine, cfg, audio, t0) for _ in range(args.streams)))
+    from_end, from_det, wers, interims, dropped, notices = [], [], [], 0, 0, 0
+    import jiwer
+
+    for events, stats, det in results:
+        finals = [(w, e) for w, e in events if isinstance(e, FinalTranscript)]
+        for w, e in finals:
+            if e.reason == "silence":
+                from_end.append(w - (t0 + e.end))
+        from_det += det
+        hyp = " ".join(e.text for _, e in finals)
+        wers.append(jiwer.wer(_norm(ref), _norm(hyp)))
+        interims += sum(isinstance(e, InterimTranscript) for _, e in events)
+        notices += sum(isinstance(e, PipelineNotice) for _, e in events)
+        dropped += stats["interims_dropped"]
+    out = {
+        "streams": args.streams,
+        "config": kw,
+        "audio_s_per_stream": round(audio.size / 16000, 2),
+        "finals": len(from_det),
+        "latency_from_speech_end_s": {
+            "p50": round(statistics.median(from_end), 3),
+            "p90": round(_pct(from_end, 0.9), 3),
+            "max": round(max(from_end), 3),
+        },
+        "latency_from_detection_s": {
+            "p50": round(statistics.median(from_det), 3),
+            "p90": round(_pct(from_det, 0.9), 3),
+            "max": round(max(from_det), 3),
+        },
+        "wer_mean": round(statistics.mean(wers), 4),
+        "interims_emitted": interims,
+        "interims_dropped": dropped,
+        "notices": notices,
+        "engine": engine.stats,
+    }
+    await engine.close()
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k}: {v}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
