@@ -310,7 +310,10 @@ class TranscriptionPipeline:
         def is_stale() -> bool:  # read from a worker thread at dispatch time
             return u.end is not None or (self._current is u and seg.in_trailing_silence)
 
-        job = self.engine.submit(audio, final=False, owner=self.owner, is_stale=is_stale)
+        try:
+            job = self.engine.submit(audio, final=False, owner=self.owner, is_stale=is_stale)
+        except RuntimeError:  # engine closed: the final reports the error
+            return
         self._stats["interims_requested"] += 1
         self._spawn(u, self._run_interim(u, u.interim_seq, job, pos))
 

@@ -127,3 +127,27 @@ async def test_engine_under_load_never_drops_finals():
         assert st["interims_completed"] + dropped == len(interims)
     finally:
         await eng.close()
+
+
+def test_speculative_between_finals_and_interims_and_cancellable():
+    s = AsrScheduler()
+    i = job(JobKind.INTERIM, "a")
+    sp = job(JobKind.SPECULATIVE, "b")
+    f = job(JobKind.FINAL, "c")
+    cancelled = job(JobKind.SPECULATIVE, "d")
+    for j in (i, sp, cancelled, f):
+        s.submit(j)
+    assert cancelled.future.cancel()
+    assert s.next_batch(8, timeout=0) == [f, sp]  # same decoding: may share a batch
+    assert s.next_batch(8, timeout=0) == [i]
+    assert s.snapshot()["speculative_dropped"] == 1
+
+
+def test_stale_speculative_is_dropped():
+    s = AsrScheduler()
+    flag = {"stale": False}
+    sp = job(JobKind.SPECULATIVE, "a", is_stale=lambda: flag["stale"])
+    s.submit(sp)
+    flag["stale"] = True
+    assert s.next_batch(1, timeout=0) == []
+    assert sp.future.result(timeout=0) is None and sp.drop_reason == "stale"

@@ -1,0 +1,124 @@
+"""Pipeline behaviour with a fake model: speculation, ordering under a slow model, teardown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from agent.asr import AsrEngine, AsrResult, AsrSegment
+from agent.config import AsrConfig, PipelineConfig
+from agent.events import FinalTranscript, PipelineNotice, SpeechEnded, SpeechStarted
+from agent.pipeline import TranscriptionPipeline
+from agent_testutil import check_event_order, feed_paced, load_wav
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class FakeBackend:
+    """Says how much audio it heard; optional delay per call."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.calls: list[tuple[str, float]] = []
+
+    def load(self) -> None:
+        pass
+
+    def transcribe_batch(self, jobs):
+        out = []
+        for j in jobs:
+            time.sleep(self.delay)
+            secs = len(j.audio) / 16000
+            self.calls.append((j.kind.value, secs))
+            seg = AsrSegment(f"heard {secs:.2f} seconds", 0.0, secs, -0.1, 0.01, 1.0, 0.0)
+            out.append(AsrResult(segments=(seg,), audio_s=secs, infer_s=self.delay))
+        return out
+
+
+async def _engine(delay: float = 0.0) -> tuple[AsrEngine, FakeBackend]:
+    backend = FakeBackend(delay)
+    eng = AsrEngine(AsrConfig(), backend=backend)
+    await eng.start()
+    return eng, backend
+
+
+def _speech_pause_speech(pause_s: float) -> np.ndarray:
+    libri = load_wav("libri_61-70968-0000.wav")
+    return np.concatenate([libri[: 16000 * 2], np.zeros(int(16000 * pause_s), np.int16),
+                           libri[16000 * 2 :], np.zeros(16000, np.int16)])
+
+
+async def test_speculative_final_is_used_when_silence_lasts():
+    eng, backend = await _engine()
+    events = []
+    p = TranscriptionPipeline(eng, PipelineConfig(interims=False), events.append)
+    await feed_paced(p, _speech_pause_speech(0.0), 16000, speed=float("inf"))
+    await p.finish()
+    await eng.close()
+    check_event_order(events)
+    assert len([e for e in events if isinstance(e, FinalTranscript)]) == 1
+    kinds = [k for k, _ in backend.calls]
+    assert p.stats["speculative_used"] == 1 and kinds.count("final") == 0, backend.calls
+
+
+async def test_speculative_final_is_abandoned_when_speech_resumes():
+    eng, backend = await _engine(delay=0.05)
+    events = []
+    # A 0.2 s pause is shorter than the 0.3 s hangover: one utterance, one wasted speculation.
+    p = TranscriptionPipeline(eng, PipelineConfig(interims=False), events.append)
+    await feed_paced(p, _speech_pause_speech(0.2), 16000, speed=2.0)
+    await p.finish()
+    await eng.close()
+    check_event_order(events)
+    finals = [e for e in events if isinstance(e, FinalTranscript)]
+    assert len(finals) == 1
+    assert p.stats["speculative_wasted"] >= 1
+    # The final heard the whole utterance, not the speculative prefix.
+    heard = float(finals[0].text.split()[1])
+    assert heard > 4.5
+
+
+async def test_slow_model_keeps_utterances_in_order_and_loses_no_final():
+    eng, backend = await _engine(delay=0.3)
+    events = []
+    libri = load_wav("libri_61-70968-0000.wav")
+    gap = np.zeros(int(16000 * 0.6), np.int16)
+    audio = np.concatenate([libri, gap, libri, gap, libri, gap])
+    p = TranscriptionPipeline(eng, PipelineConfig(), events.append)
+    await feed_paced(p, audio, 16000, speed=float("inf"))  # ~17 s of audio almost at once
+    assert p.stats["pending_finals"] >= 1  # the model is behind ...
+    await p.finish()  # ... and finish() waits for every final
+    await eng.close()
+    check_event_order(events)
+    assert len([e for e in events if isinstance(e, FinalTranscript)]) == 3
+    assert p.stats["finals"] == 3 and p.stats["pending_finals"] == 0
+
+
+async def test_aclose_closes_started_utterances():
+    eng, _ = await _engine(delay=0.5)
+    events = []
+    p = TranscriptionPipeline(eng, PipelineConfig(), events.append)
+    await feed_paced(p, load_wav("libri_61-70968-0000.wav")[: 16000 * 2], 16000, speed=float("inf"))
+    assert any(isinstance(e, SpeechStarted) for e in events)
+    await p.aclose()
+    await eng.close()
+    check_event_order(events)
+    assert isinstance(events[-1], SpeechEnded)
+    with pytest.raises(RuntimeError):
+        p.feed(np.zeros(320, np.int16), 16000)
+
+
+async def test_closed_engine_gives_notice_not_hang():
+    eng, _ = await _engine()
+    await eng.close()
+    events = []
+    p = TranscriptionPipeline(eng, PipelineConfig(), events.append)
+    await feed_paced(p, load_wav("libri_61-70968-0000.wav"), 16000, speed=float("inf"))
+    await asyncio.wait_for(p.finish(), 5)
+    check_event_order(events)
+    assert any(isinstance(e, PipelineNotice) and e.code == "asr_error" for e in events)
+    assert not any(isinstance(e, FinalTranscript) for e in events)
+    assert p.stats["asr_errors"] >= 1
