@@ -1,0 +1,1 @@
+"""`roomscribe bench`: reproducible latency, accuracy, cost and concurrency measurements (see docs/benchmarks.md)."""
