@@ -1,0 +1,106 @@
+"""The LiveKit transport: the control socket for events, the official `livekit` SDK publishing the
+session audio as the microphone (10 ms frames) into the room named in `session.ready`.
+
+The audio clock (t0) starts once the agent has subscribed to the microphone (`local_track_subscribed`,
+waited for up to `subscribe_timeout_s`; the dev server does not signal it), so no speech is lost to
+subscription set-up. The agent's session clock starts when its subscription does, so server times
+are shifted against the bench's; `bench.metrics.timeline_shift` estimates the shift for matching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiohttp
+import numpy as np
+
+from bench.plan import RATE, SessionPlan
+from bench.transport import Endpoint, SessionRecord, TransportUnavailable, pace_frames
+
+FRAME_MS = 10
+
+
+class LiveKitTransport:
+    """Streams a session over `session.start {transport: "livekit"}`."""
+
+    name = "livekit"
+
+    def __init__(self, endpoint: Endpoint, *, drain_timeout_s: float = 120.0, subscribe_timeout_s: float = 2.0) -> None:
+        try:
+            from livekit import rtc  # noqa: F401
+        except ImportError:
+            raise TransportUnavailable("the `livekit` Python SDK is not installed") from None
+        self.endpoint = endpoint
+        self.drain_timeout_s = drain_timeout_s
+        self.subscribe_timeout_s = subscribe_timeout_s
+
+    async def run_session(
+        self, plan: SessionPlan, user: str, *, start_delay_s: float = 0.0, interim: bool = True, speed: float = 1.0
+    ) -> SessionRecord:
+        from livekit import rtc
+
+        record = SessionRecord(plan, user, self.name, speed)
+        step = RATE * FRAME_MS // 1000
+        data = plan.audio.astype(np.int16)
+        frames = [data[i : i + step] for i in range(0, len(data) - step + 1, step)]
+        headers = {"Authorization": f"Bearer {self.endpoint.token_for(user)}"}
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[dict] = loop.create_future()
+        ended: asyncio.Future[dict] = loop.create_future()
+        room = rtc.Room()
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(self.endpoint.url, headers=headers, max_msg_size=0) as ws:
+
+                async def reader() -> None:
+                    async for msg in ws:
+                        if msg.type != aiohttp.WSMsgType.TEXT:
+                            continue
+                        event = json.loads(msg.data)
+                        record.events.append((time.monotonic(), event))
+                        kind = event.get("type")
+                        if kind == "session.ready" and not ready.done():
+                            ready.set_result(event)
+                        elif kind == "error" and event.get("id") == "start" and not ready.done():
+                            ready.set_exception(TransportUnavailable(f"{event.get('code')}: {event.get('message')}"))
+                        elif kind == "session.ended" and not ended.done():
+                            ended.set_result(event)
+                    for fut in (ready, ended):
+                        if not fut.done():
+                            fut.set_exception(RuntimeError(f"control socket closed ({ws.close_code})"))
+
+                read_task = asyncio.create_task(reader())
+                try:
+                    await ws.send_json({"type": "session.start", "id": "start", "transport": "livekit", "interim": interim})
+                    lk = (await asyncio.wait_for(ready, 30.0))["livekit"]
+                    subscribed = asyncio.Event()
+                    room.on("local_track_subscribed", lambda *_: subscribed.set())
+                    await room.connect(lk["url"], lk["token"], rtc.RoomOptions(auto_subscribe=False))
+                    source = rtc.AudioSource(RATE, 1, queue_size_ms=50)
+                    track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
+                    await room.local_participant.publish_track(
+                        track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+                    )
+                    try:
+                        await asyncio.wait_for(subscribed.wait(), self.subscribe_timeout_s)
+                    except asyncio.TimeoutError:
+                        record.notes.append(f"agent subscription not signalled within {self.subscribe_timeout_s} s")
+
+                    async def send(chunk: np.ndarray) -> None:
+                        await source.capture_frame(rtc.AudioFrame(chunk.tobytes(), RATE, 1, len(chunk)))
+
+                    record.t0 = time.monotonic() + start_delay_s
+                    await pace_frames(record, frames, FRAME_MS / 1000, send)
+                    await source.wait_for_playout()
+                    await ws.send_json({"type": "session.stop", "id": "stop"})
+                    await asyncio.wait_for(ended, self.drain_timeout_s)
+                    record.completed = True
+                except TransportUnavailable:
+                    raise
+                except (asyncio.TimeoutError, RuntimeError, aiohttp.ClientError, ConnectionError) as exc:
+                    record.error = f"{type(exc).__name__}: {exc}"
+                finally:
+                    read_task.cancel()
+                    await room.disconnect()
+        return record

@@ -1,0 +1,124 @@
+"""From a session's recorded events to per-clip outcomes and summary figures.
+
+Matching: a `transcript.final` belongs to a clip when its [start, end] (session seconds, as the
+server reports them, minus the session's timeline shift) overlaps the clip's true speech
+[onset, end] widened by `TOLERANCE_S`; clips are ≥ 1 s of silence apart, so a final cannot reach a
+neighbour unless segmentation merged them. The timeline shift is ~0 on ws (the server counts from
+the first sample sent); on LiveKit the agent's clock starts when it subscribes, so the shift is
+estimated as the offset that lets the most finals match clips. Latency never uses server times.
+- final latency of a clip = arrival of the last final overlapping it − (t0 + true speech end)
+- first-interim latency = arrival of the first interim overlapping it − (t0 + true speech onset)
+- a clip is lost when no final overlaps it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from bench.transport import SessionRecord
+
+TOLERANCE_S = 0.35
+
+
+@dataclass(frozen=True)
+class ClipOutcome:
+    """How one clip of a session fared."""
+
+    clip_id: str
+    final_latency_s: float | None  # None when lost
+    first_interim_latency_s: float | None  # None when no interim overlapped it
+    finals: int  # finals overlapping the clip (>1: split)
+    merged: bool  # its last final also overlaps another clip
+    end_error_s: float | None = None  # server's speech end − true speech end (segmentation check)
+
+    @property
+    def lost(self) -> bool:
+        return self.final_latency_s is None
+
+
+def _overlaps(event: dict[str, Any], lo: float, hi: float, shift: float = 0.0) -> bool:
+    return event["start"] - shift < hi + TOLERANCE_S and event["end"] - shift > lo - TOLERANCE_S
+
+
+def timeline_shift(record: SessionRecord) -> float:
+    """Server session time − bench session time: the candidate offset (first finals against first
+    clips, and 0) under which the most clips have an overlapping final; the smallest on ties."""
+    finals = [e for _, e in record.of_type("transcript.final")]
+    clips = record.plan.clips
+    candidates = {0.0} | {f["start"] - c.onset_s for f in finals[:5] for c in clips[:5]}
+
+    def matched(shift: float) -> int:
+        return sum(any(_overlaps(f, c.onset_s, c.end_s, shift) for f in finals) for c in clips)
+
+    return max(sorted(candidates, key=abs), key=matched)
+
+
+def score_session(record: SessionRecord, shift: float | None = None) -> list[ClipOutcome]:
+    """One outcome per planned clip, in order."""
+    shift = timeline_shift(record) if shift is None else shift
+    finals = record.of_type("transcript.final")
+    interims = record.of_type("transcript.interim")
+    clips = record.plan.clips
+    out = []
+    for pc in clips:
+        mine = [(t, e) for t, e in finals if _overlaps(e, pc.onset_s, pc.end_s, shift)]
+        latency = merged = end_error = None
+        if mine:
+            t_last, last = max(mine, key=lambda te: te[1]["end"])
+            latency = t_last - (record.t0 + pc.end_s)
+            merged = any(o is not pc and _overlaps(last, o.onset_s, o.end_s, shift) for o in clips)
+            end_error = round(last["end"] - shift - pc.end_s, 3)
+        first = min((t for t, e in interims if _overlaps(e, pc.onset_s, pc.end_s, shift)), default=None)
+        interim_latency = None if first is None else first - (record.t0 + pc.onset_s)
+        out.append(ClipOutcome(pc.clip.id, latency, interim_latency, len(mine), bool(merged), end_error))
+    return out
+
+
+def final_text(record: SessionRecord) -> str:
+    """Every final's text in event order."""
+    finals = sorted((e for _, e in record.of_type("transcript.final")), key=lambda e: e.get("seq", 0))
+    return " ".join(e["text"].strip() for e in finals)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (linear interpolation), None for no values."""
+    return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else None
+
+
+def summarise(records: Iterable[SessionRecord]) -> dict[str, Any]:
+    """Latency percentiles, losses and health counters over several sessions."""
+    records = list(records)
+    shifts = [timeline_shift(r) for r in records]
+    outcomes = [o for r, sh in zip(records, shifts) for o in score_session(r, sh)]
+    end_errors = [o.end_error_s for o in outcomes if o.end_error_s is not None]
+    finals = [o.final_latency_s for o in outcomes if o.final_latency_s is not None]
+    interims = [o.first_interim_latency_s for o in outcomes if o.first_interim_latency_s is not None]
+    lateness = [x for r in records for x in r.send_lateness_s]
+    statuses = Counter(e.get("code", "?") for r in records for _, e in r.of_type("status"))
+    errors = Counter(e.get("code", "?") for r in records for _, e in r.of_type("error"))
+    r3 = lambda x: None if x is None else round(x, 3)  # noqa: E731
+    return {
+        "sessions": len(records),
+        "clips": len(outcomes),
+        "finals_matched": len(finals),
+        "lost": sum(o.lost for o in outcomes),
+        "lost_clips": [o.clip_id for o in outcomes if o.lost],
+        "merged": sum(o.merged for o in outcomes),
+        "split": sum(o.finals > 1 for o in outcomes),
+        "final_latency_s": {"p50": r3(percentile(finals, 50)), "p95": r3(percentile(finals, 95)),
+                            "max": r3(max(finals, default=None)), "n": len(finals)},  # fmt: skip
+        "first_interim_latency_s": {"p50": r3(percentile(interims, 50)), "p95": r3(percentile(interims, 95)),
+                                    "n": len(interims)},  # fmt: skip
+        "speech_end_error_s": {"p50": r3(percentile(end_errors, 50)), "p95": r3(percentile(end_errors, 95))},
+        "timeline_shift_s": [round(x, 3) for x in shifts],
+        "interim_coverage": round(len(interims) / len(outcomes), 3) if outcomes else None,
+        "client_send_lateness_s": {"p99": r3(percentile(lateness, 99)), "max": r3(max(lateness, default=None))},
+        "status_notices": dict(statuses),
+        "errors": dict(errors),
+        "incomplete_sessions": [r.user for r in records if not r.completed],
+        "session_errors": [r.error for r in records if r.error],
+    }

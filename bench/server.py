@@ -1,0 +1,137 @@
+"""The server under test: `roomscribe serve` in a subprocess (default) or a ControlServer in-process.
+
+Either way the bench reads the server's CPU seconds and peak RSS from /proc. In a subprocess those
+are the server's alone (control plane, ASR, and for LiveKit the embedded dev server); in-process
+they include the bench's own client work (scope "bench process").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Protocol
+
+from bench import procstat
+from bench.transport import Endpoint
+from tokens import mint_control_token
+
+ROOT = Path(__file__).resolve().parent.parent
+_URL_LINE = re.compile(r"control plane on (ws://\S+/v1/control)")
+
+
+class BenchServer(Protocol):
+    scope: str
+    endpoint: Endpoint
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def cpu_seconds(self) -> float: ...
+
+    def memory(self) -> dict[str, int]: ...
+
+
+def _token_factory(secret: str):  # type: ignore[no-untyped-def]
+    return lambda user: mint_control_token(secret, user, ttl_s=3600)
+
+
+class SubprocessServer:
+    """`python -m control.cli serve --port 0` with a fresh secret; settings otherwise come from the
+    environment and `.env` like any `roomscribe serve` (ROOMSCRIBE_MODEL_PATH etc. apply)."""
+
+    scope = "server process"
+
+    def __init__(self, *, startup_timeout_s: float = 120.0, extra_env: dict[str, str] | None = None) -> None:
+        self.secret = secrets.token_urlsafe(32)
+        self.startup_timeout_s = startup_timeout_s
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path: Path | None = None
+        self.endpoint = Endpoint("", _token_factory(self.secret))
+
+    async def start(self) -> None:
+        env = dict(os.environ)
+        env.update({
+            "ROOMSCRIBE_CONTROL_SECRET": self.secret, "ROOMSCRIBE_HOST": "127.0.0.1",
+            "ROOMSCRIBE_DEVSERVER_PORT": "0", "PYTHONUNBUFFERED": "1",
+        })  # fmt: skip
+        env.update(self.extra_env)
+        fd, name = tempfile.mkstemp(prefix="roomscribe-bench-server-", suffix=".log")
+        self.log_path = Path(name)
+        cmd = [sys.executable, "-m", "control.cli", "serve", "--port", "0"]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        os.close(fd)
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            match = _URL_LINE.search(self.log_path.read_text(errors="replace"))
+            if match:
+                self.endpoint = Endpoint(match.group(1), self.endpoint.token_for)
+                return
+            if self.proc.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
+        tail = self.log_path.read_text(errors="replace")[-2000:]
+        await self.stop()
+        raise RuntimeError(f"`roomscribe serve` did not start (log {self.log_path}):\n{tail}")
+
+    async def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            await asyncio.to_thread(self.proc.wait, 30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            await asyncio.to_thread(self.proc.wait)
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        return procstat.cpu_seconds(self.proc.pid)
+
+    def memory(self) -> dict[str, int]:
+        assert self.proc is not None
+        return procstat.memory_bytes(self.proc.pid)
+
+
+class InProcessServer:
+    """A ControlServer in this process (quicker to start; CPU and RSS include the bench client)."""
+
+    scope = "bench process (server + client)"
+
+    def __init__(self, engine=None, *, transport: str = "ws") -> None:  # type: ignore[no-untyped-def]
+        from control.config import Settings
+
+        self.secret = secrets.token_urlsafe(32)
+        settings = Settings.from_env()
+        settings.host, settings.port, settings.control_secret = "127.0.0.1", 0, self.secret
+        settings.devserver_port = 0
+        self.settings = settings
+        self._engine = engine
+        self.server = None
+        self.endpoint = Endpoint("", _token_factory(self.secret))
+
+    async def start(self) -> None:
+        from control.server import ControlServer
+
+        self.server = ControlServer(self.settings, engine=self._engine)
+        await self.server.start()
+        self.endpoint = Endpoint(self.server.url, self.endpoint.token_for)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+
+    def cpu_seconds(self) -> float:
+        return procstat.cpu_seconds()
+
+    def memory(self) -> dict[str, int]:
+        return procstat.memory_bytes()

@@ -1,0 +1,86 @@
+"""How the bench gets a session's audio to the server: the transport switch and what a run records.
+
+A transport streams a `SessionPlan` like a microphone — frame k (of `frame_ms`) is sent once it
+would have been fully spoken, at t0 + (k + 1)·frame_ms / speed — and records every server event
+with its arrival time on the same monotonic clock, so that latency = arrival − (t0 + true time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Protocol
+
+from bench.plan import SessionPlan
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the control socket is and how to get a token for it."""
+
+    url: str
+    token_for: Callable[[str], str]  # user id → control token
+
+
+@dataclass
+class SessionRecord:
+    """What one streamed session produced."""
+
+    plan: SessionPlan
+    user: str
+    transport: str
+    speed: float
+    t0: float = 0.0  # monotonic time at which session audio time 0 was "spoken"
+    events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # (arrival, event)
+    send_lateness_s: list[float] = field(default_factory=list)  # per frame: actual − scheduled send
+    completed: bool = False  # session.ended arrived after session.stop
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def of_type(self, kind: str) -> list[tuple[float, dict[str, Any]]]:
+        return [(t, e) for t, e in self.events if e.get("type") == kind]
+
+
+class Transport(Protocol):
+    """Streams one session plan and records the events."""
+
+    name: str
+
+    async def run_session(
+        self, plan: SessionPlan, user: str, *, start_delay_s: float = 0.0, interim: bool = True, speed: float = 1.0
+    ) -> SessionRecord: ...
+
+
+class TransportUnavailable(RuntimeError):
+    """This transport cannot run here (not built, not enabled on the server, SDK missing)."""
+
+
+TRANSPORTS = ("ws", "livekit")
+
+
+def make_transport(name: str, endpoint: Endpoint) -> Transport:
+    """The transport called `name` ("ws" or "livekit")."""
+    if name == "ws":
+        from bench.ws_transport import WsTransport
+
+        return WsTransport(endpoint)
+    if name == "livekit":
+        from bench.livekit_transport import LiveKitTransport
+
+        return LiveKitTransport(endpoint)
+    raise ValueError(f"unknown transport {name!r}; choose from {', '.join(TRANSPORTS)}")
+
+
+async def pace_frames(
+    record: SessionRecord, frames: list[bytes], frame_s: float, send: Callable[[bytes], Awaitable[None]]
+) -> None:
+    """Send `frames` like a live microphone from `record.t0`, noting how late each send was."""
+    speed = record.speed if record.speed > 0 else 1e9
+    for k, frame in enumerate(frames):
+        due = record.t0 + (k + 1) * frame_s / speed
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        record.send_lateness_s.append(max(0.0, time.monotonic() - due))
+        await send(frame)

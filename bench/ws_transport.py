@@ -1,0 +1,74 @@
+"""The ws transport: raw PCM16 frames over the control socket (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiohttp
+
+from bench.plan import RATE, SessionPlan
+from bench.transport import Endpoint, SessionRecord, pace_frames
+
+FRAME_MS = 20
+
+
+class WsTransport:
+    """Streams a session over `session.start {transport: "ws"}` and binary frames."""
+
+    name = "ws"
+
+    def __init__(self, endpoint: Endpoint, *, frame_ms: int = FRAME_MS, drain_timeout_s: float = 120.0) -> None:
+        self.endpoint = endpoint
+        self.frame_ms = frame_ms
+        self.drain_timeout_s = drain_timeout_s
+
+    async def run_session(
+        self, plan: SessionPlan, user: str, *, start_delay_s: float = 0.0, interim: bool = True, speed: float = 1.0
+    ) -> SessionRecord:
+        record = SessionRecord(plan, user, self.name, speed)
+        step = RATE * self.frame_ms // 1000
+        data = plan.audio.astype("<i2")
+        frames = [data[i : i + step].tobytes() for i in range(0, len(data), step)]
+        headers = {"Authorization": f"Bearer {self.endpoint.token_for(user)}"}
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[dict] = loop.create_future()
+        ended: asyncio.Future[dict] = loop.create_future()
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(self.endpoint.url, headers=headers, max_msg_size=0) as ws:
+
+                async def reader() -> None:
+                    async for msg in ws:
+                        if msg.type != aiohttp.WSMsgType.TEXT:
+                            continue
+                        event = json.loads(msg.data)
+                        record.events.append((time.monotonic(), event))
+                        kind = event.get("type")
+                        if kind == "session.ready" and not ready.done():
+                            ready.set_result(event)
+                        elif kind == "error" and event.get("id") == "start" and not ready.done():
+                            ready.set_exception(RuntimeError(f"{event.get('code')}: {event.get('message')}"))
+                        elif kind == "session.ended" and not ended.done():
+                            ended.set_result(event)
+                    for fut in (ready, ended):
+                        if not fut.done():
+                            fut.set_exception(RuntimeError(f"control socket closed (code {ws.close_code}, {ws.exception()!r})"))
+
+                read_task = asyncio.create_task(reader())
+                try:
+                    await ws.send_json({
+                        "type": "session.start", "id": "start", "transport": "ws", "interim": interim,
+                        "audio": {"encoding": "pcm_s16le", "sample_rate": RATE, "channels": 1},
+                    })  # fmt: skip
+                    await asyncio.wait_for(ready, 30.0)
+                    record.t0 = time.monotonic() + start_delay_s
+                    await pace_frames(record, frames, self.frame_ms / 1000, ws.send_bytes)
+                    await ws.send_json({"type": "session.stop", "id": "stop"})
+                    await asyncio.wait_for(ended, self.drain_timeout_s)
+                    record.completed = True
+                except (asyncio.TimeoutError, RuntimeError, aiohttp.ClientError) as exc:
+                    record.error = f"{type(exc).__name__}: {exc}"
+                finally:
+                    read_task.cancel()
+        return record
