@@ -1,0 +1,100 @@
+"""`roomscribe bench`: measure latency, accuracy, cost and concurrency on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from bench.report import render, target_rows
+from bench.runner import BenchConfig, run_bench
+from bench.transport import TRANSPORTS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="roomscribe bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="about 2 minutes (default: the full bench, about 20 minutes)")
+    p.add_argument("--json", metavar="PATH", help="write the full result as JSON here")
+    p.add_argument("--corpus", metavar="DIR", help="Asterisk corpus directory (default ~/.cache/roomscribe/asterisk-corpus; built if missing)")
+    p.add_argument("--no-build", action="store_true", help="do not download the corpus; fall back to examples/audio")
+    p.add_argument("--examples-only", action="store_true", help="use only examples/audio (2 clips) as the corpus")
+    p.add_argument("--transport", default="ws", help=f"comma-separated, from {', '.join(TRANSPORTS)} (default ws); "
+                   "latency is measured on each, the sweep and accuracy on the first")  # fmt: skip
+    p.add_argument("--server", choices=["subprocess", "inprocess"], default="subprocess",
+                   help="run `roomscribe serve` as a subprocess (default; CPU/RSS are the server's own) or in-process")  # fmt: skip
+    p.add_argument("--levels", help="concurrency levels, e.g. 1,2,4,8,16")
+    p.add_argument("--latency-clips", type=int, help="utterances in the latency session")
+    p.add_argument("--sweep-clips", type=int, help="utterances per session in the sweep")
+    p.add_argument("--accuracy-clips", type=int, help="corpus clips for WER (default: all; quick: 30)")
+    p.add_argument("--no-offline", action="store_true", help="skip the offline reference transcription")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    overrides: dict[str, Any] = {
+        "transports": tuple(t.strip() for t in args.transport.split(",") if t.strip()),
+        "server": args.server,
+        "corpus_dir": Path(args.corpus).expanduser() if args.corpus else None,
+        "build_corpus": not args.no_build,
+        "examples_only": args.examples_only,
+        "offline": not args.no_offline,
+        "seed": args.seed,
+    }
+    if args.levels:
+        overrides["sweep_levels"] = tuple(int(x) for x in args.levels.split(",") if x.strip())
+    for name in ("latency_clips", "sweep_clips", "accuracy_clips"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    return BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+            "platform": platform.platform(), "loadavg_start": round(os.getloadavg()[0], 2)}  # fmt: skip
+
+
+def git_info() -> dict[str, Any]:
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cfg = config_from_args(args)
+    machine = machine_info()
+    result = asyncio.run(run_bench(cfg, progress=lambda s: print(s, flush=True)))
+    machine["loadavg_end"] = round(os.getloadavg()[0], 2)
+    result = {"bench": "roomscribe", "format": 1, "command": ["roomscribe", "bench", *(argv or sys.argv[1:])],
+              "machine": machine, "git": git_info(), **result}  # fmt: skip
+    result["targets"] = target_rows(result)
+    print()
+    print(render(result))
+    print(f"(took {result['duration_s'] / 60:.1f} min)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"JSON written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

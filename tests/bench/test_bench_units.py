@@ -1,0 +1,70 @@
+"""Unit tests of the bench's pieces that need no model: normaliser, speech bounds, matching."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.corpus import Clip, example_corpus
+from bench.metrics import score_session, summarise, timeline_shift
+from bench.plan import PlannedClip, SessionPlan
+from bench.speech import speech_bounds
+from bench.transport import SessionRecord
+from bench.wer import corpus_wer, normalise, number_words, ordinal_words
+
+
+def test_normaliser_spells_numbers_only_when_asked() -> None:
+    assert normalise("Press 1, then #!") == "press 1 then"
+    assert normalise("Press 1, then 28.8 kbit") != normalise("press one then twenty eight point eight kbit")
+    assert normalise("Press 1, then 28.8 kbit", numbers=True) == "press one then twenty eight point eight kbit"
+    assert normalise("the 2nd of 1,500 (50%)", numbers=True) == "the second of one thousand five hundred fifty percent"
+    assert number_words(1234) == "one thousand two hundred thirty four"
+    assert [ordinal_words(n) for n in (1, 12, 21, 40)] == ["first", "twelfth", "twenty first", "fortieth"]
+
+
+def test_corpus_wer_counts_edits_over_all_reference_words() -> None:
+    score = corpus_wer(["a b c", "d e", "..."], ["a x c", "", "zzz"])
+    assert (score.ref_words, score.substitutions, score.deletions, score.insertions) == (5, 1, 2, 0)
+    assert abs(score.wer - 0.6) < 1e-9
+
+
+def test_speech_bounds_find_the_tone_inside_silence() -> None:
+    rate = 16000
+    t = np.arange(int(0.5 * rate)) / rate
+    tone = (8000 * np.sin(2 * np.pi * 220 * t)).astype(np.int16)
+    audio = np.concatenate([np.zeros(rate // 4, np.int16), tone, np.zeros(rate // 2, np.int16)])
+    onset, end = speech_bounds(audio, rate)
+    assert abs(onset - 0.25) <= 0.011 and abs(end - 0.75) <= 0.011
+
+
+def _record(finals: list[tuple[float, float, float]], shift: float = 0.0) -> SessionRecord:
+    clip = example_corpus().clips[0]
+    plan = SessionPlan("t", np.zeros(16000 * 10, np.int16), (
+        PlannedClip(clip, 0.5, 1.0, 2.0), PlannedClip(clip, 3.0, 3.5, 5.0), PlannedClip(clip, 6.0, 6.5, 8.0),
+    ))  # fmt: skip
+    rec = SessionRecord(plan, "u", "ws", 1.0, t0=100.0, completed=True)
+    for i, (arrival, start, end) in enumerate(finals):
+        rec.events.append((arrival, {"type": "transcript.final", "start": start + shift, "end": end + shift, "text": "x", "seq": i}))
+    return rec
+
+
+def test_latency_and_loss_are_measured_from_the_true_speech_end() -> None:
+    rec = _record([(102.4, 1.0, 2.0), (105.9, 3.5, 5.05)])  # the third clip gets no final
+    outcomes = score_session(rec)
+    assert [round(o.final_latency_s or -1, 3) for o in outcomes] == [0.4, 0.9, -1]
+    assert [o.lost for o in outcomes] == [False, False, True]
+    summary = summarise([rec])
+    assert summary["lost"] == 1 and summary["lost_clips"] == [outcomes[2].clip_id]
+    assert summary["final_latency_s"]["n"] == 2
+
+
+def test_a_shifted_server_timeline_is_realigned() -> None:
+    rec = _record([(102.4, 1.0, 2.0), (105.9, 3.5, 5.0), (108.7, 6.5, 8.0)], shift=2.8)
+    assert abs(timeline_shift(rec) - 2.8) < 1e-9
+    assert [o.lost for o in score_session(rec)] == [False, False, False]
+
+
+def test_examples_have_transcripts_and_marked_bounds() -> None:
+    corpus = example_corpus()
+    assert len(corpus.clips) == 2 and all(isinstance(c, Clip) and c.text for c in corpus.clips)
+    jfk = next(c for c in corpus.clips if c.id == "jfk")
+    assert jfk.speech_s is not None and jfk.speech_s[1] < jfk.duration_s
