@@ -11,7 +11,7 @@ import pytest_asyncio
 from agent.asr import AsrEngine
 from agent.config import AsrConfig
 from control.server import ControlServer
-from control_harness import ServerHandle, make_settings
+from control_harness import ServerHandle, start_livekit_control
 
 
 @pytest.fixture(scope="session")
@@ -20,14 +20,6 @@ def engine() -> Iterator[AsrEngine]:
     eng.start_sync()
     yield eng
     eng.close_sync()
-
-
-async def start_livekit_control(engine: AsrEngine, **overrides: object) -> ControlServer:
-    """A control server whose default transport is LiveKit, with its own embedded dev server."""
-    settings = make_settings(audio_transport="livekit", devserver_port=0, grace_period_s=3.0, **overrides)
-    server = ControlServer(settings, engine=engine)
-    await server.start()
-    return server
 
 
 @pytest_asyncio.fixture

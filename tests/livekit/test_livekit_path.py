@@ -9,6 +9,9 @@ import jwt
 import pytest
 from livekit import api
 
+import aiohttp
+
+from control_harness import ServerHandle, start_livekit_control
 from livekit_publisher import connect_and_publish_wav
 from speech_samples import JFK, JFK_TEXT, wer
 
@@ -55,16 +58,22 @@ async def test_token_refresh_returns_a_fresh_token(lk_control) -> None:  # type:
     await client.close()
 
 
-async def test_after_grace_period_the_agent_leaves_and_the_room_is_gone(lk_control) -> None:  # type: ignore[no-untyped-def]
-    client = await lk_control.connect("carol")
-    await client.send(type="session.start")
-    ready = await client.wait_type("session.ready")
-    settings = lk_control.server.settings
-    url = lk_control.server.livekit_url.replace("ws://", "http://")
-    async with api.LiveKitAPI(url, settings.livekit_api_key, settings.livekit_api_secret) as lk:
-        rooms = (await lk.room.list_rooms(api.ListRoomsRequest())).rooms
-        assert ready["room"] in [r.name for r in rooms]
-        await client.close()
-        await asyncio.sleep(settings.grace_period_s + 2.0)
-        rooms = (await lk.room.list_rooms(api.ListRoomsRequest())).rooms
-        assert ready["room"] not in [r.name for r in rooms]
+async def test_after_grace_period_the_agent_leaves_and_the_room_is_gone(engine) -> None:  # type: ignore[no-untyped-def]
+    server = await start_livekit_control(engine, grace_period_s=1.0)
+    try:
+        async with aiohttp.ClientSession() as http:
+            client = await ServerHandle(server, http).connect("carol")
+            await client.send(type="session.start")
+            ready = await client.wait_type("session.ready")
+            settings = server.settings
+            url = server.livekit_url.replace("ws://", "http://")
+            async with api.LiveKitAPI(url, settings.livekit_api_key, settings.livekit_api_secret) as lk:
+                listing = await lk.room.list_participants(api.ListParticipantsRequest(room=ready["room"]))
+                assert "roomscribe-agent" in [p.identity for p in listing.participants]
+                await client.close()
+                await asyncio.sleep(settings.grace_period_s + 2.0)
+                rooms = (await lk.room.list_rooms(api.ListRoomsRequest())).rooms
+                assert ready["room"] not in [r.name for r in rooms]
+            assert not server.manager.sessions
+    finally:
+        await server.stop()

@@ -95,3 +95,12 @@ def make_settings(**overrides: Any) -> Settings:
     for key, value in overrides.items():
         setattr(settings, key, value)
     return settings
+
+
+async def start_livekit_control(engine: Any, **overrides: object) -> ControlServer:
+    """A control server whose default transport is LiveKit, with its own embedded dev server."""
+    overrides.setdefault("grace_period_s", 20.0)
+    settings = make_settings(audio_transport="livekit", devserver_port=0, **overrides)
+    server = ControlServer(settings, engine=engine)
+    await server.start()
+    return server

@@ -18,9 +18,18 @@ async def connect_and_publish_wav(url: str, token: str, path, *, tail_silence_s:
 
 
 async def publish_samples(
-    room: rtc.Room, samples: np.ndarray, sample_rate: int, channels: int = 1, *, tail_silence_s: float = 1.0
+    room: rtc.Room,
+    samples: np.ndarray,
+    sample_rate: int,
+    channels: int = 1,
+    *,
+    tail_silence_s: float = 1.0,
+    queue_size_ms: int = 400,
 ) -> rtc.LocalTrackPublication:
-    source = rtc.AudioSource(sample_rate, channels, queue_size_ms=20)
+    """Publish samples as a microphone track. The queue is generous by default: these tests check
+    what is heard, not latency, and a 20 ms queue underruns (gaps in the audio) whenever the shared
+    event loop stalls on a loaded machine."""
+    source = rtc.AudioSource(sample_rate, channels, queue_size_ms=queue_size_ms)
     track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
     publication = await room.local_participant.publish_track(
         track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)

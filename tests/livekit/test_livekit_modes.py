@@ -1,0 +1,167 @@
+"""LiveKit path behaviours: VAD publish gating, single- vs multi-user rooms, resume, dev-server restart."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import numpy as np
+import pytest
+from livekit import rtc
+
+from client.audio_files import read_wav
+from control_harness import ServerHandle, start_livekit_control
+from livekit_publisher import connect_and_publish_wav, publish_samples
+from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, normalise, wer
+from tokens import mint_client_token
+
+pytestmark = pytest.mark.timeout(150)
+
+
+async def test_vad_gating_follows_vad_messages_and_hangover(engine) -> None:  # type: ignore[no-untyped-def]
+    server = await start_livekit_control(engine, publish_gating="vad", publish_hangover_s=0.5)
+    try:
+        async with aiohttp.ClientSession() as http:
+            client = await ServerHandle(server, http).connect("gina")
+            await client.send(type="session.start")
+            ready = await client.wait_type("session.ready")
+            assert ready["livekit"]["publish_gating"] == "vad"
+            room = rtc.Room()
+            await room.connect(ready["livekit"]["url"], ready["livekit"]["token"])
+            # Published before the server said so: the agent is not listening, nothing is transcribed.
+            libri = read_wav(LIBRI)
+            early = await publish_samples(room, libri.samples, libri.sample_rate)
+            await room.local_participant.unpublish_track(early.sid)
+            await asyncio.sleep(1.0)
+            assert not client.of_type("publish.start")
+            assert not client.of_type("speech.start") and not client.of_type("transcript.final")
+
+            await client.send(type="vad", speaking=True)
+            await client.wait_type("publish.start")
+            jfk = read_wav(JFK)
+            await publish_samples(room, jfk.samples, jfk.sample_rate, tail_silence_s=0.2)
+            await client.send(type="vad", speaking=False)
+            stop = await client.wait_type("publish.stop", timeout=30)
+            assert stop["reason"] == "vad"
+            finals = client.of_type("transcript.final")
+            assert finals and all(f["seq"] < stop["seq"] for f in finals), "the utterance is finalised before publish.stop"
+            text = " ".join(f["text"] for f in finals)
+            assert wer(JFK_TEXT, text) <= 0.10, text
+            assert "wizard" not in normalise(text)
+            await room.disconnect()
+            await client.close()
+    finally:
+        await server.stop()
+
+
+async def test_inactivity_stops_publishing(engine) -> None:  # type: ignore[no-untyped-def]
+    server = await start_livekit_control(engine, publish_gating="vad", publish_inactivity_s=1.0)
+    try:
+        async with aiohttp.ClientSession() as http:
+            client = await ServerHandle(server, http).connect("hank")
+            await client.send(type="session.start")
+            await client.wait_type("session.ready")
+            await client.send(type="vad", speaking=True)
+            await client.wait_type("publish.start")
+            stop = await client.wait_type("publish.stop", timeout=10)
+            assert stop["reason"] == "inactivity"
+            await client.close()
+    finally:
+        await server.stop()
+
+
+async def test_single_user_mode_ignores_other_publishers(lk_control) -> None:  # type: ignore[no-untyped-def]
+    client = await lk_control.connect("ivan")
+    await client.send(type="session.start")
+    ready = await client.wait_type("session.ready")
+    settings = lk_control.server.settings
+    intruder_token = mint_client_token(
+        settings.livekit_api_key, settings.livekit_api_secret, identity="intruder", room=ready["room"]
+    ).token
+    intruder, owner = await asyncio.gather(
+        connect_and_publish_wav(ready["livekit"]["url"], intruder_token, LIBRI),
+        connect_and_publish_wav(ready["livekit"]["url"], ready["livekit"]["token"], JFK),
+    )
+    await client.send(type="session.stop")
+    await client.wait_type("session.ended", timeout=30)
+    text = " ".join(f["text"] for f in client.of_type("transcript.final"))
+    assert wer(JFK_TEXT, text) <= 0.10, text
+    assert "wizard" not in normalise(text)
+    for room in (intruder, owner):
+        await room.disconnect()
+    await client.close()
+
+
+async def test_multi_user_mode_transcribes_every_publisher_tagged(lk_control) -> None:  # type: ignore[no-untyped-def]
+    settings = lk_control.server.settings
+    refused = await lk_control.connect("plain")
+    await refused.send(type="session.start", id=1, room="team")
+    assert (await refused.wait_type("error", id=1))["code"] == "not_allowed"
+
+    client = await lk_control.connect(token=lk_control.token("lead", permissions=("multi_user",)))
+    await client.send(type="session.start", room="team")
+    ready = await client.wait_type("session.ready")
+    assert ready["room"] == "team"
+    url = ready["livekit"]["url"]
+    tokens = {
+        who: mint_client_token(settings.livekit_api_key, settings.livekit_api_secret, identity=who, room="team").token
+        for who in ("p1", "p2")
+    }
+    rooms = await asyncio.gather(
+        connect_and_publish_wav(url, tokens["p1"], LIBRI), connect_and_publish_wav(url, tokens["p2"], JFK)
+    )
+    await client.send(type="session.stop")
+    await client.wait_type("session.ended", timeout=30)
+    by_who: dict[str, str] = {}
+    for final in client.of_type("transcript.final"):
+        by_who[final["participant"]] = by_who.get(final["participant"], "") + " " + final["text"]
+    assert set(by_who) == {"p1", "p2"}
+    assert wer(LIBRI_TEXT, by_who["p1"]) <= 0.15 and wer(JFK_TEXT, by_who["p2"]) <= 0.10
+    for room in rooms:
+        await room.disconnect()
+    await refused.close()
+    await client.close()
+
+
+async def test_resume_replays_finals_missed_during_a_drop(lk_control) -> None:  # type: ignore[no-untyped-def]
+    first = await lk_control.connect("judy")
+    await first.send(type="session.start")
+    ready = await first.wait_type("session.ready")
+    await first.wait_type("publish.start")
+    last_seq = max(e["seq"] for e in first.events if "seq" in e)
+    await first.close()  # the control socket drops; the agent keeps transcribing
+    room = await connect_and_publish_wav(ready["livekit"]["url"], ready["livekit"]["token"], LIBRI)
+    await asyncio.sleep(2.0)
+    second = await lk_control.connect("judy")
+    await second.send(type="session.start", resume={"session_id": ready["session_id"], "last_seq": last_seq})
+    resumed = await second.wait_type("session.ready")
+    assert resumed["resumed"] and resumed["livekit"]["token"] != ready["livekit"]["token"]
+    final = await second.wait_type("transcript.final", timeout=20)
+    assert wer(LIBRI_TEXT, final["text"]) <= 0.15
+    assert len(second.of_type("transcript.final")) == 1
+    await room.disconnect()
+    await second.close()
+
+
+async def test_agent_survives_a_dev_server_restart(lk_control) -> None:  # type: ignore[no-untyped-def]
+    from devserver import DevServer
+
+    server = lk_control.server
+    client = await lk_control.connect("kate")
+    await client.send(type="session.start")
+    ready = await client.wait_type("session.ready")
+    old = server.devserver
+    port, keys = old.port, dict(old.keys)
+    await old.stop()
+    degraded = await client.wait_for(lambda e: e.get("code") == "livekit.degraded", timeout=30)
+    server.devserver = DevServer(host="127.0.0.1", port=port, keys=keys)
+    await server.devserver.start()
+    recovered = await client.wait_for(lambda e: e.get("code") == "livekit.recovered", timeout=40)
+    assert recovered["seq"] > degraded["seq"]
+    await client.send(type="token.refresh", id="t")
+    token = await client.wait_type("token", id="t")
+    room = await connect_and_publish_wav(ready["livekit"]["url"], token["token"], LIBRI)
+    final = await client.wait_type("transcript.final", timeout=30)
+    assert wer(LIBRI_TEXT, final["text"]) <= 0.15
+    await room.disconnect()
+    await client.close()
