@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 TokenSource = str | Callable[[], str | Awaitable[str]]
 _LIVE = (SessionState.ACTIVE, SessionState.STOPPING, SessionState.RESUMING)
+#: Requests the server answers only after slow work (joining a room, finalising an utterance); it
+#: reads a socket's messages one at a time, so pings wait behind them.
+_SLOW_REQUESTS = frozenset({"session.start", "session.stop", "token.refresh"})
 
 
 @dataclass
@@ -81,6 +84,7 @@ class ControlClient:
         self._start_request: dict[str, Any] | None = None
         self._ended: asyncio.Future[SessionEnded] | None = None
         self._requests: dict[str, asyncio.Future[Event]] = {}
+        self._slow_requests = 0
         self._pings: dict[str, int] = {}
         self._pinged_mark = 0
         self._ids = itertools.count(1)
@@ -286,11 +290,14 @@ class ControlClient:
         request_id = self._new_id(str(message["type"]).split(".")[-1])
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         self._requests[request_id] = future
+        slow = message["type"] in _SLOW_REQUESTS
+        self._slow_requests += slow
         try:
             await self._send(link, {**message, "id": request_id})
             return await asyncio.wait_for(asyncio.shield(future), self.options.request_timeout_s)
         finally:
             self._requests.pop(request_id, None)
+            self._slow_requests -= slow
 
     async def _send(self, link: Link, message: dict[str, Any]) -> None:
         try:
@@ -477,13 +484,18 @@ class ControlClient:
                 self._on_message(raw)
 
     async def _heartbeat(self, link: Link, dead: "asyncio.Future[None]") -> None:
-        """Ping every `ping_interval_s`; a link silent for `dead_after_s` is declared dead."""
+        """Ping every `ping_interval_s`; a link silent for `dead_after_s` is declared dead.
+
+        While a slow request is being served (session.start, session.stop, token.refresh) the
+        server answers pings only afterwards, so the link then gets `request_timeout_s`.
+        """
         while True:
             await asyncio.sleep(self.options.ping_interval_s)
             silent = time.monotonic() - link.last_received
-            if silent > self.options.dead_after_s:
+            slow = self._slow_requests > 0 or self.session_state is SessionState.STOPPING
+            if silent > (max(self.options.dead_after_s, self.options.request_timeout_s) if slow else self.options.dead_after_s):
                 self.stats.dead_links += 1
-                self._publish_notice("connection.dead", f"no message for {silent:.1f} s; reconnecting")
+                self._publish_notice("connection.dead", f"no message for {silent:.1f} s ({self.session_state.value}); reconnecting")
                 dead.set_result(None)
                 return
             with contextlib.suppress(ConnectionLost):
@@ -506,21 +518,36 @@ class ControlClient:
 
     async def _write_audio(self, link: Link) -> None:
         """Send buffered frames in order while the session takes audio; ping for acknowledgements."""
-        last_ping = time.monotonic()
+        ack_bytes = self.options.ack_every_ms * self._bytes_per_second // 1000
+        unconfirmed = 0
         while True:
             await self._audio_open.wait()
             buffer = self._buffer
             if buffer is None:
                 return
             self._audio_wakeup.clear()
-            sent = await link.send(buffer.next_frame)
-            if sent and time.monotonic() - last_ping < self.options.ack_interval_s:
+            frame = await self._send_frame(link, buffer)
+            unconfirmed += len(frame or b"")
+            if frame is not None and unconfirmed < ack_bytes:
                 continue
             if buffer.mark() > self._pinged_mark:
                 await self._ping(link)
-                last_ping = time.monotonic()
-            if not sent:
+            unconfirmed = 0
+            if frame is None:
                 await self._audio_wakeup.wait()
+
+    async def _send_frame(self, link: Link, buffer: AudioBuffer) -> bytes | None:
+        """Write the next buffered frame, if any; returns it."""
+        taken: list[bytes] = []
+
+        def make() -> bytes | None:
+            frame = buffer.next_frame()
+            if frame is not None:
+                taken.append(frame)
+            return frame
+
+        await link.send(make)
+        return taken[0] if taken else None
 
     def _open_audio(self) -> None:
         if self._buffer is not None and self._connected.is_set():

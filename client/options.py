@@ -36,8 +36,10 @@ class ClientOptions:
     #: A `ping` goes out this often; a link that has delivered nothing for `dead_after_s` is dropped.
     ping_interval_s: float = 1.0
     dead_after_s: float = 3.5
-    #: While audio flows, a ping (whose pong confirms the audio before it) at least this often.
-    ack_interval_s: float = 0.2
+    #: While audio flows, a ping (whose pong confirms the audio before it) after this much audio.
+    #: It bounds what a dropped link can make ambiguous: audio the server may have received but
+    #: not confirmed, which is sent again after the resume.
+    ack_every_ms: int = 100
     #: Most audio kept for resending (unsent plus unconfirmed); past it the oldest is dropped.
     audio_buffer_s: float = 10.0
     #: Audio is split into frames of this length before buffering and sending.

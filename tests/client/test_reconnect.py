@@ -1,0 +1,131 @@
+"""Real server, real model, real speech, through a loopback proxy that breaks the link.
+
+The client must reconnect, resume, resend what the server may not have received, and hand the
+caller every final of the whole recording once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from client.audio_files import read_wav
+from client.backoff import Backoff
+from client.control_client import ControlClient
+from client.events import ClientNotice, Event
+from client.options import ClientOptions, ConnectionState
+from client.sources import numpy_stream
+from client.stream import send_stream
+from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, silence, wer
+
+pytestmark = pytest.mark.timeout(120)
+
+SPEED = 4.0
+RATE = 16000
+
+
+def recording() -> tuple[np.ndarray, float]:
+    """LIBRI, a pause, JFK, a pause; and the time (s) 3 s into JFK, mid-utterance."""
+    libri = read_wav(LIBRI).samples
+    samples = np.concatenate([libri, silence(1.0), read_wav(JFK).samples, silence(1.0)])
+    return samples, len(libri) / RATE + 1.0 + 3.0
+
+
+class Recorder:
+    """Every event the caller sees, in order."""
+
+    def __init__(self, client: ControlClient) -> None:
+        self.events: list[Event] = []
+        client.on(self.events.append)
+
+    def of(self, kind: str) -> list[Event]:
+        return [e for e in self.events if e.type == kind]
+
+    def notices(self, code: str) -> list[ClientNotice]:
+        return [e for e in self.events if isinstance(e, ClientNotice) and e.code == code]
+
+    def assert_complete_transcript(self) -> None:
+        own = [e for e in self.events if e.seq is not None and e.subscription_id is None]
+        seqs = [e.seq for e in own]
+        assert seqs == sorted(set(seqs)), f"an event arrived twice or out of order: {seqs}"
+        finals = self.of("transcript.final")
+        assert len({f.raw["utterance_id"] for f in finals}) == len(finals)
+        text = " ".join(f.raw["text"] for f in finals)
+        assert wer(LIBRI_TEXT + " " + JFK_TEXT, text) <= 0.12, text
+
+
+def fast_options(**overrides: object) -> ClientOptions:
+    options = ClientOptions(backoff=Backoff(base_s=0.1, cap_s=0.4, attempts=40), ping_interval_s=0.5, dead_after_s=2.0)
+    for key, value in overrides.items():
+        setattr(options, key, value)
+    return options
+
+
+async def test_cut_mid_utterance_then_outage_loses_and_repeats_nothing(control, proxy) -> None:  # type: ignore[no-untyped-def]
+    client = ControlClient(proxy.url(), control.token("dana"), options=fast_options())
+    seen = Recorder(client)
+    await client.connect()
+    await client.start_session(transport="ws")
+    samples, cut_at_s = recording()
+    outage_s = 1.5  # wall time: 6 s of audio at 4×, less than the 10 s buffer
+    buffered_during_outage: list[int] = []
+
+    async def end_outage() -> None:
+        await asyncio.sleep(outage_s)
+        assert client.connection_state is not ConnectionState.CONNECTED
+        buffered_during_outage.append(client._buffer.pending_frames)  # type: ignore[union-attr]
+        proxy.refuse = False
+
+    stream = numpy_stream(samples, RATE, speed=SPEED)
+    sent_s = 0.0
+    outage: asyncio.Task[None] | None = None
+    async for chunk in stream.chunks:  # a live source: send_audio never waits
+        if outage is None and sent_s >= cut_at_s:
+            proxy.refuse = True
+            proxy.cut()
+            outage = asyncio.create_task(end_outage())
+        client.send_audio(chunk)
+        sent_s += len(chunk) / 2 / RATE
+    assert outage is not None
+    await outage
+    ended = await client.stop_session(timeout_s=60)
+    assert ended.reason == "stopped"
+    await client.close()
+
+    seen.assert_complete_transcript()
+    assert buffered_during_outage[0] >= outage_s * SPEED * 50 * 0.6, "speech was not buffered during the outage"
+    assert client.stats.resumes == 1 and client.stats.audio_frames_dropped == 0
+    assert proxy.connections == 2 and seen.notices("session.resumed")
+    assert [n.raw["state"] for n in seen.notices("connection.state")][-1] == "disconnected"
+
+
+async def test_silent_link_is_detected_by_heartbeat_and_reestablished(control, proxy) -> None:  # type: ignore[no-untyped-def]
+    client = ControlClient(proxy.url(), control.token("erin"))  # default heartbeat settings
+    seen = Recorder(client)
+    await client.connect()
+    samples, silent_at_s = recording()
+    await client.start_session(transport="ws")
+    stream = numpy_stream(samples, RATE, speed=SPEED)
+    silenced_at: list[float] = []
+    detected_at: list[float] = []
+    client.on(lambda e: detected_at.append(time.monotonic()) if e.raw.get("code") == "connection.dead" else None)
+
+    sent_s = 0.0
+    async for chunk in stream.chunks:  # a file: waits for the link instead of dropping audio
+        if not silenced_at and sent_s >= silent_at_s:
+            proxy.blackhole()
+            silenced_at.append(time.monotonic())
+        await client.write_audio(chunk)
+        sent_s += len(chunk) / 2 / RATE
+    await client.stop_session(timeout_s=60)
+    await client.close()
+
+    detection_s = detected_at[0] - silenced_at[0]
+    options = client.options
+    assert detection_s <= options.dead_after_s + options.ping_interval_s + 0.5, detection_s
+    seen.assert_complete_transcript()
+    assert client.stats.dead_links == 1 and client.stats.resumes == 1, (client.stats, seen.notices("connection.dead"))
+    assert proxy.connections == 2 and client.stats.audio_frames_dropped == 0
