@@ -1,0 +1,68 @@
+"""`roomscribe push` / `roomscribe listen` entry points against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+
+from client.cli import listen_main, push_main
+from client.control_client import ControlClient
+from client.sources import wav_stream
+from client.stream import send_stream
+from speech_samples import JFK, LIBRI
+
+pytestmark = pytest.mark.timeout(90)
+
+NO_ENV_FILE = ["--env-file", "/nonexistent/.env"]
+
+
+async def test_push_file_prints_the_transcript(control, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("ROOMSCRIBE_CONTROL_SECRET", control.secret)
+    code = await asyncio.to_thread(push_main, [str(JFK), "--url", control.server.url, "--fast", *NO_ENV_FILE])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "what your country can do for you" in out.lower()
+    assert "session ended (stopped)" in out
+
+
+async def test_push_without_token_or_secret_explains_what_to_do(control, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("ROOMSCRIBE_CONTROL_SECRET", raising=False)
+    code = await asyncio.to_thread(push_main, [str(JFK), "--url", control.server.url, *NO_ENV_FILE])
+    assert code == 2 and "ROOMSCRIBE_CONTROL_SECRET" in capsys.readouterr().err
+
+
+async def test_push_mic_without_sounddevice_gives_the_install_hint(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # import fails as if not installed
+    code = await asyncio.to_thread(push_main, ["--mic", "--token", "t", "--url", "ws://127.0.0.1:9/v1/control", *NO_ENV_FILE])
+    err = capsys.readouterr().err
+    assert code == 2 and "roomscribe[mic]" in err
+
+
+async def test_listen_prints_the_watched_sessions_finals_until_it_ends(control, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("ROOMSCRIBE_CONTROL_SECRET", control.secret)
+    speaker = ControlClient(control.server.url, control.token("alice"))
+    await speaker.connect()
+    ready = await speaker.start_session(transport="ws")
+    listener = asyncio.create_task(
+        asyncio.to_thread(listen_main, ["--session-id", ready.session_id, "--url", control.server.url, *NO_ENV_FILE])
+    )
+    for _ in range(100):  # wait until the listener has subscribed
+        if "watching" in capsys.readouterr().err or control.server.manager.sessions[ready.session_id].watchers:
+            break
+        await asyncio.sleep(0.05)
+    await send_stream(speaker, wav_stream(LIBRI, speed=8.0, tail_silence_s=1.0))
+    await speaker.stop_session(timeout_s=60)
+    await speaker.close()
+    assert await asyncio.wait_for(listener, 30) == 0
+    out = capsys.readouterr().out
+    assert "wizard" in out and "<alice>" in out and "session ended (stopped)" in out
+
+
+async def test_listen_refused_without_permission(control, capsys) -> None:  # type: ignore[no-untyped-def]
+    token = control.token("mallory")
+    code = await asyncio.to_thread(
+        listen_main, ["--user", "alice", "--token", token, "--url", control.server.url, *NO_ENV_FILE]
+    )
+    assert code == 2 and "not_allowed" in capsys.readouterr().err
