@@ -1,10 +1,11 @@
 """The LiveKit transport: the control socket for events, the official `livekit` SDK publishing the
 session audio as the microphone (10 ms frames) into the room named in `session.ready`.
 
-The audio clock (t0) starts once the agent has subscribed to the microphone (`local_track_subscribed`,
-waited for up to `subscribe_timeout_s`; the dev server does not signal it), so no speech is lost to
-subscription set-up. The agent's session clock starts when its subscription does, so server times
-are shifted against the bench's; `bench.metrics.timeline_shift` estimates the shift for matching.
+Before the audio clock (t0) starts, `prime_s` of silence is captured unpaced: `capture_frame` blocks
+until the SDK's real-time sender drains its 50 ms queue, which only happens once the track flows,
+so afterwards frames paced like a microphone are taken on time (send lateness ≈ 0). The agent's
+session clock starts when its subscription does, so server times are shifted against the bench's;
+`bench.metrics.timeline_shift` estimates the shift for matching (latency never uses server times).
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ class LiveKitTransport:
 
     name = "livekit"
 
-    def __init__(self, endpoint: Endpoint, *, drain_timeout_s: float = 120.0, subscribe_timeout_s: float = 2.0) -> None:
+    def __init__(self, endpoint: Endpoint, *, drain_timeout_s: float = 120.0, prime_s: float = 1.0) -> None:
         try:
             from livekit import rtc  # noqa: F401
         except ImportError:
             raise TransportUnavailable("the `livekit` Python SDK is not installed") from None
         self.endpoint = endpoint
         self.drain_timeout_s = drain_timeout_s
-        self.subscribe_timeout_s = subscribe_timeout_s
+        self.prime_s = prime_s
 
     async def run_session(
         self, plan: SessionPlan, user: str, *, start_delay_s: float = 0.0, interim: bool = True, speed: float = 1.0
@@ -74,21 +75,20 @@ class LiveKitTransport:
                 try:
                     await ws.send_json({"type": "session.start", "id": "start", "transport": "livekit", "interim": interim})
                     lk = (await asyncio.wait_for(ready, 30.0))["livekit"]
-                    subscribed = asyncio.Event()
-                    room.on("local_track_subscribed", lambda *_: subscribed.set())
                     await room.connect(lk["url"], lk["token"], rtc.RoomOptions(auto_subscribe=False))
                     source = rtc.AudioSource(RATE, 1, queue_size_ms=50)
                     track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
                     await room.local_participant.publish_track(
                         track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
                     )
-                    try:
-                        await asyncio.wait_for(subscribed.wait(), self.subscribe_timeout_s)
-                    except asyncio.TimeoutError:
-                        record.notes.append(f"agent subscription not signalled within {self.subscribe_timeout_s} s")
 
                     async def send(chunk: np.ndarray) -> None:
                         await source.capture_frame(rtc.AudioFrame(chunk.tobytes(), RATE, 1, len(chunk)))
+
+                    primed = time.monotonic()
+                    for _ in range(int(self.prime_s * 1000 / FRAME_MS)):
+                        await send(np.zeros(step, np.int16))
+                    record.notes.append(f"primed {self.prime_s} s of silence in {time.monotonic() - primed:.2f} s")
 
                     record.t0 = time.monotonic() + start_delay_s
                     await pace_frames(record, frames, FRAME_MS / 1000, send)

@@ -78,6 +78,13 @@ def score_session(record: SessionRecord, shift: float | None = None) -> list[Cli
     return out
 
 
+def clip_texts(record: SessionRecord) -> list[str]:
+    """Per clip, the text of the finals overlapping it (for diagnostics; WER uses `final_text`)."""
+    shift = timeline_shift(record)
+    finals = sorted((e for _, e in record.of_type("transcript.final")), key=lambda e: e.get("seq", 0))
+    return [" ".join(e["text"].strip() for e in finals if _overlaps(e, c.onset_s, c.end_s, shift)) for c in record.plan.clips]
+
+
 def final_text(record: SessionRecord) -> str:
     """Every final's text in event order."""
     finals = sorted((e for _, e in record.of_type("transcript.final")), key=lambda e: e.get("seq", 0))

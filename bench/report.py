@@ -88,6 +88,8 @@ def render(result: dict[str, Any]) -> str:
             off = f", offline {b['offline']['wer'] * 100:.2f}%" if "offline" in b else ""
             lines.append(f"WER {name} ({acc['clips']} clips, {acc['minutes']} min, {key.replace('_', ' ')}): "
                          f"streaming {b['streaming']['wer'] * 100:.2f}%{off}")  # fmt: skip
+        if acc.get("differences"):
+            lines.append(f"  {len(acc['differences'])} {name} clip(s) where streaming ≠ offline (see JSON accuracy.{name}.differences)")
     if "server_memory_mb" in result:
         lines.append(f"server memory ({result.get('server_scope')}): {result['server_memory_mb']}")
     lines.append(REFERENCE)

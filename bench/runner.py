@@ -12,11 +12,11 @@ from typing import Any, Callable, Sequence
 
 from bench import procstat
 from bench.corpus import Clip, Corpus, example_corpus, resolve_corpus
-from bench.metrics import final_text, score_session, summarise
+from bench.metrics import clip_texts, final_text, score_session, summarise
 from bench.plan import SessionPlan, build_plan, pick_clips
 from bench.server import BenchServer, InProcessServer, SubprocessServer
 from bench.transport import SessionRecord, Transport, make_transport
-from bench.wer import corpus_wer
+from bench.wer import corpus_wer, normalise
 
 Progress = Callable[[str], None]
 
@@ -47,7 +47,7 @@ class BenchConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> "BenchConfig":
-        base = dict(mode="quick", latency_clips=10, sweep_clips=3, accuracy_clips=30)
+        base = dict(mode="quick", latency_clips=10, sweep_clips=2, accuracy_clips=20, stagger_s=1.5)
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]
 
@@ -121,7 +121,8 @@ def diagnose(summary: dict[str, Any], cost: dict[str, Any], limit_s: float) -> t
     if lateness > 0.05:
         causes.append(f"the bench client fell behind real time (p99 send lateness {lateness * 1000:.0f} ms)")
     if cost.get("loadavg_1m_before", 0) > (os.cpu_count() or 1):
-        causes.append(f"machine already busy before the level (load {cost['loadavg_1m_before']})")
+        causes.append(f"machine oversubscribed (load {cost['loadavg_1m_before']} on {os.cpu_count()} cores before the level; "
+                      f"the server got {cost['server_cores_used']} cores)")  # fmt: skip
     ok = not problems
     text = "ok" if ok else "; ".join(problems) + (" — " + "; ".join(causes) if causes else "")
     return ok, text
@@ -177,7 +178,7 @@ async def sweep_phase(transport: Transport, server: BenchServer, corpus: Corpus,
 async def stream_for_accuracy(transport: Transport, clips: Sequence[Clip], cfg: BenchConfig, name: str) -> dict[str, Any]:
     """Stream `clips` (interims off, `accuracy_speed`× real time) and collect the finals' text."""
     chunk = cfg.accuracy_session_clips
-    refs, hyps, lost, records = [], [], 0, []
+    refs, hyps, per_clip, lost, records = [], [], [], 0, []
     for i in range(0, len(clips), chunk):
         part = clips[i : i + chunk]
         plan = build_plan(f"{name}-{i // chunk}", part, gap_s=cfg.gap_s)
@@ -185,8 +186,9 @@ async def stream_for_accuracy(transport: Transport, clips: Sequence[Clip], cfg: 
         records.append(record)
         refs.append(" ".join(c.text for c in part))
         hyps.append(final_text(record))
+        per_clip.extend(clip_texts(record))
         lost += sum(o.lost for o in score_session(record))
-    return {"refs": refs, "hyps": hyps, "lost": lost, "incomplete": sum(not r.completed for r in records)}
+    return {"refs": refs, "hyps": hyps, "per_clip": per_clip, "lost": lost, "incomplete": sum(not r.completed for r in records)}
 
 
 def wer_block(stream: dict[str, Any], clips: Sequence[Clip], offline: list[str] | None) -> dict[str, Any]:
@@ -201,6 +203,12 @@ def wer_block(stream: dict[str, Any], clips: Sequence[Clip], offline: list[str] 
             block["offline"] = o.as_dict()
             block["penalty_points"] = round((s.wer - o.wer) * 100, 2)
         out[key] = block
+    if offline is not None:  # clips where streaming and offline disagree (numbers spelled out)
+        out["differences"] = [
+            {"id": c.id, "ref": c.text, "streaming": st, "offline": of}
+            for c, st, of in zip(clips, stream["per_clip"], offline)
+            if normalise(st, numbers=True) != normalise(of, numbers=True)
+        ]
     return out
 
 
