@@ -45,16 +45,23 @@ def _overlaps(event: dict[str, Any], lo: float, hi: float, shift: float = 0.0) -
 
 
 def timeline_shift(record: SessionRecord) -> float:
-    """Server session time − bench session time: the candidate offset (first finals against first
-    clips, and 0) under which the most clips have an overlapping final; the smallest on ties."""
+    """Server session time − bench session time. Candidates: 0 and (final start − clip onset) for
+    the first finals and clips; the winner matches the most clips, then has the smallest summed
+    distance between each matched clip's onset and its first final's start."""
     finals = [e for _, e in record.of_type("transcript.final")]
     clips = record.plan.clips
     candidates = {0.0} | {f["start"] - c.onset_s for f in finals[:5] for c in clips[:5]}
 
-    def matched(shift: float) -> int:
-        return sum(any(_overlaps(f, c.onset_s, c.end_s, shift) for f in finals) for c in clips)
+    def score(shift: float) -> tuple[int, float]:
+        matched, distance = 0, 0.0
+        for c in clips:
+            starts = [f["start"] - shift for f in finals if _overlaps(f, c.onset_s, c.end_s, shift)]
+            if starts:
+                matched += 1
+                distance += abs(min(starts) - c.onset_s)
+        return matched, -distance
 
-    return max(sorted(candidates, key=abs), key=matched)
+    return max(sorted(candidates, key=abs), key=score)
 
 
 def score_session(record: SessionRecord, shift: float | None = None) -> list[ClipOutcome]:
