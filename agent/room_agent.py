@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 #: feed(identity, int16 samples, sample_rate, channels)
 FeedFn = Callable[[str, np.ndarray, int, int], None]
 StatusFn = Callable[[str, str], None]
+READER_DRAIN_S = 5.0
 TrackEndedFn = Callable[[str], Awaitable[None]]
 
 
@@ -72,7 +73,7 @@ class RoomAgent:
         room.on("track_published", self._on_track_published)
         room.on("track_subscribed", self._on_track_subscribed)
         room.on("track_unsubscribed", self._on_track_gone)
-        room.on("track_unpublished", lambda pub, participant: self._stop_reader(pub.sid))
+        room.on("track_unpublished", lambda pub, participant: self._retire_reader(pub.sid))
         room.on("participant_disconnected", self._on_participant_left)
         room.on("disconnected", self._on_disconnected)
         room.on("reconnecting", lambda: self._status_degraded("the agent's LiveKit connection is reconnecting"))
@@ -116,7 +117,7 @@ class RoomAgent:
                 self._consider(publication, participant)
         if not receiving:
             for sid in list(self._readers):
-                self._stop_reader(sid)
+                self._retire_reader(sid)
 
     def _on_track_published(self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
         self._consider(publication, participant)
@@ -135,11 +136,18 @@ class RoomAgent:
         )
 
     def _on_track_gone(self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
-        self._stop_reader(publication.sid)
+        self._retire_reader(publication.sid)
 
     def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
         for publication in participant.track_publications.values():
-            self._stop_reader(publication.sid)
+            self._retire_reader(publication.sid)
+
+    def _retire_reader(self, sid: str) -> None:
+        """The track is going away: let its reader drain the frames already queued (the stream
+        ends with EOS after them), and cancel it only if it has not ended after READER_DRAIN_S."""
+        task = self._readers.pop(sid, None)
+        if task is not None and not task.done():
+            asyncio.get_running_loop().call_later(READER_DRAIN_S, task.cancel)
 
     def _stop_reader(self, sid: str) -> None:
         task = self._readers.pop(sid, None)

@@ -15,6 +15,7 @@ from control.config import Settings
 from control.connection import ControlConnection
 from control.protocol import PROTOCOL_VERSION
 from control.session import SessionManager
+from control.web import add_web_routes
 from tokens import AuthError, verify_control_token
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ async def _close_sockets(app: web.Application) -> None:
 
 
 def create_app(settings: Settings, manager: SessionManager) -> web.Application:
-    """Build the control-plane application around a session manager."""
+    """Build the control-plane application around a session manager (with the web example in
+    dev mode, or when ROOMSCRIBE_SERVE_WEB is set)."""
     app = web.Application()
     app[SETTINGS_KEY] = settings
     app[MANAGER_KEY] = manager
@@ -77,4 +79,6 @@ def create_app(settings: Settings, manager: SessionManager) -> web.Application:
     app.router.add_get("/v1/control", control_socket)
     app.router.add_get("/healthz", healthz)
     app.on_shutdown.append(_close_sockets)
+    if settings.dev_mode or settings.serve_web:
+        add_web_routes(app, secret=settings.control_secret, dev_mode=settings.dev_mode)
     return app

@@ -125,10 +125,33 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(settings))
 
 
-def _cmd_devserver(args: argparse.Namespace, rest: list[str]) -> int:
-    from devserver.cli import main as devserver_main
+def _delegate(command: str, rest: list[str]) -> int:
+    """Commands whose options their own package parses."""
+    if command == "devserver":
+        from devserver.cli import main as devserver_main
 
-    return devserver_main(rest)
+        return devserver_main(rest)
+    if command == "push":
+        from client.cli import push_main
+
+        return push_main(rest)
+    if command == "listen":
+        from client.cli import listen_main
+
+        return listen_main(rest)
+    if command == "bench":
+        from bench.cli import main as bench_main
+
+        return bench_main(rest)
+    raise AssertionError(command)
+
+
+DELEGATED = {
+    "devserver": "run the LiveKit-compatible development server (roomscribe devserver --help)",
+    "push": "stream a WAV file or the microphone to a server and print events (roomscribe push --help)",
+    "listen": "print the events of a session you may watch (roomscribe listen --help)",
+    "bench": "measure latency, accuracy, cost and concurrency (roomscribe bench --help)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("file", nargs="?", default=str(SAMPLE), help="16-bit PCM WAV (default: examples/audio/jfk.wav)")
     demo.add_argument("--fast", action="store_true", help="stream faster than real time")
 
-    sub.add_parser("devserver", help="run the LiveKit-compatible development server", add_help=False)
+    for name, text in DELEGATED.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
@@ -160,8 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     load_dotenv(args.env_file, override=False)
     _setup_logging(args.verbose)
-    if args.command == "devserver":
-        return _cmd_devserver(args, rest)
+    if args.command in DELEGATED:
+        return _delegate(args.command, rest)
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     if args.command == "token":

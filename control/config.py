@@ -64,6 +64,7 @@ class Settings:
     port: int = 8080
     control_secret: str = ""
     dev_mode: bool = False
+    serve_web: bool = False  # serve the web example at / outside dev mode
     # LiveKit: an empty URL means "start the embedded development server".
     livekit_url: str = ""
     livekit_api_key: str = DEV_LIVEKIT_KEY
@@ -108,6 +109,7 @@ class Settings:
             port=_int(env, "ROOMSCRIBE_PORT", d.port),
             control_secret=_get(env, "ROOMSCRIBE_CONTROL_SECRET", ""),
             dev_mode=_bool(env, "ROOMSCRIBE_DEV_MODE", d.dev_mode),
+            serve_web=_bool(env, "ROOMSCRIBE_SERVE_WEB", d.serve_web),
             livekit_url=_get(env, "LIVEKIT_URL", ""),
             livekit_api_key=_get(env, "LIVEKIT_API_KEY", d.livekit_api_key),
             livekit_api_secret=_get(env, "LIVEKIT_API_SECRET", d.livekit_api_secret),

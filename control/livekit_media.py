@@ -45,6 +45,7 @@ class SessionMedia:
         self._inactivity: asyncio.Task[None] | None = None
         self.publishing = False
         self.gating = backend.settings.publish_gating
+        self._heard: set[str] = set()  # identities whose current track has delivered audio
 
     # -- credentials ------------------------------------------------------------------------------
     def new_client_token(self) -> dict[str, Any]:
@@ -133,16 +134,20 @@ class SessionMedia:
     # -- agent callbacks ------------------------------------------------------------------------------
     def feed(self, identity: str, samples: Any, sample_rate: int, channels: int) -> None:
         participant = identity if self.session.options.multi_user else None
+        if identity not in self._heard:
+            self._heard.add(identity)
+            self.status("listening", f"the agent hears {identity}'s microphone", participant=identity)
         self.session.pipeline(participant).feed(samples, sample_rate, channels)
 
     async def track_ended(self, identity: str) -> None:
+        self._heard.discard(identity)
         participant = identity if self.session.options.multi_user else None
         if not self.session.ended:
             await self.session.finish_speech(participant)
 
-    def status(self, code: str, message: str) -> None:
+    def status(self, code: str, message: str, **details: Any) -> None:
         if not self.session.ended:
-            self.session.emit({"type": "status", "code": code, "message": message})
+            self.session.emit({"type": "status", "code": code, "message": message, **details})
 
     async def close(self) -> None:
         for task in (self._token_timer, self._hangover, self._inactivity):

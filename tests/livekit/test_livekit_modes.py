@@ -7,11 +7,9 @@ import asyncio
 import aiohttp
 import numpy as np
 import pytest
-from livekit import rtc
 
-from client.audio_files import read_wav
 from control_harness import ServerHandle, start_livekit_control
-from livekit_publisher import connect_and_publish_wav, publish_samples
+from livekit_publisher import publish_wav_subprocess
 from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, normalise, wer
 from tokens import mint_client_token
 
@@ -26,20 +24,16 @@ async def test_vad_gating_follows_vad_messages_and_hangover(engine) -> None:  # 
             await client.send(type="session.start")
             ready = await client.wait_type("session.ready")
             assert ready["livekit"]["publish_gating"] == "vad"
-            room = rtc.Room()
-            await room.connect(ready["livekit"]["url"], ready["livekit"]["token"])
+            url, token = ready["livekit"]["url"], ready["livekit"]["token"]
             # Published before the server said so: the agent is not listening, nothing is transcribed.
-            libri = read_wav(LIBRI)
-            early = await publish_samples(room, libri.samples, libri.sample_rate)
-            await room.local_participant.unpublish_track(early.sid)
+            await publish_wav_subprocess(url, token, LIBRI)
             await asyncio.sleep(1.0)
             assert not client.of_type("publish.start")
             assert not client.of_type("speech.start") and not client.of_type("transcript.final")
 
             await client.send(type="vad", speaking=True)
             await client.wait_type("publish.start")
-            jfk = read_wav(JFK)
-            await publish_samples(room, jfk.samples, jfk.sample_rate, tail_silence_s=0.2)
+            await publish_wav_subprocess(url, token, JFK, tail_silence_s=0.2, linger_s=3.0)
             await client.send(type="vad", speaking=False)
             stop = await client.wait_type("publish.stop", timeout=30)
             assert stop["reason"] == "vad"
@@ -48,7 +42,6 @@ async def test_vad_gating_follows_vad_messages_and_hangover(engine) -> None:  # 
             text = " ".join(f["text"] for f in finals)
             assert wer(JFK_TEXT, text) <= 0.10, text
             assert "wizard" not in normalise(text)
-            await room.disconnect()
             await client.close()
     finally:
         await server.stop()
@@ -78,17 +71,15 @@ async def test_single_user_mode_ignores_other_publishers(lk_control) -> None:  #
     intruder_token = mint_client_token(
         settings.livekit_api_key, settings.livekit_api_secret, identity="intruder", room=ready["room"]
     ).token
-    intruder, owner = await asyncio.gather(
-        connect_and_publish_wav(ready["livekit"]["url"], intruder_token, LIBRI),
-        connect_and_publish_wav(ready["livekit"]["url"], ready["livekit"]["token"], JFK),
+    await asyncio.gather(
+        publish_wav_subprocess(ready["livekit"]["url"], intruder_token, LIBRI),
+        publish_wav_subprocess(ready["livekit"]["url"], ready["livekit"]["token"], JFK),
     )
     await client.send(type="session.stop")
     await client.wait_type("session.ended", timeout=30)
     text = " ".join(f["text"] for f in client.of_type("transcript.final"))
     assert wer(JFK_TEXT, text) <= 0.10, text
     assert "wizard" not in normalise(text)
-    for room in (intruder, owner):
-        await room.disconnect()
     await client.close()
 
 
@@ -107,8 +98,8 @@ async def test_multi_user_mode_transcribes_every_publisher_tagged(lk_control) ->
         who: mint_client_token(settings.livekit_api_key, settings.livekit_api_secret, identity=who, room="team").token
         for who in ("p1", "p2")
     }
-    rooms = await asyncio.gather(
-        connect_and_publish_wav(url, tokens["p1"], LIBRI), connect_and_publish_wav(url, tokens["p2"], JFK)
+    await asyncio.gather(
+        publish_wav_subprocess(url, tokens["p1"], LIBRI), publish_wav_subprocess(url, tokens["p2"], JFK)
     )
     await client.send(type="session.stop")
     await client.wait_type("session.ended", timeout=30)
@@ -117,8 +108,6 @@ async def test_multi_user_mode_transcribes_every_publisher_tagged(lk_control) ->
         by_who[final["participant"]] = by_who.get(final["participant"], "") + " " + final["text"]
     assert set(by_who) == {"p1", "p2"}
     assert wer(LIBRI_TEXT, by_who["p1"]) <= 0.15 and wer(JFK_TEXT, by_who["p2"]) <= 0.10
-    for room in rooms:
-        await room.disconnect()
     await refused.close()
     await client.close()
 
@@ -130,8 +119,8 @@ async def test_resume_replays_finals_missed_during_a_drop(lk_control) -> None:  
     await first.wait_type("publish.start")
     last_seq = max(e["seq"] for e in first.events if "seq" in e)
     await first.close()  # the control socket drops; the agent keeps transcribing
-    room = await connect_and_publish_wav(ready["livekit"]["url"], ready["livekit"]["token"], LIBRI)
-    await asyncio.sleep(2.0)
+    await publish_wav_subprocess(ready["livekit"]["url"], ready["livekit"]["token"], LIBRI)
+    await asyncio.sleep(1.0)
     second = await lk_control.connect("judy")
     await second.send(type="session.start", resume={"session_id": ready["session_id"], "last_seq": last_seq})
     resumed = await second.wait_type("session.ready")
@@ -139,7 +128,6 @@ async def test_resume_replays_finals_missed_during_a_drop(lk_control) -> None:  
     final = await second.wait_type("transcript.final", timeout=20)
     assert wer(LIBRI_TEXT, final["text"]) <= 0.15
     assert len(second.of_type("transcript.final")) == 1
-    await room.disconnect()
     await second.close()
 
 
@@ -160,8 +148,7 @@ async def test_agent_survives_a_dev_server_restart(lk_control) -> None:  # type:
     assert recovered["seq"] > degraded["seq"]
     await client.send(type="token.refresh", id="t")
     token = await client.wait_type("token", id="t")
-    room = await connect_and_publish_wav(ready["livekit"]["url"], token["token"], LIBRI)
+    await publish_wav_subprocess(ready["livekit"]["url"], token["token"], LIBRI)
     final = await client.wait_type("transcript.final", timeout=30)
     assert wer(LIBRI_TEXT, final["text"]) <= 0.15
-    await room.disconnect()
     await client.close()

@@ -12,7 +12,7 @@ from livekit import api
 import aiohttp
 
 from control_harness import ServerHandle, start_livekit_control
-from livekit_publisher import connect_and_publish_wav
+from livekit_publisher import publish_wav_subprocess
 from speech_samples import JFK, JFK_TEXT, wer
 
 pytestmark = pytest.mark.timeout(120)
@@ -33,13 +33,11 @@ async def test_jfk_published_as_mic_is_transcribed(lk_control) -> None:  # type:
     assert claims["video"]["canPublishSources"] == ["microphone"] and claims["video"]["canSubscribe"] is False
     assert claims["video"]["room"] == lk["room"]
 
-    room = await connect_and_publish_wav(lk["url"], lk["token"], JFK)
-    try:
-        await client.wait_type("speech.end", timeout=30)
-        await client.send(type="session.stop")
-        await client.wait_type("session.ended", timeout=30)
-    finally:
-        await room.disconnect()
+    await publish_wav_subprocess(lk["url"], lk["token"], JFK)
+    listening = client.of_type("status")
+    assert [e["participant"] for e in listening if e["code"] == "listening"] == ["alice"]
+    await client.send(type="session.stop")
+    await client.wait_type("session.ended", timeout=30)
     finals = client.of_type("transcript.final")
     assert wer(JFK_TEXT, " ".join(f["text"] for f in finals)) <= 0.10, finals
     assert client.of_type("transcript.interim")
