@@ -64,6 +64,8 @@ def push_parser() -> argparse.ArgumentParser:
     parser.add_argument("--user", default="cli", help="user id of the minted token (default cli)")
     parser.add_argument("--fast", action="store_true", help="ws: send the file as fast as the server takes it")
     parser.add_argument("--no-interim", action="store_true", help="finals only")
+    parser.add_argument("--queue-ms", type=int, default=20,
+                        help="livekit: the SDK's audio queue in ms (default 20; raise it on a loaded machine)")
     _common(parser)
     return parser
 
@@ -99,7 +101,7 @@ async def _push(args: argparse.Namespace) -> int:
         transport = args.transport or ("ws" if "ws" in hello.get("transports", []) else "livekit")
         stream = _source(args, transport)
         if transport == "livekit":
-            await _push_livekit(client, stream, not args.no_interim)
+            await _push_livekit(client, stream, not args.no_interim, args.queue_ms)
         else:
             await client.start_session(transport="ws", sample_rate=stream.sample_rate, channels=stream.channels,
                                        interim=not args.no_interim)
@@ -110,10 +112,10 @@ async def _push(args: argparse.Namespace) -> int:
     return 0 if printer.finals and not printer.errors else 1
 
 
-async def _push_livekit(client: ControlClient, stream: PcmStream, interim: bool) -> None:
+async def _push_livekit(client: ControlClient, stream: PcmStream, interim: bool, queue_ms: int) -> None:
     from client.livekit_publisher import LiveKitPublisher
 
-    publisher = LiveKitPublisher(client)
+    publisher = LiveKitPublisher(client, queue_size_ms=queue_ms)
     try:
         await client.start_session(transport="livekit", interim=interim)
         await publisher.publish(stream)

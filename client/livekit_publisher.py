@@ -5,6 +5,10 @@ and the first `publish.start`. It joins the room announced in `session.ready.liv
 the track on `publish.start` and unpublishes it on `publish.stop`, keeps the newest LiveKit token
 from `token` events (asking for one with `token.refresh` when it is about to expire), and rejoins
 with that token if the room connection drops. The SDK paces capture in real time.
+
+Audio published before the agent has subscribed is not heard (as with any LiveKit server), so a
+file is preceded by silence until the server reports `status {code: "listening"}` (at most
+`lead_in_max_s`); a live source just starts.
 """
 
 from __future__ import annotations
@@ -31,9 +35,18 @@ REFRESH_LEAD_S = 30.0
 class LiveKitPublisher:
     """Follows one ControlClient's LiveKit session; `await publish(stream)` sends the audio."""
 
-    def __init__(self, client: ControlClient, *, track_name: str = "microphone") -> None:
+    def __init__(
+        self,
+        client: ControlClient,
+        *,
+        track_name: str = "microphone",
+        queue_size_ms: int = 20,
+        lead_in_max_s: float = 3.0,
+    ) -> None:
         self.client = client
         self.track_name = track_name
+        self.queue_size_ms = queue_size_ms
+        self.lead_in_max_s = lead_in_max_s
         self.url: str | None = None
         self.token: str | None = None
         self.expires_at = 0.0
@@ -41,12 +54,13 @@ class LiveKitPublisher:
         self.frames_published = 0
         self.frames_skipped = 0
         self._wanted = asyncio.Event()
+        self._heard = asyncio.Event()
         self._source: rtc.AudioSource | None = None
         self._track: rtc.LocalAudioTrack | None = None
         self._publication: rtc.LocalTrackPublication | None = None
         self._gate_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._remove = client.on(self._on_event, ("session.ready", "publish.start", "publish.stop", "token"))
+        self._remove = client.on(self._on_event, ("session.ready", "publish.start", "publish.stop", "token", "status"))
 
     # -- control events --------------------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
@@ -61,6 +75,8 @@ class LiveKitPublisher:
         elif event.type == "publish.stop":
             self._wanted.clear()
             self._spawn(self._apply_gate())
+        elif event.type == "status" and raw.get("code") == "listening":
+            self._heard.set()
 
     def _take_token(self, token: Any, expires_at: Any, url: Any = None) -> None:
         """Keep the token that expires last (a resumed session.ready may carry an older one)."""
@@ -82,7 +98,7 @@ class LiveKitPublisher:
         await room.connect(self.url, self.token, rtc.RoomOptions(auto_subscribe=False))
         self.room = room
         if self._source is None:
-            self._source = rtc.AudioSource(sample_rate, channels, queue_size_ms=20)
+            self._source = rtc.AudioSource(sample_rate, channels, queue_size_ms=self.queue_size_ms)
             self._track = rtc.LocalAudioTrack.create_audio_track(self.track_name, self._source)
         self._publication = None
         await self._apply_gate()
@@ -114,6 +130,8 @@ class LiveKitPublisher:
         await self._join(stream.sample_rate, stream.channels)
         refresher = asyncio.create_task(self._keep_token_fresh())
         try:
+            if not stream.live:
+                await self._lead_in(stream.sample_rate, stream.channels)
             async for chunk in stream.chunks:
                 if not self._wanted.is_set():
                     if stream.live:
@@ -132,6 +150,17 @@ class LiveKitPublisher:
                 await self._source.wait_for_playout()
         finally:
             refresher.cancel()
+
+    async def _lead_in(self, sample_rate: int, channels: int) -> None:
+        """Publish 10 ms silence frames until the agent hears the track (or `lead_in_max_s` passes)."""
+        await self._wanted.wait()
+        await self._apply_gate()
+        assert self._source is not None
+        samples = sample_rate // 100
+        silence = rtc.AudioFrame(bytes(samples * channels * 2), sample_rate, channels, samples)
+        deadline = time.monotonic() + self.lead_in_max_s
+        while not self._heard.is_set() and time.monotonic() < deadline:
+            await self._source.capture_frame(silence)
 
     async def close(self) -> None:
         """Leave the room and stop following the client."""

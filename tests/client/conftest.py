@@ -115,3 +115,13 @@ async def proxy(control: ServerHandle) -> AsyncIterator[FlakyProxy]:
     await flaky.start()
     yield flaky
     await flaky.stop()
+
+
+@pytest_asyncio.fixture
+async def lk_control(engine: AsrEngine) -> AsyncIterator[ServerHandle]:
+    """A control server whose default transport is LiveKit, with its embedded dev server."""
+    server = ControlServer(make_settings(audio_transport="livekit", devserver_port=0, grace_period_s=3.0), engine=engine)
+    await server.start()
+    async with aiohttp.ClientSession() as http:
+        yield ServerHandle(server, http)
+    await server.stop()
