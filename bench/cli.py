@@ -10,13 +10,14 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from dotenv import load_dotenv
+
 from bench.report import render, target_rows
 from bench.runner import BenchConfig, run_bench
-from bench.transport import TRANSPORTS
+from bench.transport import TRANSPORTS, TransportUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,9 +81,18 @@ def git_info() -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    load_dotenv(".env", override=False)  # as `roomscribe serve` does; the environment wins
     cfg = config_from_args(args)
+    unknown = set(cfg.transports) - set(TRANSPORTS)
+    if unknown or not cfg.transports:
+        print(f"error: --transport takes {', '.join(TRANSPORTS)}; got {args.transport!r}", file=sys.stderr)
+        return 2
     machine = machine_info()
-    result = asyncio.run(run_bench(cfg, progress=lambda s: print(s, flush=True)))
+    try:
+        result = asyncio.run(run_bench(cfg, progress=lambda s: print(s, flush=True)))
+    except TransportUnavailable as exc:
+        print(f"error: transport unavailable: {exc}", file=sys.stderr)
+        return 2
     machine["loadavg_end"] = round(os.getloadavg()[0], 2)
     result = {"bench": "roomscribe", "format": 1, "command": ["roomscribe", "bench", *(argv or sys.argv[1:])],
               "machine": machine, "git": git_info(), **result}  # fmt: skip

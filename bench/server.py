@@ -22,7 +22,6 @@ from bench import procstat
 from bench.transport import Endpoint
 from tokens import mint_control_token
 
-ROOT = Path(__file__).resolve().parent.parent
 _URL_LINE = re.compile(r"control plane on (ws://\S+/v1/control)")
 
 
@@ -39,13 +38,23 @@ class BenchServer(Protocol):
     def memory(self) -> dict[str, int]: ...
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM it when the bench process dies (no orphaned servers)."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _token_factory(secret: str):  # type: ignore[no-untyped-def]
     return lambda user: mint_control_token(secret, user, ttl_s=3600)
 
 
 class SubprocessServer:
-    """`python -m control.cli serve --port 0` with a fresh secret; settings otherwise come from the
-    environment and `.env` like any `roomscribe serve` (ROOMSCRIBE_MODEL_PATH etc. apply)."""
+    """`python -m control.cli serve --port 0` with a fresh secret, started in the current directory;
+    settings otherwise come from the environment and `.env` like any `roomscribe serve`
+    (ROOMSCRIBE_MODEL_PATH etc. apply)."""
 
     scope = "server process"
 
@@ -67,7 +76,8 @@ class SubprocessServer:
         fd, name = tempfile.mkstemp(prefix="roomscribe-bench-server-", suffix=".log")
         self.log_path = Path(name)
         cmd = [sys.executable, "-m", "control.cli", "serve", "--port", "0"]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(cmd, env=env, stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # fmt: skip
         os.close(fd)
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
