@@ -52,6 +52,8 @@ class RoomAgent:
         self._backoff = backoff or Backoff()
         self.room: rtc.Room | None = None
         self._readers: dict[str, asyncio.Task[None]] = {}
+        #: identity → sid of the microphone track being transcribed (for lk.transcription).
+        self.track_sids: dict[str, str] = {}
         self._supervisor: asyncio.Task[None] | None = None
         self._closed = False
         self._degraded = False
@@ -131,6 +133,7 @@ class RoomAgent:
         if publication.sid in self._readers:
             return
         log.info("agent in %s receives %s's microphone", self.room_name, participant.identity)
+        self.track_sids[participant.identity] = publication.sid
         self._readers[publication.sid] = asyncio.get_running_loop().create_task(
             self._read(track, participant.identity)
         )
@@ -168,6 +171,19 @@ class RoomAgent:
             await stream.aclose()
             # The track ended (unpublished, left, unsubscribed): settle the open utterance.
             asyncio.get_running_loop().create_task(self._on_track_ended(identity))
+
+    async def publish_text(self, text: str, *, topic: str, attributes: dict[str, str], sender_identity: str | None) -> None:
+        """Send a text stream into the room (needs a token with can_publish_data)."""
+        if self.room is None:
+            return
+        try:
+            writer = await self.room.local_participant.stream_text(
+                topic=topic, attributes=attributes, sender_identity=sender_identity
+            )
+            await writer.write(text)
+            await writer.aclose()
+        except Exception as exc:
+            log.warning("agent in %s could not publish text on %s: %s", self.room_name, topic, type(exc).__name__)
 
     # -- connection health -------------------------------------------------------------------------
     def _status_degraded(self, message: str) -> None:

@@ -79,6 +79,7 @@ class Settings:
     publish_gating: str = "always"  # "always" | "vad"
     publish_hangover_s: float = 0.6  # after the client's `vad speaking:false`, before publish.stop
     publish_inactivity_s: float = 10.0  # no speech while publishing → publish.stop {reason: inactivity}
+    publish_transcripts: bool = False  # also send transcripts into the room on lk.transcription
     devserver_port: int = 7880  # the embedded LiveKit dev server (when LIVEKIT_URL is empty)
     max_frame_s: float = 1.0
     send_queue_limit: int = 512
@@ -124,6 +125,7 @@ class Settings:
             publish_hangover_s=_float(env, "ROOMSCRIBE_PUBLISH_HANGOVER_S", d.publish_hangover_s),
             publish_inactivity_s=_float(env, "ROOMSCRIBE_PUBLISH_INACTIVITY_S", d.publish_inactivity_s),
             devserver_port=_int(env, "ROOMSCRIBE_DEVSERVER_PORT", d.devserver_port),
+            publish_transcripts=_bool(env, "ROOMSCRIBE_PUBLISH_TRANSCRIPTS", d.publish_transcripts),
             asr=asr,
             pipeline=pipeline,
         )

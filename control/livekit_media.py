@@ -15,7 +15,7 @@ from typing import Any
 
 from livekit import api
 
-from agent.events import PipelineEvent, SpeechStarted, InterimTranscript
+from agent.events import FinalTranscript, InterimTranscript, PipelineEvent, SpeechStarted
 from agent.room_agent import RoomAgent
 from control.config import Settings
 from control.session import Session
@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 AGENT_IDENTITY = "roomscribe-agent"
 TOKEN_PUSH_LEAD_S = 60.0
+#: LiveKit's text-stream topic and attributes for transcriptions (what its front-end components read).
+TRANSCRIPTION_TOPIC = "lk.transcription"
 
 
 def http_url(ws_url: str) -> str:
@@ -127,9 +129,24 @@ class SessionMedia:
         await self._stop_publishing("inactivity")
 
     def observe(self, event: PipelineEvent) -> None:
-        """Server-side speech keeps a gated session publishing."""
+        """Server-side speech keeps a gated session publishing; transcripts may go into the room."""
         if self.gating == "vad" and self.publishing and isinstance(event, (SpeechStarted, InterimTranscript)):
             self._arm_inactivity()
+        if self.backend.settings.publish_transcripts and isinstance(event, (InterimTranscript, FinalTranscript)):
+            asyncio.get_running_loop().create_task(self._publish_transcript(event))
+
+    async def _publish_transcript(self, event: InterimTranscript | FinalTranscript) -> None:
+        if self.agent is None or not event.text:
+            return
+        identity = event.participant or self.session.user
+        attributes = {
+            "lk.segment_id": f"{self.session.id}-{event.utterance_id}",
+            "lk.transcription_final": "true" if isinstance(event, FinalTranscript) else "false",
+        }
+        track_sid = self.agent.track_sids.get(identity)
+        if track_sid:
+            attributes["lk.transcribed_track_id"] = track_sid
+        await self.agent.publish_text(event.text, topic=TRANSCRIPTION_TOPIC, attributes=attributes, sender_identity=identity)
 
     # -- agent callbacks ------------------------------------------------------------------------------
     def feed(self, identity: str, samples: Any, sample_rate: int, channels: int) -> None:
@@ -177,6 +194,7 @@ class LiveKitMedia:
                 identity=AGENT_IDENTITY,
                 room=session.room,
                 ttl_s=settings.agent_token_ttl_s,
+                can_publish_data=settings.publish_transcripts,
             ).token,
             target_identity=None if session.options.multi_user else session.user,
             feed=media.feed,

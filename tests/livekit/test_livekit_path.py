@@ -13,7 +13,7 @@ import aiohttp
 
 from control_harness import ServerHandle, start_livekit_control
 from livekit_publisher import publish_wav_subprocess
-from speech_samples import JFK, JFK_TEXT, wer
+from speech_samples import JFK, JFK_TEXT, LIBRI, wer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -73,5 +73,48 @@ async def test_after_grace_period_the_agent_leaves_and_the_room_is_gone(engine) 
                 rooms = (await lk.room.list_rooms(api.ListRoomsRequest())).rooms
                 assert ready["room"] not in [r.name for r in rooms]
             assert not server.manager.sessions
+    finally:
+        await server.stop()
+
+
+async def test_transcripts_published_into_the_room_when_enabled(engine) -> None:  # type: ignore[no-untyped-def]
+    from livekit import rtc
+
+    from tokens import mint_client_token
+
+    server = await start_livekit_control(engine, publish_transcripts=True)
+    try:
+        async with aiohttp.ClientSession() as http:
+            client = await ServerHandle(server, http).connect("lena")
+            await client.send(type="session.start")
+            ready = await client.wait_type("session.ready")
+            settings = server.settings
+            viewer_token = mint_client_token(
+                settings.livekit_api_key, settings.livekit_api_secret, identity="viewer", room=ready["room"]
+            ).token
+            received: list[tuple[str, dict[str, str], str]] = []
+
+            def on_text(reader: rtc.TextStreamReader, sender: str) -> None:
+                async def read() -> None:
+                    received.append((await reader.read_all(), dict(reader.info.attributes), sender))
+
+                asyncio.ensure_future(read())
+
+            viewer = rtc.Room()
+            viewer.register_text_stream_handler("lk.transcription", on_text)
+            await viewer.connect(ready["livekit"]["url"], viewer_token)
+            await publish_wav_subprocess(ready["livekit"]["url"], ready["livekit"]["token"], LIBRI)
+            final = await client.wait_type("transcript.final", timeout=30)
+            for _ in range(50):
+                if any(a.get("lk.transcription_final") == "true" for _, a, _ in received):
+                    break
+                await asyncio.sleep(0.1)
+            finals = [(text, attrs, sender) for text, attrs, sender in received if attrs.get("lk.transcription_final") == "true"]
+            assert finals and finals[0][0] == final["text"]
+            # LiveKit's components tie the text to the user's microphone through the track id.
+            assert finals[0][1]["lk.transcribed_track_id"].startswith("TR_")
+            assert finals[0][1]["lk.segment_id"].endswith(final["utterance_id"])
+            await viewer.disconnect()
+            await client.close()
     finally:
         await server.stop()
