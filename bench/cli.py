@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or not cfg.transports:
         print(f"error: --transport takes {', '.join(TRANSPORTS)}; got {args.transport!r}", file=sys.stderr)
         return 2
-    machine = machine_info()
+    machine, git = machine_info(), git_info()
     try:
         result = asyncio.run(run_bench(cfg, progress=lambda s: print(s, flush=True)))
     except TransportUnavailable as exc:
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     machine["loadavg_end"] = round(os.getloadavg()[0], 2)
     result = {"bench": "roomscribe", "format": 1, "command": ["roomscribe", "bench", *(argv or sys.argv[1:])],
-              "machine": machine, "git": git_info(), **result}  # fmt: skip
+              "machine": machine, "git": git, **result}  # fmt: skip
     result["targets"] = target_rows(result)
     print()
     print(render(result))

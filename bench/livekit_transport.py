@@ -1,10 +1,11 @@
 """The LiveKit transport: the control socket for events, the official `livekit` SDK publishing the
 session audio as the microphone (10 ms frames) into the room named in `session.ready`.
 
-Before the audio clock (t0) starts, `prime_s` of silence is captured unpaced: `capture_frame` blocks
-until the SDK's real-time sender drains its 50 ms queue, which only happens once the track flows,
-so afterwards frames paced like a microphone are taken on time (send lateness ≈ 0). The agent's
-session clock starts when its subscription does, so server times are shifted against the bench's;
+Audio published before the agent subscribes is not heard, so before the audio clock (t0) starts the
+bench captures silence (paced by the SDK) until the server reports `status {code: "listening"}` (at
+most `lead_in_max_s`, at least `lead_in_min_s` so the SDK's sender is running); afterwards frames
+paced like a microphone are taken on time (send lateness ≈ 0). The agent's session clock starts
+when its subscription does, so server times are shifted against the bench's;
 `bench.metrics.timeline_shift` estimates the shift for matching (latency never uses server times).
 """
 
@@ -28,14 +29,17 @@ class LiveKitTransport:
 
     name = "livekit"
 
-    def __init__(self, endpoint: Endpoint, *, drain_timeout_s: float = 120.0, prime_s: float = 1.0) -> None:
+    def __init__(
+        self, endpoint: Endpoint, *, drain_timeout_s: float = 120.0, lead_in_min_s: float = 0.3, lead_in_max_s: float = 10.0
+    ) -> None:
         try:
             from livekit import rtc  # noqa: F401
         except ImportError:
             raise TransportUnavailable("the `livekit` Python SDK is not installed") from None
         self.endpoint = endpoint
         self.drain_timeout_s = drain_timeout_s
-        self.prime_s = prime_s
+        self.lead_in_min_s = lead_in_min_s
+        self.lead_in_max_s = lead_in_max_s
 
     async def run_session(
         self, plan: SessionPlan, user: str, *, start_delay_s: float = 0.0, interim: bool = True, speed: float = 1.0
@@ -50,6 +54,7 @@ class LiveKitTransport:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[dict] = loop.create_future()
         ended: asyncio.Future[dict] = loop.create_future()
+        listening = asyncio.Event()
         room = rtc.Room()
         async with aiohttp.ClientSession() as http:
             async with http.ws_connect(self.endpoint.url, headers=headers, max_msg_size=0) as ws:
@@ -67,9 +72,11 @@ class LiveKitTransport:
                             ready.set_exception(TransportUnavailable(f"{event.get('code')}: {event.get('message')}"))
                         elif kind == "session.ended" and not ended.done():
                             ended.set_result(event)
+                        elif kind == "status" and event.get("code") == "listening":
+                            listening.set()
                     for fut in (ready, ended):
                         if not fut.done():
-                            fut.set_exception(RuntimeError(f"control socket closed ({ws.close_code})"))
+                            fut.set_exception(RuntimeError(f"control socket closed (code {ws.close_code})"))
 
                 read_task = asyncio.create_task(reader())
                 try:
@@ -85,10 +92,14 @@ class LiveKitTransport:
                     async def send(chunk: np.ndarray) -> None:
                         await source.capture_frame(rtc.AudioFrame(chunk.tobytes(), RATE, 1, len(chunk)))
 
-                    primed = time.monotonic()
-                    for _ in range(int(self.prime_s * 1000 / FRAME_MS)):
-                        await send(np.zeros(step, np.int16))
-                    record.notes.append(f"primed {self.prime_s} s of silence in {time.monotonic() - primed:.2f} s")
+                    silence = np.zeros(step, np.int16)
+                    began = time.monotonic()
+                    while time.monotonic() - began < self.lead_in_max_s and (
+                        not listening.is_set() or time.monotonic() - began < self.lead_in_min_s
+                    ):
+                        await send(silence)
+                    heard = "heard" if listening.is_set() else "NOT reported as heard"
+                    record.notes.append(f"lead-in silence {time.monotonic() - began:.2f} s; track {heard}")
 
                     record.t0 = time.monotonic() + start_delay_s
                     await pace_frames(record, frames, FRAME_MS / 1000, send)
