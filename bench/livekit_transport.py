@@ -105,7 +105,7 @@ class LiveKitTransport:
                     await pace_frames(record, frames, FRAME_MS / 1000, send)
                     await source.wait_for_playout()
                     await ws.send_json({"type": "session.stop", "id": "stop"})
-                    await asyncio.wait_for(ended, self.drain_timeout_s)
+                    await asyncio.wait_for(ended, max(self.drain_timeout_s, plan.duration_s))
                     record.completed = True
                 except TransportUnavailable:
                     raise

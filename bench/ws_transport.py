@@ -65,7 +65,7 @@ class WsTransport:
                     record.t0 = time.monotonic() + start_delay_s
                     await pace_frames(record, frames, self.frame_ms / 1000, ws.send_bytes)
                     await ws.send_json({"type": "session.stop", "id": "stop"})
-                    await asyncio.wait_for(ended, self.drain_timeout_s)
+                    await asyncio.wait_for(ended, max(self.drain_timeout_s, plan.duration_s))
                     record.completed = True
                 except (asyncio.TimeoutError, RuntimeError, aiohttp.ClientError) as exc:
                     record.error = f"{type(exc).__name__}: {exc}"
