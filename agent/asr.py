@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -69,6 +70,18 @@ class AsrBackend(Protocol):
     def transcribe_batch(self, jobs: Sequence[AsrJob]) -> list[AsrResult]: ...
 
 
+def cpu_threads_for(config: AsrConfig) -> int:
+    """Threads per model call: the configured number, or (auto) the usable cores split evenly
+    among the workers (CTranslate2's own default of 4 oversubscribes small machines)."""
+    if config.cpu_threads > 0:
+        return config.cpu_threads
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, config.workers))
+
+
 class WhisperBackend:
     """faster-whisper (CTranslate2) backend."""
 
@@ -88,7 +101,7 @@ class WhisperBackend:
             str(path),
             device="cpu",
             compute_type=self.config.compute_type,
-            cpu_threads=self.config.cpu_threads,
+            cpu_threads=cpu_threads_for(self.config),
             num_workers=max(1, self.config.workers),
             local_files_only=True,
         )
@@ -138,6 +151,17 @@ class WhisperBackend:
         return AsrResult(segments=tuple(out), audio_s=len(job.audio) / SAMPLE_RATE, infer_s=infer_s)
 
 
+def make_backend(config: AsrConfig) -> AsrBackend:
+    """The backend selected by `config.encoder_window`."""
+    if config.encoder_window == "full":
+        return WhisperBackend(config)
+    if config.encoder_window == "adaptive":
+        from .ct2backend import ShortWindowBackend
+
+        return ShortWindowBackend(config)
+    raise ValueError(f"unknown encoder_window {config.encoder_window!r}")
+
+
 class AsrEngine:
     """Process-wide transcription service with prioritised, bounded scheduling.
 
@@ -147,9 +171,9 @@ class AsrEngine:
 
     def __init__(self, config: AsrConfig | None = None, backend: AsrBackend | None = None) -> None:
         self.config = config or AsrConfig()
-        self.backend: AsrBackend = backend or WhisperBackend(self.config)
+        self.backend: AsrBackend = backend or make_backend(self.config)
         self.scheduler = AsrScheduler(self.config.max_pending_interims)
-        self.max_batch = 1  # raise once the backend batches for real
+        self.max_batch = max(1, self.config.max_batch)
         self._threads: list[threading.Thread] = []
         self._started = False
         self._busy_s = 0.0

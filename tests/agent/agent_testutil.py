@@ -36,13 +36,14 @@ def norm(text: str) -> str:
 async def feed_paced(pipeline, samples: np.ndarray, rate: int, channels: int = 1,
                      frame_ms: int = 20, speed: float = 4.0) -> float:
     """Feed interleaved samples in `frame_ms` frames at `speed`× real time (inf = no pauses
-    except yielding to the loop every 10 frames). Returns the wall seconds spent inside feed()."""
+    except yielding to the loop every 10 frames). Returns the CPU seconds the calling thread
+    spent inside feed() (thread time: robust to other processes loading the machine)."""
     per_frame = rate * frame_ms // 1000 * channels
     in_feed = 0.0
     for k, i in enumerate(range(0, samples.shape[0], per_frame)):
-        t = time.perf_counter()
+        t = time.thread_time()
         pipeline.feed(samples[i : i + per_frame], rate, channels)
-        in_feed += time.perf_counter() - t
+        in_feed += time.thread_time() - t
         if speed == float("inf"):
             if k % 10 == 9:
                 await asyncio.sleep(0)

@@ -178,7 +178,7 @@ async def test_six_pipelines_at_once_drop_interims_not_finals(engine):
     delta = {k: after[k] - before[k] for k in ("finals_submitted", "finals_completed")}
     assert delta["finals_submitted"] == delta["finals_completed"] > 0
     assert after["pending_finals"] == 0
-    # feed() never waits for the model: resampling + VAD of 6 × 10.6 s of audio is cheap
-    # (~0.2 s on a quiet machine), while the model is busy for many seconds meanwhile.
-    assert sum(in_feed) < 2.0
+    # feed() never waits for the model: resampling + VAD of 6 × 10.6 s of audio costs the
+    # event-loop thread ~0.3 s of CPU, while the model is busy for seconds meanwhile.
+    assert sum(in_feed) < 1.5
     assert after["busy_s"] - before["busy_s"] > 2 * sum(in_feed)
