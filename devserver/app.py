@@ -45,13 +45,17 @@ class DevServer:
     ``/rtc/v1``; ``False`` makes it 404 so clients fall back to dual PC), ``dual_pc`` (serve
     ``/rtc``), ``ice_addresses`` (``"loopback"`` default, ``"local"``, or a list of this
     machine's addresses), ``own_thread`` (run on a private uvloop thread; default ``True`` so the
-    server never competes with the caller's event loop).
+    server never competes with the caller's event loop), ``own_process`` (run ``python -m
+    devserver`` in a child process instead: no GIL sharing with the caller, as with a real
+    server; ``rooms``/``call()`` are then unavailable, use the RoomService), ``low_latency_audio`` (hand each Opus
+    packet to the decoder at once instead of aiortc's 4-frame jitter buffer; ~60 ms less delay).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 7880, keys: dict[str, str] | None = None,
                  empty_timeout_s: float = 20.0, *, ping_interval_s: int = 5, ping_timeout_s: int = 15,
                  single_pc: bool = True, dual_pc: bool = True, ice_addresses: Any = "loopback",
-                 own_thread: bool = True) -> None:
+                 own_thread: bool = True, own_process: bool = False,
+                 low_latency_audio: bool = True) -> None:
         self.host = host
         self.port = port
         self.keys = dict(keys or DEFAULT_KEYS)
@@ -62,7 +66,10 @@ class DevServer:
         self.single_pc = single_pc
         self.dual_pc = dual_pc
         self.ice_addresses = netpolicy.resolve_ice_addresses(ice_addresses)
-        self.own_thread = own_thread
+        self.own_thread = own_thread and not own_process
+        self.own_process = own_process
+        self._proc: asyncio.subprocess.Process | None = None
+        self.low_latency_audio = low_latency_audio
         self.sessions: set[Session] = set()
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -87,6 +94,9 @@ class DevServer:
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         """Bind and serve; returns once the port is open."""
+        if self.own_process:
+            await self._start_process()
+            return
         if not self.own_thread:
             await self._start()
             return
@@ -118,7 +128,9 @@ class DevServer:
 
     async def stop(self) -> None:
         """Disconnect everyone and close the port."""
-        if self.own_thread:
+        if self.own_process:
+            await self._stop_process()
+        elif self.own_thread:
             if self._loop is None or self._thread is None:
                 return
             fut = asyncio.run_coroutine_threadsafe(self._stop(), self._loop)
@@ -132,6 +144,8 @@ class DevServer:
 
     async def call(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(*args)`` on the server's loop and return its result (for tests)."""
+        if self.own_process:
+            raise RuntimeError("call() needs an in-process server (own_process=False)")
         if not self.own_thread or self._loop is None:
             return fn(*args)
 
@@ -139,6 +153,61 @@ class DevServer:
             return fn(*args)
 
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_run(), self._loop))
+
+    async def _start_process(self) -> None:
+        import os
+        import re
+        import sys
+        from pathlib import Path
+
+        from .cli import KEYS_ENV
+
+        args = [sys.executable, "-m", "devserver", "--host", self.host, "--port", str(self.port),
+                "--empty-timeout", str(self.rooms.empty_timeout_s),
+                "--ice-addresses", ",".join(self.ice_addresses),
+                "--ping-interval", str(self.ping_interval_s), "--ping-timeout", str(self.ping_timeout_s),
+                "--log-level", logging.getLevelName(log.getEffectiveLevel())]
+        args += [flag for flag, on in (("--no-single-pc", not self.single_pc),
+                                       ("--no-dual-pc", not self.dual_pc),
+                                       ("--no-low-latency-audio", not self.low_latency_audio)) if on]
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OPENBLAS_NUM_THREADS="1",
+                   **{KEYS_ENV: ",".join(f"{k}:{v}" for k, v in self.keys.items())})
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        self._proc = await asyncio.create_subprocess_exec(
+            *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=None)
+        assert self._proc.stdout is not None
+        try:
+            async with asyncio.timeout(30):
+                while True:
+                    line = (await self._proc.stdout.readline()).decode()
+                    if not line:
+                        raise RuntimeError("dev server process exited during start-up")
+                    match = re.search(r"LIVEKIT_URL=ws://\S+:(\d+)", line)
+                    if match:
+                        self.port = int(match.group(1))
+                        break
+        except BaseException:
+            await self._stop_process()
+            raise
+        asyncio.ensure_future(self._drain_stdout(self._proc))
+
+    @staticmethod
+    async def _drain_stdout(proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while await proc.stdout.readline():
+            pass
+
+    async def _stop_process(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
 
     async def __aenter__(self) -> "DevServer":
         await self.start()
@@ -233,7 +302,8 @@ class DevServer:
         ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024)
         await ws.prepare(request)
         session = Session(ws, room, single_pc=single_pc, ice_addresses=self.ice_addresses,
-                          ping_interval_s=self.ping_interval_s, ping_timeout_s=self.ping_timeout_s)
+                          ping_interval_s=self.ping_interval_s, ping_timeout_s=self.ping_timeout_s,
+                          low_latency_audio=self.low_latency_audio)
         part = Participant(grant=grant, link=session, auto_subscribe=params.auto_subscribe)
         log.info("%s joins room %s (%s, %s PC)", grant.identity, grant.room, params.sdk or "?",
                  "single" if single_pc else "dual")

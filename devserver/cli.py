@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 
 from .app import DevServer
+
+KEYS_ENV = "ROOMSCRIBE_DEVSERVER_KEYS"  # lets a parent pass keys without a visible command line
 
 
 def parse_keys(text: str) -> dict[str, str]:
@@ -32,13 +35,20 @@ def build_parser() -> argparse.ArgumentParser:
                                             "(not for production).")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7880, help="port (default 7880; 0 picks a free one)")
-    p.add_argument("--keys", type=parse_keys, default={"devkey": "secret"},
-                   help="API key pairs KEY:SECRET[,KEY:SECRET] (default devkey:secret)")
+    p.add_argument("--keys", type=parse_keys,
+                   default=parse_keys(os.environ.get(KEYS_ENV, "devkey:secret")),
+                   help=f"API key pairs KEY:SECRET[,KEY:SECRET] (default ${KEYS_ENV} or devkey:secret)")
     p.add_argument("--empty-timeout", type=float, default=20.0,
                    help="close rooms after this many seconds empty (default 20)")
     p.add_argument("--ice-addresses", default="loopback",
                    help="host candidates to offer: 'loopback' (default), 'local' (this machine's "
                         "own interface addresses) or a comma-separated list")
+    p.add_argument("--ping-interval", type=int, default=5, help="seconds between client pings")
+    p.add_argument("--ping-timeout", type=int, default=15, help="drop clients silent this long")
+    p.add_argument("--no-single-pc", action="store_true", help="404 on /rtc/v1 (clients fall back)")
+    p.add_argument("--no-dual-pc", action="store_true", help="404 on /rtc")
+    p.add_argument("--no-low-latency-audio", action="store_true",
+                   help="keep aiortc's own 4-frame audio jitter buffer")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -66,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aioice").setLevel(logging.WARNING)
     logging.getLogger("aiortc").setLevel(logging.WARNING)
     srv = DevServer(host=args.host, port=args.port, keys=args.keys, empty_timeout_s=args.empty_timeout,
-                    ice_addresses=args.ice_addresses, own_thread=False)
+                    ice_addresses=args.ice_addresses, own_thread=False,
+                    ping_interval_s=args.ping_interval, ping_timeout_s=args.ping_timeout,
+                    single_pc=not args.no_single_pc, dual_pc=not args.no_dual_pc,
+                    low_latency_audio=not args.no_low_latency_audio)
     try:
         import uvloop
 

@@ -14,7 +14,9 @@ import time
 
 import aiortc.rtp
 import numpy as np
+from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.utils import uint16_add
 
 log = logging.getLogger("devserver.relay")
 
@@ -98,6 +100,35 @@ class TrackRelay:
         self._task.cancel()
         for key in list(self.outputs):
             self.remove_output(key)
+
+
+class ImmediateAudioBuffer:
+    """Replaces aiortc's audio jitter buffer (which holds 4 frames, ~80 ms) for Opus.
+
+    Each Opus RTP packet is a whole frame, so it is handed to the decoder at once; late or
+    duplicate packets are dropped (the decoder conceals the gap). Same ``add()`` contract.
+    """
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+
+    def add(self, packet) -> tuple[bool, JitterFrame | None]:  # type: ignore[no-untyped-def]
+        seq = packet.sequence_number
+        if self._last is not None:
+            ahead = uint16_add(seq, -self._last)
+            if ahead == 0 or ahead >= 0x8000:  # duplicate or older than what we already sent
+                return False, None
+        self._last = seq
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+
+
+def use_immediate_audio_buffer(receiver) -> bool:  # type: ignore[no-untyped-def]
+    """Install :class:`ImmediateAudioBuffer` on an aiortc audio receiver (private attribute)."""
+    attr = "_RTCRtpReceiver__jitter_buffer"
+    if getattr(receiver, "_RTCRtpReceiver__kind", None) != "audio" or not hasattr(receiver, attr):
+        return False
+    setattr(receiver, attr, ImmediateAudioBuffer())
+    return True
 
 
 _MAX = 32767.0

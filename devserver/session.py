@@ -22,7 +22,8 @@ class Session:
     """Implements :class:`devserver.room.ParticipantLink` over a WebSocket and aiortc."""
 
     def __init__(self, ws: web.WebSocketResponse, room: Room, *, single_pc: bool,
-                 ice_addresses: tuple[str, ...], ping_interval_s: int, ping_timeout_s: int) -> None:
+                 ice_addresses: tuple[str, ...], ping_interval_s: int, ping_timeout_s: int,
+                 low_latency_audio: bool = True) -> None:
         self.ws = ws
         self.room = room
         self.single_pc = single_pc
@@ -31,6 +32,7 @@ class Session:
         self.participant: Participant | None = None
         self.media: MediaSession | None = None
         self._ice_addresses = ice_addresses
+        self._low_latency_audio = low_latency_audio
         self._out: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._relays: dict[str, TrackRelay] = {}  # msid track id -> relay
         self._closing = False
@@ -69,7 +71,7 @@ class Session:
             single_pc=self.single_pc, send=self.send, participant_sid=part.sid,
             ice_addresses=self._ice_addresses, on_track=self._on_track,
             on_unpublished=self._on_unpublished, on_data=self._on_data,
-            on_connected=lambda: self.room.mark_active(part))
+            on_connected=lambda: self.room.mark_active(part), low_latency=self._low_latency_audio)
         writer = asyncio.ensure_future(self._writer())
         watchdog = asyncio.ensure_future(self._watchdog())
         try:

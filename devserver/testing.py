@@ -65,9 +65,14 @@ def rms_dbfs(samples: np.ndarray) -> float:
 
 
 async def publish_tone(room: object, freq_hz: float = 440.0, *, amplitude: float = 0.5,
-                       rate: int = 48000, queue_size_ms: int = 20, name: str = "tone",
+                       rate: int = 48000, queue_size_ms: int = 200, name: str = "tone",
                        stop: asyncio.Event | None = None) -> None:
-    """Publish a microphone track playing a sine until cancelled or ``stop`` is set."""
+    """Publish a microphone track playing a sine until cancelled or ``stop`` is set.
+
+    The 200 ms source queue absorbs event-loop stalls of the publishing process (an in-process
+    server shares its GIL); a stall longer than the queue becomes silence at the receiver.
+    Latency measurements use ``queue_size_ms=20`` (see ``bench/devserver_latency.py``).
+    """
     from livekit import rtc
 
     source = rtc.AudioSource(rate, 1, queue_size_ms=queue_size_ms)

@@ -20,7 +20,7 @@ from aiortc.sdp import candidate_from_sdp
 from livekit.protocol import rtc as r
 
 from . import netpolicy
-from .relay import TrackRelay
+from .relay import TrackRelay, use_immediate_audio_buffer
 
 log = logging.getLogger("devserver.transport")
 
@@ -89,8 +89,9 @@ class MediaSession:
                  on_track: Callable[[object, str, str], None],
                  on_unpublished: Callable[[str], None],
                  on_data: Callable[[bytes, bool], None],
-                 on_connected: Callable[[], None]) -> None:
+                 on_connected: Callable[[], None], low_latency: bool = True) -> None:
         self.single_pc = single_pc
+        self._low_latency = low_latency
         self._send = send
         self._sid = participant_sid
         self._ice_addresses = ice_addresses
@@ -111,6 +112,7 @@ class MediaSession:
         # single PC: subscriptions waiting for a client m-line, and whether we asked for one
         self._pending: list[_Sub] = []
         self._sections_requested = False
+        self._release = False
         self._used_mids: set[str] = set()
         # dual PC: subscriber negotiation state
         self._sub_waiting_answer = False
@@ -140,6 +142,8 @@ class MediaSession:
                 track_id = self._msid_by_mid.get(mid or "", track.id)
                 if transceiver is not None:
                     self._published[track_id] = transceiver
+                    if self._low_latency:
+                        use_immediate_audio_buffer(transceiver.receiver)
                 self._on_track(track, track_id, mid or "")
 
             @pc.on("datachannel")
@@ -189,6 +193,7 @@ class MediaSession:
                 type="answer", sdp=local.sdp, id=offer.id, mid_to_track_id=mapping)))
             if self.single_pc:
                 self._sections_requested = False
+                self._release = False
                 self._request_sections()
 
     def _check_unpublished(self) -> None:
@@ -225,9 +230,12 @@ class MediaSession:
         self._pending = still
 
     def _request_sections(self) -> None:
-        """Ask the client for more recvonly m-lines (at most once per client offer)."""
-        if not self._pending or self._sections_requested or self._closed:
+        """Ask the client to re-offer (at most once per client offer): for more recvonly m-lines
+        when subscriptions wait for one, or with zero new lines so an unsubscribed m-line goes
+        inactive on the client before it could be confused with a later subscription."""
+        if not (self._pending or self._release) or self._sections_requested or self._closed:
             return
+        self._release = False
         audios = sum(1 for s in self._pending if s.relay.kind == "audio")
         videos = len(self._pending) - audios
         self._sections_requested = True
@@ -263,7 +271,10 @@ class MediaSession:
         if t is not None:
             t.sender.replaceTrack(None)
             t.direction = "recvonly" if self.single_pc else "inactive"
-            if not self.single_pc:
+            if self.single_pc:
+                self._release = True
+                self._request_sections()
+            else:
                 self._spawn(self._negotiate_sub())
 
     async def _negotiate_sub(self) -> None:

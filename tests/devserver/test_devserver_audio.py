@@ -130,3 +130,27 @@ async def test_rooms_are_isolated(connect) -> None:
     finally:
         for t in tasks:
             t.cancel()
+
+
+@pytest.mark.timeout(60)
+async def test_server_in_its_own_process(connect) -> None:
+    """``own_process=True`` runs ``python -m devserver``; audio and the RoomService work the same."""
+    from livekit import api
+
+    async with running_devserver(own_process=True, keys={"devkey": "secret"}) as srv:
+        b = await connect("bob", srv=srv)
+        a = await connect("alice", srv=srv, single_pc=False)
+        pub = asyncio.create_task(publish_tone(a, 440))
+        try:
+            track, _, _ = await asyncio.wait_for(b.first_track, 15)
+            assert_tone(await asyncio.wait_for(collect_audio(track, 1.0), 15))
+            lkapi = api.LiveKitAPI(srv.http_url, "devkey", "secret")
+            try:
+                parts = (await lkapi.room.list_participants(api.ListParticipantsRequest(room="r1"))).participants
+            finally:
+                await lkapi.aclose()
+            assert {p.identity for p in parts} == {"alice", "bob"}
+        finally:
+            pub.cancel()
+            await a.disconnect()
+            await b.disconnect()

@@ -215,3 +215,18 @@ async def test_relayed_track_drops_oldest_when_full() -> None:
         track.push(i)
     assert track.dropped == 15
     assert await track.recv() == 15
+
+
+def test_immediate_audio_buffer_orders_and_drops_late() -> None:
+    from aiortc.rtp import RtpPacket
+
+    from devserver.relay import ImmediateAudioBuffer
+
+    buf = ImmediateAudioBuffer()
+    out = []
+    for seq in (65534, 65535, 0, 65535, 2, 1, 3):
+        p = RtpPacket(sequence_number=seq, timestamp=seq * 960)
+        p._data = bytes([seq % 256])  # type: ignore[attr-defined]
+        _, frame = buf.add(p)
+        out.append(None if frame is None else frame.timestamp // 960)
+    assert out == [65534, 65535, 0, None, 2, None, 3]
