@@ -139,3 +139,23 @@ async def test_browser_sees_refusal_reason(server, page) -> None:
     err = await page.evaluate("([u, t]) => window.lkConnectError(u, t)",
                               [server.url, make_token("browser", "r1", secret="wrong")])
     assert err is not None and "signature is invalid" in err and "401" in err
+
+
+@pytest.mark.parametrize("single_pc", MODES)
+async def test_data_between_browser_and_python(server, connect, page, single_pc: bool) -> None:
+    py = await connect("python")
+    got: asyncio.Queue = asyncio.Queue()
+    py.on("data_received", got.put_nowait)
+    await page.evaluate("([u, t, s]) => window.lkJoin(u, t, s)",
+                        [server.url, make_token("browser", "r1"), single_pc])
+    await page.evaluate("window.lkListenData()")
+    await page.evaluate("window.lkPublishData('from-browser', true)")
+    pkt = await asyncio.wait_for(got.get(), 10)
+    assert (pkt.data, pkt.topic, pkt.participant.identity) == (b"from-browser", "web", "browser")
+    await asyncio.sleep(0.3)
+    for reliable in (True, False):
+        await py.local_participant.publish_data(f"from-python-{reliable}".encode(), reliable=reliable)
+    await page.wait_for_function("() => window.dataReceived.length >= 1", timeout=10000)
+    await asyncio.sleep(0.5)
+    texts = await page.evaluate("window.dataReceived.map(d => d.text + '@' + d.from)")
+    assert "from-python-True@python" in texts  # lossy may be dropped; reliable may not

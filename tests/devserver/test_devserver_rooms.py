@@ -60,11 +60,12 @@ async def test_validate_endpoints_and_wrong_room(server) -> None:
 
 
 @pytest.mark.timeout(60)
-async def test_join_leave_publish_unpublish_events(connect) -> None:
-    b = await connect("bob")
+@pytest.mark.parametrize("single_pc", [True, False], ids=["single-pc", "dual-pc"])
+async def test_join_leave_publish_unpublish_events(connect, single_pc: bool) -> None:
+    b = await connect("bob", single_pc=not single_pc)
     joined = wait_event(b, "participant_connected")
     published = wait_event(b, "track_published")
-    a = await connect("alice", single_pc=False)
+    a = await connect("alice", single_pc=single_pc)
     (p,) = await asyncio.wait_for(joined, 10)
     assert p.identity == "alice"
     source = rtc.AudioSource(48000, 1, queue_size_ms=20)
@@ -218,3 +219,25 @@ def test_token_helper_sets_expiry() -> None:
     claims = jwt.decode(make_token("x", "r", ttl_s=60), "secret", algorithms=["HS256"])
     assert claims["exp"] - claims["nbf"] <= 60 + 1
     assert datetime.datetime.fromtimestamp(claims["exp"]) > datetime.datetime.now()
+
+
+@pytest.mark.timeout(60)
+async def test_explicit_subscription_without_auto_subscribe(connect) -> None:
+    """How the project's hidden agent listens: auto_subscribe off, then subscribe to one track."""
+    from devserver.testing import collect_audio, peak_hz
+
+    agent = await connect("agent", auto_subscribe=False, hidden=True, can_publish=False)
+    published = wait_event(agent, "track_published")
+    user = await connect("user", can_subscribe=False, can_publish_sources=["microphone"])
+    pub = asyncio.create_task(publish_tone(user, 440))
+    try:
+        publication, who = await asyncio.wait_for(published, 10)
+        assert who.identity == "user"
+        await asyncio.sleep(1.0)
+        assert not agent.first_track.done()  # nothing arrives without asking
+        publication.set_subscribed(True)
+        track, _, _ = await asyncio.wait_for(agent.first_track, 10)
+        samples = await asyncio.wait_for(collect_audio(track, 0.5), 10)
+        assert abs(peak_hz(samples, 48000) - 440) <= 5
+    finally:
+        pub.cancel()
