@@ -47,7 +47,8 @@ class PipelineConfig:
     lead_in_s: float = 0.3  # digital silence prepended to every model input (steadier first words)
     min_interim_audio_s: float = 0.5  # no interim for less speech than this
     speculative_finals: bool = True  # start the final's decode when trailing silence begins
-    speculative_delay_s: float = 0.064  # silence before the speculative decode starts
+    speculative_delay_s: float = 0.1  # silence before the speculative decode starts
+    speculative_min_logprob: float = -0.7  # a less confident speculative result is redone
     word_timestamps: bool = False  # word times on finals (costs extra decoding work)
     max_pending_finals: int = 4  # per pipeline, before an "asr_backlog" notice (finals never drop)
     drop_notice_interval_s: float = 10.0  # of session audio between "interims_dropped" notices

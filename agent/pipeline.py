@@ -65,6 +65,7 @@ class _Utterance:
     final_done: bool = False
     final_event: FinalTranscript | None = None
     final_task: asyncio.Task | None = None
+    redo_audio: np.ndarray | None = None  # model input for a real final after a speculative one
 
 
 class TranscriptionPipeline:
@@ -119,6 +120,7 @@ class TranscriptionPipeline:
             "asr_errors": 0,
             "speculative_used": 0,  # finals whose decode started before the end was declared
             "speculative_wasted": 0,  # speculative decodes abandoned because speech resumed
+            "speculative_redone": 0,  # speculative results not trusted: a real final was run
         }
 
     # -- public API ----------------------------------------------------------------------------
@@ -224,9 +226,12 @@ class TranscriptionPipeline:
         self._current = None
         u.end, u.reason, u.ended_wall = b.sample, b.reason, time.perf_counter()
         u.audio_end = min(b.audio_end, self._audio.end)
+        audio = self._model_input(u.audio_start, u.audio_end)
         job = self._take_speculation(u)
-        if job is None:
-            job = self._submit_final(u, u.audio_end)
+        if job is not None:
+            u.redo_audio = audio  # kept in case the speculative result is not trusted
+        else:
+            job = self._submit_final(u, audio)
         if job is None:
             u.final_done = True
             self._drain()
@@ -234,10 +239,10 @@ class TranscriptionPipeline:
         u.final_task = self._spawn(self._run_final(u, job))
         self._check_backlog()
 
-    def _submit_final(self, u: _Utterance, audio_end: int) -> AsrJob | None:
+    def _submit_final(self, u: _Utterance, audio: np.ndarray) -> AsrJob | None:
         try:
             return self.engine.submit(
-                self._model_input(u.audio_start, audio_end),
+                audio,
                 final=True,
                 owner=self.owner,
                 word_timestamps=self.cfg.word_timestamps,
@@ -368,10 +373,14 @@ class TranscriptionPipeline:
             self._stats["asr_errors"] += 1
             self._notice("asr_error", f"transcription failed: {exc}", {"utterance_id": u.id})
             res = None
-        if res is None and job.kind is JobKind.SPECULATIVE:
-            # The speculative decode was dropped after all: fall back to a real final.
-            job2 = self._submit_final(u, u.audio_end)
-            res = await asyncio.wrap_future(job2.future) if job2 is not None else None
+        self._log_result(u, job, res)
+        if job.kind is JobKind.SPECULATIVE and not self._trust_speculative(res):
+            # Dropped after all, or unsure (it heard only a short tail): redo with all the audio.
+            self._stats["speculative_redone"] += 1
+            audio, u.redo_audio = u.redo_audio, None
+            job = self._submit_final(u, audio) if audio is not None else None
+            res = await asyncio.wrap_future(job.future) if job is not None else None
+            self._log_result(u, job, res)
         assert u.end is not None and u.reason is not None
         text = ""
         words = None
@@ -389,6 +398,23 @@ class TranscriptionPipeline:
             self._stats["empty_finals"] += 1
         u.final_done = True
         self._drain()
+
+    def _log_result(self, u: _Utterance, job: AsrJob | None, res: AsrResult | None) -> None:
+        if job is not None and res is not None and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s %s (%.2f s audio): %r %s", self.owner, u.id, job.kind.value, res.audio_s,
+                res.text,
+                [(round(g.avg_logprob, 2), round(g.no_speech_prob, 2), g.temperature)
+                 for g in res.segments],
+            )
+
+    def _trust_speculative(self, res: AsrResult | None) -> bool:
+        if res is None:
+            return False
+        return all(
+            seg.temperature == 0.0 and seg.avg_logprob >= self.cfg.speculative_min_logprob
+            for seg in res.segments
+        )
 
     def _session_words(self, u: _Utterance, segs) -> tuple[Word, ...]:
         """Word times in session seconds, clamped to the audio the model actually heard."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
 import time
@@ -79,9 +80,12 @@ async def main() -> None:
     ap.add_argument("--no-interims", action="store_true")
     ap.add_argument("--cpu-threads", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--encoder-window", default=AsrConfig.encoder_window, choices=["full", "adaptive"])
+    ap.add_argument("--max-batch", type=int, default=AsrConfig.max_batch)
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a PipelineConfig field, e.g. --set silence_hangover_s=0.5")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--show", action="store_true", help="print the finals of the first stream")
     args = ap.parse_args()
 
     kw = {"interims": not args.no_interims}
@@ -91,11 +95,14 @@ async def main() -> None:
         t = types[k]
         kw[k] = (v.lower() in ("1", "true", "yes")) if "bool" in str(t) else float(v)
     cfg = PipelineConfig(**kw)
-    engine = AsrEngine(AsrConfig(cpu_threads=args.cpu_threads, workers=args.workers))
+    engine = AsrEngine(AsrConfig(cpu_threads=args.cpu_threads, workers=args.workers,
+                                 encoder_window=args.encoder_window, max_batch=args.max_batch))
     await engine.start()
     audio, ref = scenario()
     # Warm-up call so the first measured final does not pay one-off costs.
     await engine.transcribe(audio[:16000].astype(np.float32) / 32768, final=True, owner="warmup")
+    load_before = os.getloadavg()[0]
+    cpu0 = time.process_time()
     t0 = time.perf_counter() + 0.05
     results = await asyncio.gather(*(run_stream(engine, cfg, audio, t0) for _ in range(args.streams)))
     from_end, from_det, wers, interims, dropped, notices = [], [], [], 0, 0, 0
@@ -112,9 +119,13 @@ async def main() -> None:
         interims += sum(isinstance(e, InterimTranscript) for _, e in events)
         notices += sum(isinstance(e, PipelineNotice) for _, e in events)
         dropped += stats["interims_dropped"]
+    st = engine.stats
+    calls = sum(st[k] for k in ("finals_completed", "interims_completed", "speculative_completed"))
     out = {
         "streams": args.streams,
-        "config": kw,
+        "loadavg_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "cpus": os.cpu_count(),
+        "config": {**kw, "encoder_window": args.encoder_window, "max_batch": args.max_batch},
         "audio_s_per_stream": round(audio.size / 16000, 2),
         "finals": len(from_det),
         "latency_from_speech_end_s": {
@@ -131,9 +142,16 @@ async def main() -> None:
         "interims_emitted": interims,
         "interims_dropped": dropped,
         "notices": notices,
-        "engine": engine.stats,
+        "model_calls": calls,
+        "model_wall_s_per_call": round(st["busy_s"] / max(1, calls), 3),
+        "process_cpu_s_per_call": round((time.process_time() - cpu0) / max(1, calls), 3),
+        "engine": st,
     }
     await engine.close()
+    if args.show:
+        for w, e in results[0][0]:
+            if isinstance(e, FinalTranscript):
+                print(f"  final {e.start:6.2f}-{e.end:6.2f} +{w - (t0 + e.end):.3f}s {e.text}")
     if args.json:
         print(json.dumps(out))
     else:
