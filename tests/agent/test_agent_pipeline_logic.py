@@ -20,8 +20,9 @@ pytestmark = pytest.mark.timeout(30)
 class FakeBackend:
     """Says how much audio it heard; optional delay per call."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, speculative_logprob: float = -0.1) -> None:
         self.delay = delay
+        self.speculative_logprob = speculative_logprob
         self.calls: list[tuple[str, float]] = []
 
     def load(self) -> None:
@@ -33,13 +34,14 @@ class FakeBackend:
             time.sleep(self.delay)
             secs = len(j.audio) / 16000
             self.calls.append((j.kind.value, secs))
-            seg = AsrSegment(f"heard {secs:.2f} seconds", 0.0, secs, -0.1, 0.01, 1.0, 0.0)
+            lp = self.speculative_logprob if j.kind.value == "speculative" else -0.1
+            seg = AsrSegment(f"heard {secs:.2f} seconds", 0.0, secs, lp, 0.01, 1.0, 0.0)
             out.append(AsrResult(segments=(seg,), audio_s=secs, infer_s=self.delay))
         return out
 
 
-async def _engine(delay: float = 0.0) -> tuple[AsrEngine, FakeBackend]:
-    backend = FakeBackend(delay)
+async def _engine(delay: float = 0.0, **kw) -> tuple[AsrEngine, FakeBackend]:
+    backend = FakeBackend(delay, **kw)
     eng = AsrEngine(AsrConfig(), backend=backend)
     await eng.start()
     return eng, backend
@@ -62,6 +64,23 @@ async def test_speculative_final_is_used_when_silence_lasts():
     assert len([e for e in events if isinstance(e, FinalTranscript)]) == 1
     kinds = [k for k, _ in backend.calls]
     assert p.stats["speculative_used"] == 1 and kinds.count("final") == 0, backend.calls
+
+
+async def test_unsure_speculative_final_is_redone_with_all_audio():
+    eng, backend = await _engine(speculative_logprob=-0.9)
+    events = []
+    p = TranscriptionPipeline(eng, PipelineConfig(interims=False), events.append)
+    await feed_paced(p, _speech_pause_speech(0.0), 16000, speed=float("inf"))
+    await p.finish()
+    await eng.close()
+    check_event_order(events)
+    (final,) = [e for e in events if isinstance(e, FinalTranscript)]
+    assert p.stats["speculative_redone"] == 1
+    spec_heard = [s for k, s in backend.calls if k == "speculative"][0]
+    final_heard = [s for k, s in backend.calls if k == "final"][0]
+    # The redo heard the whole utterance plus the hangover, more than the speculative prefix.
+    assert final_heard > spec_heard + 0.1
+    assert final.text == f"heard {final_heard:.2f} seconds"
 
 
 async def test_speculative_final_is_abandoned_when_speech_resumes():
