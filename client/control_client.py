@@ -237,10 +237,10 @@ class ControlClient:
         await self.flush()
         if self.session_state is SessionState.ACTIVE:
             self.session_state = SessionState.STOPPING
-            link = await self._wait_connected()
-            with contextlib.suppress(ConnectionLost):
-                await self._send(link, {"type": "session.stop", "id": self._new_id("stop")})
-            # If the link drops now, the resume on the next link sends session.stop again.
+            # Sent now if the link is up; every later link resumes the session and sends it again.
+            if self._connected.is_set() and self._link is not None:
+                with contextlib.suppress(ConnectionLost):
+                    await self._send_stop(self._link)
         await asyncio.shield(ended)
 
     async def refresh_token(self) -> Event:
@@ -310,7 +310,9 @@ class ControlClient:
         while True:
             if self._fatal is not None:
                 raise self._fatal
-            if self.connection_state is ConnectionState.CLOSING or self._supervisor is None:
+            if self._supervisor is None:
+                raise ClientError("not connected: call connect() first")
+            if self.connection_state is ConnectionState.CLOSING:
                 raise GaveUp("the client is closed")
             if self._connected.is_set() and self._link is not None:
                 return self._link
@@ -420,8 +422,8 @@ class ControlClient:
         if self.session_state in _LIVE:
             self._open_audio()
         if self.session_state is SessionState.STOPPING:
-            await self.flush()
-            await self._send(link, {"type": "session.stop", "id": self._new_id("stop")})
+            await self.flush()  # the audio the stop must follow
+            await self._send_stop(link)
 
     async def _resume(self, link: Link) -> None:
         resumed_from = self.session_state
@@ -446,22 +448,26 @@ class ControlClient:
         """The server no longer has the session (grace period over, or it ended while we were away)."""
         lost_id = self.session_id
         if was is SessionState.STOPPING or not self.options.restart_lost_session:
-            self._end_session(SessionEnded(raw={"type": "session.ended", "session_id": lost_id, "reason": "lost"},
-                                           session_id=lost_id or "", reason="lost"))
-            self._publish_notice("session.lost", f"session {lost_id} could not be resumed", session_id=lost_id)
-            return
+            return self._lose_session(f"session {lost_id} could not be resumed")
         assert self._start_request is not None
         try:
             await self._request(link, self._start_request)
         except ServerError as error:
-            self._end_session(SessionEnded(raw={"type": "session.ended", "session_id": lost_id, "reason": "lost"},
-                                           session_id=lost_id or "", reason="lost"))
-            self._publish_notice("session.lost", f"session {lost_id} was lost and a new one was refused: {error}")
-            return
+            return self._lose_session(f"session {lost_id} could not be resumed and a new one was refused: {error}")
         self.stats.sessions_restarted += 1
         self.session_state = SessionState.ACTIVE
         self._publish_notice("session.restarted", f"session {lost_id} could not be resumed; started {self.session_id}",
                              lost_session_id=lost_id, session_id=self.session_id)
+
+    def _lose_session(self, message: str) -> None:
+        """End the session locally (reason `lost`): events after `last_seq` may be missing."""
+        lost_id = self.session_id or ""
+        self._end_session(SessionEnded(raw={"type": "session.ended", "session_id": lost_id, "reason": "lost"},
+                                       session_id=lost_id, reason="lost"))
+        self._publish_notice("session.lost", message, session_id=lost_id, last_seq=self.last_seq)
+
+    async def _send_stop(self, link: Link) -> None:
+        await self._send(link, {"type": "session.stop", "id": self._new_id("stop")})
 
     async def _renew(self, link: Link, subscription: Subscription) -> None:
         self._subscriptions.pop(subscription.id, None)
