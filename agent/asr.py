@@ -177,6 +177,7 @@ class AsrEngine:
         self._threads: list[threading.Thread] = []
         self._started = False
         self._busy_s = 0.0
+        self._batches = 0  # model calls (a batch is one call)
         self._lock = threading.Lock()
 
     async def start(self) -> None:
@@ -270,6 +271,7 @@ class AsrEngine:
     def stats(self) -> dict:
         s = self.scheduler.snapshot()
         s["busy_s"] = round(self._busy_s, 3)
+        s["batches"] = self._batches
         return s
 
     def _worker(self) -> None:
@@ -294,6 +296,7 @@ class AsrEngine:
             finally:
                 with self._lock:
                     self._busy_s += time.perf_counter() - t0
+                    self._batches += 1
                 self.scheduler.done(batch)
 
 

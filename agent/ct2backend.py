@@ -7,7 +7,11 @@ windows of several jobs (several pipelines) as one batch: one encode, one genera
 
 Whisper was trained on 30-s windows, so very short windows degrade it (looping output was seen
 with a 4-s window for 2.5 s of speech); keep `min_encoder_s` conservative and re-measure WER
-when changing it. Finals that need word timestamps use the full faster-whisper path.
+when changing it. Measured on 276 asterisk prompts (tiny.en int8, beam 1, finals settings, WER
+without number normalisation): full window 10.8% at 0.61 CPU-s/clip; min 10 s 11.2% at 0.17;
+min 5 s 14.4%; min 3 s 14.4%; min 10 s batched by 4: 11.6% at 0.14. On 20 chunks of 10-15 s the
+full and 10-s-minimum windows gave identical transcripts (9.4% WER) at 0.69 vs 0.32 CPU-s.
+Finals that need word timestamps use the full faster-whisper path.
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
 """One audio stream → transcription events.
 
 frames → StreamingResampler (16 kHz mono) → StreamingVad (per 32 ms window) → Segmenter
-(utterance boundaries) → AsrEngine jobs (interims while speaking, one final per utterance) →
-text guards → events, emitted on the event loop in order. Utterances never interleave in the
-event stream: the next utterance's SpeechStarted waits until the previous one's SpeechEnded.
+(utterance boundaries) → AsrEngine jobs → text guards → events, emitted on the event loop in
+order. Utterances never interleave in the event stream: the next utterance's SpeechStarted waits
+until the previous one's SpeechEnded.
+
+Jobs per utterance: an interim every `interim_interval_s` of speech (never while the speech is
+trailing off), a *speculative* final as soon as `speculative_delay_s` of trailing silence is
+seen (so the result is usually ready when the hangover ends the utterance; abandoned if speech
+resumes, redone with the whole audio if unsure), else a final at the end of the utterance.
 """
 
 from __future__ import annotations
@@ -119,7 +124,7 @@ class TranscriptionPipeline:
             "interims_skipped": 0,  # stale at dispatch or superseded by the final: nothing lost
             "asr_errors": 0,
             "speculative_used": 0,  # finals whose decode started before the end was declared
-            "speculative_wasted": 0,  # speculative decodes abandoned because speech resumed
+            "speculative_wasted": 0,  # speculative decodes that ran but whose speech resumed
             "speculative_redone": 0,  # speculative results not trusted: a real final was run
         }
 
@@ -288,8 +293,8 @@ class TranscriptionPipeline:
     def _abandon_speculation(self, u: _Utterance) -> None:
         job, u.spec_job, u.spec_token = u.spec_job, None, None
         u.spec_silence = None
-        if job is not None:
-            job.future.cancel()  # no effect once running; its result is then ignored
+        # cancel() has no effect once the decode runs; its result is then ignored (wasted work).
+        if job is not None and not job.future.cancel():
             self._stats["speculative_wasted"] += 1
 
     def _take_speculation(self, u: _Utterance) -> AsrJob | None:

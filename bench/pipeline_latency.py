@@ -57,8 +57,10 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-async def run_stream(engine, cfg, audio, t0, frame_ms=20):
+async def run_stream(engine, cfg, audio, t0, frame_ms=20, offset_s=0.0):
     events: list[tuple[float, object]] = []
+    await asyncio.sleep(max(0.0, t0 + offset_s - time.perf_counter()))
+    t0 += offset_s
     p = TranscriptionPipeline(engine, cfg, lambda e: events.append((time.perf_counter(), e)))
     step = 16000 * frame_ms // 1000
     for k, i in enumerate(range(0, audio.size, step)):
@@ -71,7 +73,7 @@ async def run_stream(engine, cfg, audio, t0, frame_ms=20):
     stats = p.stats
     det = p.final_latencies
     await p.aclose()
-    return events, stats, det
+    return events, stats, det, t0
 
 
 async def main() -> None:
@@ -84,6 +86,7 @@ async def main() -> None:
     ap.add_argument("--max-batch", type=int, default=AsrConfig.max_batch)
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a PipelineConfig field, e.g. --set silence_hangover_s=0.5")
+    ap.add_argument("--synchronous", action="store_true", help="start all streams together")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--show", action="store_true", help="print the finals of the first stream")
     args = ap.parse_args()
@@ -104,15 +107,19 @@ async def main() -> None:
     load_before = os.getloadavg()[0]
     cpu0 = time.process_time()
     t0 = time.perf_counter() + 0.05
-    results = await asyncio.gather(*(run_stream(engine, cfg, audio, t0) for _ in range(args.streams)))
+    # Streams start staggered (as real talkers would) unless --synchronous.
+    stagger = 0.0 if args.synchronous else audio.size / 16000 / max(1, args.streams) / 3
+    results = await asyncio.gather(
+        *(run_stream(engine, cfg, audio, t0, offset_s=k * stagger) for k in range(args.streams))
+    )
     from_end, from_det, wers, interims, dropped, notices = [], [], [], 0, 0, 0
     import jiwer
 
-    for events, stats, det in results:
+    for events, stats, det, t_start in results:
         finals = [(w, e) for w, e in events if isinstance(e, FinalTranscript)]
         for w, e in finals:
             if e.reason == "silence":
-                from_end.append(w - (t0 + e.end))
+                from_end.append(w - (t_start + e.end))
         from_det += det
         hyp = " ".join(e.text for _, e in finals)
         wers.append(jiwer.wer(_norm(ref), _norm(hyp)))
@@ -142,16 +149,18 @@ async def main() -> None:
         "interims_emitted": interims,
         "interims_dropped": dropped,
         "notices": notices,
-        "model_calls": calls,
-        "model_wall_s_per_call": round(st["busy_s"] / max(1, calls), 3),
-        "process_cpu_s_per_call": round((time.process_time() - cpu0) / max(1, calls), 3),
+        "jobs": calls,
+        "model_calls": st["batches"],
+        "model_wall_s_per_call": round(st["busy_s"] / max(1, st["batches"]), 3),
+        "process_cpu_s_per_job": round((time.process_time() - cpu0) / max(1, calls), 3),
         "engine": st,
     }
     await engine.close()
     if args.show:
-        for w, e in results[0][0]:
+        events0, t_start0 = results[0][0], results[0][3]
+        for w, e in events0:
             if isinstance(e, FinalTranscript):
-                print(f"  final {e.start:6.2f}-{e.end:6.2f} +{w - (t0 + e.end):.3f}s {e.text}")
+                print(f"  final {e.start:6.2f}-{e.end:6.2f} +{w - (t_start0 + e.end):.3f}s {e.text}")
     if args.json:
         print(json.dumps(out))
     else:
