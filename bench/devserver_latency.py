@@ -161,7 +161,9 @@ async def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     proc, url = await start_server()
     try:
-        print(f"dev server at {url} (pid {proc.pid}), {os.cpu_count()} CPUs")
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"dev server at {url} (pid {proc.pid}), {os.cpu_count()} CPUs, load average {load}"
+              " (other work on the machine inflates both numbers)")
         lat = await measure_latency(url, args.bursts)
         if lat:
             q = statistics.quantiles(lat, n=10) if len(lat) >= 2 else lat

@@ -266,11 +266,21 @@ class DevServer:
         # ``room`` is a dev-server extension: LiveKit takes the room from the token alone.
         return self.auth.verify_join(token, request.query.get("room") or None)
 
+    def _room_full(self, grant: JoinGrant) -> AuthError | None:
+        room = self.rooms.get(grant.room)
+        if (room is not None and not room.closed and room.max_participants
+                and len(room.participants) >= room.max_participants
+                and grant.identity not in room.participants):
+            return AuthError(403, f"room {room.name!r} is full ({room.max_participants} participants)")
+        return None
+
     async def _validate(self, request: web.Request, single_pc: bool) -> web.Response:
         if not self._path_enabled(single_pc):
             return web.Response(status=404, text="404 page not found")
         try:
-            self._grant(request)
+            full = self._room_full(self._grant(request))
+            if full is not None:
+                raise full
         except AuthError as exc:
             return web.Response(status=exc.status, text=exc.reason)
         return web.Response(text="success")
@@ -298,6 +308,9 @@ class DevServer:
             return web.Response(status=exc.status, text=exc.reason)
         except JoinParamsError as exc:
             return web.Response(status=400, text=str(exc))
+        full = self._room_full(grant)
+        if full is not None:
+            return web.Response(status=full.status, text=full.reason)
         room = self.rooms.get_or_create(grant.room)
         ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024)
         await ws.prepare(request)

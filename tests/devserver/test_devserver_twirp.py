@@ -108,3 +108,12 @@ async def test_errors_and_permissions(server, lkapi) -> None:
         async with http.post(server.http_url + "/twirp/livekit.RoomService/Nope", json={},
                              headers={"Authorization": f"Bearer {token}"}) as resp:
             assert resp.status == 404 and (await resp.json())["code"] == "bad_route"
+
+
+@pytest.mark.timeout(30)
+async def test_max_participants_from_create_room(lkapi, connect) -> None:
+    await lkapi.room.create_room(api.CreateRoomRequest(name="tiny", max_participants=1))
+    await connect("alice", "tiny")
+    with pytest.raises(rtc.ConnectError) as info:
+        await connect("bob", "tiny")
+    assert "403" in str(info.value) and "is full" in str(info.value)
