@@ -35,8 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "(not for production).")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7880, help="port (default 7880; 0 picks a free one)")
-    p.add_argument("--keys", type=parse_keys,
-                   default=parse_keys(os.environ.get(KEYS_ENV, "devkey:secret")),
+    p.add_argument("--keys", type=parse_keys, default=os.environ.get(KEYS_ENV, "devkey:secret"),
                    help=f"API key pairs KEY:SECRET[,KEY:SECRET] (default ${KEYS_ENV} or devkey:secret)")
     p.add_argument("--empty-timeout", type=float, default=20.0,
                    help="close rooms after this many seconds empty (default 20)")

@@ -230,3 +230,24 @@ def test_immediate_audio_buffer_orders_and_drops_late() -> None:
         _, frame = buf.add(p)
         out.append(None if frame is None else frame.timestamp // 960)
     assert out == [65534, 65535, 0, None, 2, None, 3]
+
+
+async def test_mute_is_announced() -> None:
+    room = Room("r", empty_timeout_s=60)
+    bob, bob_link = join(room, "bob")
+    alice, _ = join(room, "alice")
+    sid = publish(room, alice)
+    room.set_muted(alice, sid, True)
+    assert bob_link.updates()[-1].tracks[0].muted
+    room.unpublish(alice.publications[sid])
+    assert bob_link.updates()[-1].tracks == [] and bob_link.unsubscribed == [sid]
+
+
+def test_cli_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    from devserver.cli import KEYS_ENV, build_parser
+
+    assert build_parser().parse_args(["--keys", "a:x,b:y"]).keys == {"a": "x", "b": "y"}
+    monkeypatch.setenv(KEYS_ENV, "k:s")
+    assert build_parser().parse_args([]).keys == {"k": "s"}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--keys", "nosecret"])
