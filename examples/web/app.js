@@ -1,0 +1,911 @@
+// roomscribe web example: the microphone → LiveKit (or the ws fallback) → live transcripts.
+//
+// Control protocol: docs/protocol.md. Plain ES module, no build step. The LiveKit browser SDK is
+// the UMD build loaded by index.html from /vendor/livekit-client/ (window.LivekitClient).
+
+const LK = window.LivekitClient || null;
+const params = new URLSearchParams(location.search);
+const $ = (id) => document.getElementById(id);
+
+const PCM_FORMAT = { encoding: 'pcm_s16le', sample_rate: 16000, channels: 1 };
+const MAX_BUFFERED_FRAMES = 500; // 10 s of 20 ms frames kept while the control socket is down
+const PING_EVERY_MS = 10000;
+const PONG_TIMEOUT_MS = 8000;
+
+const AUTH_HINTS = {
+  'auth.missing_token': 'No control token was sent.',
+  'auth.malformed_token': 'The control token is not a valid token — check the ?token= value.',
+  'auth.bad_signature': 'The control token was not signed by this server — make a new one with `roomscribe token --user NAME`.',
+  'auth.token_expired': 'The control token has expired — make a new one with `roomscribe token --user NAME`.',
+};
+
+const ENDED_REASONS = {
+  stopped: 'The session has ended.',
+  replaced: 'This session was replaced: the same user started a session somewhere else (another tab or device).',
+  resumed_elsewhere: 'This session continued in another tab or device.',
+  server_shutdown: 'The server is shutting down; the session has ended.',
+  grace_expired: 'The session expired while the page was disconnected.',
+};
+
+/** An error to show on the page; `fatal` ones stop retrying. */
+class PageError extends Error {
+  constructor(code, message, { fatal = false } = {}) {
+    super(message);
+    this.code = code;
+    this.fatal = fatal;
+  }
+}
+
+const state = {
+  phase: 'idle', // idle | starting | running | reconnecting | stopping | ended | failed
+  transport: params.get('transport') === 'ws' ? 'ws' : 'livekit',
+  token: params.get('token') || null,
+  tokenSource: params.get('token') ? 'url' : null,
+  user: null,
+  ws: null,
+  control: 'disconnected', // disconnected | connecting | connected | reconnecting
+  hello: null,
+  sessionId: null,
+  sessionTransport: null,
+  sessionReady: false,
+  lastSeq: 0,
+  resumes: 0,
+  reconnectAttempt: 0,
+  reconnectTimer: null,
+  pingTimer: null,
+  pongDeadline: null,
+  requestNo: 0,
+  pendingStartId: null,
+  // LiveKit
+  lk: null, // {url, room, identity, token, expires_at, publish_gating}
+  lkToken: null,
+  lkState: 'off',
+  room: null,
+  lkTrack: null, // the MediaStreamTrack (a clone of the mic) published into the current room
+  lkPub: null,
+  publishWanted: false,
+  publishChain: Promise.resolve(),
+  lkReconnectTimer: null,
+  lkAttempt: 0,
+  // audio
+  micStream: null,
+  micTrack: null,
+  audioCtx: null,
+  micNode: null,
+  pcmQueue: [],
+  framesSent: 0,
+  level: 0,
+  // local VAD (publish_gating "vad")
+  vad: { floor: -60, speaking: false, above: 0, below: 0, sent: null },
+  // transcript
+  seenFinals: new Set(),
+  interimUtterance: null,
+};
+
+// What the tests (and the curious) can read: every interim shown, every final, every error.
+window.roomscribe = { state, interims: [], finals: [], errors: [], events: [], statuses: [] };
+
+// ---------------------------------------------------------------- view ---------------------------
+
+function log(text, kind = 'info') {
+  const li = document.createElement('li');
+  li.textContent = `${new Date().toLocaleTimeString()}  ${text}`;
+  if (kind === 'error') li.className = 'err';
+  const list = $('log');
+  list.appendChild(li);
+  while (list.children.length > 300) list.removeChild(list.firstChild);
+}
+
+function showError(message, code = 'error') {
+  const el = $('error');
+  el.textContent = message;
+  el.hidden = false;
+  el.dataset.code = code;
+  window.roomscribe.errors.push({ code, message, t: Date.now() });
+  log(`error: ${message}`, 'error');
+}
+
+function clearError() {
+  $('error').hidden = true;
+  $('error').textContent = '';
+}
+
+function showNotice(message) {
+  const el = $('notice');
+  el.textContent = message || '';
+  el.hidden = !message;
+}
+
+function setStatus(text, dot = 'idle') {
+  $('status').textContent = text;
+  $('status-dot').className = `dot ${dot}`;
+  window.roomscribe.statuses.push(text);
+}
+
+function render() {
+  const running = !['idle', 'ended', 'failed'].includes(state.phase);
+  $('start').hidden = running;
+  $('stop').hidden = !running;
+  $('stop').disabled = state.phase === 'stopping';
+  $('start').textContent = state.phase === 'idle' ? 'Start' : 'Start again';
+  $('transport-ws').disabled = running;
+
+  const control = {
+    disconnected: 'not connected',
+    connecting: 'connecting…',
+    connected: `connected${state.hello ? ` as ${state.hello.user}` : ''}`,
+    reconnecting: `reconnecting… (attempt ${state.reconnectAttempt})`,
+  }[state.control];
+  $('pill-control').textContent = control;
+  $('pill-session').textContent = state.sessionId
+    ? `${state.sessionReady ? 'live' : 'resuming'} · ${state.sessionId}${state.resumes ? ` · resumed ×${state.resumes}` : ''}`
+    : state.phase === 'starting' ? 'starting…' : 'none';
+  if (state.transport === 'ws') {
+    $('pill-media').textContent = `WebSocket PCM 16 kHz${state.framesSent ? ` · ${(state.framesSent / 50).toFixed(0)} s sent` : ''}`;
+  } else {
+    $('pill-media').textContent = `LiveKit · ${state.lkState}`;
+  }
+  let mic = 'off';
+  if (state.micTrack && state.micTrack.readyState === 'live') {
+    if (state.transport === 'ws') mic = state.sessionReady ? 'streaming' : 'on';
+    else if (state.lkPub && !state.lkPub.isMuted) mic = 'published';
+    else if (state.lkPub) mic = 'muted (waiting for speech)';
+    else mic = state.publishWanted ? 'publishing…' : 'on, not published';
+  }
+  $('pill-mic').textContent = mic;
+  $('empty').hidden = $('finals').children.length > 0 || !!$('interim').textContent;
+}
+
+function fmtSeconds(s) {
+  return typeof s === 'number' ? `${s.toFixed(1)} s` : '';
+}
+
+function showInterim(msg) {
+  const key = `${state.sessionId}:${msg.utterance_id}`;
+  if (state.seenFinals.has(key)) return; // late interim of a finished utterance
+  state.interimUtterance = key;
+  $('interim').textContent = msg.text;
+  window.roomscribe.interims.push({ text: msg.text, utterance_id: msg.utterance_id, seq: msg.seq, t: Date.now() });
+  render();
+}
+
+function clearInterim(key) {
+  if (!key || state.interimUtterance === key) {
+    $('interim').textContent = '';
+    state.interimUtterance = null;
+  }
+}
+
+function addFinal(msg) {
+  const key = `${state.sessionId}:${msg.utterance_id}`;
+  if (state.seenFinals.has(key)) return; // never shown twice (resume replays, duplicates)
+  state.seenFinals.add(key);
+  const when = new Date();
+  const li = document.createElement('li');
+  li.className = 'final';
+  li.dataset.utterance = msg.utterance_id;
+  li.dataset.seq = msg.seq;
+  li.dataset.session = state.sessionId;
+  const time = document.createElement('time');
+  time.dateTime = when.toISOString();
+  time.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  time.title = `${fmtSeconds(msg.start)} – ${fmtSeconds(msg.end)} of session audio (${msg.reason || 'final'})`;
+  const text = document.createElement('span');
+  text.className = 'text';
+  if (msg.participant) {
+    const who = document.createElement('span');
+    who.className = 'who';
+    who.textContent = msg.participant;
+    text.appendChild(who);
+  }
+  text.appendChild(document.createTextNode(msg.text));
+  li.append(time, text);
+  $('finals').appendChild(li);
+  li.scrollIntoView({ block: 'nearest' });
+  window.roomscribe.finals.push({ text: msg.text, utterance_id: msg.utterance_id, seq: msg.seq, session_id: state.sessionId, t: when.getTime() });
+  clearInterim(key);
+  render();
+}
+
+function setMeter(rms) {
+  const db = 20 * Math.log10(Math.max(rms, 1e-6));
+  const pct = Math.max(0, Math.min(100, ((db + 60) / 60) * 100));
+  $('meter').style.width = `${pct.toFixed(0)}%`;
+  state.level = db;
+}
+
+// ---------------------------------------------------------------- control token ------------------
+
+function randomUser() {
+  const bytes = new Uint8Array(3);
+  crypto.getRandomValues(bytes);
+  return `web-${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
+}
+
+async function acquireToken() {
+  if (state.tokenSource === 'url') return;
+  state.user = state.user || params.get('user') || randomUser();
+  let res;
+  try {
+    res = await fetch(`/dev/token?user=${encodeURIComponent(state.user)}`, { cache: 'no-store' });
+  } catch (e) {
+    throw new PageError('server_unreachable', `Cannot reach the roomscribe server at ${location.host}. Is it running?`);
+  }
+  if (res.status === 404) {
+    throw new PageError(
+      'no_token',
+      'No control token. Open this page with ?token=<control token> (make one with `roomscribe token --user NAME`). ' +
+        'Without one, tokens come from /dev/token, which only works while the server runs in dev mode.',
+      { fatal: true },
+    );
+  }
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok || !body.token) {
+    const err = body.error || {};
+    throw new PageError(err.code || 'dev_token', `Could not get a development token: ${err.message || `HTTP ${res.status}`}.`, { fatal: true });
+  }
+  state.token = body.token;
+  state.tokenSource = 'dev';
+  log(`got a development control token for user ${body.user}`);
+}
+
+// ---------------------------------------------------------------- control socket -----------------
+
+function controlUrl() {
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${proto}//${location.host}/v1/control?token=${encodeURIComponent(state.token)}`;
+}
+
+/** Browsers hide why a WebSocket upgrade failed; ask the same URL over plain HTTP to find out. */
+async function explainSocketFailure() {
+  let res;
+  try {
+    res = await fetch(`/v1/control?token=${encodeURIComponent(state.token)}`, { cache: 'no-store' });
+  } catch (e) {
+    return new PageError('server_unreachable', `Cannot reach the roomscribe server at ${location.host}. Is it running?`);
+  }
+  if (res.status === 401) {
+    const body = await res.json().catch(() => ({}));
+    const err = body.error || {};
+    const hint = AUTH_HINTS[err.code] || '';
+    return new PageError(err.code || 'auth', `The server refused the control token: ${err.message || 'unauthorised'} (${err.code || 'HTTP 401'}). ${hint}`.trim(), {
+      fatal: true,
+    });
+  }
+  return new PageError('control_failed', `The control socket could not be opened (the server answered HTTP ${res.status}).`);
+}
+
+function connectControl() {
+  return new Promise((resolve, reject) => {
+    let ws;
+    try {
+      ws = new WebSocket(controlUrl());
+    } catch (e) {
+      reject(new PageError('control_failed', `Cannot open the control socket: ${e.message}`, { fatal: true }));
+      return;
+    }
+    ws.binaryType = 'arraybuffer';
+    state.ws = ws;
+    let helloSeen = false;
+    ws.onmessage = (ev) => {
+      if (typeof ev.data !== 'string') return; // echoed audio (not requested)
+      let msg;
+      try {
+        msg = JSON.parse(ev.data);
+      } catch (e) {
+        log('the server sent something that is not JSON', 'error');
+        return;
+      }
+      if (msg.type === 'hello' && !helloSeen) {
+        helloSeen = true;
+        state.hello = msg;
+        resolve(msg);
+      }
+      onControlMessage(msg);
+    };
+    ws.onclose = async (ev) => {
+      if (state.ws === ws) state.ws = null;
+      stopPings();
+      if (!helloSeen) {
+        reject(await explainSocketFailure());
+        return;
+      }
+      onControlClosed(ev);
+    };
+  });
+}
+
+function send(message) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+    state.ws.send(JSON.stringify(message));
+    return true;
+  }
+  return false;
+}
+
+function nextId(prefix) {
+  state.requestNo += 1;
+  return `${prefix}-${state.requestNo}`;
+}
+
+function startPings() {
+  stopPings();
+  state.pingTimer = setInterval(() => {
+    if (state.pongDeadline && Date.now() > state.pongDeadline) {
+      log('no answer from the server for a while; reconnecting', 'error');
+      if (state.ws) state.ws.close(4000, 'no pong');
+      return;
+    }
+    if (send({ type: 'ping', id: nextId('ping') }) && !state.pongDeadline) state.pongDeadline = Date.now() + PONG_TIMEOUT_MS;
+  }, PING_EVERY_MS);
+}
+
+function stopPings() {
+  clearInterval(state.pingTimer);
+  state.pingTimer = null;
+  state.pongDeadline = null;
+}
+
+function sendSessionStart() {
+  const id = nextId('start');
+  state.pendingStartId = id;
+  const msg = { type: 'session.start', id, protocol: 1, transport: state.transport };
+  if (state.sessionId) {
+    msg.resume = { session_id: state.sessionId, last_seq: state.lastSeq };
+    log(`resuming session ${state.sessionId} after event ${state.lastSeq}`);
+  } else if (state.transport === 'ws') {
+    msg.audio = PCM_FORMAT;
+  }
+  send(msg);
+}
+
+function onControlMessage(msg) {
+  window.roomscribe.events.push(msg);
+  if (typeof msg.seq === 'number' && msg.type !== 'session.ready') {
+    if (msg.seq <= state.lastSeq) return; // already seen (a replay after resume)
+    state.lastSeq = msg.seq;
+  }
+  switch (msg.type) {
+    case 'hello':
+      log(`connected as ${msg.user}; transports ${msg.transports.join(', ')}`);
+      break;
+    case 'session.ready':
+      onSessionReady(msg);
+      break;
+    case 'speech.start':
+      setStatus('Hearing speech…', 'live');
+      break;
+    case 'transcript.interim':
+      showInterim(msg);
+      break;
+    case 'transcript.final':
+      addFinal(msg);
+      break;
+    case 'speech.end':
+      clearInterim(`${state.sessionId}:${msg.utterance_id}`);
+      if (state.phase === 'running') setStatus(listeningText(), 'live');
+      break;
+    case 'publish.start':
+      log(`server: publish the microphone (${msg.reason || ''})`);
+      state.publishWanted = true;
+      applyPublish();
+      break;
+    case 'publish.stop':
+      log(`server: stop publishing (${msg.reason || ''})`);
+      state.publishWanted = false;
+      applyPublish();
+      if (msg.reason === 'inactivity') showNotice('No speech for a while: the microphone is muted until you speak again.');
+      break;
+    case 'token':
+      onLiveKitToken(msg.token, msg.expires_at);
+      break;
+    case 'status':
+      onServerStatus(msg);
+      break;
+    case 'session.ended':
+      onSessionEnded(msg);
+      break;
+    case 'pong':
+      state.pongDeadline = null;
+      break;
+    case 'error':
+      onServerError(msg);
+      break;
+    default:
+      break;
+  }
+  render();
+}
+
+function listeningText() {
+  return state.transport === 'ws' ? 'Listening (WebSocket fallback) — speak now.' : 'Listening — speak now.';
+}
+
+async function onSessionReady(msg) {
+  const resumed = !!msg.resumed;
+  if (!resumed) {
+    state.lastSeq = msg.last_seq || 0;
+    state.seenFinals = new Set([...state.seenFinals].filter((k) => !k.startsWith(`${msg.session_id}:`)));
+  }
+  state.sessionId = msg.session_id;
+  state.sessionTransport = msg.transport;
+  state.sessionReady = true;
+  state.pendingStartId = null;
+  state.reconnectAttempt = 0;
+  if (resumed) {
+    state.resumes += 1;
+    log(`session ${msg.session_id} resumed (server at event ${msg.last_seq})`);
+    showNotice('');
+  } else {
+    log(`session ${msg.session_id} started in room ${msg.room} (${msg.transport})`);
+  }
+  state.phase = 'running';
+  clearError();
+  setStatus(listeningText(), 'live');
+  if (msg.transport === 'ws') {
+    flushPcm();
+  } else if (msg.livekit) {
+    state.lk = msg.livekit;
+    onLiveKitToken(msg.livekit.token, msg.livekit.expires_at);
+    if (!state.room) connectLiveKit();
+    if (resumed && state.vad.sent !== null) send({ type: 'vad', speaking: state.vad.speaking });
+  }
+  render();
+}
+
+function onServerStatus(msg) {
+  const plain = {
+    listening: 'The server hears your microphone.',
+    'livekit.degraded': 'The transcriber lost its LiveKit connection and is reconnecting; transcripts may pause.',
+    'livekit.recovered': 'The transcriber is back on LiveKit.',
+    'livekit.failed': 'The transcriber could not reconnect to LiveKit.',
+    interims_dropped: 'The server is busy: some tentative transcripts were skipped.',
+    asr_backlog: 'The server is busy: transcripts are running late.',
+    'replay.truncated': 'Some transcripts from while you were disconnected could not be replayed.',
+  }[msg.code];
+  log(`status ${msg.code}: ${msg.message || ''}`);
+  if (msg.code === 'listening') setStatus('Listening — the server hears your microphone. Speak now.', 'live');
+  else if (msg.code === 'livekit.failed' || msg.code === 'replay.truncated') showError(plain || msg.message, msg.code);
+  else if (plain && msg.code !== 'interims_dropped') showNotice(plain);
+}
+
+function onServerError(msg) {
+  const text = `${msg.message || 'The server reported an error'} (${msg.code})`;
+  if (msg.code === 'session.not_found' && state.pendingStartId === msg.id && state.sessionId) {
+    // The session expired while we were away: start a new one; finals spoken in the gap are lost.
+    showNotice('The previous session had expired while the page was disconnected; started a new one.');
+    log(text, 'error');
+    state.sessionId = null;
+    state.sessionReady = false;
+    teardownLiveKit();
+    sendSessionStart();
+    return;
+  }
+  if (msg.id && msg.id === state.pendingStartId) {
+    state.pendingStartId = null;
+    showError(`The session could not start: ${text}.`, msg.code);
+    stop({ reason: 'error', quiet: true });
+    return;
+  }
+  showError(`Server error: ${text}.`, msg.code);
+}
+
+function onSessionEnded(msg) {
+  if (msg.session_id && state.sessionId && msg.session_id !== state.sessionId) return;
+  const plain = ENDED_REASONS[msg.reason] || `The session ended (${msg.reason}).`;
+  log(`session ended: ${msg.reason}`);
+  state.sessionId = null;
+  state.sessionReady = false;
+  if (state.phase === 'stopping') return; // stop() finishes the job
+  if (msg.reason !== 'stopped') showError(plain, `ended.${msg.reason}`);
+  teardown();
+  state.phase = 'ended';
+  setStatus(plain, msg.reason === 'stopped' ? 'idle' : 'bad');
+}
+
+function onControlClosed(ev) {
+  state.control = 'disconnected';
+  state.sessionReady = false;
+  if (!['running', 'starting', 'reconnecting'].includes(state.phase)) {
+    render();
+    return;
+  }
+  log(`control socket closed (code ${ev.code}${ev.reason ? `: ${ev.reason}` : ''})`, 'error');
+  scheduleReconnect();
+}
+
+function scheduleReconnect(error) {
+  state.phase = 'reconnecting';
+  state.control = 'reconnecting';
+  state.reconnectAttempt += 1;
+  const delay = Math.min(8000, 500 * 2 ** Math.min(state.reconnectAttempt - 1, 4)) * (0.8 + Math.random() * 0.4);
+  const why = error ? error.message : 'Lost the connection to the server.';
+  showError(`${why} Reconnecting in ${(delay / 1000).toFixed(0) || 1} s (attempt ${state.reconnectAttempt})…`, error ? error.code : 'control_lost');
+  setStatus('Reconnecting to the server…', 'busy');
+  render();
+  clearTimeout(state.reconnectTimer);
+  state.reconnectTimer = setTimeout(reconnect, delay);
+}
+
+async function reconnect() {
+  if (state.phase !== 'reconnecting') return;
+  try {
+    state.control = 'reconnecting';
+    await connectControl();
+    state.control = 'connected';
+    startPings();
+    log('control socket reconnected');
+    sendSessionStart();
+  } catch (e) {
+    if (e.code === 'auth.token_expired' && state.tokenSource === 'dev') {
+      state.token = null;
+      try {
+        await acquireToken();
+      } catch (e2) {
+        return failOrRetry(e2);
+      }
+      return scheduleReconnect(new PageError('token_renewed', 'The control token expired; got a new one.'));
+    }
+    failOrRetry(e);
+  }
+}
+
+function failOrRetry(e) {
+  if (e.fatal) {
+    fail(e);
+  } else if (state.phase === 'reconnecting' || state.phase === 'starting') {
+    scheduleReconnect(e);
+  }
+}
+
+// ---------------------------------------------------------------- LiveKit ------------------------
+
+function onLiveKitToken(token, expiresAt) {
+  if (!token) return;
+  state.lkToken = token;
+  if (state.lk) state.lk.token = token;
+  // The SDK's own reconnects read the engine's token: hand it the newest one.
+  try {
+    if (state.room && state.room.engine) state.room.engine.token = token;
+  } catch (e) {
+    /* not fatal: a full reconnect below uses state.lkToken */
+  }
+  if (expiresAt) log(`LiveKit token valid until ${new Date(expiresAt * 1000).toLocaleTimeString()}`);
+}
+
+async function connectLiveKit() {
+  if (!LK || !state.lk) return;
+  clearTimeout(state.lkReconnectTimer);
+  const room = new LK.Room({ adaptiveStream: false, dynacast: false, stopLocalTrackOnUnpublish: true });
+  state.room = room;
+  state.lkPub = null;
+  state.lkState = 'connecting…';
+  render();
+  room.on(LK.RoomEvent.Reconnecting, () => {
+    state.lkState = 'reconnecting…';
+    showNotice('The LiveKit connection dropped; reconnecting…');
+    render();
+  });
+  room.on(LK.RoomEvent.Reconnected, () => {
+    state.lkState = 'connected';
+    showNotice('');
+    log('LiveKit reconnected');
+    render();
+  });
+  room.on(LK.RoomEvent.Disconnected, (reason) => {
+    if (state.room !== room) return;
+    state.room = null;
+    state.lkPub = null;
+    state.lkState = 'disconnected';
+    render();
+    if (state.sessionId && ['running', 'reconnecting'].includes(state.phase)) {
+      // Rejoin with the newest token the server gave us.
+      state.lkAttempt += 1;
+      const delay = Math.min(8000, 500 * 2 ** Math.min(state.lkAttempt - 1, 4));
+      showError(`The LiveKit connection was lost (${reasonName(reason)}); rejoining in ${Math.ceil(delay / 1000)} s…`, 'livekit.lost');
+      state.lkReconnectTimer = setTimeout(connectLiveKit, delay);
+    }
+  });
+  try {
+    await room.connect(state.lk.url, state.lkToken || state.lk.token, { autoSubscribe: false });
+  } catch (e) {
+    if (state.room !== room) return;
+    state.room = null;
+    state.lkState = 'failed';
+    state.lkAttempt += 1;
+    const delay = Math.min(8000, 1000 * 2 ** Math.min(state.lkAttempt - 1, 3));
+    showError(`Could not join the LiveKit room at ${state.lk.url}: ${e && e.message ? e.message : e}. Retrying in ${Math.ceil(delay / 1000)} s…`, 'livekit.connect');
+    render();
+    if (state.sessionId && state.phase === 'running') state.lkReconnectTimer = setTimeout(connectLiveKit, delay);
+    return;
+  }
+  if (state.room !== room) {
+    room.disconnect();
+    return;
+  }
+  state.lkAttempt = 0;
+  state.lkState = 'connected';
+  if ($('error').dataset.code && $('error').dataset.code.startsWith('livekit')) clearError();
+  log(`joined LiveKit room ${state.lk.room} as ${state.lk.identity}`);
+  applyPublish();
+  render();
+}
+
+function reasonName(reason) {
+  if (LK && LK.DisconnectReason && reason !== undefined && LK.DisconnectReason[reason] !== undefined) return LK.DisconnectReason[reason];
+  return reason === undefined ? 'unknown reason' : String(reason);
+}
+
+/** Bring the room's microphone publication in line with `publishWanted` (serialised). */
+function applyPublish() {
+  state.publishChain = state.publishChain.then(async () => {
+    const room = state.room;
+    if (!room || !LK || room.state !== LK.ConnectionState.Connected || !state.micTrack) return;
+    try {
+      if (state.publishWanted) {
+        if (!state.lkPub) {
+          state.lkTrack = state.micTrack.clone(); // the SDK stops it on unpublish; the meter keeps the original
+          state.lkPub = await room.localParticipant.publishTrack(state.lkTrack, {
+            source: LK.Track.Source.Microphone,
+            name: 'microphone',
+          });
+          log('microphone published');
+        } else if (state.lkPub.isMuted) {
+          await state.lkPub.track.unmute();
+          log('microphone unmuted');
+        }
+        showNotice('');
+      } else if (state.lkPub && !state.lkPub.isMuted) {
+        await state.lkPub.track.mute();
+        log('microphone muted');
+      }
+    } catch (e) {
+      showError(`Could not publish the microphone: ${e && e.message ? e.message : e}`, 'livekit.publish');
+    }
+    render();
+  });
+  return state.publishChain;
+}
+
+function teardownLiveKit() {
+  clearTimeout(state.lkReconnectTimer);
+  const room = state.room;
+  state.room = null;
+  state.lkPub = null;
+  state.lkState = 'off';
+  state.publishWanted = false;
+  if (room) room.disconnect();
+}
+
+// ---------------------------------------------------------------- audio ----------------------------
+
+async function openMic() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    throw new PageError('no_mic', 'This browser cannot capture the microphone here (it needs https or localhost).', { fatal: true });
+  }
+  const processing = params.get('processing') !== '0';
+  try {
+    state.micStream = await navigator.mediaDevices.getUserMedia({
+      audio: { channelCount: 1, echoCancellation: false, noiseSuppression: processing, autoGainControl: processing },
+    });
+  } catch (e) {
+    const name = e && e.name;
+    const why =
+      name === 'NotAllowedError'
+        ? 'Microphone access was denied. Allow it in the browser (the icon in the address bar) and press Start again.'
+        : name === 'NotFoundError'
+          ? 'No microphone was found.'
+          : `The microphone could not be opened: ${e && e.message ? e.message : e}`;
+    throw new PageError('mic', why, { fatal: true });
+  }
+  state.micTrack = state.micStream.getAudioTracks()[0];
+  state.micTrack.addEventListener('ended', () => {
+    if (state.phase === 'running') showError('The microphone stopped (unplugged or taken by another app).', 'mic.ended');
+  });
+}
+
+async function startAudioGraph() {
+  const ctx = new AudioContext();
+  state.audioCtx = ctx;
+  await ctx.audioWorklet.addModule('/web/audio-worklet.js');
+  const source = ctx.createMediaStreamSource(state.micStream);
+  const node = new AudioWorkletNode(ctx, 'roomscribe-mic', {
+    numberOfInputs: 1,
+    numberOfOutputs: 1,
+    outputChannelCount: [1],
+    processorOptions: { pcm: state.transport === 'ws', targetRate: PCM_FORMAT.sample_rate, frameMs: 20 },
+  });
+  node.port.onmessage = (ev) => {
+    const m = ev.data;
+    if (m.type === 'level') onLevel(m.rms);
+    else if (m.type === 'pcm') onPcm(m.buffer);
+  };
+  const mute = ctx.createGain();
+  mute.gain.value = 0;
+  source.connect(node).connect(mute).connect(ctx.destination); // keeps the graph pulled, plays nothing
+  state.micNode = node;
+  // Without a user gesture (autostart) the browser may keep audio suspended until a click.
+  await Promise.race([ctx.resume(), new Promise((r) => setTimeout(r, 800))]);
+  if (ctx.state !== 'running') {
+    showNotice('The browser holds audio until you interact: click anywhere on the page to start the microphone.');
+    const resume = async () => {
+      await ctx.resume();
+      if (ctx.state === 'running') {
+        showNotice('');
+        document.removeEventListener('click', resume);
+      }
+    };
+    document.addEventListener('click', resume);
+  }
+  log(`audio running at ${ctx.sampleRate} Hz${state.transport === 'ws' ? ', resampled to 16 kHz in an AudioWorklet' : ''}`);
+}
+
+function onLevel(rms) {
+  setMeter(rms);
+  const db = state.level;
+  const v = state.vad;
+  // Simple energy VAD: a slowly rising noise floor, speech = 12 dB above it for 60 ms,
+  // silence = 400 ms below it.
+  v.floor = db < v.floor ? db : v.floor + 0.01;
+  const threshold = Math.min(-30, Math.max(-55, v.floor + 12));
+  if (db > threshold) {
+    v.above += 1;
+    v.below = 0;
+  } else {
+    v.below += 1;
+    v.above = 0;
+  }
+  if (!v.speaking && v.above >= 3) v.speaking = true;
+  else if (v.speaking && v.below >= 20) v.speaking = false;
+  const gated = state.lk && state.lk.publish_gating === 'vad' && state.sessionTransport === 'livekit';
+  if (gated && state.sessionReady && v.sent !== v.speaking) {
+    if (send({ type: 'vad', speaking: v.speaking })) v.sent = v.speaking;
+  }
+}
+
+function onPcm(buffer) {
+  if (state.transport !== 'ws' || !['starting', 'running', 'reconnecting'].includes(state.phase)) return;
+  if (state.sessionReady && state.ws && state.ws.readyState === WebSocket.OPEN && state.pcmQueue.length === 0) {
+    state.ws.send(buffer);
+    state.framesSent += 1;
+    if (state.framesSent % 50 === 0) render();
+    return;
+  }
+  state.pcmQueue.push(buffer);
+  if (state.pcmQueue.length > MAX_BUFFERED_FRAMES) state.pcmQueue.shift();
+  if (state.sessionReady) flushPcm();
+}
+
+function flushPcm() {
+  if (!state.sessionReady || !state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+  while (state.pcmQueue.length) {
+    state.ws.send(state.pcmQueue.shift());
+    state.framesSent += 1;
+  }
+}
+
+function stopAudio() {
+  if (state.audioCtx) state.audioCtx.close().catch(() => {});
+  state.audioCtx = null;
+  state.micNode = null;
+  if (state.micStream) state.micStream.getTracks().forEach((t) => t.stop());
+  state.micStream = null;
+  state.micTrack = null;
+  state.pcmQueue = [];
+  setMeter(0);
+}
+
+// ---------------------------------------------------------------- start / stop ---------------------
+
+function fail(e) {
+  const message = e instanceof PageError ? e.message : `Something went wrong: ${e && e.message ? e.message : e}`;
+  showError(message, e.code || 'error');
+  teardown();
+  state.phase = 'failed';
+  setStatus('Stopped — see the message above.', 'bad');
+  render();
+}
+
+function teardown() {
+  clearTimeout(state.reconnectTimer);
+  stopPings();
+  teardownLiveKit();
+  stopAudio();
+  const ws = state.ws;
+  state.ws = null;
+  state.control = 'disconnected';
+  state.sessionReady = false;
+  if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000, 'bye');
+}
+
+async function start() {
+  if (!['idle', 'ended', 'failed'].includes(state.phase)) return;
+  clearError();
+  showNotice('');
+  state.transport = $('transport-ws').checked ? 'ws' : 'livekit';
+  state.phase = 'starting';
+  state.sessionId = null;
+  state.lastSeq = 0;
+  state.framesSent = 0;
+  state.vad = { floor: -60, speaking: false, above: 0, below: 0, sent: null };
+  setStatus('Starting…', 'busy');
+  render();
+  if (state.transport === 'livekit' && !LK) {
+    fail(new PageError('no_sdk', 'The LiveKit browser SDK did not load (/vendor/livekit-client/ is missing — run `npm ci`). Switch on the WebSocket fallback to continue without it.'));
+    return;
+  }
+  try {
+    setStatus('Opening the microphone…', 'busy');
+    await openMic();
+    await startAudioGraph();
+    setStatus('Connecting to the server…', 'busy');
+    await acquireToken();
+    state.control = 'connecting';
+    render();
+    const hello = await connectControl();
+    state.control = 'connected';
+    startPings();
+    if (!hello.transports.includes(state.transport)) {
+      throw new PageError('transport', `This server does not offer the ${state.transport === 'ws' ? 'WebSocket fallback' : 'LiveKit'} transport (it offers: ${hello.transports.join(', ')}).`, { fatal: true });
+    }
+    setStatus('Starting a session…', 'busy');
+    sendSessionStart();
+  } catch (e) {
+    if (!e.fatal && e.code === 'server_unreachable' && state.phase === 'starting') {
+      scheduleReconnect(e);
+      return;
+    }
+    fail(e);
+  }
+}
+
+async function stop({ reason = 'user', quiet = false } = {}) {
+  if (['idle', 'ended', 'failed', 'stopping'].includes(state.phase)) return;
+  const hadSession = state.sessionReady;
+  state.phase = 'stopping';
+  setStatus('Stopping — waiting for the last transcript…', 'busy');
+  render();
+  if (hadSession) {
+    flushPcm();
+    const ended = new Promise((resolve) => {
+      const t0 = Date.now();
+      const check = () => (state.sessionId === null || Date.now() - t0 > 15000 ? resolve() : setTimeout(check, 100));
+      check();
+    });
+    send({ type: 'session.stop', id: nextId('stop') });
+    await ended;
+  }
+  teardown();
+  state.sessionId = null;
+  clearInterim();
+  state.phase = quiet ? 'failed' : 'idle';
+  if (!quiet) setStatus('Stopped. Press Start to transcribe again.', 'idle');
+  if (reason === 'user' && !quiet) clearError();
+  render();
+}
+
+// ---------------------------------------------------------------- wiring ---------------------------
+
+$('transport-ws').checked = state.transport === 'ws';
+$('transport-ws').addEventListener('change', () => {
+  state.transport = $('transport-ws').checked ? 'ws' : 'livekit';
+  render();
+});
+$('start').addEventListener('click', start);
+$('stop').addEventListener('click', () => stop());
+window.addEventListener('pagehide', () => {
+  if (state.sessionReady) send({ type: 'session.stop' });
+});
+
+if (!LK) {
+  showNotice('The LiveKit browser SDK is not available here; the WebSocket fallback still works.');
+  if (params.get('transport') !== 'livekit') {
+    $('transport-ws').checked = true;
+    state.transport = 'ws';
+  }
+}
+render();
+window.roomscribe.start = start;
+window.roomscribe.stop = stop;
+window.roomscribe.ready = true;
+if (params.get('autostart') === '1') start();

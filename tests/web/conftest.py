@@ -1,0 +1,119 @@
+"""Fixtures for the web example tests: the real model, headless Debian Chromium whose fake
+microphone plays a WAV, and helpers to read the page.
+
+Needs ``/usr/bin/chromium``, ``node_modules/livekit-client`` (``npm ci``) and the ``playwright``
+package; without them the tests are skipped loudly, except under ``CI`` where they fail.
+Playwright never downloads a browser here: it drives Debian's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
+
+import pytest
+
+from agent.asr import AsrEngine
+from agent.config import AsrConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+LK_DIST = ROOT / "node_modules" / "livekit-client" / "dist"
+ARTIFACTS = ROOT / "artifacts"
+# The flags of /work/shared/docs/livekit-dev-server-facts.md and tests/devserver (playwright gives
+# every launch a fresh temporary profile, i.e. a fresh --user-data-dir).
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+# Records every text #interim shows, independently of the page's own bookkeeping.
+INTERIM_OBSERVER = """
+window.__interimSeen = [];
+document.addEventListener('DOMContentLoaded', () => {
+  const el = document.getElementById('interim');
+  if (!el) return;
+  new MutationObserver(() => {
+    const text = el.textContent.trim();
+    if (text) window.__interimSeen.push({ text, t: Date.now(), finals: document.querySelectorAll('#finals > li').length });
+  }).observe(el, { childList: true, characterData: true, subtree: true });
+});
+"""
+
+
+def require_browser() -> None:
+    missing = []
+    if not CHROMIUM.exists():
+        missing.append(f"{CHROMIUM} (apt-get install chromium)")
+    if not (LK_DIST / "livekit-client.umd.js").exists():
+        missing.append(f"{LK_DIST} (run `npm ci` in {ROOT})")
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright Python package (pip install -e '.[test]')")
+    if missing:
+        msg = "WEB EXAMPLE BROWSER TESTS NOT RUN: missing " + ", ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[AsrEngine]:
+    eng = AsrEngine(AsrConfig())
+    eng.start_sync()
+    yield eng
+    eng.close_sync()
+
+
+@contextlib.asynccontextmanager
+async def browser_page(mic_wav: Path | None = None) -> AsyncIterator[Any]:
+    """A fresh headless Chromium page; its microphone plays `mic_wav` in a loop."""
+    from playwright.async_api import async_playwright
+
+    args = list(CHROMIUM_FLAGS)
+    if mic_wav is not None:
+        args.append(f"--use-file-for-fake-audio-capture={mic_wav}")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+        try:
+            ctx = await browser.new_context(viewport={"width": 960, "height": 760})
+            await ctx.add_init_script(INTERIM_OBSERVER)
+            page = await ctx.new_page()
+            page.on("console", lambda m: print("[page]", m.type, m.text))
+            page.on("pageerror", lambda e: print("[page error]", e))
+            yield page
+        finally:
+            await browser.close()
+
+
+async def screenshot(page: Any, name: str) -> Path:
+    path = ARTIFACTS / name
+    await page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+    return path
+
+
+async def final_texts(page: Any) -> list[str]:
+    """The text of each final utterance in #finals, in order."""
+    return await page.eval_on_selector_all("#finals > li .text", "els => els.map(e => e.textContent)")
+
+
+class Web:
+    """What the tests use (a fixture, since test modules here cannot import the conftest)."""
+
+    ROOT = ROOT
+    page = staticmethod(browser_page)
+    screenshot = staticmethod(screenshot)
+    final_texts = staticmethod(final_texts)
+
+
+@pytest.fixture
+def web() -> Web:
+    require_browser()
+    ARTIFACTS.mkdir(exist_ok=True)
+    return Web()

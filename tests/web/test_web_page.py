@@ -1,0 +1,185 @@
+"""The web example (examples/web) in headless Chromium against a real control server on loopback.
+
+Chromium's fake microphone plays examples/audio/jfk.wav in a loop; the page must show interims
+and then the sentence as finals, over LiveKit (the embedded dev server) and over the ws fallback.
+Screenshots go to artifacts/web-*.png.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from control.server import ControlServer
+from control_harness import make_settings, start_livekit_control
+from speech_samples import JFK, JFK_TEXT, wer
+from tokens import mint_control_token
+
+pytestmark = [pytest.mark.browser]
+
+MAX_WER = 0.15
+
+
+def best_window(finals: list[str], reference: str) -> tuple[float, int, int]:
+    """The lowest WER of any run of consecutive finals against `reference` (the mic loops the
+    file and the server may split the sentence at its pauses): (wer, first index, end index)."""
+    best = (1.0e9, 0, 0)
+    for i in range(len(finals)):
+        for j in range(i + 1, min(len(finals), i + 6) + 1):
+            score = wer(reference, " ".join(finals[i:j]))
+            if score < best[0]:
+                best = (score, i, j)
+    return best
+
+
+async def wait_for_sentence(web: Any, page: Any, timeout: float) -> tuple[float, int, int]:
+    deadline = time.monotonic() + timeout
+    best = (1.0e9, 0, 0)
+    while time.monotonic() < deadline:
+        finals = await web.final_texts(page)
+        best = best_window(finals, JFK_TEXT)
+        if best[0] <= MAX_WER:
+            return best
+        await asyncio.sleep(0.5)
+    status = await page.text_content("#status")
+    error = await page.text_content("#error")
+    raise AssertionError(
+        f"no run of finals matches the sentence (best WER {best[0]:.2f}); finals: {await web.final_texts(page)}; "
+        f"status: {status!r}; error: {error!r}"
+    )
+
+
+async def check_transcript_shown(web: Any, page: Any, name: str, timeout: float) -> None:
+    score, first, _ = await wait_for_sentence(web, page, timeout)
+    # #interim showed text before the finals that make up the sentence (recorded by a
+    # MutationObserver that the test installs, and by the page's own log).
+    seen = await page.evaluate("window.__interimSeen")
+    assert any(s["finals"] <= first for s in seen), f"no interim text shown before final #{first}: {seen}"
+    page_interims = await page.evaluate("window.roomscribe.interims.map(i => i.text)")
+    assert page_interims, "the page recorded no interims"
+    # One element per utterance, each with its time; none shown twice.
+    items = await page.eval_on_selector_all(
+        "#finals > li", "els => els.map(e => [e.dataset.session + ':' + e.dataset.utterance, e.querySelector('time').textContent])"
+    )
+    keys = [k for k, _ in items]
+    assert len(keys) == len(set(keys)), f"a final is shown twice: {keys}"
+    assert all(t.strip() for _, t in items)
+    assert await page.is_hidden("#error"), await page.text_content("#error")
+    await web.screenshot(page, name)
+    print(f"{name}: WER {score:.2f}; finals {await web.final_texts(page)}")
+
+
+@pytest.mark.timeout(150)
+async def test_livekit_mode_shows_interims_then_the_sentence(web, engine) -> None:  # type: ignore[no-untyped-def]
+    server = await start_livekit_control(engine, dev_mode=True)
+    try:
+        async with web.page(JFK) as page:
+            await page.goto(f"{server.http_url}/?user=lk-web")
+            await page.click("#start")  # a real user gesture
+            await check_transcript_shown(web, page, "web-livekit.png", timeout=100)
+            assert "LiveKit" in (await page.text_content("#pill-media") or "")
+            assert await page.evaluate("window.roomscribe.state.sessionTransport") == "livekit"
+            await page.click("#stop")
+            await page.wait_for_function("window.roomscribe.state.phase === 'idle'", timeout=20000)
+            assert not server.manager.sessions
+    finally:
+        await server.stop()
+
+
+@pytest.mark.timeout(150)
+async def test_ws_fallback_survives_a_control_socket_drop(web, engine) -> None:  # type: ignore[no-untyped-def]
+    """?transport=ws&autostart=1: PCM from the AudioWorklet over the control socket. The server
+    drops the socket after the first final; the page resumes without losing or repeating a final."""
+    server = ControlServer(make_settings(dev_mode=True, grace_period_s=20.0), engine=engine)
+    await server.start()
+    try:
+        async with web.page(JFK) as page:
+            await page.goto(f"{server.http_url}/?user=ws-web&transport=ws&autostart=1")
+            await page.wait_for_function("document.querySelectorAll('#finals > li').length >= 1", timeout=60000)
+            assert await page.is_checked("#transport-ws")
+            (session,) = server.manager.sessions.values()
+            assert session.transport == "ws" and session.options.audio.sample_rate == 16000
+            await session.outbox.ws.close()  # the server side of the control socket goes away
+            await page.wait_for_function("window.roomscribe.state.resumes >= 1", timeout=30000)
+            assert server.manager.sessions.get(session.id) is session
+            await check_transcript_shown(web, page, "web-ws.png", timeout=90)
+            finals = await page.evaluate("window.roomscribe.finals")
+            sent = [e for e in await page.evaluate("window.roomscribe.events") if e.get("type") == "transcript.final"]
+            assert len({f["utterance_id"] for f in finals}) == len({e["utterance_id"] for e in sent}), "a final was lost"
+    finally:
+        await server.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_bad_token_is_explained(web, engine) -> None:  # type: ignore[no-untyped-def]
+    server = ControlServer(make_settings(dev_mode=True), engine=engine)
+    await server.start()
+    try:
+        async with web.page(JFK) as page:
+            forged = mint_control_token("not-the-server-secret-" + "x" * 20, "mallory")
+            await page.goto(f"{server.http_url}/?token={forged}&transport=ws")
+            await page.click("#start")
+            await page.wait_for_selector("#error:not([hidden])", timeout=20000)
+            error = await page.text_content("#error") or ""
+            assert "refused the control token" in error and "auth.bad_signature" in error, error
+            assert await page.evaluate("window.roomscribe.state.phase") == "failed"
+            await web.screenshot(page, "web-bad-token.png")
+
+            await page.goto(f"{server.http_url}/?token=garbage&transport=ws")
+            await page.click("#start")
+            await page.wait_for_selector("#error:not([hidden])", timeout=20000)
+            assert "auth.malformed_token" in (await page.text_content("#error") or "")
+    finally:
+        await server.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_no_token_outside_dev_mode_is_explained(web, engine) -> None:  # type: ignore[no-untyped-def]
+    server = ControlServer(make_settings(dev_mode=False, serve_web=True), engine=engine)
+    await server.start()
+    try:
+        async with web.page(JFK) as page:
+            await page.goto(f"{server.http_url}/?transport=ws")
+            await page.click("#start")
+            await page.wait_for_selector("#error:not([hidden])", timeout=20000)
+            error = await page.text_content("#error") or ""
+            assert "No control token" in error and "?token=" in error and "dev mode" in error, error
+    finally:
+        await server.stop()
+
+
+@pytest.mark.timeout(90)
+async def test_stopped_server_is_explained(web, engine) -> None:  # type: ignore[no-untyped-def]
+    server = ControlServer(make_settings(dev_mode=True), engine=engine)
+    await server.start()
+    stopped = False
+    try:
+        async with web.page(JFK) as page:
+            await page.goto(f"{server.http_url}/?user=gone&transport=ws")
+            await page.click("#start")
+            await page.wait_for_function("window.roomscribe.state.sessionReady === true", timeout=30000)
+            await server.stop()
+            stopped = True
+            await page.wait_for_function(
+                "(document.getElementById('error').textContent || '').includes('Cannot reach the roomscribe server')"
+                " || (document.getElementById('error').textContent || '').includes('shutting down')",
+                timeout=30000,
+            )
+            await page.wait_for_timeout(300)
+            error = await page.text_content("#error") or ""
+            status = await page.text_content("#status") or ""
+            assert error.strip() and status.strip(), "blank page"
+            await web.screenshot(page, "web-server-stopped.png")
+            # Pressing Start again while the server is gone keeps explaining, it does not go blank.
+            if await page.is_visible("#start"):
+                await page.click("#start")
+                await page.wait_for_function(
+                    "(document.getElementById('error').textContent || '').includes('Cannot reach the roomscribe server')",
+                    timeout=30000,
+                )
+    finally:
+        if not stopped:
+            await server.stop()
