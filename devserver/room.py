@@ -425,12 +425,12 @@ class RoomManager:
             log.info("room %s created (%s)", name, room.sid)
         return room
 
-    def delete(self, name: str) -> bool:
+    def delete(self, name: str, reason: int = m.DisconnectReason.ROOM_DELETED) -> bool:
         """Close a room and disconnect its participants."""
         room = self.rooms.pop(name, None)
         if room is None:
             return False
-        room.close()
+        room.close(reason)
         return True
 
     def _drop(self, room: Room) -> None:
@@ -438,5 +438,6 @@ class RoomManager:
             del self.rooms[room.name]
 
     def close_all(self) -> None:
+        """Server shutdown: disconnect everyone with SERVER_SHUTDOWN."""
         for name in list(self.rooms):
-            self.delete(name)
+            self.delete(name, m.DisconnectReason.SERVER_SHUTDOWN)

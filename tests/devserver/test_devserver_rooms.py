@@ -241,3 +241,26 @@ async def test_explicit_subscription_without_auto_subscribe(connect) -> None:
         assert abs(peak_hz(samples, 48000) - 440) <= 5
     finally:
         pub.cancel()
+
+
+@pytest.mark.timeout(60)
+async def test_stop_and_restart_on_the_same_port() -> None:
+    """Stopping disconnects clients with SERVER_SHUTDOWN; a new server can take the port."""
+    from devserver import DevServer
+
+    async with running_devserver() as srv:
+        port = srv.port
+        a = rtc.Room()
+        await a.connect(srv.url, make_token("alice", "r1"))
+        gone = wait_event(a, "disconnected")
+        await srv.stop()
+        (reason,) = await asyncio.wait_for(gone, 10)
+        assert reason == rtc.DisconnectReason.SERVER_SHUTDOWN
+        again = DevServer(host="127.0.0.1", port=port, keys={"devkey": "secret"})
+        await again.start()
+        try:
+            b = rtc.Room()
+            await b.connect(again.url, make_token("bob", "r1"))
+            await b.disconnect()
+        finally:
+            await again.stop()
