@@ -188,7 +188,7 @@ function addFinal(msg) {
   li.dataset.session = state.sessionId;
   const time = document.createElement('time');
   time.dateTime = when.toISOString();
-  time.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  time.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
   time.title = `${fmtSeconds(msg.start)} – ${fmtSeconds(msg.end)} of session audio (${msg.reason || 'final'})`;
   const text = document.createElement('span');
   text.className = 'text';
@@ -602,7 +602,9 @@ async function connectLiveKit() {
       // Rejoin with the newest token the server gave us.
       state.lkAttempt += 1;
       const delay = Math.min(8000, 500 * 2 ** Math.min(state.lkAttempt - 1, 4));
-      showError(`The LiveKit connection was lost (${reasonName(reason)}); rejoining in ${Math.ceil(delay / 1000)} s…`, 'livekit.lost');
+      const text = `The LiveKit connection was lost (${reasonName(reason)}); rejoining in ${Math.ceil(delay / 1000)} s…`;
+      if (state.control === 'connected') showError(text, 'livekit.lost');
+      else log(text, 'error'); // the control socket's own message matters more
       state.lkReconnectTimer = setTimeout(connectLiveKit, delay);
     }
   });
@@ -614,9 +616,11 @@ async function connectLiveKit() {
     state.lkState = 'failed';
     state.lkAttempt += 1;
     const delay = Math.min(8000, 1000 * 2 ** Math.min(state.lkAttempt - 1, 3));
-    showError(`Could not join the LiveKit room at ${state.lk.url}: ${e && e.message ? e.message : e}. Retrying in ${Math.ceil(delay / 1000)} s…`, 'livekit.connect');
+    const text = `Could not join the LiveKit room at ${state.lk.url}: ${e && e.message ? e.message : e}. Retrying in ${Math.ceil(delay / 1000)} s…`;
+    if (state.control === 'connected') showError(text, 'livekit.connect');
+    else log(text, 'error');
     render();
-    if (state.sessionId && state.phase === 'running') state.lkReconnectTimer = setTimeout(connectLiveKit, delay);
+    if (state.sessionId && ['running', 'reconnecting'].includes(state.phase)) state.lkReconnectTimer = setTimeout(connectLiveKit, delay);
     return;
   }
   if (state.room !== room) {
@@ -683,7 +687,9 @@ async function openMic() {
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     throw new PageError('no_mic', 'This browser cannot capture the microphone here (it needs https or localhost).', { fatal: true });
   }
-  const processing = params.get('processing') !== '0';
+  // Raw audio by default (the recogniser prefers it); ?processing=1 turns on the browser's noise
+  // suppression and automatic gain control.
+  const processing = params.get('processing') === '1';
   try {
     state.micStream = await navigator.mediaDevices.getUserMedia({
       audio: { channelCount: 1, echoCancellation: false, noiseSuppression: processing, autoGainControl: processing },

@@ -89,6 +89,29 @@ async def test_livekit_mode_shows_interims_then_the_sentence(web, engine) -> Non
         await server.stop()
 
 
+@pytest.mark.timeout(120)
+async def test_livekit_vad_gating_publishes_on_speech(web, engine) -> None:  # type: ignore[no-untyped-def]
+    """publish_gating "vad": the page runs its energy VAD, sends `vad`, and publishes (unmutes)
+    its microphone on publish.start; transcripts still arrive."""
+    server = await start_livekit_control(engine, dev_mode=True, publish_gating="vad")
+    try:
+        async with web.page(JFK) as page:
+            await page.goto(f"{server.http_url}/?user=vad-web&autostart=1")
+            await page.wait_for_function("document.querySelectorAll('#finals > li').length >= 2", timeout=80000)
+            events = await page.evaluate("window.roomscribe.events")
+            types = [e["type"] for e in events]
+            ready = next(e for e in events if e["type"] == "session.ready")
+            assert ready["livekit"]["publish_gating"] == "vad"
+            assert "publish.start" in types
+            assert next(e for e in events if e["type"] == "publish.start")["reason"] == "vad"
+            assert await page.evaluate("window.roomscribe.state.vad.sent") is not None
+            words = set(" ".join(await web.final_texts(page)).lower().replace(",", " ").replace(".", " ").split())
+            assert words & {"fellow", "americans", "country", "ask", "not"}, await web.final_texts(page)
+            await web.screenshot(page, "web-livekit-vad.png")
+    finally:
+        await server.stop()
+
+
 @pytest.mark.timeout(150)
 async def test_ws_fallback_survives_a_control_socket_drop(web, engine) -> None:  # type: ignore[no-untyped-def]
     """?transport=ws&autostart=1: PCM from the AudioWorklet over the control socket. The server
