@@ -1,1 +1,54 @@
-"""Python client for the roomscribe control protocol."""
+"""Python client for the roomscribe control protocol.
+
+`ControlClient` keeps a control socket up (reconnect with backoff and jitter, heartbeat), resumes
+its session after a drop (every event once, in order), buffers and resends ws audio, and offers
+events as callbacks (`on`) or an async iterator (`events()`). `LiveKitPublisher`
+(`client.livekit_publisher`) publishes audio over the LiveKit transport.
+"""
+
+from client.backoff import Backoff
+from client.control_client import ControlClient, Subscription
+from client.errors import AuthRejected, ClientError, ConnectionLost, GaveUp, ServerError
+from client.events import (
+    ClientNotice,
+    Event,
+    FinalTranscript,
+    InterimTranscript,
+    SessionEnded,
+    SessionReady,
+    SpeechEnd,
+    SpeechStart,
+    Status,
+    parse_event,
+)
+from client.options import ClientOptions, ClientStats, ConnectionState, SessionState
+from client.sources import PcmStream, microphone_stream, numpy_stream, wav_stream
+
+__all__ = [
+    "AuthRejected",
+    "Backoff",
+    "ClientError",
+    "ClientNotice",
+    "ClientOptions",
+    "ClientStats",
+    "ConnectionLost",
+    "ConnectionState",
+    "ControlClient",
+    "Event",
+    "FinalTranscript",
+    "GaveUp",
+    "InterimTranscript",
+    "PcmStream",
+    "ServerError",
+    "SessionEnded",
+    "SessionReady",
+    "SessionState",
+    "SpeechEnd",
+    "SpeechStart",
+    "Status",
+    "Subscription",
+    "microphone_stream",
+    "numpy_stream",
+    "parse_event",
+    "wav_stream",
+]

@@ -22,6 +22,7 @@ class AudioBuffer:
         self._pending: deque[bytes] = deque()
         self._in_flight: deque[tuple[int, bytes]] = deque()  # (sent index, frame)
         self._bytes = 0
+        self._in_flight_bytes = 0
         self._sent = 0  # frames handed to the socket, ever
         #: Frames (and bytes) dropped because the buffer was full: audio the server never gets.
         self.dropped_frames = 0
@@ -31,6 +32,11 @@ class AudioBuffer:
     def buffered_bytes(self) -> int:
         """Pending plus in-flight bytes."""
         return self._bytes
+
+    @property
+    def in_flight_bytes(self) -> int:
+        """Bytes sent but not yet confirmed."""
+        return self._in_flight_bytes
 
     @property
     def pending_frames(self) -> int:
@@ -50,6 +56,7 @@ class AudioBuffer:
             if self._in_flight:
                 _, old = self._in_flight.popleft()  # sent, maybe received: stop keeping it
                 self._bytes -= len(old)
+                self._in_flight_bytes -= len(old)
                 continue
             old = self._pending.popleft()
             self._bytes -= len(old)
@@ -62,6 +69,7 @@ class AudioBuffer:
             return None
         frame = self._pending.popleft()
         self._in_flight.append((self._sent, frame))
+        self._in_flight_bytes += len(frame)
         self._sent += 1
         return frame
 
@@ -74,6 +82,7 @@ class AudioBuffer:
         while self._in_flight and self._in_flight[0][0] < mark:
             _, frame = self._in_flight.popleft()
             self._bytes -= len(frame)
+            self._in_flight_bytes -= len(frame)
 
     def rewind(self) -> int:
         """The link dropped: unconfirmed frames go back to the front of the queue; returns how many."""
@@ -81,9 +90,11 @@ class AudioBuffer:
         for _, frame in reversed(self._in_flight):
             self._pending.appendleft(frame)
         self._in_flight.clear()
+        self._in_flight_bytes = 0
         return count
 
     def clear(self) -> None:
         self._pending.clear()
         self._in_flight.clear()
         self._bytes = 0
+        self._in_flight_bytes = 0

@@ -525,12 +525,19 @@ class ControlClient:
     async def _write_audio(self, link: Link) -> None:
         """Send buffered frames in order while the session takes audio; ping for acknowledgements."""
         ack_bytes = self.options.ack_every_ms * self._bytes_per_second // 1000
+        window_bytes = max(1, self.options.max_unconfirmed_ms * self._bytes_per_second // 1000)
         unconfirmed = 0
         while True:
             await self._audio_open.wait()
             buffer = self._buffer
             if buffer is None:
                 return
+            if buffer.in_flight_bytes >= window_bytes:  # wait for a pong before sending more
+                if buffer.mark() > self._pinged_mark:
+                    await self._ping(link)
+                self._progress.clear()
+                await self._progress.wait()
+                continue
             self._audio_wakeup.clear()
             frame = await self._send_frame(link, buffer)
             unconfirmed += len(frame or b"")

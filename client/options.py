@@ -40,6 +40,10 @@ class ClientOptions:
     #: It bounds what a dropped link can make ambiguous: audio the server may have received but
     #: not confirmed, which is sent again after the resume.
     ack_every_ms: int = 100
+    #: At most this much audio is on the wire unconfirmed; more waits in the buffer. A dropped
+    #: link can make only this much ambiguous (the server may have received it): it is sent again
+    #: after the resume, so at worst this much audio is repeated, and none is lost.
+    max_unconfirmed_ms: int = 400
     #: Most audio kept for resending (unsent plus unconfirmed); past it the oldest is dropped.
     audio_buffer_s: float = 10.0
     #: Audio is split into frames of this length before buffering and sending.

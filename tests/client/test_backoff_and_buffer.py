@@ -65,8 +65,9 @@ def test_buffer_acknowledges_by_ping_mark_and_rewinds_the_rest_in_order() -> Non
     assert buffer.rewind() == 2  # the link dropped: frames 2 and 3 are unconfirmed
     assert [buffer.next_frame() for _ in range(4)] == frames(6)[2:]
     assert sent == frames(6)[:4] and mark == 4
+    assert buffer.in_flight_bytes == 16
     buffer.ack(buffer.mark())
-    assert buffer.buffered_bytes == 0 and buffer.dropped_frames == 0
+    assert buffer.buffered_bytes == 0 and buffer.in_flight_bytes == 0 and buffer.dropped_frames == 0
 
 
 def test_buffer_limit_counts_unconfirmed_audio_but_does_not_call_it_dropped() -> None:
