@@ -13,8 +13,10 @@ def to_mono_float32(samples: np.ndarray, channels: int = 1) -> np.ndarray:
     x = np.asarray(samples)
     if x.dtype == np.int16:
         x = x.astype(np.float32) * (1.0 / 32768.0)
-    elif x.dtype != np.float32:
-        x = x.astype(np.float32)
+    elif np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32, copy=False)
+    else:
+        raise ValueError(f"samples must be int16 or float, got {x.dtype}")
     if channels < 1:
         raise ValueError(f"channels must be >= 1, got {channels}")
     if x.ndim == 2:

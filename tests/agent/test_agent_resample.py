@@ -63,3 +63,5 @@ def test_bad_input_is_rejected():
         r.process(np.zeros(3, dtype=np.int16), 48000, 2)
     with pytest.raises(ValueError):
         r.process(np.zeros(4, dtype=np.int16), 0, 1)
+    with pytest.raises(ValueError):  # int32 PCM would be mis-scaled: refuse it
+        r.process(np.zeros(4, dtype=np.int32), 16000, 1)
