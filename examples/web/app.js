@@ -39,6 +39,7 @@ class PageError extends Error {
 const state = {
   phase: 'idle', // idle | starting | running | reconnecting | stopping | ended | failed
   transport: params.get('transport') === 'ws' ? 'ws' : 'livekit',
+  transportChosen: params.has('transport'), // explicitly, by URL or by the switch
   token: params.get('token') || null,
   tokenSource: params.get('token') ? 'url' : null,
   user: null,
@@ -520,7 +521,7 @@ function scheduleReconnect(error) {
   state.reconnectAttempt += 1;
   const delay = Math.min(8000, 500 * 2 ** Math.min(state.reconnectAttempt - 1, 4)) * (0.8 + Math.random() * 0.4);
   const why = error ? error.message : 'Lost the connection to the server.';
-  showError(`${why} Reconnecting in ${(delay / 1000).toFixed(0) || 1} s (attempt ${state.reconnectAttempt})…`, error ? error.code : 'control_lost');
+  showError(`${why} Reconnecting in ${Math.max(1, Math.round(delay / 1000))} s (attempt ${state.reconnectAttempt})…`, error ? error.code : 'control_lost');
   setStatus('Reconnecting to the server…', 'busy');
   render();
   clearTimeout(state.reconnectTimer);
@@ -747,6 +748,7 @@ async function startAudioGraph() {
 }
 
 function onLevel(rms) {
+  if (!state.audioCtx) return; // a late message after the mic was closed
   setMeter(rms);
   const db = state.level;
   const v = state.vad;
@@ -791,6 +793,7 @@ function flushPcm() {
 }
 
 function stopAudio() {
+  if (state.micNode) state.micNode.port.onmessage = null;
   if (state.audioCtx) state.audioCtx.close().catch(() => {});
   state.audioCtx = null;
   state.micNode = null;
@@ -808,7 +811,7 @@ function fail(e) {
   showError(message, e.code || 'error');
   teardown();
   state.phase = 'failed';
-  setStatus('Stopped — see the message above.', 'bad');
+  setStatus('Stopped — see the message below.', 'bad');
   render();
 }
 
@@ -851,6 +854,13 @@ async function start() {
     const hello = await connectControl();
     state.control = 'connected';
     startPings();
+    if (!hello.transports.includes(state.transport) && !state.transportChosen && hello.transports.includes(hello.default_transport)) {
+      // The user did not pick one: follow the server (e.g. a ws-only server).
+      state.transport = hello.default_transport;
+      $('transport-ws').checked = state.transport === 'ws';
+      if (state.micNode) state.micNode.port.postMessage({ pcm: state.transport === 'ws' });
+      showNotice(`This server offers ${hello.transports.join(', ')}; using ${state.transport === 'ws' ? 'the WebSocket fallback' : 'LiveKit'}.`);
+    }
     if (!hello.transports.includes(state.transport)) {
       throw new PageError('transport', `This server does not offer the ${state.transport === 'ws' ? 'WebSocket fallback' : 'LiveKit'} transport (it offers: ${hello.transports.join(', ')}).`, { fatal: true });
     }
@@ -894,6 +904,7 @@ async function stop({ reason = 'user', quiet = false } = {}) {
 
 $('transport-ws').checked = state.transport === 'ws';
 $('transport-ws').addEventListener('change', () => {
+  state.transportChosen = true;
   state.transport = $('transport-ws').checked ? 'ws' : 'livekit';
   render();
 });

@@ -79,6 +79,12 @@ async def test_livekit_mode_shows_interims_then_the_sentence(web, engine) -> Non
         async with web.page(JFK) as page:
             await page.goto(f"{server.http_url}/?user=lk-web")
             await page.click("#start")  # a real user gesture
+            await page.wait_for_function("document.querySelectorAll('#finals > li').length >= 1", timeout=60000)
+            # The control socket drops; the room and the agent live on and the page resumes.
+            (session,) = server.manager.sessions.values()
+            await session.outbox.ws.close()
+            await page.wait_for_function("window.roomscribe.state.resumes >= 1", timeout=30000)
+            assert server.manager.sessions.get(session.id) is session
             await check_transcript_shown(web, page, "web-livekit.png", timeout=100)
             assert "LiveKit" in (await page.text_content("#pill-media") or "")
             assert await page.evaluate("window.roomscribe.state.sessionTransport") == "livekit"
@@ -176,12 +182,12 @@ async def test_no_token_outside_dev_mode_is_explained(web, engine) -> None:  # t
 
 @pytest.mark.timeout(90)
 async def test_stopped_server_is_explained(web, engine) -> None:  # type: ignore[no-untyped-def]
-    server = ControlServer(make_settings(dev_mode=True), engine=engine)
-    await server.start()
+    """LiveKit mode; the control server and its embedded LiveKit server stop under the page."""
+    server = await start_livekit_control(engine, dev_mode=True)
     stopped = False
     try:
         async with web.page(JFK) as page:
-            await page.goto(f"{server.http_url}/?user=gone&transport=ws")
+            await page.goto(f"{server.http_url}/?user=gone")
             await page.click("#start")
             await page.wait_for_function("window.roomscribe.state.sessionReady === true", timeout=30000)
             await server.stop()
@@ -206,3 +212,39 @@ async def test_stopped_server_is_explained(web, engine) -> None:  # type: ignore
     finally:
         if not stopped:
             await server.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_switch_on_the_page_selects_the_ws_fallback(web, engine) -> None:  # type: ignore[no-untyped-def]
+    server = await start_livekit_control(engine, dev_mode=True)
+    try:
+        async with web.page(JFK) as page:
+            await page.goto(f"{server.http_url}/?user=switcher")
+            assert not await page.is_checked("#transport-ws")
+            await page.click("label.switch")
+            assert await page.is_checked("#transport-ws")
+            await page.click("#start")
+            await page.wait_for_function("window.roomscribe.state.sessionReady === true", timeout=30000)
+            assert await page.evaluate("window.roomscribe.state.sessionTransport") == "ws"
+            await page.wait_for_function("window.roomscribe.state.framesSent > 25", timeout=20000)
+            assert await page.is_disabled("#transport-ws")  # not while running
+            await page.click("#stop")
+            await page.wait_for_function("window.roomscribe.state.phase === 'idle'", timeout=20000)
+    finally:
+        await server.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_page_follows_a_ws_only_server(web, engine) -> None:  # type: ignore[no-untyped-def]
+    """No ?transport and no click on the switch: a server without LiveKit gets the ws fallback."""
+    server = ControlServer(make_settings(dev_mode=True), engine=engine)  # ws only, no LiveKit
+    await server.start()
+    try:
+        async with web.page(JFK) as page:
+            await page.goto(f"{server.http_url}/?user=follower&autostart=1")
+            await page.wait_for_function("window.roomscribe.state.sessionReady === true", timeout=30000)
+            assert await page.evaluate("window.roomscribe.state.sessionTransport") == "ws"
+            assert await page.is_checked("#transport-ws")
+            await page.wait_for_function("window.roomscribe.state.framesSent > 25", timeout=20000)
+    finally:
+        await server.stop()
