@@ -141,3 +141,23 @@ async def test_closed_engine_gives_notice_not_hang():
     assert any(isinstance(e, PipelineNotice) and e.code == "asr_error" for e in events)
     assert not any(isinstance(e, FinalTranscript) for e in events)
     assert p.stats["asr_errors"] >= 1
+
+
+async def test_audio_buffer_stays_bounded_on_a_long_stream():
+    eng, _ = await _engine()
+    events = []
+    cfg = PipelineConfig(interims=False, max_utterance_s=5.0)
+    p = TranscriptionPipeline(eng, cfg, events.append)
+    libri = load_wav("libri_61-70968-0000.wav")
+    # 60 s: speech back to back (forces max_length cuts) then silence.
+    audio = np.concatenate([libri] * 8 + [np.zeros(16000 * 20, np.int16)])
+    longest = 0
+    for i in range(0, audio.size, 16000):
+        await feed_paced(p, audio[i : i + 16000], 16000, speed=float("inf"))
+        longest = max(longest, len(p._audio))
+    await p.finish()
+    await eng.close()
+    check_event_order(events)
+    assert longest <= 16000 * (cfg.max_utterance_s + cfg.pre_roll_s + 1.0)
+    assert len(p._audio) <= 16000 * 1.0  # idle: only the pre-roll is kept
+    assert any(e.reason == "max_length" for e in events if isinstance(e, FinalTranscript))
