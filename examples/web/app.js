@@ -84,7 +84,7 @@ const state = {
 };
 
 // What the tests (and the curious) can read: every interim shown, every final, every error.
-window.roomscribe = { state, interims: [], finals: [], errors: [], events: [], statuses: [] };
+window.roomscribe = { state, interims: [], finals: [], errors: [], events: [], statuses: [], lkJoins: [] };
 
 // ---------------------------------------------------------------- view ---------------------------
 
@@ -446,7 +446,7 @@ async function onSessionReady(msg) {
   if (msg.transport === 'ws') {
     flushPcm();
   } else if (msg.livekit) {
-    state.lk = msg.livekit;
+    state.lk = { ...msg.livekit }; // a copy: the event log keeps what the server sent
     onLiveKitToken(msg.livekit.token, msg.livekit.expires_at);
     if (!state.room) connectLiveKit();
     if (resumed && state.vad.sent !== null) send({ type: 'vad', speaking: state.vad.speaking });
@@ -609,8 +609,10 @@ async function connectLiveKit() {
       state.lkReconnectTimer = setTimeout(connectLiveKit, delay);
     }
   });
+  const token = state.lkToken || state.lk.token; // always the newest the server gave us
+  window.roomscribe.lkJoins.push({ token, t: Date.now() });
   try {
-    await room.connect(state.lk.url, state.lkToken || state.lk.token, { autoSubscribe: false });
+    await room.connect(state.lk.url, token, { autoSubscribe: false });
   } catch (e) {
     if (state.room !== room) return;
     state.room = null;

@@ -248,3 +248,35 @@ async def test_page_follows_a_ws_only_server(web, engine) -> None:  # type: igno
             await page.wait_for_function("window.roomscribe.state.framesSent > 25", timeout=20000)
     finally:
         await server.stop()
+
+
+@pytest.mark.timeout(120)
+async def test_token_refresh_and_livekit_rejoin_with_the_latest_token(web, engine) -> None:  # type: ignore[no-untyped-def]
+    """Short client tokens make the server push `token` messages; when the LiveKit connection is
+    lost the page rejoins with the newest token, publishes again and transcripts go on."""
+    server = await start_livekit_control(engine, dev_mode=True, client_token_ttl_s=62)
+    try:
+        async with web.page(JFK) as page:
+            await page.goto(f"{server.http_url}/?user=rejoin&autostart=1")
+            await page.wait_for_function(
+                "window.roomscribe.events.filter(e => e.type === 'token').length >= 2", timeout=40000
+            )
+            state = "window.roomscribe.state"
+            ready_token = await page.evaluate("window.roomscribe.events.find(e => e.type === 'session.ready').livekit.token")
+            latest = await page.evaluate(f"{state}.lkToken")
+            assert latest != ready_token
+            assert await page.evaluate(f"{state}.room.engine.token") == latest  # for the SDK's own reconnects
+            await page.wait_for_function(f"{state}.lkPub !== null", timeout=30000)
+            await page.evaluate(f"{state}.room.disconnect()")  # the LiveKit connection goes away
+            await page.wait_for_function(
+                f"window.roomscribe.lkJoins.length >= 2 && {state}.lkState === 'connected' && {state}.lkPub !== null",
+                timeout=30000,
+            )
+            joins = await page.evaluate("window.roomscribe.lkJoins")
+            tokens = [e["token"] for e in await page.evaluate("window.roomscribe.events") if e["type"] == "token"]
+            assert joins[-1]["token"] != ready_token and joins[-1]["token"] in tokens
+            rejoined_at = joins[-1]["t"]
+            await page.wait_for_function(f"window.roomscribe.finals.some(f => f.t > {rejoined_at})", timeout=60000)
+            assert await page.evaluate("window.roomscribe.finals.length") >= 1
+    finally:
+        await server.stop()
