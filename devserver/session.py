@@ -60,8 +60,13 @@ class Session:
             return
         self._out.put_nowait(encode_response(r.SignalResponse(leave=r.LeaveRequest(
             can_reconnect=False, reason=reason, action=r.LeaveRequest.DISCONNECT))))
-        self._closing = True
-        self._out.put_nowait(None)
+        self._finish()
+
+    def _finish(self) -> None:
+        """Stop accepting messages for the client and let the writer drain and exit."""
+        if not self._closing:
+            self._closing = True
+            self._out.put_nowait(None)
 
     # -- main loop -----------------------------------------------------------------------
     async def run(self, part: Participant, publisher_offer: r.SessionDescription | None) -> None:
@@ -96,9 +101,7 @@ class Session:
         finally:
             watchdog.cancel()
             self.room.remove(part, notify_self=False)
-            if not self._closing:
-                self._closing = True
-                self._out.put_nowait(None)
+            self._finish()
             try:
                 await asyncio.wait_for(writer, 2)
             except (asyncio.TimeoutError, Exception):
@@ -175,7 +178,7 @@ class Session:
         elif kind == "leave":
             log.info("%s left room %s", part.identity, self.room.name)
             self.room.remove(part, reason=m.DisconnectReason.CLIENT_INITIATED, notify_self=False)
-            self._closing = True
+            self._finish()
         elif kind == "ping":
             self.send(r.SignalResponse(pong=int(time.time() * 1000)))
         elif kind == "ping_req":

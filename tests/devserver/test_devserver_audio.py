@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 from devserver.testing import collect_audio, peak_hz, publish_tone, rms_dbfs, running_devserver, tone, wait_event
@@ -14,10 +15,16 @@ MODES = [pytest.param(True, id="single-pc"), pytest.param(False, id="dual-pc")]
 
 
 def assert_tone(samples, freq: float = 440.0) -> None:  # type: ignore[no-untyped-def]
+    """The tone's frequency, its level (median 10 ms block, robust to a few dropouts caused by
+    a loaded machine) and continuity (at least 80 % of blocks carry the tone)."""
     assert len(samples) >= RATE, "received too little audio"
     assert abs(peak_hz(samples, RATE) - freq) <= 5, f"peak at {peak_hz(samples, RATE):.1f} Hz"
-    level = rms_dbfs(samples)
-    assert abs(level - SENT_DBFS) <= 3, f"level {level:.1f} dBFS, sent {SENT_DBFS:.1f} dBFS"
+    blocks = samples[: len(samples) // 480 * 480].reshape(-1, 480)
+    levels = np.array([rms_dbfs(b) for b in blocks])
+    level = float(np.median(levels))
+    assert abs(level - SENT_DBFS) <= 2, f"level {level:.1f} dBFS, sent {SENT_DBFS:.1f} dBFS"
+    audible = float(np.mean(levels > SENT_DBFS - 10))
+    assert audible >= 0.8, f"only {audible:.0%} of 10 ms blocks carry the tone"
 
 
 @pytest.mark.timeout(60)
