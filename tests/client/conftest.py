@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Awaitable, Callable, Iterator
 
 import aiohttp
 import pytest
@@ -109,12 +109,9 @@ class FlakyProxy:
 
 
 @pytest_asyncio.fixture
-async def proxy(control: ServerHandle) -> AsyncIterator[FlakyProxy]:
+async def proxy(control: ServerHandle, make_proxy: Callable[[str, int], Awaitable[FlakyProxy]]) -> FlakyProxy:
     """A FlakyProxy in front of the `control` server."""
-    flaky = FlakyProxy(control.server.settings.host, control.server.port)
-    await flaky.start()
-    yield flaky
-    await flaky.stop()
+    return await make_proxy(control.server.settings.host, control.server.port)
 
 
 @pytest_asyncio.fixture
@@ -125,3 +122,19 @@ async def lk_control(engine: AsrEngine) -> AsyncIterator[ServerHandle]:
     async with aiohttp.ClientSession() as http:
         yield ServerHandle(server, http)
     await server.stop()
+
+
+@pytest_asyncio.fixture
+async def make_proxy() -> AsyncIterator[Callable[[str, int], Awaitable[FlakyProxy]]]:
+    """`await make_proxy(host, port)`: a started FlakyProxy, stopped after the test."""
+    started: list[FlakyProxy] = []
+
+    async def make(host: str, port: int) -> FlakyProxy:
+        flaky = FlakyProxy(host, port)
+        await flaky.start()
+        started.append(flaky)
+        return flaky
+
+    yield make
+    for flaky in started:
+        await flaky.stop()

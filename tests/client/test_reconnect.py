@@ -9,16 +9,20 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiohttp
 import numpy as np
 import pytest
 
 from client.audio_files import read_wav
 from client.backoff import Backoff
 from client.control_client import ControlClient
+from client.errors import AuthRejected
 from client.events import ClientNotice, Event
 from client.options import ClientOptions, ConnectionState
 from client.sources import numpy_stream
 from client.stream import send_stream
+from control.server import ControlServer
+from control_harness import ServerHandle, make_settings
 from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, silence, wer
 
 pytestmark = pytest.mark.timeout(120)
@@ -132,3 +136,40 @@ async def test_silent_link_is_detected_by_heartbeat_and_reestablished(control, p
     seen.assert_complete_transcript()
     assert client.stats.dead_links >= 1 and client.stats.resumes >= 1, client.stats
     assert proxy.connections >= 2 and client.stats.audio_frames_dropped == 0
+
+
+async def test_outage_longer_than_the_grace_period_starts_a_new_session(engine, make_proxy) -> None:  # type: ignore[no-untyped-def]
+    server = ControlServer(make_settings(grace_period_s=0.3), engine=engine)
+    await server.start()
+    proxy = await make_proxy("127.0.0.1", server.port)
+    try:
+        async with aiohttp.ClientSession() as http:
+            handle = ServerHandle(server, http)
+            client = ControlClient(proxy.url(), handle.token("fay"), options=fast_options())
+            seen = Recorder(client)
+            await client.connect()
+            first = await client.start_session(transport="ws")
+            proxy.refuse = True
+            proxy.cut()
+            await asyncio.sleep(1.2)  # longer than the grace period: the session is gone
+            proxy.refuse = False
+            stream = numpy_stream(np.concatenate([read_wav(LIBRI).samples, silence(1.0)]), RATE, speed=0)
+            await send_stream(client, stream)
+            await client.stop_session(timeout_s=60)
+            await client.close()
+    finally:
+        await server.stop()
+    restarted = seen.notices("session.restarted")
+    assert restarted and restarted[0].raw["lost_session_id"] == first.session_id
+    assert client.session_id != first.session_id and client.stats.sessions_restarted == 1
+    finals = seen.of("transcript.final")
+    assert wer(LIBRI_TEXT, " ".join(f.raw["text"] for f in finals)) <= 0.10
+
+
+async def test_a_refused_token_fails_at_once_without_retrying(control) -> None:  # type: ignore[no-untyped-def]
+    client = ControlClient(control.server.url, "not-a-token", options=fast_options())
+    started = time.monotonic()
+    with pytest.raises(AuthRejected):
+        await client.connect(retry=True)
+    assert time.monotonic() - started < 2.0
+    await client.close()
