@@ -18,6 +18,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from .priority import lower_current_thread_priority, run_in_low_priority_thread
 from .config import AsrConfig
 from .scheduler import AsrJob, AsrScheduler, JobKind, settle
 
@@ -184,15 +185,19 @@ class AsrEngine:
         """Load the model off the event loop and start the worker threads."""
         if self._started:
             return
-        await asyncio.to_thread(self.backend.load)
+        await asyncio.to_thread(self._load)
         self._start_workers()
 
     def start_sync(self) -> None:
         """Blocking variant of `start()` for non-async callers (scripts, test fixtures)."""
         if self._started:
             return
-        self.backend.load()
+        self._load()
         self._start_workers()
+
+    def _load(self) -> None:
+        """Load the model from a lower-priority thread: the model's thread pools inherit it."""
+        run_in_low_priority_thread(self.backend.load, self.config.nice, "asr-load")
 
     def _start_workers(self) -> None:
         self._started = True
@@ -275,6 +280,7 @@ class AsrEngine:
         return s
 
     def _worker(self) -> None:
+        lower_current_thread_priority(self.config.nice)
         while True:
             batch = self.scheduler.next_batch(self.max_batch)
             if batch is None:
