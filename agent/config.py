@@ -17,7 +17,7 @@ class AsrConfig:
     language: str = "en"
     # Inference threads run this much nicer than the rest of the process, so real-time media
     # (WebRTC receive, the dev server's relay, the event loop) is never starved by the model.
-    nice: int = 10
+    nice: int = 5
     # Encoder window: "full" = faster-whisper's 30-s window for every call; "adaptive" = call
     # CTranslate2 directly with max(min_encoder_s, audio + encoder_pad_s) (much cheaper).
     encoder_window: str = "adaptive"

@@ -97,6 +97,7 @@ class Settings:
             compute_type=_get(env, "ROOMSCRIBE_COMPUTE_TYPE", d.asr.compute_type),
             beam_size=_int(env, "ROOMSCRIBE_BEAM_SIZE", d.asr.beam_size),
             cpu_threads=_int(env, "ROOMSCRIBE_CPU_THREADS", d.asr.cpu_threads),
+            nice=_int(env, "ROOMSCRIBE_ASR_NICE", d.asr.nice),
         )
         pipeline = PipelineConfig(
             interims=_bool(env, "ROOMSCRIBE_INTERIMS", d.pipeline.interims),
