@@ -65,10 +65,13 @@ class ControlServer:
         if not self.settings.livekit_url:
             from devserver import DevServer
 
+            # Its own process, like a real LiveKit server: its media relay never competes with
+            # this process's event loop or the model for the GIL.
             self.devserver = DevServer(
                 host=self.settings.host,
                 port=self.settings.devserver_port,
                 keys={self.settings.livekit_api_key: self.settings.livekit_api_secret},
+                own_process=True,
             )
             await self.devserver.start()
             self.livekit_url = self.devserver.url

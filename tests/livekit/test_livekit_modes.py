@@ -142,7 +142,7 @@ async def test_agent_survives_a_dev_server_restart(lk_control) -> None:  # type:
     port, keys = old.port, dict(old.keys)
     await old.stop()
     degraded = await client.wait_for(lambda e: e.get("code") == "livekit.degraded", timeout=30)
-    server.devserver = DevServer(host="127.0.0.1", port=port, keys=keys)
+    server.devserver = DevServer(host="127.0.0.1", port=port, keys=keys, own_process=True)
     await server.devserver.start()
     recovered = await client.wait_for(lambda e: e.get("code") == "livekit.recovered", timeout=40)
     assert recovered["seq"] > degraded["seq"]
