@@ -655,6 +655,8 @@ function applyPublish() {
           state.lkPub = await room.localParticipant.publishTrack(state.lkTrack, {
             source: LK.Track.Source.Microphone,
             name: 'microphone',
+            // Continuous Opus (no DTX gaps): the start of each phrase reaches the recogniser intact.
+            dtx: params.get('dtx') === '1',
           });
           log('microphone published');
         } else if (state.lkPub.isMuted) {
@@ -887,7 +889,7 @@ async function stop({ reason = 'user', quiet = false } = {}) {
     flushPcm();
     const ended = new Promise((resolve) => {
       const t0 = Date.now();
-      const check = () => (state.sessionId === null || Date.now() - t0 > 15000 ? resolve() : setTimeout(check, 100));
+      const check = () => (state.sessionId === null || Date.now() - t0 > 30000 ? resolve() : setTimeout(check, 100));
       check();
     });
     send({ type: 'session.stop', id: nextId('stop') });

@@ -23,41 +23,42 @@ pytestmark = [pytest.mark.browser]
 MAX_WER = 0.15
 
 
-def best_window(finals: list[str], reference: str) -> tuple[float, int, int]:
-    """The lowest WER of any run of consecutive finals against `reference` (the mic loops the
-    file and the server may split the sentence at its pauses): (wer, first index, end index)."""
-    best = (1.0e9, 0, 0)
+def matching_windows(finals: list[str], reference: str) -> list[tuple[float, int, int]]:
+    """Runs of consecutive finals that read as `reference` (WER ≤ MAX_WER), as (wer, first, end):
+    the mic loops the file and the server may split the sentence at its pauses."""
+    found = []
     for i in range(len(finals)):
         for j in range(i + 1, min(len(finals), i + 6) + 1):
             score = wer(reference, " ".join(finals[i:j]))
-            if score < best[0]:
-                best = (score, i, j)
-    return best
+            if score <= MAX_WER:
+                found.append((score, i, j))
+    return found
 
 
 async def wait_for_sentence(web: Any, page: Any, timeout: float) -> tuple[float, int, int]:
+    """Wait until #finals holds the sentence and #interim showed text while it was spoken (the
+    MutationObserver records how many finals were on the page when each interim appeared).
+    Under load the server drops interims, so any repetition of the looping sample may count."""
     deadline = time.monotonic() + timeout
-    best = (1.0e9, 0, 0)
+    windows: list[tuple[float, int, int]] = []
     while time.monotonic() < deadline:
         finals = await web.final_texts(page)
-        best = best_window(finals, JFK_TEXT)
-        if best[0] <= MAX_WER:
-            return best
+        windows = matching_windows(finals, JFK_TEXT)
+        seen = await page.evaluate("window.__interimSeen.map(s => s.finals)")
+        for window in sorted(windows):
+            _, first, end = window
+            if any(first <= n < end for n in seen):
+                return window
         await asyncio.sleep(0.5)
-    status = await page.text_content("#status")
-    error = await page.text_content("#error")
     raise AssertionError(
-        f"no run of finals matches the sentence (best WER {best[0]:.2f}); finals: {await web.final_texts(page)}; "
-        f"status: {status!r}; error: {error!r}"
+        f"no run of finals matches the sentence after interims (matches: {windows}); finals: {await web.final_texts(page)}; "
+        f"interims seen: {await page.evaluate('window.__interimSeen')}; status: {await page.text_content('#status')!r}; "
+        f"error: {await page.text_content('#error')!r}"
     )
 
 
 async def check_transcript_shown(web: Any, page: Any, name: str, timeout: float) -> None:
-    score, first, _ = await wait_for_sentence(web, page, timeout)
-    # #interim showed text before the finals that make up the sentence (recorded by a
-    # MutationObserver that the test installs, and by the page's own log).
-    seen = await page.evaluate("window.__interimSeen")
-    assert any(s["finals"] <= first for s in seen), f"no interim text shown before final #{first}: {seen}"
+    score, first, end = await wait_for_sentence(web, page, timeout)
     page_interims = await page.evaluate("window.roomscribe.interims.map(i => i.text)")
     assert page_interims, "the page recorded no interims"
     # One element per utterance, each with its time; none shown twice.
@@ -69,7 +70,7 @@ async def check_transcript_shown(web: Any, page: Any, name: str, timeout: float)
     assert all(t.strip() for _, t in items)
     assert await page.is_hidden("#error"), await page.text_content("#error")
     await web.screenshot(page, name)
-    print(f"{name}: WER {score:.2f}; finals {await web.final_texts(page)}")
+    print(f"{name}: WER {score:.2f} over finals {first}..{end - 1}; finals {await web.final_texts(page)}")
 
 
 @pytest.mark.timeout(150)
@@ -89,8 +90,14 @@ async def test_livekit_mode_shows_interims_then_the_sentence(web, engine) -> Non
             assert "LiveKit" in (await page.text_content("#pill-media") or "")
             assert await page.evaluate("window.roomscribe.state.sessionTransport") == "livekit"
             await page.click("#stop")
-            await page.wait_for_function("window.roomscribe.state.phase === 'idle'", timeout=20000)
+            await page.wait_for_function("window.roomscribe.state.phase === 'idle'", timeout=40000)
+            for _ in range(100):  # the server ends the session (and deletes the room) after its last final
+                if not server.manager.sessions:
+                    break
+                await asyncio.sleep(0.2)
             assert not server.manager.sessions
+            stopped = [e for e in await page.evaluate("window.roomscribe.events") if e["type"] == "session.ended"]
+            assert [e["reason"] for e in stopped] == ["stopped"]
     finally:
         await server.stop()
 
@@ -103,7 +110,10 @@ async def test_livekit_vad_gating_publishes_on_speech(web, engine) -> None:  # t
     try:
         async with web.page(JFK) as page:
             await page.goto(f"{server.http_url}/?user=vad-web&autostart=1")
-            await page.wait_for_function("document.querySelectorAll('#finals > li').length >= 2", timeout=80000)
+            await page.wait_for_function(
+                "[...document.querySelectorAll('#finals > li .text')].some(e => /fellow|americans|country|ask|not/i.test(e.textContent))",
+                timeout=80000,
+            )
             events = await page.evaluate("window.roomscribe.events")
             types = [e["type"] for e in events]
             ready = next(e for e in events if e["type"] == "session.ready")
@@ -111,8 +121,6 @@ async def test_livekit_vad_gating_publishes_on_speech(web, engine) -> None:  # t
             assert "publish.start" in types
             assert next(e for e in events if e["type"] == "publish.start")["reason"] == "vad"
             assert await page.evaluate("window.roomscribe.state.vad.sent") is not None
-            words = set(" ".join(await web.final_texts(page)).lower().replace(",", " ").replace(".", " ").split())
-            assert words & {"fellow", "americans", "country", "ask", "not"}, await web.final_texts(page)
             await web.screenshot(page, "web-livekit-vad.png")
     finally:
         await server.stop()
