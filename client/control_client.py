@@ -375,6 +375,7 @@ class ControlClient:
         self.hello = link.hello
         self._pings.clear()
         self._set_connection(ConnectionState.CONNECTED)
+        self._hub.publish(parse_event(link.hello))
         dead: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         tasks = [
             asyncio.create_task(self._read(link)),
@@ -384,7 +385,17 @@ class ControlClient:
         restore = asyncio.create_task(self._restore(link, first))
         restored = False
         try:
-            await asyncio.wait([tasks[0], dead], return_when=asyncio.FIRST_COMPLETED)
+            reader = tasks[0]
+            watched: set[asyncio.Future[Any]] = {reader, dead, restore}
+            while not (reader.done() or dead.done()):
+                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                if restore in watched and restore.done():
+                    watched.discard(restore)
+                    error = restore.exception()
+                    if error is not None:  # the link is unusable without its session: drop it
+                        if not isinstance(error, (ConnectionLost, asyncio.TimeoutError)):
+                            log.error("restoring the session on a new link failed", exc_info=error)
+                        break
         finally:
             restored = restore.done() and not restore.cancelled() and restore.exception() is None
             self._connected.clear()
