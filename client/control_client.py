@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 import aiohttp
 
-from client.audio_buffer import AudioBuffer
+from client.audio_sender import AudioSender
 from client.errors import AuthRejected, ClientError, ConnectionLost, GaveUp, ServerError
 from client.events import Event, SessionEnded, SessionReady, Subscribed, notice, parse_event
 from client.hub import Callback, EventHub
@@ -75,18 +75,11 @@ class ControlClient:
         self._fatal: BaseException | None = None
         self._connected = asyncio.Event()
         self._audio_open = asyncio.Event()
-        self._audio_wakeup = asyncio.Event()
-        self._progress = asyncio.Event()
-        self._buffer: AudioBuffer | None = None
-        self._bytes_per_second = 32000
-        self._sample_bytes = 2
-        self._carry = b""
+        self._audio: AudioSender | None = None
         self._start_request: dict[str, Any] | None = None
         self._ended: asyncio.Future[SessionEnded] | None = None
         self._requests: dict[str, asyncio.Future[Event]] = {}
         self._slow_requests = 0
-        self._pings: dict[str, int] = {}
-        self._pinged_mark = 0
         self._ids = itertools.count(1)
         self._subscriptions: dict[str, Subscription] = {}
         self._forwarded_seq: dict[str, int] = {}
@@ -156,14 +149,10 @@ class ControlClient:
         request: dict[str, Any] = {"type": "session.start", "transport": transport, "interim": interim, **extra}
         if transport == "ws":
             request["audio"] = {"encoding": "pcm_s16le", "sample_rate": sample_rate, "channels": channels}
-            self._sample_bytes = 2 * channels
-            self._bytes_per_second = self._sample_bytes * sample_rate
-            self._buffer = AudioBuffer(int(self.options.audio_buffer_s * self._bytes_per_second))
+            self._audio = AudioSender(sample_rate, channels, self.options, self._new_id)
         else:
-            self._buffer = None
+            self._audio = None
         self._start_request = request
-        self._carry = b""
-        self._pinged_mark = 0
         self._dropped_seen = 0
         self._ended = asyncio.get_running_loop().create_future()
         self.session_state = SessionState.STARTING
@@ -184,16 +173,10 @@ class ControlClient:
 
     def send_audio(self, pcm: bytes) -> None:
         """Queue PCM16 audio of the announced format; never blocks. Buffered while disconnected."""
-        if self._buffer is None or self.session_state not in (SessionState.STARTING, *_LIVE):
+        if self._audio is None or self.session_state not in (SessionState.STARTING, *_LIVE):
             raise ClientError("no ws session to send audio to; call start_session(transport='ws') first")
-        data = self._carry + pcm
-        frame_bytes = self._bytes_per_second * self.options.frame_ms // 1000
-        whole = len(data) - len(data) % self._sample_bytes
-        for start in range(0, whole, frame_bytes):
-            self._buffer.push(data[start : min(start + frame_bytes, whole)])
-        self._carry = data[whole:]
+        self._audio.push(pcm)
         self._note_drops()
-        self._audio_wakeup.set()
 
     async def write_audio(self, pcm: bytes, *, window_s: float = 2.0) -> None:
         """Like `send_audio`, but waits while more than `window_s` of audio is unconfirmed.
@@ -202,26 +185,29 @@ class ControlClient:
         Live sources (a microphone) should use `send_audio`, which never waits.
         """
         self.send_audio(pcm)
-        limit = min(window_s, self.options.audio_buffer_s / 2) * self._bytes_per_second
-        while self._buffer is not None and self._buffer.buffered_bytes > limit:
+        audio = self._audio
+        assert audio is not None
+        limit = audio.seconds(min(window_s, self.options.audio_buffer_s / 2))
+        while audio.buffer.buffered_bytes > limit:
             if self._fatal is not None:
                 raise self._fatal
             if self.session_state not in (SessionState.STARTING, *_LIVE):
                 raise ClientError(f"the session is {self.session_state.value}")
-            self._progress.clear()
-            await self._progress.wait()
+            audio.progress.clear()
+            await audio.progress.wait()
 
     async def flush(self, timeout_s: float | None = None) -> None:
         """Wait until every queued audio frame is sent and confirmed by the server."""
 
         async def drained() -> None:
-            while self._buffer is not None and (self._buffer.pending_frames or self._buffer.in_flight_frames):
+            audio = self._audio
+            while audio is not None and not audio.settled:
                 if self._fatal is not None:
                     raise self._fatal
                 if self.session_state not in (SessionState.STARTING, *_LIVE):
                     return
-                self._progress.clear()
-                await self._progress.wait()
+                audio.progress.clear()
+                await audio.progress.wait()
 
         await asyncio.wait_for(drained(), timeout_s)
 
@@ -373,7 +359,6 @@ class ControlClient:
         """Run one link until it drops; True when it got as far as restoring the session."""
         self._link = link
         self.hello = link.hello
-        self._pings.clear()
         self._set_connection(ConnectionState.CONNECTED)
         self._hub.publish(parse_event(link.hello))
         dead: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -404,8 +389,8 @@ class ControlClient:
                 task.cancel()
             await asyncio.gather(*tasks, restore, return_exceptions=True)
             self._fail_pending(ConnectionLost("the control socket dropped"))
-            if self._buffer is not None:
-                self.stats.frames_resent += self._buffer.rewind()
+            if self._audio is not None:
+                self.stats.frames_resent += self._audio.rewind()
             self._link = None
             await link.close()
         return restored
@@ -419,7 +404,7 @@ class ControlClient:
             if self._ended is not None and not self._ended.done():
                 self._ended.set_exception(error)
                 self._ended.exception()  # retrieved: nobody may be waiting for it
-            self._progress.set()
+            self._wake_audio_waiters()
 
     async def _restore(self, link: Link, first: "asyncio.Future[None]") -> None:
         """On a new link: resume the session, renew subscriptions, then let audio flow."""
@@ -519,75 +504,42 @@ class ControlClient:
                 await self._ping(link)
 
     async def _ping(self, link: Link) -> None:
-        """A ping whose pong confirms every audio frame written before it."""
-        ping_id = self._new_id("p")
-
-        def make() -> dict[str, Any]:
-            mark = self._buffer.mark() if self._buffer is not None else 0
-            self._pings[ping_id] = mark
-            self._pinged_mark = max(self._pinged_mark, mark)
-            return {"type": "ping", "id": ping_id}
-
+        """A ping; in a ws session its pong also confirms every audio frame written before it."""
+        audio = self._audio
+        make = audio.ping_message if audio is not None else (lambda: {"type": "ping", "id": self._new_id("p")})
         try:
             await link.send(make)
         except (ConnectionError, aiohttp.ClientError, RuntimeError) as error:
             raise ConnectionLost(str(error)) from None
 
     async def _write_audio(self, link: Link) -> None:
-        """Send buffered frames in order while the session takes audio; ping for acknowledgements."""
-        ack_bytes = self.options.ack_every_ms * self._bytes_per_second // 1000
-        window_bytes = max(1, self.options.max_unconfirmed_ms * self._bytes_per_second // 1000)
-        unconfirmed = 0
+        """Send the current ws session's buffered audio over this link, session after session."""
         while True:
             await self._audio_open.wait()
-            buffer = self._buffer
-            if buffer is None:
-                return
-            if buffer.in_flight_bytes >= window_bytes:  # wait for a pong before sending more
-                if buffer.mark() > self._pinged_mark:
-                    await self._ping(link)
-                self._progress.clear()
-                await self._progress.wait()
+            audio = self._audio
+            if audio is None:
+                self._audio_open.clear()
                 continue
-            self._audio_wakeup.clear()
-            frame = await self._send_frame(link, buffer)
-            unconfirmed += len(frame or b"")
-            if frame is not None and unconfirmed < ack_bytes:
-                continue
-            if buffer.mark() > self._pinged_mark:
-                await self._ping(link)
-            unconfirmed = 0
-            if frame is None:
-                await self._audio_wakeup.wait()
-
-    async def _send_frame(self, link: Link, buffer: AudioBuffer) -> bytes | None:
-        """Write the next buffered frame, if any; returns it."""
-        taken: list[bytes] = []
-
-        def make() -> bytes | None:
-            frame = buffer.next_frame()
-            if frame is not None:
-                taken.append(frame)
-            return frame
-
-        await link.send(make)
-        return taken[0] if taken else None
+            await audio.run(link, self._audio_open, lambda: self._audio is audio)
 
     def _open_audio(self) -> None:
-        if self._buffer is not None and self._connected.is_set():
+        if self._audio is not None and self._connected.is_set():
             self._audio_open.set()
-            self._audio_wakeup.set()
+            self._audio.wake()
+
+    def _wake_audio_waiters(self) -> None:
+        """Let `flush`/`write_audio` and the writer re-check (the session ended, or the client gave up)."""
+        if self._audio is not None:
+            self._audio.progress.set()
+            self._audio.wake()
 
     # -- incoming messages ---------------------------------------------------------------------------
     def _on_message(self, raw: dict[str, Any]) -> None:
         event = parse_event(raw)
         kind = event.type
         request = self._requests.get(str(raw.get("id"))) if raw.get("id") is not None else None
-        if kind == "pong":
-            mark = self._pings.pop(str(raw.get("id")), None)
-            if mark is not None and self._buffer is not None:
-                self._buffer.ack(mark)
-                self._progress.set()
+        if kind == "pong" and self._audio is not None:
+            self._audio.on_pong(str(raw.get("id")))
         if not self._is_new(raw):
             self.stats.duplicates_dropped += 1
             return
@@ -634,7 +586,7 @@ class ControlClient:
             return
         self.session_state = SessionState.ENDED
         self._audio_open.clear()
-        self._progress.set()
+        self._wake_audio_waiters()
         if self._ended is not None and not self._ended.done():
             self._ended.set_result(ended)
 
@@ -648,13 +600,13 @@ class ControlClient:
         self._publish_notice("connection.state", state.value, state=state.value, **data)
 
     def _note_drops(self) -> None:
-        if self._buffer is None or self._buffer.dropped_frames == self._dropped_seen:
+        if self._audio is None or self._audio.buffer.dropped_frames == self._dropped_seen:
             return
-        self.stats.audio_frames_dropped = self._buffer.dropped_frames
-        self.stats.audio_seconds_dropped = self._buffer.dropped_bytes / self._bytes_per_second
+        self.stats.audio_frames_dropped = self._audio.buffer.dropped_frames
+        self.stats.audio_seconds_dropped = self._audio.dropped_seconds
         if self._dropped_seen == 0:
             self._publish_notice("audio.dropped", f"audio buffer full ({self.options.audio_buffer_s:g} s): dropping the oldest audio")
-        self._dropped_seen = self._buffer.dropped_frames
+        self._dropped_seen = self._audio.buffer.dropped_frames
 
     def _publish_notice(self, code: str, message: str, **data: Any) -> None:
         self._hub.publish(notice(code, message, **data))

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from client.stream import format_event, stream_wav_ws
-from speech_samples import JFK, JFK_TEXT, wer
+from client.control_client import ControlClient
+from client.sources import wav_stream
+from client.stream import format_event, send_stream, stream_wav_ws
+from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, wer
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -45,3 +47,17 @@ def test_format_event_renders_finals_errors_notices_and_forwarded_events() -> No
     assert format_event({"type": "error", "code": "x", "message": "y"}) == "error x: y"
     assert format_event({"type": "speech.start", "seq": 1}) is None
     assert "retrying in 0.5 s" in str(format_event({"type": "client.notice", "code": "connection.state", "retry_in_s": 0.5}))
+
+
+async def test_one_client_runs_sessions_back_to_back(control) -> None:  # type: ignore[no-untyped-def]
+    client = ControlClient(control.server.url, control.token("gus"))
+    finals: list[str] = []
+    client.on(lambda e: finals.append(e.raw["text"]), ("transcript.final",))
+    await client.connect()
+    for _ in range(2):
+        await client.start_session(transport="ws")
+        await send_stream(client, wav_stream(LIBRI, speed=0, tail_silence_s=1.0))
+        await client.stop_session(timeout_s=60)
+    await client.close()
+    assert len(finals) >= 2
+    assert wer(LIBRI_TEXT + " " + LIBRI_TEXT, " ".join(finals)) <= 0.10, finals
