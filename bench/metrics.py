@@ -7,6 +7,8 @@ neighbour unless segmentation merged them. The timeline shift is ~0 on ws (the s
 the first sample sent); on LiveKit the agent's clock starts when it subscribes, so the shift is
 estimated as the offset that lets the most finals match clips. Latency never uses server times.
 - final latency of a clip = arrival of the last final overlapping it − (t0 + true speech end)
+- final latency from send = the same arrival − when the frame holding the speech end was actually
+  sent (differs only when the bench client fell behind its real-time schedule)
 - first-interim latency = arrival of the first interim overlapping it − (t0 + true speech onset)
 - a clip is lost when no final overlaps it.
 """
@@ -34,6 +36,7 @@ class ClipOutcome:
     finals: int  # finals overlapping the clip (>1: split)
     merged: bool  # its last final also overlaps another clip
     end_error_s: float | None = None  # server's speech end − true speech end (segmentation check)
+    final_latency_from_send_s: float | None = None
 
     @property
     def lost(self) -> bool:
@@ -73,16 +76,25 @@ def score_session(record: SessionRecord, shift: float | None = None) -> list[Cli
     out = []
     for pc in clips:
         mine = [(t, e) for t, e in finals if _overlaps(e, pc.onset_s, pc.end_s, shift)]
-        latency = merged = end_error = None
+        latency = merged = end_error = from_send = None
         if mine:
             t_last, last = max(mine, key=lambda te: te[1]["end"])
             latency = t_last - (record.t0 + pc.end_s)
+            from_send = t_last - _sent_at(record, pc.end_s)
             merged = any(o is not pc and _overlaps(last, o.onset_s, o.end_s, shift) for o in clips)
             end_error = round(last["end"] - shift - pc.end_s, 3)
         first = min((t for t, e in interims if _overlaps(e, pc.onset_s, pc.end_s, shift)), default=None)
         interim_latency = None if first is None else first - (record.t0 + pc.onset_s)
-        out.append(ClipOutcome(pc.clip.id, latency, interim_latency, len(mine), bool(merged), end_error))
+        out.append(ClipOutcome(pc.clip.id, latency, interim_latency, len(mine), bool(merged), end_error, from_send))
     return out
+
+
+def _sent_at(record: SessionRecord, t: float) -> float:
+    """When the frame holding session time `t` was actually sent."""
+    speed = record.speed if record.speed > 0 else 1e9
+    k = int(t / record.frame_s)
+    late = record.send_lateness_s[min(k, len(record.send_lateness_s) - 1)] if record.send_lateness_s else 0.0
+    return record.t0 + (k + 1) * record.frame_s / speed + late
 
 
 def clip_texts(record: SessionRecord) -> list[str]:
@@ -110,6 +122,7 @@ def summarise(records: Iterable[SessionRecord]) -> dict[str, Any]:
     outcomes = [o for r, sh in zip(records, shifts) for o in score_session(r, sh)]
     end_errors = [o.end_error_s for o in outcomes if o.end_error_s is not None]
     finals = [o.final_latency_s for o in outcomes if o.final_latency_s is not None]
+    from_send = [o.final_latency_from_send_s for o in outcomes if o.final_latency_from_send_s is not None]
     interims = [o.first_interim_latency_s for o in outcomes if o.first_interim_latency_s is not None]
     lateness = [x for r in records for x in r.send_lateness_s]
     statuses = Counter(e.get("code", "?") for r in records for _, e in r.of_type("status"))
@@ -125,6 +138,7 @@ def summarise(records: Iterable[SessionRecord]) -> dict[str, Any]:
         "split": sum(o.finals > 1 for o in outcomes),
         "final_latency_s": {"p50": r3(percentile(finals, 50)), "p95": r3(percentile(finals, 95)),
                             "max": r3(max(finals, default=None)), "n": len(finals)},  # fmt: skip
+        "final_latency_from_send_s": {"p50": r3(percentile(from_send, 50)), "p95": r3(percentile(from_send, 95))},
         "first_interim_latency_s": {"p50": r3(percentile(interims, 50)), "p95": r3(percentile(interims, 95)),
                                     "n": len(interims)},  # fmt: skip
         "speech_end_error_s": {"p50": r3(percentile(end_errors, 50)), "p95": r3(percentile(end_errors, 95))},

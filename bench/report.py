@@ -71,6 +71,11 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"{r['figure']:<{w}}  {r['shown']:<{m}}  {r['target']:<12}  {r['verdict']}")
     for name, lat in result.get("latency", {}).items():
         c = lat["cost"]
+        late = lat["client_send_lateness_s"]["p99"] or 0
+        if late > 0.05:
+            fs = lat["final_latency_from_send_s"]
+            lines.append(f"!!! {name}: the bench client sent audio late (p99 {late * 1000:.0f} ms); measured from the actual "
+                         f"send, end of speech → final is p50 {_ms(fs['p50'])}, p95 {_ms(fs['p95'])}")  # fmt: skip
         lines.append(f"{name}: {lat['clips']} utterances, lost {lat['lost']}, interim coverage {lat['interim_coverage']}, "
                      f"server CPU {c['server_cpu_s_per_audio_s']} s per audio s ({c['server_cores_used']} cores), "
                      f"peak RSS {c['memory_mb'].get('peak_rss')} MB")  # fmt: skip

@@ -31,6 +31,7 @@ class SessionRecord:
     user: str
     transport: str
     speed: float
+    frame_s: float = 0.02  # length of one sent frame
     t0: float = 0.0  # monotonic time at which session audio time 0 was "spoken"
     events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # (arrival, event)
     send_lateness_s: list[float] = field(default_factory=list)  # per frame: actual − scheduled send
@@ -77,6 +78,7 @@ async def pace_frames(
 ) -> None:
     """Send `frames` like a live microphone from `record.t0`, noting how late each send was."""
     speed = record.speed if record.speed > 0 else 1e9
+    record.frame_s = frame_s
     for k, frame in enumerate(frames):
         due = record.t0 + (k + 1) * frame_s / speed
         delay = due - time.monotonic()

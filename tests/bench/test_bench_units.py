@@ -68,3 +68,13 @@ def test_examples_have_transcripts_and_marked_bounds() -> None:
     assert len(corpus.clips) == 2 and all(isinstance(c, Clip) and c.text for c in corpus.clips)
     jfk = next(c for c in corpus.clips if c.id == "jfk")
     assert jfk.speech_s is not None and jfk.speech_s[1] < jfk.duration_s
+
+
+def test_latency_from_send_discounts_a_late_client() -> None:
+    rec = _record([(102.4, 1.0, 2.0)])
+    rec.frame_s = 0.02
+    rec.send_lateness_s = [0.0] * 50 + [0.25] * 450  # the client fell 250 ms behind after 1 s
+    [first, *_] = score_session(rec)
+    assert first.final_latency_s is not None and first.final_latency_from_send_s is not None
+    assert abs(first.final_latency_s - 0.4) < 1e-9
+    assert abs(first.final_latency_from_send_s - (0.4 - 0.02 - 0.25)) < 1e-9  # frame end at 2.02 s, sent 0.25 s late
