@@ -29,6 +29,12 @@ async def _index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-store"})
 
 
+async def _revalidate_page_files(request: web.Request, response: web.StreamResponse) -> None:
+    """The page's own files change with the repo: browsers must revalidate them (ETag) every time."""
+    if request.path.startswith("/web/") and "Cache-Control" not in response.headers:
+        response.headers["Cache-Control"] = "no-cache"
+
+
 def add_web_routes(app: web.Application, *, secret: str, dev_mode: bool) -> None:
     """`/` and `/web/*` for the page, `/vendor/livekit-client/*` for the SDK, and in dev mode
     `/dev/token?user=ID`, which mints a control token for anyone who asks (never in production)."""
@@ -37,6 +43,7 @@ def add_web_routes(app: web.Application, *, secret: str, dev_mode: bool) -> None
         return
     app.router.add_get("/", _index)
     app.router.add_static("/web/", WEB_DIR, show_index=False)
+    app.on_response_prepare.append(_revalidate_page_files)
     if livekit_client_available():
         app.router.add_static("/vendor/livekit-client/", LIVEKIT_CLIENT_DIST, show_index=False)
     else:
