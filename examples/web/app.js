@@ -111,10 +111,15 @@ function clearError() {
   $('error').textContent = '';
 }
 
-function showNotice(message) {
+let noticeTimer = null;
+
+/** A non-error notice; `forMs` makes it go away by itself (busy/degraded states pass). */
+function showNotice(message, forMs = 0) {
   const el = $('notice');
   el.textContent = message || '';
   el.hidden = !message;
+  clearTimeout(noticeTimer);
+  if (message && forMs) noticeTimer = setTimeout(() => showNotice(''), forMs);
 }
 
 function setStatus(text, dot = 'idle') {
@@ -467,6 +472,7 @@ function onServerStatus(msg) {
   log(`status ${msg.code}: ${msg.message || ''}`);
   if (msg.code === 'listening') setStatus('Listening — the server hears your microphone. Speak now.', 'live');
   else if (msg.code === 'livekit.failed' || msg.code === 'replay.truncated') showError(plain || msg.message, msg.code);
+  else if (msg.code === 'asr_backlog') showNotice(plain, 10000);
   else if (plain && msg.code !== 'interims_dropped') showNotice(plain);
 }
 
