@@ -98,6 +98,7 @@ class LiveKitTransport:
                         not listening.is_set() or time.monotonic() - began < self.lead_in_min_s
                     ):
                         await send(silence)
+                    record.max_shift_s = time.monotonic() - began  # the agent cannot have heard more than this
                     heard = "heard" if listening.is_set() else "NOT reported as heard"
                     record.notes.append(f"lead-in silence {time.monotonic() - began:.2f} s; track {heard}")
 

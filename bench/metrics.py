@@ -24,6 +24,7 @@ import numpy as np
 from bench.transport import SessionRecord
 
 TOLERANCE_S = 0.35
+SHIFT_SLACK_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,13 @@ def _overlaps(event: dict[str, Any], lo: float, hi: float, shift: float = 0.0) -
 
 def timeline_shift(record: SessionRecord) -> float:
     """Server session time − bench session time. Candidates: 0 and (final start − clip onset) for
-    the first finals and clips; the winner matches the most clips, then has the smallest summed
-    distance between each matched clip's onset and its first final's start."""
+    the first finals and clips, within [−0.5 s, record.max_shift_s + 0.5 s] (ws: ~0; LiveKit: at
+    most the lead-in); the winner matches the most clips, then has the smallest summed distance
+    between each matched clip's onset and its first final's start."""
     finals = [e for _, e in record.of_type("transcript.final")]
     clips = record.plan.clips
-    candidates = {0.0} | {f["start"] - c.onset_s for f in finals[:5] for c in clips[:5]}
+    lo, hi = -SHIFT_SLACK_S, record.max_shift_s + SHIFT_SLACK_S  # never a whole clip spacing
+    candidates = {0.0} | {d for f in finals[:5] for c in clips[:5] if lo <= (d := f["start"] - c.onset_s) <= hi}
 
     def score(shift: float) -> tuple[int, float]:
         matched, distance = 0, 0.0

@@ -32,6 +32,7 @@ class SessionRecord:
     transport: str
     speed: float
     frame_s: float = 0.02  # length of one sent frame
+    max_shift_s: float = 0.0  # how far the server's session clock may run ahead of the bench's
     t0: float = 0.0  # monotonic time at which session audio time 0 was "spoken"
     events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # (arrival, event)
     send_lateness_s: list[float] = field(default_factory=list)  # per frame: actual − scheduled send

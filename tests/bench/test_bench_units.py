@@ -59,6 +59,7 @@ def test_latency_and_loss_are_measured_from_the_true_speech_end() -> None:
 
 def test_a_shifted_server_timeline_is_realigned() -> None:
     rec = _record([(102.4, 1.0, 2.0), (105.9, 3.5, 5.0), (108.7, 6.5, 8.0)], shift=2.8)
+    rec.max_shift_s = 3.0
     assert abs(timeline_shift(rec) - 2.8) < 1e-9
     assert [o.lost for o in score_session(rec)] == [False, False, False]
 
@@ -78,3 +79,9 @@ def test_latency_from_send_discounts_a_late_client() -> None:
     assert first.final_latency_s is not None and first.final_latency_from_send_s is not None
     assert abs(first.final_latency_s - 0.4) < 1e-9
     assert abs(first.final_latency_from_send_s - (0.4 - 0.02 - 0.25)) < 1e-9  # frame end at 2.02 s, sent 0.25 s late
+
+
+def test_an_aligned_timeline_is_not_shifted_by_a_clip_spacing() -> None:
+    rec = _record([(105.9, 3.5, 5.0), (108.7, 6.5, 8.0)])  # the first clip is lost
+    assert timeline_shift(rec) == 0.0
+    assert [o.lost for o in score_session(rec)] == [True, False, False]
