@@ -167,6 +167,11 @@ class ControlConnection:
         if session is None or session.ended:
             self.send_error(ProtocolError("audio.no_session", "audio arrived before session.start; it was not used"))
             return
+        if session.outbox is not self:
+            # The session was resumed on another socket: audio still arriving here is not used,
+            # or it would be heard twice (the client resends what this socket did not confirm).
+            self.send_error(ProtocolError("audio.session_moved", "this session continues on another socket; audio here was not used"))
+            return
         if session.transport != "ws" or self.audio_input is None:
             self.send_error(
                 ProtocolError("audio.wrong_transport", "this session receives audio over LiveKit, not the control socket")
