@@ -60,7 +60,7 @@ def push_parser() -> argparse.ArgumentParser:
     source.add_argument("file", nargs="?", help="16-bit PCM WAV, any sample rate, mono or stereo")
     source.add_argument("--mic", action="store_true", help="the default microphone (needs the 'mic' extra: sounddevice)")
     parser.add_argument("--transport", choices=("ws", "livekit"), default=None,
-                        help="audio path (default: ws when the server allows it, else livekit)")
+                        help="audio path (default: the server's default transport)")
     parser.add_argument("--user", default="cli", help="user id of the minted token (default cli)")
     parser.add_argument("--fast", action="store_true", help="ws: send the file as fast as the server takes it")
     parser.add_argument("--no-interim", action="store_true", help="finals only")
@@ -82,29 +82,56 @@ def push_main(argv: list[str]) -> int:
         return 130
 
 
-def _source(args: argparse.Namespace, transport: str) -> PcmStream:
-    if args.mic:
+def _source(file: str | None, mic: bool, transport: str, fast: bool) -> PcmStream:
+    if mic:
         return microphone_stream(frame_ms=10 if transport == "livekit" else 20)
+    assert file is not None
     if transport == "livekit":  # the LiveKit SDK paces capture in real time
-        return wav_stream(args.file, speed=0, frame_ms=10, tail_silence_s=1.0)
-    return wav_stream(args.file, speed=0 if args.fast else 1.0, tail_silence_s=1.0)
+        return wav_stream(file, speed=0, frame_ms=10, tail_silence_s=1.0)
+    return wav_stream(file, speed=0 if fast else 1.0, tail_silence_s=1.0)
 
 
 async def _push(args: argparse.Namespace) -> int:
-    if args.mic:
+    return await push(
+        args.url,
+        _token(args, args.user),
+        file=args.file,
+        mic=args.mic,
+        transport=args.transport,
+        fast=args.fast,
+        interim=not args.no_interim,
+        queue_ms=args.queue_ms,
+    )
+
+
+async def push(
+    url: str,
+    token: str,
+    *,
+    file: str | None = None,
+    mic: bool = False,
+    transport: str | None = None,
+    fast: bool = False,
+    interim: bool = True,
+    queue_ms: int = 20,
+    printer: EventPrinter | None = None,
+) -> int:
+    """Stream a file (or the microphone) as one session and print its events; 0 when a final
+    arrived and no error did. `transport=None` takes the server's default."""
+    if mic:
         microphone_stream()  # fail early, with the install hint, before connecting
-    printer = EventPrinter()
-    client = ControlClient(args.url, _token(args, args.user))
+    printer = printer or EventPrinter()
+    client = ControlClient(url, token)
     client.on(printer)
     try:
         hello = await client.connect()
-        transport = args.transport or ("ws" if "ws" in hello.get("transports", []) else "livekit")
-        stream = _source(args, transport)
+        transport = transport or hello.get("default_transport") or "ws"
+        stream = _source(file, mic, transport, fast)
         if transport == "livekit":
-            await _push_livekit(client, stream, not args.no_interim, args.queue_ms)
+            await _push_livekit(client, stream, interim, queue_ms)
         else:
             await client.start_session(transport="ws", sample_rate=stream.sample_rate, channels=stream.channels,
-                                       interim=not args.no_interim)
+                                       interim=interim)
             await send_stream(client, stream)
         await client.stop_session()
     finally:

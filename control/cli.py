@@ -21,35 +21,18 @@ log = logging.getLogger("roomscribe")
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "audio" / "jfk.wav"
 
 
-def _setup_logging(verbose: bool) -> None:
+#: Commands whose output is for a person at a terminal: their log shows warnings only (unless -v).
+QUIET_COMMANDS = ("demo", "push", "listen", "token")
+
+
+def _setup_logging(verbose: bool, quiet: bool = False) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
     # faster-whisper logs every decode at INFO: too chatty for a service log.
     logging.getLogger("faster_whisper").setLevel(logging.DEBUG if verbose else logging.WARNING)
-
-
-class TranscriptPrinter:
-    """Prints interims on one rewritten line (on a terminal) and finals on their own lines."""
-
-    def __init__(self, stream: Any = None) -> None:
-        self.stream = stream or sys.stdout
-        self.tty = self.stream.isatty()
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        from client.stream import format_event
-
-        line = format_event(event)
-        if line is None:
-            return
-        interim = event.get("type") == "transcript.interim"
-        if self.tty:
-            self.stream.write("\r\033[K" + line + ("" if interim else "\n"))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
 
 
 async def _run_until_signal() -> None:
@@ -74,28 +57,33 @@ async def _serve(settings: Settings) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from client.stream import stream_wav_ws
+    """Everything in-process: dev server, control server, agent, and a simulated client."""
+    from client.cli import push
     from control.server import ControlServer
     from tokens import mint_control_token
 
     settings = Settings.from_env()
-    settings.host, settings.port = "127.0.0.1", 0
+    settings.host = "127.0.0.1"
     settings.control_secret = secrets.token_urlsafe(32)
+    settings.livekit_url = ""  # the demo always uses the embedded development server
+    settings.audio_transport = "livekit"
+    settings.dev_mode = args.web
+    settings.port = args.port if args.web else 0
+    settings.devserver_port = 0
     server = ControlServer(settings)
-    print("Loading the model and starting the server…", flush=True)
+    print("Loading the model and starting the servers…", flush=True)
     await server.start()
     try:
+        if args.web:
+            print(f"\nOpen {server.http_url}/?user=demo in a browser (Ctrl-C to stop).\n", flush=True)
+            await _run_until_signal()
+            return 0
         token = mint_control_token(settings.control_secret, "demo-user", ttl_s=600)
-        print(f"Streaming {args.file} over the control socket ({'fast' if args.fast else 'real time'}):", flush=True)
-        events = await stream_wav_ws(
-            server.url, token, args.file, on_event=TranscriptPrinter(), speed=0 if args.fast else 1.0, tail_silence_s=1.0
-        )
+        how = "raw PCM over the control socket" if args.transport == "ws" else "LiveKit (the livekit SDK publishes it as a microphone)"
+        print(f"Streaming {args.file} via {how}:", flush=True)
+        return await push(server.url, token, file=args.file, transport=args.transport, fast=args.fast, queue_ms=args.queue_ms)
     finally:
         await server.stop()
-    finals = [e for e in events if e["type"] == "transcript.final"]
-    errors = [e for e in events if e["type"] == "error"]
-    print(f"Done: {len(finals)} final transcript(s), {len(errors)} error(s).")
-    return 0 if finals and not errors else 1
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
@@ -171,7 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="start everything in-process and transcribe a sample")
     demo.add_argument("file", nargs="?", default=str(SAMPLE), help="16-bit PCM WAV (default: examples/audio/jfk.wav)")
-    demo.add_argument("--fast", action="store_true", help="stream faster than real time")
+    demo.add_argument("--transport", choices=("livekit", "ws"), default="livekit", help="audio path (default livekit)")
+    demo.add_argument("--fast", action="store_true", help="ws: stream faster than real time")
+    demo.add_argument("--queue-ms", type=int, default=100, help="livekit: the SDK's audio queue (default 100 ms)")
+    demo.add_argument("--web", action="store_true", help="serve the web example instead and print its address")
+    demo.add_argument("--port", type=int, default=8080, help="with --web: the page's port (default 8080)")
 
     for name, text in DELEGATED.items():
         sub.add_parser(name, help=text, add_help=False)
@@ -183,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     load_dotenv(args.env_file, override=False)
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, quiet=args.command in QUIET_COMMANDS)
     if args.command in DELEGATED:
         return _delegate(args.command, rest)
     if rest:
