@@ -164,12 +164,13 @@ async def sweep_phase(transport: Transport, server: BenchServer, corpus: Corpus,
                  f"server {cost['server_cores_used']} cores — {why}")  # fmt: skip
         levels.append({"sessions": n, "pass": ok, "why": why, **summary, "cost": cost})
         await asyncio.sleep(1.0)
-    passing = [lv["sessions"] for lv in levels if lv["pass"]]
     first_fail = next((lv for lv in levels if not lv["pass"]), None)
+    held = [lv["sessions"] for lv in levels if first_fail is None or lv["sessions"] < first_fail["sessions"]]
     return {
         "levels": levels,
-        "max_sessions_passing": max(passing, default=0),
-        "all_lower_levels_pass": bool(passing) and all(lv["pass"] for lv in levels if lv["sessions"] <= max(passing)),
+        # The largest N such that N and every smaller level passed.
+        "max_sessions_passing": max(held, default=0),
+        "levels_passing": [lv["sessions"] for lv in levels if lv["pass"]],
         "breaks_at": first_fail["sessions"] if first_fail else None,
         "break_reason": first_fail["why"] if first_fail else None,
     }
