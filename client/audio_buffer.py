@@ -24,6 +24,8 @@ class AudioBuffer:
         self._bytes = 0
         self._in_flight_bytes = 0
         self._sent = 0  # frames handed to the socket, ever
+        #: Session byte offset of the next frame to send (rewound frames are sent again).
+        self.offset = 0
         #: Frames (and bytes) dropped because the buffer was full: audio the server never gets.
         self.dropped_frames = 0
         self.dropped_bytes = 0
@@ -71,6 +73,7 @@ class AudioBuffer:
         self._in_flight.append((self._sent, frame))
         self._in_flight_bytes += len(frame)
         self._sent += 1
+        self.offset += len(frame)
         return frame
 
     def mark(self) -> int:
@@ -89,11 +92,24 @@ class AudioBuffer:
         count = len(self._in_flight)
         for _, frame in reversed(self._in_flight):
             self._pending.appendleft(frame)
+        self.offset -= self._in_flight_bytes
         self._in_flight.clear()
         self._in_flight_bytes = 0
         return count
 
+    def skip_received(self, received_bytes: int) -> int:
+        """After a resume: drop rewound frames the server reports it already read (they arrived
+        before the link dropped), so no audio is heard twice. Returns how many were skipped."""
+        skipped = 0
+        while self._pending and self.offset + len(self._pending[0]) <= received_bytes:
+            frame = self._pending.popleft()
+            self._bytes -= len(frame)
+            self.offset += len(frame)
+            skipped += 1
+        return skipped
+
     def clear(self) -> None:
+        self.offset = 0
         self._pending.clear()
         self._in_flight.clear()
         self._bytes = 0

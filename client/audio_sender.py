@@ -2,7 +2,8 @@
 
 The server handles a socket's messages in order, so the `pong` of a `ping` confirms every frame
 written before it. At most `max_unconfirmed_ms` of audio is on the wire unconfirmed; after a
-dropped link exactly that unconfirmed audio is rewound and sent again on the next link.
+dropped link that unconfirmed audio is rewound, and after the resume the frames the server reports
+it already read (`session.ready.audio_bytes_received`) are skipped: the rest is sent again, once.
 """
 
 from __future__ import annotations
@@ -75,6 +76,14 @@ class AudioSender:
         self._pings.clear()
         self._pinged_mark = self.buffer.mark()
         return self.buffer.rewind()
+
+    def resumed(self, received_bytes: int | None) -> int:
+        """The session was resumed: skip rewound audio the server already has; returns frames skipped."""
+        return 0 if received_bytes is None else self.buffer.skip_received(received_bytes)
+
+    def restarted(self) -> None:
+        """A new session replaces the lost one: its byte count starts again at zero."""
+        self.buffer.offset = 0
 
     # -- writer -----------------------------------------------------------------------------------
     async def run(self, link: Link, is_open: asyncio.Event, current: Callable[[], bool]) -> None:

@@ -427,7 +427,7 @@ class ControlClient:
         assert self._start_request is not None
         resume = {"type": "session.start", "resume": {"session_id": self.session_id, "last_seq": self.last_seq}}
         try:
-            await self._request(link, resume)
+            ready = await self._request(link, resume)
         except ServerError:  # session.not_found: grace period over, or it ended while we were away
             self.session_state = resumed_from
             await self._session_lost(link, resumed_from)
@@ -436,6 +436,8 @@ class ControlClient:
             self.session_state = resumed_from  # cancelled with the link: the next link tries again
             raise
         self.stats.resumes += 1
+        if self._audio is not None:
+            self.stats.frames_resent -= self._audio.resumed(ready.raw.get("audio_bytes_received"))
         self.session_state = resumed_from
         self._publish_notice("session.resumed", f"resumed {self.session_id} after seq {self.last_seq}",
                              session_id=self.session_id, last_seq=self.last_seq)
@@ -451,6 +453,8 @@ class ControlClient:
         except ServerError as error:
             return self._lose_session(f"session {lost_id} could not be resumed and a new one was refused: {error}")
         self.stats.sessions_restarted += 1
+        if self._audio is not None:
+            self._audio.restarted()
         self.session_state = SessionState.ACTIVE
         self._publish_notice("session.restarted", f"session {lost_id} could not be resumed; started {self.session_id}",
                              lost_session_id=lost_id, session_id=self.session_id)

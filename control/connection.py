@@ -177,6 +177,7 @@ class ControlConnection:
                 ProtocolError("audio.wrong_transport", "this session receives audio over LiveKit, not the control socket")
             )
             return
+        session.audio_bytes_received += len(data)
         if session.options.echo:
             self.send_bytes(data)
         samples, error = self.audio_input.accept(data)
@@ -225,6 +226,7 @@ class ControlConnection:
         )
         if session.transport == "ws":
             ready["audio"] = (session.options.audio or AudioFormat()).as_dict()
+            ready["audio_bytes_received"] = session.audio_bytes_received
         else:
             if replay_from is not None and self.manager.media is not None:
                 # A resumed client gets fresh LiveKit credentials; old tokens are not replayed.

@@ -68,6 +68,8 @@ class Session:
         self.options = options
         self.created_at = time.time()
         self.seq = 0
+        #: Bytes of ws audio this session has read (so a resuming client resends only the rest).
+        self.audio_bytes_received = 0
         self.outbox: Outbox | None = None
         self.ended = False
         self._log: deque[dict[str, Any]] = deque(maxlen=replay_limit)

@@ -92,6 +92,21 @@ def test_buffer_rewind_then_overflow_drops_the_oldest_rewound_audio() -> None:
 
 
 # -- events and dedupe ------------------------------------------------------------------------------
+def test_buffer_skips_rewound_audio_the_server_already_read() -> None:
+    buffer = AudioBuffer(max_bytes=1000)
+    for i in range(5):
+        buffer.push(bytes([i]) * 10)
+    for _ in range(4):
+        buffer.next_frame()
+    buffer.ack(buffer.mark() - 2)  # frames 0 and 1 confirmed; 2 and 3 in flight
+    assert buffer.rewind() == 2 and buffer.offset == 20
+    # The server had read frame 2 (30 bytes) before the link dropped, not frame 3.
+    assert buffer.skip_received(30) == 1
+    assert buffer.next_frame() == bytes([3]) * 10 and buffer.next_frame() == bytes([4]) * 10
+    assert buffer.offset == 50
+    assert buffer.skip_received(10) == 0  # never skips audio the server does not have
+
+
 def test_parse_event_is_typed_keeps_raw_and_tolerates_unknowns() -> None:
     raw = {"type": "transcript.final", "seq": 4, "utterance_id": "u1", "text": "hi", "start": 0.1, "end": 0.9,
            "reason": "silence", "new_field": 1}
