@@ -537,28 +537,50 @@ function scheduleReconnect(error) {
 async function reconnect() {
   if (state.phase !== 'reconnecting') return;
   try {
-    state.control = 'reconnecting';
-    await connectControl();
-    state.control = 'connected';
-    startPings();
+    await bringUp();
     log('control socket reconnected');
-    sendSessionStart();
   } catch (e) {
     if (e.code === 'auth.token_expired' && state.tokenSource === 'dev') {
-      state.token = null;
-      try {
-        await acquireToken();
-      } catch (e2) {
-        return failOrRetry(e2);
-      }
-      return scheduleReconnect(new PageError('token_renewed', 'The control token expired; got a new one.'));
+      state.token = null; // the next attempt fetches a fresh development token
+      return scheduleReconnect(new PageError('token_renewed', 'The control token expired; getting a new one.'));
     }
     failOrRetry(e);
   }
 }
 
+/** Token → control socket (hello) → microphone and audio graph → session.start (or resume). */
+async function bringUp() {
+  if (!state.token) await acquireToken();
+  state.control = state.phase === 'reconnecting' ? 'reconnecting' : 'connecting';
+  render();
+  const hello = await connectControl();
+  state.control = 'connected';
+  startPings();
+  if (!state.sessionId) chooseTransport(hello);
+  if (!state.micTrack) {
+    setStatus('Opening the microphone…', 'busy');
+    await openMic();
+    await startAudioGraph();
+  }
+  setStatus(state.sessionId ? 'Resuming the session…' : 'Starting a session…', 'busy');
+  sendSessionStart();
+}
+
+function chooseTransport(hello) {
+  if (!hello.transports.includes(state.transport) && !state.transportChosen && hello.transports.includes(hello.default_transport)) {
+    // The user did not pick one: follow the server (e.g. a ws-only server).
+    state.transport = hello.default_transport;
+    $('transport-ws').checked = state.transport === 'ws';
+    if (state.micNode) state.micNode.port.postMessage({ pcm: state.transport === 'ws' });
+    showNotice(`This server offers ${hello.transports.join(', ')}; using ${state.transport === 'ws' ? 'the WebSocket fallback' : 'LiveKit'}.`);
+  }
+  if (!hello.transports.includes(state.transport)) {
+    throw new PageError('transport', `This server does not offer the ${state.transport === 'ws' ? 'WebSocket fallback' : 'LiveKit'} transport (it offers: ${hello.transports.join(', ')}).`, { fatal: true });
+  }
+}
+
 function failOrRetry(e) {
-  if (e.fatal) {
+  if (!(e instanceof PageError) || e.fatal) {
     fail(e);
   } else if (state.phase === 'reconnecting' || state.phase === 'starting') {
     scheduleReconnect(e);
@@ -724,7 +746,11 @@ async function openMic() {
 async function startAudioGraph() {
   const ctx = new AudioContext();
   state.audioCtx = ctx;
-  await ctx.audioWorklet.addModule('/web/audio-worklet.js');
+  try {
+    await ctx.audioWorklet.addModule('/web/audio-worklet.js');
+  } catch (e) {
+    throw new PageError('worklet', `Could not load the page's audio processor (/web/audio-worklet.js): ${e && e.message ? e.message : e}`, { fatal: true });
+  }
   const source = ctx.createMediaStreamSource(state.micStream);
   const node = new AudioWorkletNode(ctx, 'roomscribe-mic', {
     numberOfInputs: 1,
@@ -853,32 +879,13 @@ async function start() {
     fail(new PageError('no_sdk', 'The LiveKit browser SDK did not load (/vendor/livekit-client/ is missing — run `npm ci`). Switch on the WebSocket fallback to continue without it.'));
     return;
   }
+  if (state.tokenSource === 'dev') state.token = null; // a fresh development token per start
   try {
-    setStatus('Opening the microphone…', 'busy');
-    await openMic();
-    await startAudioGraph();
     setStatus('Connecting to the server…', 'busy');
-    await acquireToken();
-    state.control = 'connecting';
-    render();
-    const hello = await connectControl();
-    state.control = 'connected';
-    startPings();
-    if (!hello.transports.includes(state.transport) && !state.transportChosen && hello.transports.includes(hello.default_transport)) {
-      // The user did not pick one: follow the server (e.g. a ws-only server).
-      state.transport = hello.default_transport;
-      $('transport-ws').checked = state.transport === 'ws';
-      if (state.micNode) state.micNode.port.postMessage({ pcm: state.transport === 'ws' });
-      showNotice(`This server offers ${hello.transports.join(', ')}; using ${state.transport === 'ws' ? 'the WebSocket fallback' : 'LiveKit'}.`);
-    }
-    if (!hello.transports.includes(state.transport)) {
-      throw new PageError('transport', `This server does not offer the ${state.transport === 'ws' ? 'WebSocket fallback' : 'LiveKit'} transport (it offers: ${hello.transports.join(', ')}).`, { fatal: true });
-    }
-    setStatus('Starting a session…', 'busy');
-    sendSessionStart();
+    await bringUp();
   } catch (e) {
-    if (!e.fatal && e.code === 'server_unreachable' && state.phase === 'starting') {
-      scheduleReconnect(e);
+    if (e instanceof PageError && !e.fatal && state.phase === 'starting') {
+      scheduleReconnect(e); // e.g. the server is not reachable (yet): keep trying, and say so
       return;
     }
     fail(e);
