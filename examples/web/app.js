@@ -147,7 +147,7 @@ function render() {
     ? `${state.sessionReady ? 'live' : 'resuming'} · ${state.sessionId}${state.resumes ? ` · resumed ×${state.resumes}` : ''}`
     : state.phase === 'starting' ? 'starting…' : 'none';
   if (state.transport === 'ws') {
-    $('pill-media').textContent = `WebSocket PCM 16 kHz${state.framesSent ? ` · ${(state.framesSent / 50).toFixed(0)} s sent` : ''}`;
+    $('pill-media').textContent = state.framesSent ? `WebSocket · ${(state.framesSent / 50).toFixed(0)} s sent` : 'WebSocket · PCM 16 kHz';
   } else {
     $('pill-media').textContent = `LiveKit · ${state.lkState}`;
   }

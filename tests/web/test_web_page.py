@@ -221,6 +221,7 @@ async def test_stopped_server_is_explained(web, engine) -> None:  # type: ignore
                     "(document.getElementById('error').textContent || '').includes('Cannot reach the roomscribe server')",
                     timeout=30000,
                 )
+                await web.screenshot(page, "web-server-unreachable.png")
     finally:
         if not stopped:
             await server.stop()
