@@ -48,7 +48,7 @@ class PipelineConfig:
     vad_neg_threshold: float | None = None  # None → max(vad_threshold - 0.15, 0.01)
     max_cut_lookback_s: float = 1.5  # at max length, cut at the quietest point in this tail
     lead_in_s: float = 0.3  # digital silence prepended to every model input (steadier first words)
-    min_interim_audio_s: float = 0.5  # no interim for less speech than this
+    min_interim_audio_s: float = 0.3  # no interim for less speech than this
     speculative_finals: bool = True  # start the final's decode when trailing silence begins
     speculative_delay_s: float = 0.1  # silence before the speculative decode starts
     speculative_min_logprob: float = -0.7  # a less confident speculative result is redone

@@ -101,7 +101,7 @@ class TranscriptionPipeline:
         self._audio = AudioHistory()
         self._pre_roll = int(self.cfg.pre_roll_s * RATE)
         self._interim_step = max(WINDOW, int(self.cfg.interim_interval_s * RATE))
-        self._min_interim = max(self._interim_step, int(self.cfg.min_interim_audio_s * RATE))
+        self._min_interim = max(WINDOW, int(self.cfg.min_interim_audio_s * RATE))  # the first interim
         self._spec_delay = int(self.cfg.speculative_delay_s * RATE)
         self._lead_in = np.zeros(int(self.cfg.lead_in_s * RATE), dtype=np.float32)
         self._utt_ids = itertools.count(1)
