@@ -14,7 +14,7 @@ from typing import Awaitable, Callable
 import numpy as np
 from livekit import rtc
 
-from agent.backoff import Backoff
+from client.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class RoomAgent:
         self._on_status = on_status
         self._on_track_ended = on_track_ended
         self.receiving = receiving
-        self._backoff = backoff or Backoff()
+        self._backoff = backoff or Backoff(base_s=0.5, cap_s=10.0, attempts=None)
         self.room: rtc.Room | None = None
         self._readers: dict[str, asyncio.Task[None]] = {}
         #: identity → sid of the microphone track being transcribed (for lk.transcription).
@@ -205,13 +205,13 @@ class RoomAgent:
     async def _rejoin(self) -> None:
         """Rejoin with exponential backoff and jitter until it works or the agent is closed."""
         await self._leave()
-        self._backoff.reset()
+        attempt = 0
         while not self._closed:
-            delay = self._backoff.next_delay()
-            if delay is None:
+            if not self._backoff.allows(attempt):
                 self._on_status("livekit.failed", "the agent could not rejoin the LiveKit room; giving up")
                 return
-            await asyncio.sleep(delay)
+            await asyncio.sleep(self._backoff.delay(attempt))
+            attempt += 1
             try:
                 await self._join()
             except Exception as exc:

@@ -1,38 +1,15 @@
-"""Fixtures: the real model, a real control server on loopback, and a TCP proxy that can fail."""
+"""Fixtures: a TCP proxy that can fail, in front of the shared `control` server (tests/conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import AsyncIterator, Awaitable, Callable, Iterator
+from typing import AsyncIterator, Awaitable, Callable
 
 import aiohttp
-import pytest
 import pytest_asyncio
 
-from agent.asr import AsrEngine
-from agent.config import AsrConfig
-from control.server import ControlServer
-from control_harness import ServerHandle, make_settings
-
-
-@pytest.fixture(scope="session")
-def engine() -> Iterator[AsrEngine]:
-    """The real tiny.en model, loaded once for every test in the run."""
-    eng = AsrEngine(AsrConfig())
-    eng.start_sync()
-    yield eng
-    eng.close_sync()
-
-
-@pytest_asyncio.fixture
-async def control(engine: AsrEngine) -> AsyncIterator[ServerHandle]:
-    """A real control server (ws transport) on a free loopback port, sharing the session's model."""
-    server = ControlServer(make_settings(grace_period_s=15.0), engine=engine)
-    await server.start()
-    async with aiohttp.ClientSession() as http:
-        yield ServerHandle(server, http)
-    await server.stop()
+from control_harness import ServerHandle
 
 
 class FlakyProxy:
@@ -112,16 +89,6 @@ class FlakyProxy:
 async def proxy(control: ServerHandle, make_proxy: Callable[[str, int], Awaitable[FlakyProxy]]) -> FlakyProxy:
     """A FlakyProxy in front of the `control` server."""
     return await make_proxy(control.server.settings.host, control.server.port)
-
-
-@pytest_asyncio.fixture
-async def lk_control(engine: AsrEngine) -> AsyncIterator[ServerHandle]:
-    """A control server whose default transport is LiveKit, with its embedded dev server."""
-    server = ControlServer(make_settings(audio_transport="livekit", devserver_port=0, grace_period_s=3.0), engine=engine)
-    await server.start()
-    async with aiohttp.ClientSession() as http:
-        yield ServerHandle(server, http)
-    await server.stop()
 
 
 @pytest_asyncio.fixture

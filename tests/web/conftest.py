@@ -11,12 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator
 
 import pytest
 
-from agent.asr import AsrEngine
-from agent.config import AsrConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -60,14 +58,6 @@ def require_browser() -> None:
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
-
-
-@pytest.fixture(scope="session")
-def engine() -> Iterator[AsrEngine]:
-    eng = AsrEngine(AsrConfig())
-    eng.start_sync()
-    yield eng
-    eng.close_sync()
 
 
 @contextlib.asynccontextmanager

@@ -1,0 +1,42 @@
+"""Fixtures shared by every suite: the real model (loaded once) and real servers on loopback."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from agent.asr import AsrEngine
+from agent.config import AsrConfig
+from control.server import ControlServer
+from control_harness import ServerHandle, make_settings, start_livekit_control
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[AsrEngine]:
+    """The real tiny.en model, loaded once for the whole run (the engine is bound to no event loop)."""
+    eng = AsrEngine(AsrConfig())
+    eng.start_sync()
+    yield eng
+    eng.close_sync()
+
+
+@pytest_asyncio.fixture
+async def control(engine: AsrEngine) -> AsyncIterator[ServerHandle]:
+    """A real control server (ws transport) on a free loopback port, sharing the session's model."""
+    server = ControlServer(make_settings(grace_period_s=15.0), engine=engine)
+    await server.start()
+    async with aiohttp.ClientSession() as http:
+        yield ServerHandle(server, http)
+    await server.stop()
+
+
+@pytest_asyncio.fixture
+async def lk_control(engine: AsrEngine) -> AsyncIterator[ServerHandle]:
+    """A control server whose default transport is LiveKit, with its embedded dev server."""
+    server = await start_livekit_control(engine)
+    async with aiohttp.ClientSession() as http:
+        yield ServerHandle(server, http)
+    await server.stop()
