@@ -75,7 +75,13 @@ async def _demo(args: argparse.Namespace) -> int:
     await server.start()
     try:
         if args.web:
-            print(f"\nOpen {server.http_url}/?user=demo in a browser (Ctrl-C to stop).\n", flush=True)
+            from control.web import livekit_client_available
+
+            print(f"\nOpen {server.http_url}/?user=demo in a browser (Ctrl-C to stop).", flush=True)
+            if not livekit_client_available():
+                print("Note: node_modules/livekit-client is missing: run `npm ci` for the page's LiveKit mode "
+                      "(its WebSocket fallback works without it).", flush=True)
+            print(flush=True)
             await _run_until_signal()
             return 0
         token = mint_control_token(settings.control_secret, "demo-user", ttl_s=600)
