@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -70,6 +71,27 @@ def keep_segment(seg: AsrSegment, cfg: GuardConfig) -> bool:
     return True
 
 
+def text_compression_ratio(text: str) -> float:
+    """Whisper's measure of repetitiveness: UTF-8 length over zlib-compressed length."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def unloop(seg: AsrSegment, cfg: GuardConfig) -> AsrSegment:
+    """A segment that is a repetition loop of real words ("Messages Messages Messages …", common
+    on one-word utterances) keeps those words once instead of being dropped whole; a segment
+    whose repetitiveness is not a back-to-back loop is left for `keep_segment` to reject."""
+    if seg.compression_ratio <= cfg.max_compression_ratio:
+        return seg
+    collapsed = collapse_repeats(" ".join(strip_annotations(seg.text).split()))
+    ratio = text_compression_ratio(collapsed)
+    if not normalise(collapsed) or ratio > cfg.max_compression_ratio or len(collapsed) * 2 > len(seg.text.strip()):
+        return seg
+    from dataclasses import replace
+
+    return replace(seg, text=collapsed, compression_ratio=ratio)
+
+
 def strip_annotations(text: str) -> str:
     return " ".join(_ANNOTATION.sub(" ", text).split())
 
@@ -107,6 +129,7 @@ def clean_segments(segments: Iterable[AsrSegment], cfg: GuardConfig) -> list[Asr
     """Segments that pass the guards (text annotations stripped)."""
     kept = []
     for seg in segments:
+        seg = unloop(seg, cfg)
         if not keep_segment(seg, cfg):
             continue
         text = strip_annotations(seg.text)

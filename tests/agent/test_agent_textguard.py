@@ -26,13 +26,26 @@ def test_confident_speech_is_kept():
         seg(" Some words.", no_speech=0.95, logprob=-0.1),  # model says: no speech
         seg(" Some words.", no_speech=0.7, logprob=-0.9),
         seg(" Some words.", logprob=-1.8),
-        seg(" la la la la la la la la la la", cr=3.1),
+        seg(" hahahahahahahahahahahahahahahahahahahahahahaha", cr=3.1),  # repetitive, not a word loop
         seg(" [BLANK_AUDIO]"),
         seg(" (music) ♪"),
     ],
 )
 def test_non_speech_is_dropped(s):
     assert clean_text([s], G) == ""
+
+
+@pytest.mark.parametrize(
+    "text, cr, expected",
+    [
+        # Whisper's loop on a one-word utterance: dropping the segment would lose the word.
+        (" Messages" * 18, 8.05, "Messages"),
+        (" la la la la la la la la la la", 3.1, "la"),
+        (" Press one. Press one. Press one. Press one. Press one.", 4.0, "Press one."),
+    ],
+)
+def test_a_repetition_loop_keeps_its_words_once(text, cr, expected):
+    assert clean_text([seg(text, cr=cr)], G) == expected
 
 
 def test_confident_thank_you_survives():
