@@ -7,7 +7,6 @@ either skips loudly, except under ``CI`` where it fails. Playwright never downlo
 from __future__ import annotations
 
 import asyncio
-import os
 import wave
 from pathlib import Path
 from typing import AsyncIterator
@@ -16,37 +15,12 @@ import numpy as np
 import pytest
 from aiohttp import web
 
+from browser_support import CHROMIUM, CHROMIUM_FLAGS, LK_DIST, require_browser
 from devserver.testing import collect_audio, make_token, peak_hz, publish_tone, rms_dbfs, tone
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-LK_DIST = ROOT / "node_modules" / "livekit-client" / "dist"
 PAGE = Path(__file__).parent / "browser" / "index.html"
-CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-]
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
-
-
-def _require_browser() -> None:
-    missing = []
-    if not CHROMIUM.exists():
-        missing.append(f"{CHROMIUM} (apt-get install chromium)")
-    if not (LK_DIST / "livekit-client.umd.js").exists():
-        missing.append(f"{LK_DIST} (run `npm ci` in {ROOT})")
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        missing.append("the playwright Python package")
-    if missing:
-        msg = "BROWSER TESTS NOT RUN: missing " + ", ".join(missing)
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
 
 
 def _write_tone_wav(path: Path, freq: float, seconds: float = 10.0, rate: int = 48000) -> None:
@@ -60,7 +34,7 @@ def _write_tone_wav(path: Path, freq: float, seconds: float = 10.0, rate: int = 
 @pytest.fixture
 async def static_site() -> AsyncIterator[str]:
     """A tiny aiohttp site serving the test page and the pinned livekit-client build."""
-    _require_browser()
+    require_browser("DEV SERVER")
     app = web.Application()
 
     async def index(_: web.Request) -> web.FileResponse:

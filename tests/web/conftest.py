@@ -9,25 +9,15 @@ Playwright never downloads a browser here: it drives Debian's.
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 import pytest
 
+from browser_support import CHROMIUM, CHROMIUM_FLAGS, ROOT, require_browser
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-LK_DIST = ROOT / "node_modules" / "livekit-client" / "dist"
+
 ARTIFACTS = ROOT / "artifacts"
-# The flags of /work/shared/docs/livekit-dev-server-facts.md and tests/devserver (playwright gives
-# every launch a fresh temporary profile, i.e. a fresh --user-data-dir).
-CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-]
 
 # Records every text #interim shows, independently of the page's own bookkeeping.
 INTERIM_OBSERVER = """
@@ -41,23 +31,6 @@ document.addEventListener('DOMContentLoaded', () => {
   }).observe(el, { childList: true, characterData: true, subtree: true });
 });
 """
-
-
-def require_browser() -> None:
-    missing = []
-    if not CHROMIUM.exists():
-        missing.append(f"{CHROMIUM} (apt-get install chromium)")
-    if not (LK_DIST / "livekit-client.umd.js").exists():
-        missing.append(f"{LK_DIST} (run `npm ci` in {ROOT})")
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        missing.append("the playwright Python package (pip install -e '.[test]')")
-    if missing:
-        msg = "WEB EXAMPLE BROWSER TESTS NOT RUN: missing " + ", ".join(missing)
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
 
 
 @contextlib.asynccontextmanager
@@ -104,6 +77,6 @@ class Web:
 
 @pytest.fixture
 def web() -> Web:
-    require_browser()
+    require_browser("WEB EXAMPLE")
     ARTIFACTS.mkdir(exist_ok=True)
     return Web()
