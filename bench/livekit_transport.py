@@ -12,14 +12,13 @@ when its subscription does, so server times are shifted against the bench's;
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import aiohttp
 import numpy as np
 
 from bench.plan import RATE, SessionPlan
-from bench.transport import Endpoint, SessionRecord, TransportUnavailable, pace_frames
+from bench.transport import Endpoint, SessionRecord, TransportUnavailable, pace_frames, read_control_events
 
 FRAME_MS = 10
 
@@ -55,30 +54,17 @@ class LiveKitTransport:
         ready: asyncio.Future[dict] = loop.create_future()
         ended: asyncio.Future[dict] = loop.create_future()
         listening = asyncio.Event()
+
+        def _on_listening(event: dict) -> None:
+            if event.get("type") == "status" and event.get("code") == "listening":
+                listening.set()
+
         room = rtc.Room()
         async with aiohttp.ClientSession() as http:
             async with http.ws_connect(self.endpoint.url, headers=headers, max_msg_size=0) as ws:
-
-                async def reader() -> None:
-                    async for msg in ws:
-                        if msg.type != aiohttp.WSMsgType.TEXT:
-                            continue
-                        event = json.loads(msg.data)
-                        record.events.append((time.monotonic(), event))
-                        kind = event.get("type")
-                        if kind == "session.ready" and not ready.done():
-                            ready.set_result(event)
-                        elif kind == "error" and event.get("id") == "start" and not ready.done():
-                            ready.set_exception(TransportUnavailable(f"{event.get('code')}: {event.get('message')}"))
-                        elif kind == "session.ended" and not ended.done():
-                            ended.set_result(event)
-                        elif kind == "status" and event.get("code") == "listening":
-                            listening.set()
-                    for fut in (ready, ended):
-                        if not fut.done():
-                            fut.set_exception(RuntimeError(f"control socket closed (code {ws.close_code})"))
-
-                read_task = asyncio.create_task(reader())
+                read_task = asyncio.create_task(
+                    read_control_events(ws, record, ready, ended, unavailable=TransportUnavailable, on_event=_on_listening)
+                )
                 try:
                     await ws.send_json({"type": "session.start", "id": "start", "transport": "livekit", "interim": interim})
                     lk = (await asyncio.wait_for(ready, 30.0))["livekit"]

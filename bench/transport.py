@@ -8,9 +8,12 @@ with its arrival time on the same monotonic clock, so that latency = arrival −
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
+
+import aiohttp
 
 from bench.plan import SessionPlan
 
@@ -87,3 +90,33 @@ async def pace_frames(
             await asyncio.sleep(delay)
         record.send_lateness_s.append(max(0.0, time.monotonic() - due))
         await send(frame)
+
+
+async def read_control_events(
+    ws: Any,
+    record: "SessionRecord",
+    ready: "asyncio.Future[dict]",
+    ended: "asyncio.Future[dict]",
+    *,
+    unavailable: type[Exception] = RuntimeError,
+    on_event: Callable[[dict], None] | None = None,
+) -> None:
+    """Record every event of a bench session's control socket (with its arrival time) and settle
+    `ready` (session.ready, or `unavailable` on the start's error) and `ended` (session.ended)."""
+    async for msg in ws:
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            continue
+        event = json.loads(msg.data)
+        record.events.append((time.monotonic(), event))
+        kind = event.get("type")
+        if kind == "session.ready" and not ready.done():
+            ready.set_result(event)
+        elif kind == "error" and event.get("id") == "start" and not ready.done():
+            ready.set_exception(unavailable(f"{event.get('code')}: {event.get('message')}"))
+        elif kind == "session.ended" and not ended.done():
+            ended.set_result(event)
+        if on_event is not None:
+            on_event(event)
+    for fut in (ready, ended):
+        if not fut.done():
+            fut.set_exception(RuntimeError(f"control socket closed (code {ws.close_code}, {ws.exception()!r})"))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import aiohttp
 
 from bench.plan import RATE, SessionPlan
-from bench.transport import Endpoint, SessionRecord, pace_frames
+from bench.transport import Endpoint, SessionRecord, pace_frames, read_control_events
 
 FRAME_MS = 20
 
@@ -37,25 +36,7 @@ class WsTransport:
         ended: asyncio.Future[dict] = loop.create_future()
         async with aiohttp.ClientSession() as http:
             async with http.ws_connect(self.endpoint.url, headers=headers, max_msg_size=0) as ws:
-
-                async def reader() -> None:
-                    async for msg in ws:
-                        if msg.type != aiohttp.WSMsgType.TEXT:
-                            continue
-                        event = json.loads(msg.data)
-                        record.events.append((time.monotonic(), event))
-                        kind = event.get("type")
-                        if kind == "session.ready" and not ready.done():
-                            ready.set_result(event)
-                        elif kind == "error" and event.get("id") == "start" and not ready.done():
-                            ready.set_exception(RuntimeError(f"{event.get('code')}: {event.get('message')}"))
-                        elif kind == "session.ended" and not ended.done():
-                            ended.set_result(event)
-                    for fut in (ready, ended):
-                        if not fut.done():
-                            fut.set_exception(RuntimeError(f"control socket closed (code {ws.close_code}, {ws.exception()!r})"))
-
-                read_task = asyncio.create_task(reader())
+                read_task = asyncio.create_task(read_control_events(ws, record, ready, ended))
                 try:
                     await ws.send_json({
                         "type": "session.start", "id": "start", "transport": "ws", "interim": interim,
