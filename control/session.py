@@ -145,9 +145,6 @@ class Session:
         self._pipelines.clear()
         await asyncio.gather(*(p.aclose() for p in pipelines), return_exceptions=True)
 
-    def stats(self) -> dict[str, Any]:
-        return {str(k): p.stats for k, p in self._pipelines.items()}
-
     # -- attachment ------------------------------------------------------------------------------
     def attach(self, outbox: Outbox) -> None:
         """Attach a socket and stop the grace timer."""

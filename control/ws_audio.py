@@ -18,20 +18,16 @@ class WsAudioInput:
         self.format = fmt
         self.max_frame_bytes = int(fmt.bytes_per_second * max_frame_s)
         self._pending = b""
-        self.bytes_received = 0
-        self.bytes_refused = 0
 
     def accept(self, data: bytes) -> tuple[np.ndarray | None, ProtocolError | None]:
         """Return (samples or None, a non-fatal error or None) for one binary frame."""
         if len(data) > self.max_frame_bytes:
-            self.bytes_refused += len(data)
             seconds = len(data) / self.format.bytes_per_second
             return None, ProtocolError(
                 "audio.frame_too_large",
                 f"an audio frame of {len(data)} bytes ({seconds:.2f} s) was refused; frames may hold at most "
                 f"{self.max_frame_bytes} bytes — send 20–40 ms per frame",
             )
-        self.bytes_received += len(data)
         data = self._pending + data
         usable = len(data) - len(data) % self.format.bytes_per_frame
         self._pending = data[usable:]
