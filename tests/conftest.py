@@ -10,8 +10,7 @@ import pytest_asyncio
 
 from agent.asr import AsrEngine
 from agent.config import AsrConfig
-from control.server import ControlServer
-from control_harness import ServerHandle, make_settings, start_livekit_control
+from control_harness import ServerHandle, serving, start_livekit_control
 
 
 @pytest.fixture(scope="session")
@@ -26,11 +25,8 @@ def engine() -> Iterator[AsrEngine]:
 @pytest_asyncio.fixture
 async def control(engine: AsrEngine) -> AsyncIterator[ServerHandle]:
     """A real control server (ws transport) on a free loopback port, sharing the session's model."""
-    server = ControlServer(make_settings(grace_period_s=15.0), engine=engine)
-    await server.start()
-    async with aiohttp.ClientSession() as http:
-        yield ServerHandle(server, http)
-    await server.stop()
+    async with serving(engine, grace_period_s=15.0) as handle:
+        yield handle
 
 
 @pytest_asyncio.fixture

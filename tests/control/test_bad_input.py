@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from client.audio_files import read_wav
+from control_harness import serving
 from speech_samples import LIBRI, LIBRI_TEXT, pcm_frames, silence, wer
 
 pytestmark = pytest.mark.timeout(120)
@@ -91,28 +92,20 @@ async def test_oversized_message_closes_with_1009_and_server_lives_on(control) -
 
 
 async def test_slow_reader_is_disconnected_and_resume_recovers_finals(engine) -> None:  # type: ignore[no-untyped-def]
-    from control.server import ControlServer
-    from control_harness import ServerHandle, make_settings
+    async with serving(engine, send_queue_limit=4) as handle:
+        client = await handle.connect("slow")
+        await client.send(type="session.start")
+        ready = await client.wait_type("session.ready")
+        session = handle.server.manager.sessions[ready["session_id"]]
+        # Flood the session with non-droppable events faster than the socket can take them.
+        for i in range(200):
+            session.emit({"type": "status", "code": "test", "message": str(i)})
+        await asyncio.wait_for(client.closed.wait(), 10)
+        assert client.ws.close_code == 4009
+        again = await handle.connect("slow")
+        await again.send(type="session.start", resume={"session_id": session.id, "last_seq": 0})
+        await again.wait_type("session.ready")
+        await again.wait_for(lambda e: e.get("message") == "199")
+        assert [e["seq"] for e in again.events if e.get("code") == "test"] == list(range(1, 201))
+        await again.close()
 
-    server = ControlServer(make_settings(send_queue_limit=4), engine=engine)
-    await server.start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            handle = ServerHandle(server, http)
-            client = await handle.connect("slow")
-            await client.send(type="session.start")
-            ready = await client.wait_type("session.ready")
-            session = server.manager.sessions[ready["session_id"]]
-            # Flood the session with non-droppable events faster than the socket can take them.
-            for i in range(200):
-                session.emit({"type": "status", "code": "test", "message": str(i)})
-            await asyncio.wait_for(client.closed.wait(), 10)
-            assert client.ws.close_code == 4009
-            again = await handle.connect("slow")
-            await again.send(type="session.start", resume={"session_id": session.id, "last_seq": 0})
-            await again.wait_type("session.ready")
-            await again.wait_for(lambda e: e.get("message") == "199")
-            assert [e["seq"] for e in again.events if e.get("code") == "test"] == list(range(1, 201))
-            await again.close()
-    finally:
-        await server.stop()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from client.audio_files import read_wav
-from control_harness import ServerHandle, make_settings
+from control_harness import serving
 from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, pcm_frames, silence, wer
 
 pytestmark = pytest.mark.timeout(180)
@@ -96,27 +96,17 @@ async def test_resume_replays_missed_finals_once(control) -> None:  # type: igno
 
 
 async def test_resume_after_grace_period_is_refused(engine) -> None:  # type: ignore[no-untyped-def]
-    import aiohttp
-
-    from control.server import ControlServer
-
-    server = ControlServer(make_settings(grace_period_s=0.2), engine=engine)
-    await server.start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            handle = ServerHandle(server, http)
-            first = await handle.connect("carol")
-            await first.send(type="session.start")
-            ready = await first.wait_type("session.ready")
-            await first.close()
-            await asyncio.sleep(0.8)
-            second = await handle.connect("carol")
-            await second.send(type="session.start", id=1, resume={"session_id": ready["session_id"], "last_seq": 0})
-            error = await second.wait_type("error", id=1)
-            assert error["code"] == "session.not_found"
-            await second.close()
-    finally:
-        await server.stop()
+    async with serving(engine, grace_period_s=0.2) as handle:
+        first = await handle.connect("carol")
+        await first.send(type="session.start")
+        ready = await first.wait_type("session.ready")
+        await first.close()
+        await asyncio.sleep(0.8)
+        second = await handle.connect("carol")
+        await second.send(type="session.start", id=1, resume={"session_id": ready["session_id"], "last_seq": 0})
+        error = await second.wait_type("error", id=1)
+        assert error["code"] == "session.not_found"
+        await second.close()
 
 
 async def test_echo_sends_audio_back(control) -> None:  # type: ignore[no-untyped-def]

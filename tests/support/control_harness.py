@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
-from typing import Any
+from typing import Any, AsyncIterator
 
 import aiohttp
 
@@ -104,3 +105,15 @@ async def start_livekit_control(engine: Any, **overrides: object) -> ControlServ
     server = ControlServer(settings, engine=engine)
     await server.start()
     return server
+
+
+@contextlib.asynccontextmanager
+async def serving(engine: Any, **overrides: Any) -> AsyncIterator[ServerHandle]:
+    """A control server built from `make_settings(**overrides)`, running for the block."""
+    server = ControlServer(make_settings(**overrides), engine=engine)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield ServerHandle(server, http)
+    finally:
+        await server.stop()
