@@ -15,7 +15,7 @@ from control.livekit_media import LiveKitMedia
 from control.session import SessionManager
 
 if TYPE_CHECKING:
-    from devserver import DevServer
+    from roomscribe.devserver import DevServer
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class ControlServer:
     async def _start_livekit(self) -> LiveKitMedia:
         """The LiveKit backend; with no LIVEKIT_URL, the embedded development server too."""
         if not self.settings.livekit_url:
-            from devserver import DevServer
+            from roomscribe.devserver import DevServer
 
             # Its own process, like a real LiveKit server: its media relay never competes with
             # this process's event loop or the model for the GIL.

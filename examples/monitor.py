@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import sys
 
-from client import ControlClient, FinalTranscript, ServerError
+from roomscribe.client import ControlClient, FinalTranscript, ServerError
 
 
 async def watch(url: str, token: str, user: str) -> int:

@@ -12,8 +12,8 @@ import argparse
 import asyncio
 import sys
 
-from client.printer import EventPrinter
-from client.stream import stream_wav_ws
+from roomscribe.client.printer import EventPrinter
+from roomscribe.client.stream import stream_wav_ws
 
 
 def main() -> int:

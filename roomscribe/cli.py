@@ -58,7 +58,7 @@ async def _serve(settings: Settings) -> int:
 
 async def _demo(args: argparse.Namespace) -> int:
     """Everything in-process: dev server, control server, agent, and a simulated client."""
-    from client.cli import push
+    from roomscribe.client.cli import push
     from control.server import ControlServer
     from tokens import mint_control_token
 
@@ -122,19 +122,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _delegate(command: str, rest: list[str]) -> int:
     """Commands whose options their own package parses."""
     if command == "devserver":
-        from devserver.cli import main as devserver_main
+        from roomscribe.devserver.cli import main as devserver_main
 
         return devserver_main(rest)
     if command == "push":
-        from client.cli import push_main
+        from roomscribe.client.cli import push_main
 
         return push_main(rest)
     if command == "listen":
-        from client.cli import listen_main
+        from roomscribe.client.cli import listen_main
 
         return listen_main(rest)
     if command == "bench":
-        from bench.cli import main as bench_main
+        from roomscribe.bench.cli import main as bench_main
 
         return bench_main(rest)
     raise AssertionError(command)

@@ -15,11 +15,11 @@ from typing import Any, Sequence
 
 from dotenv import load_dotenv
 
-from bench.report import render, target_rows
-from bench.runner import BenchConfig, run_bench
-from bench.transport import TRANSPORTS, TransportUnavailable
+from roomscribe.bench.report import render, target_rows
+from roomscribe.bench.runner import BenchConfig, run_bench
+from roomscribe.bench.transport import TRANSPORTS, TransportUnavailable
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ root needed) for `asterisk-core-sounds-en-g722` (the audio, G.722 = 16 kHz wideb
 last (its presence marks a complete corpus). The corpus lives in a cache directory and is never
 committed. Fallback, when apt-get is unavailable: the two clips in `examples/audio`.
 
-    python -m bench.corpus [DIR]     # build (or check) the corpus
+    python -m roomscribe.bench.corpus [DIR]     # build (or check) the corpus
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ _TRANSCRIPTS = "usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"
 _SOUNDS = "usr/share/asterisk/sounds/en_US_f_Allison"
 RATE = 16000
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples" / "audio"
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "audio"
 # Exact transcripts of the bundled sample recordings (JFK: public domain; LibriSpeech: CC-BY-4.0).
 EXAMPLE_TRANSCRIPTS = {
     "jfk.wav": "And so my fellow Americans, ask not what your country can do for you, "

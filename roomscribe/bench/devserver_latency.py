@@ -1,6 +1,6 @@
 """Dev server benchmark: capture → subscriber audio latency and server CPU per relayed stream.
 
-Starts ``python -m devserver`` in a subprocess (so its CPU can be measured alone), connects
+Starts ``python -m roomscribe.devserver`` in a subprocess (so its CPU can be measured alone), connects
 official Python SDK participants, and prints:
 
 * latency: a publisher (``AudioSource(queue_size_ms=20)``) sends silence with a 440 Hz burst
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from devserver.testing import make_token, tone  # noqa: E402
+from roomscribe.devserver.testing import make_token, tone  # noqa: E402
 
 RATE = 48000
 SPF = RATE // 100  # 10 ms frames
@@ -42,9 +42,9 @@ def _proc_cpu_s(pid: int) -> float:
 
 async def start_server() -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "devserver", "--port", "0", "--log-level", "WARNING"],
+    proc = subprocess.Popen([sys.executable, "-m", "roomscribe.devserver", "--port", "0", "--log-level", "WARNING"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            cwd=str(Path(__file__).resolve().parents[1]))
+                            cwd=str(Path(__file__).resolve().parents[2]))
     assert proc.stdout is not None
     loop = asyncio.get_running_loop()
     deadline = time.monotonic() + 20

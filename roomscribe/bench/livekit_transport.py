@@ -17,8 +17,8 @@ import time
 import aiohttp
 import numpy as np
 
-from bench.plan import RATE, SessionPlan
-from bench.transport import Endpoint, SessionRecord, TransportUnavailable, pace_frames, read_control_events
+from roomscribe.bench.plan import RATE, SessionPlan
+from roomscribe.bench.transport import Endpoint, SessionRecord, TransportUnavailable, pace_frames, read_control_events
 
 FRAME_MS = 10
 

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from bench.transport import SessionRecord
+from roomscribe.bench.transport import SessionRecord
 
 TOLERANCE_S = 0.35
 SHIFT_SLACK_S = 0.5

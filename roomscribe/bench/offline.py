@@ -10,8 +10,8 @@ import numpy as np
 from agent.asr import AsrEngine
 from agent.config import AsrConfig, PipelineConfig
 from agent.textguard import GuardConfig, clean_segments, clean_text
-from bench.corpus import Clip
-from bench.plan import load_clip_audio
+from roomscribe.bench.corpus import Clip
+from roomscribe.bench.plan import load_clip_audio
 
 
 def guard_config(cfg: PipelineConfig) -> GuardConfig:

@@ -32,7 +32,7 @@ from agent.config import AsrConfig, PipelineConfig
 from agent.events import FinalTranscript, InterimTranscript, PipelineNotice
 from agent.pipeline import TranscriptionPipeline
 
-AUDIO = Path(__file__).resolve().parents[1] / "examples" / "audio"
+AUDIO = Path(__file__).resolve().parents[2] / "examples" / "audio"
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 LIBRI = "He began a confused complaint against the wizard who had vanished behind the curtain on the left."
 

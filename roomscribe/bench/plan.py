@@ -8,9 +8,9 @@ from typing import Sequence
 
 import numpy as np
 
-from bench.corpus import Clip
-from bench.speech import speech_bounds
-from client.audio_files import read_wav
+from roomscribe.bench.corpus import Clip
+from roomscribe.bench.speech import speech_bounds
+from roomscribe.client.audio_files import read_wav
 
 RATE = 16000
 

@@ -10,13 +10,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from bench import procstat
-from bench.corpus import Clip, Corpus, example_corpus, resolve_corpus
-from bench.metrics import clip_texts, final_text, score_session, summarise
-from bench.plan import SessionPlan, build_plan, pick_clips
-from bench.server import BenchServer, InProcessServer, SubprocessServer
-from bench.transport import SessionRecord, Transport, make_transport
-from bench.wer import corpus_wer, normalise
+from roomscribe.bench import procstat
+from roomscribe.bench.corpus import Clip, Corpus, example_corpus, resolve_corpus
+from roomscribe.bench.metrics import clip_texts, final_text, score_session, summarise
+from roomscribe.bench.plan import SessionPlan, build_plan, pick_clips
+from roomscribe.bench.server import BenchServer, InProcessServer, SubprocessServer
+from roomscribe.bench.transport import SessionRecord, Transport, make_transport
+from roomscribe.bench.wer import corpus_wer, normalise
 
 Progress = Callable[[str], None]
 
@@ -271,6 +271,6 @@ async def run_bench(cfg: BenchConfig, progress: Progress = print) -> dict[str, A
 
 
 def _offline(clips: Sequence[Clip], settings: Any) -> list[str]:
-    from bench.offline import transcribe_offline
+    from roomscribe.bench.offline import transcribe_offline
 
     return transcribe_offline(clips, settings.asr, settings.pipeline)

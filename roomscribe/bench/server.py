@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from bench import procstat
-from bench.transport import Endpoint
+from roomscribe.bench import procstat
+from roomscribe.bench.transport import Endpoint
 from tokens import mint_control_token
 
 _URL_LINE = re.compile(r"control plane on (ws://\S+/v1/control)")
@@ -52,7 +52,7 @@ def _token_factory(secret: str):  # type: ignore[no-untyped-def]
 
 
 class SubprocessServer:
-    """`python -m control.cli serve --port 0` with a fresh secret, started in the current directory;
+    """`python -m roomscribe.cli serve --port 0` with a fresh secret, started in the current directory;
     settings otherwise come from the environment and `.env` like any `roomscribe serve`
     (ROOMSCRIBE_MODEL_PATH etc. apply)."""
 
@@ -75,7 +75,7 @@ class SubprocessServer:
         env.update(self.extra_env)
         fd, name = tempfile.mkstemp(prefix="roomscribe-bench-server-", suffix=".log")
         self.log_path = Path(name)
-        cmd = [sys.executable, "-m", "control.cli", "serve", "--port", "0"]
+        cmd = [sys.executable, "-m", "roomscribe.cli", "serve", "--port", "0"]
         self.proc = subprocess.Popen(cmd, env=env, stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # fmt: skip
         os.close(fd)

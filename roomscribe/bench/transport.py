@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import aiohttp
 
-from bench.plan import SessionPlan
+from roomscribe.bench.plan import SessionPlan
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,11 @@ TRANSPORTS = ("ws", "livekit")
 def make_transport(name: str, endpoint: Endpoint) -> Transport:
     """The transport called `name` ("ws" or "livekit")."""
     if name == "ws":
-        from bench.ws_transport import WsTransport
+        from roomscribe.bench.ws_transport import WsTransport
 
         return WsTransport(endpoint)
     if name == "livekit":
-        from bench.livekit_transport import LiveKitTransport
+        from roomscribe.bench.livekit_transport import LiveKitTransport
 
         return LiveKitTransport(endpoint)
     raise ValueError(f"unknown transport {name!r}; choose from {', '.join(TRANSPORTS)}")

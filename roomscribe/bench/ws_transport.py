@@ -7,8 +7,8 @@ import time
 
 import aiohttp
 
-from bench.plan import RATE, SessionPlan
-from bench.transport import Endpoint, SessionRecord, pace_frames, read_control_events
+from roomscribe.bench.plan import RATE, SessionPlan
+from roomscribe.bench.transport import Endpoint, SessionRecord, pace_frames, read_control_events
 
 FRAME_MS = 20
 

@@ -6,10 +6,10 @@ events as callbacks (`on`) or an async iterator (`events()`). `LiveKitPublisher`
 (`client.livekit_publisher`) publishes audio over the LiveKit transport.
 """
 
-from client.backoff import Backoff
-from client.control_client import ControlClient, Subscription
-from client.errors import AuthRejected, ClientError, ConnectionLost, GaveUp, ServerError
-from client.events import (
+from roomscribe.client.backoff import Backoff
+from roomscribe.client.control_client import ControlClient, Subscription
+from roomscribe.client.errors import AuthRejected, ClientError, ConnectionLost, GaveUp, ServerError
+from roomscribe.client.events import (
     ClientNotice,
     Event,
     FinalTranscript,
@@ -21,8 +21,8 @@ from client.events import (
     Status,
     parse_event,
 )
-from client.options import ClientOptions, ClientStats, ConnectionState, SessionState
-from client.sources import PcmStream, microphone_stream, numpy_stream, wav_stream
+from roomscribe.client.options import ClientOptions, ClientStats, ConnectionState, SessionState
+from roomscribe.client.sources import PcmStream, microphone_stream, numpy_stream, wav_stream
 
 __all__ = [
     "AuthRejected",

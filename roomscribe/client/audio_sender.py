@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
-from client.audio_buffer import AudioBuffer
-from client.link import Link
-from client.options import ClientOptions
+from roomscribe.client.audio_buffer import AudioBuffer
+from roomscribe.client.link import Link
+from roomscribe.client.options import ClientOptions
 
 
 class AudioSender:

@@ -10,13 +10,13 @@ from typing import Sequence
 
 from dotenv import load_dotenv
 
-from client.backoff import Backoff
-from client.control_client import ControlClient
-from client.errors import ClientError
-from client.options import ClientOptions
-from client.printer import EventPrinter
-from client.sources import MicrophoneUnavailable, PcmStream, microphone_stream, wav_stream
-from client.stream import send_stream
+from roomscribe.client.backoff import Backoff
+from roomscribe.client.control_client import ControlClient
+from roomscribe.client.errors import ClientError
+from roomscribe.client.options import ClientOptions
+from roomscribe.client.printer import EventPrinter
+from roomscribe.client.sources import MicrophoneUnavailable, PcmStream, microphone_stream, wav_stream
+from roomscribe.client.stream import send_stream
 
 
 def default_url() -> str:
@@ -140,7 +140,7 @@ async def push(
 
 
 async def _push_livekit(client: ControlClient, stream: PcmStream, interim: bool, queue_ms: int) -> None:
-    from client.livekit_publisher import LiveKitPublisher
+    from roomscribe.client.livekit_publisher import LiveKitPublisher
 
     publisher = LiveKitPublisher(client, queue_size_ms=queue_ms)
     try:

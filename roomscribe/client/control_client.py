@@ -20,12 +20,12 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 import aiohttp
 
-from client.audio_sender import AudioSender
-from client.errors import AuthRejected, ClientError, ConnectionLost, GaveUp, ServerError
-from client.events import Event, SessionEnded, SessionReady, Subscribed, notice, parse_event
-from client.hub import Callback, EventHub
-from client.link import Link
-from client.options import ClientOptions, ClientStats, ConnectionState, SessionState
+from roomscribe.client.audio_sender import AudioSender
+from roomscribe.client.errors import AuthRejected, ClientError, ConnectionLost, GaveUp, ServerError
+from roomscribe.client.events import Event, SessionEnded, SessionReady, Subscribed, notice, parse_event
+from roomscribe.client.hub import Callback, EventHub
+from roomscribe.client.link import Link
+from roomscribe.client.options import ClientOptions, ClientStats, ConnectionState, SessionState
 
 log = logging.getLogger(__name__)
 

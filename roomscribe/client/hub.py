@@ -7,7 +7,7 @@ import inspect
 import logging
 from typing import Any, AsyncIterator, Callable, Iterable
 
-from client.events import Event
+from roomscribe.client.events import Event
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 
-from client.errors import AuthRejected
+from roomscribe.client.errors import AuthRejected
 
 CLOSE_TIMEOUT_S = 1.0
 

@@ -21,10 +21,10 @@ from typing import Any
 
 from livekit import rtc
 
-from client.control_client import ControlClient
-from client.errors import ClientError
-from client.events import Event, SessionReady
-from client.sources import PcmStream
+from roomscribe.client.control_client import ControlClient
+from roomscribe.client.errors import ClientError
+from roomscribe.client.events import Event, SessionReady
+from roomscribe.client.sources import PcmStream
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from client.events import Event
-from client.stream import format_event
+from roomscribe.client.events import Event
+from roomscribe.client.stream import format_event
 
 
 class EventPrinter:

@@ -10,7 +10,7 @@ from typing import AsyncIterator, Iterable
 
 import numpy as np
 
-from client.audio_files import read_wav
+from roomscribe.client.audio_files import read_wav
 
 
 class MicrophoneUnavailable(RuntimeError):

@@ -10,10 +10,10 @@ import asyncio
 from pathlib import Path
 from typing import Any, Callable
 
-from client.control_client import ControlClient
-from client.events import ClientNotice, Event
-from client.options import ClientOptions
-from client.sources import PcmStream, wav_stream
+from roomscribe.client.control_client import ControlClient
+from roomscribe.client.events import ClientNotice, Event
+from roomscribe.client.options import ClientOptions
+from roomscribe.client.sources import PcmStream, wav_stream
 
 EventHandler = Callable[[dict[str, Any]], None]
 

@@ -1,4 +1,4 @@
-"""``python -m devserver``: same as ``roomscribe devserver``."""
+"""``python -m roomscribe.devserver``: same as ``roomscribe devserver``."""
 
 from .cli import main
 

@@ -162,7 +162,7 @@ class DevServer:
 
         from .cli import KEYS_ENV
 
-        args = [sys.executable, "-m", "devserver", "--host", self.host, "--port", str(self.port),
+        args = [sys.executable, "-m", "roomscribe.devserver", "--host", self.host, "--port", str(self.port),
                 "--empty-timeout", str(self.rooms.empty_timeout_s),
                 "--ice-addresses", ",".join(self.ice_addresses),
                 "--ping-interval", str(self.ping_interval_s), "--ping-timeout", str(self.ping_timeout_s),
@@ -172,7 +172,7 @@ class DevServer:
                                        ("--no-low-latency-audio", not self.low_latency_audio)) if on]
         env = dict(os.environ, PYTHONUNBUFFERED="1", OPENBLAS_NUM_THREADS="1",
                    **{KEYS_ENV: ",".join(f"{k}:{v}" for k, v in self.keys.items())})
-        root = str(Path(__file__).resolve().parents[1])
+        root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         self._proc = await asyncio.create_subprocess_exec(
             *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=None)

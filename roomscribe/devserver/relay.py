@@ -18,7 +18,7 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.utils import uint16_add
 
-log = logging.getLogger("devserver.relay")
+log = logging.getLogger("roomscribe.devserver.relay")
 
 QUEUE_FRAMES = 5  # 100 ms of 20 ms audio frames
 

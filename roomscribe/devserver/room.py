@@ -18,7 +18,7 @@ from livekit.protocol import rtc as r
 from .auth import AuthError, JoinGrant
 from .codec import new_id
 
-log = logging.getLogger("devserver.room")
+log = logging.getLogger("roomscribe.devserver.room")
 
 SERVER_VERSION = "1.9.0"
 _SOURCE_NAMES = {

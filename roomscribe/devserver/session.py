@@ -15,7 +15,7 @@ from .relay import TrackRelay
 from .room import Participant, Publication, Room
 from .transport import MediaSession
 
-log = logging.getLogger("devserver.session")
+log = logging.getLogger("roomscribe.devserver.session")
 
 
 class Session:

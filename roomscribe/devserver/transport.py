@@ -22,7 +22,7 @@ from livekit.protocol import rtc as r
 from . import netpolicy
 from .relay import TrackRelay, use_immediate_audio_buffer
 
-log = logging.getLogger("devserver.transport")
+log = logging.getLogger("roomscribe.devserver.transport")
 
 PUBLISHER = r.SignalTarget.PUBLISHER
 SUBSCRIBER = r.SignalTarget.SUBSCRIBER

@@ -16,7 +16,7 @@ from .auth import AuthError, Authenticator
 from .codec import bearer_token
 from .room import RoomManager
 
-log = logging.getLogger("devserver.twirp")
+log = logging.getLogger("roomscribe.devserver.twirp")
 
 PREFIX = "/twirp/livekit.RoomService/"
 

@@ -8,10 +8,10 @@ import math
 
 import pytest
 
-from bench.corpus import EXAMPLE_TRANSCRIPTS
-from bench.report import render, target_rows
-from bench.runner import BenchConfig, run_bench
-from bench.wer import normalise
+from roomscribe.bench.corpus import EXAMPLE_TRANSCRIPTS
+from roomscribe.bench.report import render, target_rows
+from roomscribe.bench.runner import BenchConfig, run_bench
+from roomscribe.bench.wer import normalise
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.corpus import Clip, example_corpus
-from bench.metrics import score_session, summarise, timeline_shift
-from bench.plan import PlannedClip, SessionPlan
-from bench.speech import speech_bounds
-from bench.transport import SessionRecord
-from bench.wer import corpus_wer, normalise, number_words, ordinal_words
+from roomscribe.bench.corpus import Clip, example_corpus
+from roomscribe.bench.metrics import score_session, summarise, timeline_shift
+from roomscribe.bench.plan import PlannedClip, SessionPlan
+from roomscribe.bench.speech import speech_bounds
+from roomscribe.bench.transport import SessionRecord
+from roomscribe.bench.wer import corpus_wer, normalise, number_words, ordinal_words
 
 
 def test_normaliser_spells_numbers_only_when_asked() -> None:

@@ -14,7 +14,7 @@ from speech_samples import JFK_TEXT, wer
 def run_demo(*args: str, tmp_path) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "ROOMSCRIBE_"))}
     return subprocess.run(
-        [sys.executable, "-m", "control.cli", "--env-file", str(tmp_path / "absent.env"), "demo", *args],
+        [sys.executable, "-m", "roomscribe.cli", "--env-file", str(tmp_path / "absent.env"), "demo", *args],
         capture_output=True, text=True, timeout=150, env=env, cwd=tmp_path,
     )
 

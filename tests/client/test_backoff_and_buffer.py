@@ -7,11 +7,11 @@ import random
 
 import pytest
 
-from client.audio_buffer import AudioBuffer
-from client.backoff import Backoff
-from client.control_client import ControlClient
-from client.events import ClientNotice, FinalTranscript, SessionReady, Unknown, parse_event
-from client.hub import EventHub
+from roomscribe.client.audio_buffer import AudioBuffer
+from roomscribe.client.backoff import Backoff
+from roomscribe.client.control_client import ControlClient
+from roomscribe.client.events import ClientNotice, FinalTranscript, SessionReady, Unknown, parse_event
+from roomscribe.client.hub import EventHub
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from client.cli import listen_main, push_main
-from client.control_client import ControlClient
-from client.sources import wav_stream
-from client.stream import send_stream
+from roomscribe.client.cli import listen_main, push_main
+from roomscribe.client.control_client import ControlClient
+from roomscribe.client.sources import wav_stream
+from roomscribe.client.stream import send_stream
 from speech_samples import JFK, LIBRI
 
 pytestmark = pytest.mark.timeout(90)

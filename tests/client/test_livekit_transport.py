@@ -15,13 +15,13 @@ import sys
 
 import pytest
 
-from client.control_client import ControlClient
-from client.livekit_publisher import LiveKitPublisher
+from roomscribe.client.control_client import ControlClient
+from roomscribe.client.livekit_publisher import LiveKitPublisher
 from speech_samples import JFK, JFK_TEXT, ROOT, wer
 
 pytestmark = pytest.mark.timeout(90)
 
-PUSH = "import sys; from client.cli import push_main; sys.exit(push_main(sys.argv[1:]))"
+PUSH = "import sys; from roomscribe.client.cli import push_main; sys.exit(push_main(sys.argv[1:]))"
 
 
 async def test_push_over_livekit_prints_the_transcript(lk_control) -> None:  # type: ignore[no-untyped-def]

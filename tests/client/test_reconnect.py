@@ -13,14 +13,14 @@ import aiohttp
 import numpy as np
 import pytest
 
-from client.audio_files import read_wav
-from client.backoff import Backoff
-from client.control_client import ControlClient
-from client.errors import AuthRejected
-from client.events import ClientNotice, Event
-from client.options import ClientOptions, ConnectionState
-from client.sources import numpy_stream
-from client.stream import send_stream
+from roomscribe.client.audio_files import read_wav
+from roomscribe.client.backoff import Backoff
+from roomscribe.client.control_client import ControlClient
+from roomscribe.client.errors import AuthRejected
+from roomscribe.client.events import ClientNotice, Event
+from roomscribe.client.options import ClientOptions, ConnectionState
+from roomscribe.client.sources import numpy_stream
+from roomscribe.client.stream import send_stream
 from control.server import ControlServer
 from control_harness import ServerHandle, make_settings
 from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, silence, wer

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from client.control_client import ControlClient
-from client.sources import wav_stream
-from client.stream import format_event, send_stream, stream_wav_ws
+from roomscribe.client.control_client import ControlClient
+from roomscribe.client.sources import wav_stream
+from roomscribe.client.stream import format_event, send_stream, stream_wav_ws
 from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, wer
 
 pytestmark = pytest.mark.timeout(90)

@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
-from client.control_client import ControlClient
-from client.errors import ServerError
-from client.events import Event
-from client.sources import wav_stream
-from client.stream import send_stream
+from roomscribe.client.control_client import ControlClient
+from roomscribe.client.errors import ServerError
+from roomscribe.client.events import Event
+from roomscribe.client.sources import wav_stream
+from roomscribe.client.stream import send_stream
 from speech_samples import LIBRI, LIBRI_TEXT, wer
 
 pytestmark = pytest.mark.timeout(90)
@@ -74,8 +74,8 @@ async def test_watching_someone_elses_session_without_the_claim_is_refused(contr
 
 
 async def test_subscription_is_renewed_after_the_monitor_reconnects(control, proxy) -> None:  # type: ignore[no-untyped-def]
-    from client.backoff import Backoff
-    from client.options import ClientOptions
+    from roomscribe.client.backoff import Backoff
+    from roomscribe.client.options import ClientOptions
 
     speaker = ControlClient(control.server.url, control.token("alice"))
     monitor = ControlClient(proxy.url(), control.token("ops", permissions=("monitor",)),

@@ -9,7 +9,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from client.audio_files import read_wav
+from roomscribe.client.audio_files import read_wav
 from control_harness import serving
 from speech_samples import LIBRI, LIBRI_TEXT, pcm_frames, silence, wer
 

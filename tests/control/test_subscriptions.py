@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from client.audio_files import read_wav
+from roomscribe.client.audio_files import read_wav
 from speech_samples import LIBRI, LIBRI_TEXT, pcm_frames, silence, wer
 
 pytestmark = pytest.mark.timeout(120)

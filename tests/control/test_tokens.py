@@ -117,7 +117,7 @@ async def test_control_socket_accepts_query_token(control) -> None:  # type: ign
 def test_cli_token_prints_a_verifiable_token(tmp_path) -> None:  # type: ignore[no-untyped-def]
     env = {**os.environ, "ROOMSCRIBE_CONTROL_SECRET": SECRET}
     out = subprocess.run(
-        [sys.executable, "-m", "control.cli", "--env-file", str(tmp_path / "none"), "token", "--user", "erin", "--ttl", "90"],
+        [sys.executable, "-m", "roomscribe.cli", "--env-file", str(tmp_path / "none"), "token", "--user", "erin", "--ttl", "90"],
         env=env, capture_output=True, text=True, timeout=60, check=True,
     )
     claims = verify_control_token(SECRET, out.stdout.strip())
@@ -128,7 +128,7 @@ def test_cli_token_prints_a_verifiable_token(tmp_path) -> None:  # type: ignore[
 def test_cli_token_without_secret_fails_clearly(tmp_path) -> None:  # type: ignore[no-untyped-def]
     env = {k: v for k, v in os.environ.items() if k != "ROOMSCRIBE_CONTROL_SECRET"}
     out = subprocess.run(
-        [sys.executable, "-m", "control.cli", "--env-file", str(tmp_path / "none"), "token", "--user", "x"],
+        [sys.executable, "-m", "roomscribe.cli", "--env-file", str(tmp_path / "none"), "token", "--user", "x"],
         env=env, capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 2

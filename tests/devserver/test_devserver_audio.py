@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from devserver.testing import collect_audio, peak_hz, publish_tone, rms_dbfs, running_devserver, tone, wait_event
+from roomscribe.devserver.testing import collect_audio, peak_hz, publish_tone, rms_dbfs, running_devserver, tone, wait_event
 
 RATE = 48000
 SENT_DBFS = rms_dbfs(tone(440, RATE, RATE, 0.5))
@@ -141,7 +141,7 @@ async def test_rooms_are_isolated(connect) -> None:
 
 @pytest.mark.timeout(60)
 async def test_server_in_its_own_process(connect) -> None:
-    """``own_process=True`` runs ``python -m devserver``; audio and the RoomService work the same."""
+    """``own_process=True`` runs ``python -m roomscribe.devserver``; audio and the RoomService work the same."""
     from livekit import api
 
     async with running_devserver(own_process=True, keys={"devkey": "secret"}) as srv:

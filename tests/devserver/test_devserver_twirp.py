@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from livekit import api, rtc
 
-from devserver.testing import collect_audio, peak_hz, publish_tone, wait_event
+from roomscribe.devserver.testing import collect_audio, peak_hz, publish_tone, wait_event
 
 
 @pytest.fixture

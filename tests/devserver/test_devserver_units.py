@@ -11,14 +11,14 @@ import pytest
 from livekit.protocol import models as m
 from livekit.protocol import rtc as r
 
-from devserver import netpolicy
-from devserver.auth import AuthError, Authenticator, JoinGrant
-from devserver.codec import (candidate_init_json, decode_join_request, parse_candidate_init,
+from roomscribe.devserver import netpolicy
+from roomscribe.devserver.auth import AuthError, Authenticator, JoinGrant
+from roomscribe.devserver.codec import (candidate_init_json, decode_join_request, parse_candidate_init,
                              parse_join_params)
-from devserver.relay import RelayedTrack, audio_level_dbov
-from devserver.room import Participant, Room, RoomManager
-from devserver.testing import make_token
-from devserver.transport import msid_track_ids
+from roomscribe.devserver.relay import RelayedTrack, audio_level_dbov
+from roomscribe.devserver.room import Participant, Room, RoomManager
+from roomscribe.devserver.testing import make_token
+from roomscribe.devserver.transport import msid_track_ids
 
 
 class FakeLink:
@@ -201,7 +201,7 @@ def test_remote_candidates_must_be_local() -> None:
 def test_fast_audio_level_matches_aiortc() -> None:
     import av
 
-    from devserver.relay import aiortc_audio_level_dbov as compute_audio_level_dbov
+    from roomscribe.devserver.relay import aiortc_audio_level_dbov as compute_audio_level_dbov
 
     for amp in (0.0, 0.001, 0.1, 0.9):
         samples = (np.sin(np.arange(1920) / 7) * amp * 32767).astype(np.int16).reshape(1, -1)
@@ -220,7 +220,7 @@ async def test_relayed_track_drops_oldest_when_full() -> None:
 def test_immediate_audio_buffer_orders_and_drops_late() -> None:
     from aiortc.rtp import RtpPacket
 
-    from devserver.relay import ImmediateAudioBuffer
+    from roomscribe.devserver.relay import ImmediateAudioBuffer
 
     buf = ImmediateAudioBuffer()
     out = []
@@ -244,7 +244,7 @@ async def test_mute_is_announced() -> None:
 
 
 def test_cli_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    from devserver.cli import KEYS_ENV, build_parser
+    from roomscribe.devserver.cli import KEYS_ENV, build_parser
 
     assert build_parser().parse_args(["--keys", "a:x,b:y"]).keys == {"a": "x", "b": "y"}
     monkeypatch.setenv(KEYS_ENV, "k:s")

@@ -132,7 +132,7 @@ async def test_resume_replays_finals_missed_during_a_drop(lk_control) -> None:  
 
 
 async def test_agent_survives_a_dev_server_restart(lk_control) -> None:  # type: ignore[no-untyped-def]
-    from devserver import DevServer
+    from roomscribe.devserver import DevServer
 
     server = lk_control.server
     client = await lk_control.connect("kate")

@@ -19,7 +19,7 @@ from livekit import rtc
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from client.audio_files import read_wav  # noqa: E402
+from roomscribe.client.audio_files import read_wav  # noqa: E402
 
 
 async def publish_samples(

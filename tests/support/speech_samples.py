@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.corpus import EXAMPLE_TRANSCRIPTS
-from bench.wer import normalise, wer
+from roomscribe.bench.corpus import EXAMPLE_TRANSCRIPTS
+from roomscribe.bench.wer import normalise, wer
 
 ROOT = Path(__file__).resolve().parents[2]
 JFK = ROOT / "examples" / "audio" / "jfk.wav"
