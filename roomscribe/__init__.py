@@ -1,0 +1,5 @@
+"""roomscribe: real-time transcription back end for voice apps on LiveKit.
+
+The design's packages stay top-level (`control`, `agent`, `tokens`); everything else a user may
+import lives here: `roomscribe.client`, `roomscribe.devserver`, `roomscribe.bench`, `roomscribe.cli`.
+"""
