@@ -14,7 +14,7 @@ from typing import Awaitable, Callable
 import numpy as np
 from livekit import rtc
 
-from roomscribe.client.backoff import Backoff
+from roomscribe.common.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ events as callbacks (`on`) or an async iterator (`events()`). `LiveKitPublisher`
 (`client.livekit_publisher`) publishes audio over the LiveKit transport.
 """
 
-from roomscribe.client.backoff import Backoff
+from roomscribe.common.backoff import Backoff
 from roomscribe.client.control_client import ControlClient, Subscription
 from roomscribe.client.errors import AuthRejected, ClientError, ConnectionLost, GaveUp, ServerError
 from roomscribe.client.events import (

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from dotenv import load_dotenv
 
-from roomscribe.client.backoff import Backoff
+from roomscribe.common.backoff import Backoff
 from roomscribe.client.control_client import ControlClient
 from roomscribe.client.errors import ClientError
 from roomscribe.client.options import ClientOptions

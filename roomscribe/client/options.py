@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from roomscribe.client.backoff import Backoff
+from roomscribe.common.backoff import Backoff
 
 
 class ConnectionState(str, Enum):

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from roomscribe.client.audio_buffer import AudioBuffer
-from roomscribe.client.backoff import Backoff
+from roomscribe.common.backoff import Backoff
 from roomscribe.client.control_client import ControlClient
 from roomscribe.client.events import ClientNotice, FinalTranscript, SessionReady, Unknown, parse_event
 from roomscribe.client.hub import EventHub

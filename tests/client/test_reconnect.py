@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from roomscribe.client.audio_files import read_wav
-from roomscribe.client.backoff import Backoff
+from roomscribe.common.backoff import Backoff
 from roomscribe.client.control_client import ControlClient
 from roomscribe.client.errors import AuthRejected
 from roomscribe.client.events import ClientNotice, Event

@@ -74,7 +74,7 @@ async def test_watching_someone_elses_session_without_the_claim_is_refused(contr
 
 
 async def test_subscription_is_renewed_after_the_monitor_reconnects(control, proxy) -> None:  # type: ignore[no-untyped-def]
-    from roomscribe.client.backoff import Backoff
+    from roomscribe.common.backoff import Backoff
     from roomscribe.client.options import ClientOptions
 
     speaker = ControlClient(control.server.url, control.token("alice"))
