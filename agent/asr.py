@@ -18,13 +18,13 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from roomscribe.common.audio import SAMPLE_RATE
+
 from .priority import lower_current_thread_priority, run_in_low_priority_thread
 from .config import AsrConfig
 from .scheduler import AsrJob, AsrScheduler, JobKind, settle
 
 log = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)

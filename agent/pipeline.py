@@ -23,6 +23,8 @@ from typing import Callable
 
 import numpy as np
 
+from roomscribe.common.audio import SAMPLE_RATE as RATE
+
 from .asr import AsrEngine, AsrResult
 from .audiobuf import AudioHistory
 from .config import PipelineConfig
@@ -43,7 +45,6 @@ from .vad import WINDOW, StreamingVad
 
 log = logging.getLogger(__name__)
 
-RATE = 16000
 _CHUNK = RATE // 2  # VAD/segment in ≤0.5 s pieces so one big feed() stays bounded
 _LOAD_DROPS = ("replaced", "overflow")  # drop reasons that mean "the model is behind"
 _pipeline_ids = itertools.count(1)

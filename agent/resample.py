@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-TARGET_RATE = 16000
+from roomscribe.common.audio import SAMPLE_RATE as TARGET_RATE
 
 
 def to_mono_float32(samples: np.ndarray, channels: int = 1) -> np.ndarray:

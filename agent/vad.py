@@ -12,9 +12,10 @@ import functools
 
 import numpy as np
 
+from roomscribe.common.audio import SAMPLE_RATE
+
 WINDOW = 512  # samples per probability at 16 kHz (32 ms)
 CONTEXT = 64
-SAMPLE_RATE = 16000
 WINDOW_S = WINDOW / SAMPLE_RATE
 
 

@@ -28,13 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+from roomscribe.common.audio import SAMPLE_RATE
+
 log = logging.getLogger(__name__)
 
 PACKAGES = ("asterisk-core-sounds-en-g722", "asterisk-core-sounds-en")
 LICENCE = "CC-BY-SA-3.0 (Allison Smith / Digium), Debian asterisk-core-sounds-en-g722"
 _TRANSCRIPTS = "usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"
 _SOUNDS = "usr/share/asterisk/sounds/en_US_f_Allison"
-RATE = 16000
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "audio"
 # Exact transcripts of the bundled sample recordings (JFK: public domain; LibriSpeech: CC-BY-4.0).
@@ -193,7 +194,7 @@ def decode_g722(path: Path) -> np.ndarray:
     chunks = []
     with av.open(str(path), format="g722") as container:
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         for frame in container.decode(stream):
             chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
         chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
@@ -205,7 +206,7 @@ def _write_wav(path: Path, pcm: np.ndarray) -> None:
     with wave.open(str(tmp), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
-        w.setframerate(RATE)
+        w.setframerate(SAMPLE_RATE)
         w.writeframes(pcm.tobytes())
     tmp.replace(path)
 

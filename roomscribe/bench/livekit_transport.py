@@ -17,8 +17,9 @@ import time
 import aiohttp
 import numpy as np
 
-from roomscribe.bench.plan import RATE, SessionPlan
+from roomscribe.bench.plan import SessionPlan
 from roomscribe.bench.transport import Endpoint, SessionRecord, TransportUnavailable, pace_frames, read_control_events
+from roomscribe.common.audio import SAMPLE_RATE
 
 FRAME_MS = 10
 
@@ -46,7 +47,7 @@ class LiveKitTransport:
         from livekit import rtc
 
         record = SessionRecord(plan, user, self.name, speed)
-        step = RATE * FRAME_MS // 1000
+        step = SAMPLE_RATE * FRAME_MS // 1000
         data = plan.audio.astype(np.int16)
         frames = [data[i : i + step] for i in range(0, len(data) - step + 1, step)]
         headers = {"Authorization": f"Bearer {self.endpoint.token_for(user)}"}
@@ -69,14 +70,14 @@ class LiveKitTransport:
                     await ws.send_json({"type": "session.start", "id": "start", "transport": "livekit", "interim": interim})
                     lk = (await asyncio.wait_for(ready, 30.0))["livekit"]
                     await room.connect(lk["url"], lk["token"], rtc.RoomOptions(auto_subscribe=False))
-                    source = rtc.AudioSource(RATE, 1, queue_size_ms=50)
+                    source = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=50)
                     track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
                     await room.local_participant.publish_track(
                         track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
                     )
 
                     async def send(chunk: np.ndarray) -> None:
-                        await source.capture_frame(rtc.AudioFrame(chunk.tobytes(), RATE, 1, len(chunk)))
+                        await source.capture_frame(rtc.AudioFrame(chunk.tobytes(), SAMPLE_RATE, 1, len(chunk)))
 
                     silence = np.zeros(step, np.int16)
                     began = time.monotonic()

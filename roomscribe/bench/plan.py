@@ -11,8 +11,7 @@ import numpy as np
 from roomscribe.bench.corpus import Clip
 from roomscribe.bench.speech import speech_bounds
 from roomscribe.client.audio_files import read_wav
-
-RATE = 16000
+from roomscribe.common.audio import SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class SessionPlan:
 
     @property
     def duration_s(self) -> float:
-        return len(self.audio) / RATE
+        return len(self.audio) / SAMPLE_RATE
 
     @property
     def speech_s(self) -> float:
@@ -45,27 +44,27 @@ class SessionPlan:
 def load_clip_audio(clip: Clip) -> np.ndarray:
     """A clip's samples; the bench streams 16 kHz mono, as the corpus and examples are."""
     audio = read_wav(clip.path)
-    if audio.sample_rate != RATE or audio.channels != 1:
+    if audio.sample_rate != SAMPLE_RATE or audio.channels != 1:
         raise ValueError(f"{clip.path}: expected 16 kHz mono, got {audio.sample_rate} Hz × {audio.channels}")
     return audio.samples
 
 
 def build_plan(name: str, clips: Sequence[Clip], *, gap_s: float = 1.0, lead_s: float = 0.5, tail_s: float = 1.5) -> SessionPlan:
     """`lead_s` of silence, the clips separated by `gap_s` of digital silence, then `tail_s`."""
-    parts: list[np.ndarray] = [np.zeros(int(lead_s * RATE), dtype=np.int16)]
+    parts: list[np.ndarray] = [np.zeros(int(lead_s * SAMPLE_RATE), dtype=np.int16)]
     pos = len(parts[0])
     placed = []
     for i, clip in enumerate(clips):
         if i:
-            parts.append(np.zeros(int(gap_s * RATE), dtype=np.int16))
+            parts.append(np.zeros(int(gap_s * SAMPLE_RATE), dtype=np.int16))
             pos += len(parts[-1])
         samples = load_clip_audio(clip)
-        onset, end = clip.speech_s or speech_bounds(samples, RATE)
-        start = pos / RATE
+        onset, end = clip.speech_s or speech_bounds(samples, SAMPLE_RATE)
+        start = pos / SAMPLE_RATE
         placed.append(PlannedClip(clip, start, start + onset, start + end))
         parts.append(samples.astype(np.int16, copy=False))
         pos += len(samples)
-    parts.append(np.zeros(int(tail_s * RATE), dtype=np.int16))
+    parts.append(np.zeros(int(tail_s * SAMPLE_RATE), dtype=np.int16))
     return SessionPlan(name, np.concatenate(parts), tuple(placed))
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from roomscribe.common.audio import SAMPLE_RATE
+
 FRAME_S = 0.010
 REL_PEAK_DB = 40.0
 ABOVE_FLOOR_DB = 12.0
 
 
-def frame_levels_db(samples: np.ndarray, rate: int = 16000) -> np.ndarray:
+def frame_levels_db(samples: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
     """RMS level (dBFS) of each whole 10 ms frame of int16 mono samples."""
     step = int(rate * FRAME_S)
     n = len(samples) // step
@@ -27,7 +29,7 @@ def frame_levels_db(samples: np.ndarray, rate: int = 16000) -> np.ndarray:
     return 20.0 * np.log10(np.sqrt((frames**2).mean(axis=1)) + 1e-9)
 
 
-def speech_bounds(samples: np.ndarray, rate: int = 16000) -> tuple[float, float]:
+def speech_bounds(samples: np.ndarray, rate: int = SAMPLE_RATE) -> tuple[float, float]:
     """(onset, end) of speech in seconds from the clip's start; the whole clip if nothing stands out."""
     levels = frame_levels_db(samples, rate)
     duration = len(samples) / rate

@@ -7,8 +7,9 @@ import time
 
 import aiohttp
 
-from roomscribe.bench.plan import RATE, SessionPlan
+from roomscribe.bench.plan import SessionPlan
 from roomscribe.bench.transport import Endpoint, SessionRecord, pace_frames, read_control_events
+from roomscribe.common.audio import SAMPLE_RATE
 
 FRAME_MS = 20
 
@@ -27,7 +28,7 @@ class WsTransport:
         self, plan: SessionPlan, user: str, *, start_delay_s: float = 0.0, interim: bool = True, speed: float = 1.0
     ) -> SessionRecord:
         record = SessionRecord(plan, user, self.name, speed)
-        step = RATE * self.frame_ms // 1000
+        step = SAMPLE_RATE * self.frame_ms // 1000
         data = plan.audio.astype("<i2")
         frames = [data[i : i + step].tobytes() for i in range(0, len(data), step)]
         headers = {"Authorization": f"Bearer {self.endpoint.token_for(user)}"}
@@ -40,7 +41,7 @@ class WsTransport:
                 try:
                     await ws.send_json({
                         "type": "session.start", "id": "start", "transport": "ws", "interim": interim,
-                        "audio": {"encoding": "pcm_s16le", "sample_rate": RATE, "channels": 1},
+                        "audio": {"encoding": "pcm_s16le", "sample_rate": SAMPLE_RATE, "channels": 1},
                     })  # fmt: skip
                     await asyncio.wait_for(ready, 30.0)
                     record.t0 = time.monotonic() + start_delay_s
