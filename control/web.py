@@ -1,32 +1,30 @@
 """Serves the web example (examples/web) and, in dev mode only, a token endpoint for it.
 
-The page loads `livekit-client` from the repo's own `node_modules` (pinned in package-lock.json;
-`npm ci` installs it), never from a CDN.
+The page loads `livekit-client` (pinned in package-lock.json; `npm ci` installs it) from the
+checkout's `node_modules` or the copy a wheel carries, never from a CDN
+(`roomscribe.common.package_data`).
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 from aiohttp import web
 
+from roomscribe.common.package_data import LIVEKIT_CLIENT_BUNDLE, livekit_client_dir, web_dir
 from tokens import mint_control_token
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-WEB_DIR = ROOT / "examples" / "web"
-LIVEKIT_CLIENT_DIST = ROOT / "node_modules" / "livekit-client" / "dist"
 DEV_TOKEN_TTL_S = 3600
 
 
 def livekit_client_available() -> bool:
-    return (LIVEKIT_CLIENT_DIST / "livekit-client.umd.js").is_file()
+    """Whether the livekit-client browser bundle is installed (else the page has only the ws fallback)."""
+    return livekit_client_dir() is not None
 
 
 async def _index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-store"})
+    return web.FileResponse(web_dir() / "index.html", headers={"Cache-Control": "no-store"})
 
 
 async def _revalidate_page_files(request: web.Request, response: web.StreamResponse) -> None:
@@ -38,16 +36,18 @@ async def _revalidate_page_files(request: web.Request, response: web.StreamRespo
 def add_web_routes(app: web.Application, *, secret: str, dev_mode: bool) -> None:
     """`/` and `/web/*` for the page, `/vendor/livekit-client/*` for the SDK, and in dev mode
     `/dev/token?user=ID`, which mints a control token for anyone who asks (never in production)."""
-    if not (WEB_DIR / "index.html").is_file():
-        log.warning("examples/web/index.html is missing: the web example is not served")
+    page_dir = web_dir()
+    if not (page_dir / "index.html").is_file():
+        log.warning("%s is missing: the web example is not served", page_dir / "index.html")
         return
     app.router.add_get("/", _index)
-    app.router.add_static("/web/", WEB_DIR, show_index=False)
+    app.router.add_static("/web/", page_dir, show_index=False)
     app.on_response_prepare.append(_revalidate_page_files)
-    if livekit_client_available():
-        app.router.add_static("/vendor/livekit-client/", LIVEKIT_CLIENT_DIST, show_index=False)
+    sdk_dir = livekit_client_dir()
+    if sdk_dir is not None:
+        app.router.add_static("/vendor/livekit-client/", sdk_dir, show_index=False)
     else:
-        log.warning("node_modules/livekit-client is missing (run `npm ci`): the page can only use the ws fallback")
+        log.warning("%s is not installed (run `npm ci`): the page can only use the ws fallback", LIVEKIT_CLIENT_BUNDLE)
 
     if dev_mode:
 

@@ -9,17 +9,14 @@ import os
 import secrets
 import signal
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
 from dotenv import load_dotenv
 
 from control.config import ConfigError, Settings
+from roomscribe.common.package_data import sample_audio
 
 log = logging.getLogger("roomscribe")
-
-SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "audio" / "jfk.wav"
-
 
 #: Commands whose output is for a person at a terminal: their log shows warnings only (unless -v).
 QUIET_COMMANDS = ("demo", "push", "listen", "token")
@@ -79,15 +76,16 @@ async def _demo(args: argparse.Namespace) -> int:
 
             print(f"\nOpen {server.http_url}/?user=demo in a browser (Ctrl-C to stop).", flush=True)
             if not livekit_client_available():
-                print("Note: node_modules/livekit-client is missing: run `npm ci` for the page's LiveKit mode "
+                print("Note: the livekit-client browser bundle is missing: run `npm ci` for the page's LiveKit mode "
                       "(its WebSocket fallback works without it).", flush=True)
             print(flush=True)
             await _run_until_signal()
             return 0
         token = mint_control_token(settings.control_secret, "demo-user", ttl_s=600)
         how = "raw PCM over the control socket" if args.transport == "ws" else "LiveKit (the livekit SDK publishes it as a microphone)"
-        print(f"Streaming {args.file} via {how}:", flush=True)
-        return await push(server.url, token, file=args.file, transport=args.transport, fast=args.fast, queue_ms=args.queue_ms)
+        file = args.file or str(sample_audio("jfk.wav"))
+        print(f"Streaming {file} via {how}:", flush=True)
+        return await push(server.url, token, file=file, transport=args.transport, fast=args.fast, queue_ms=args.queue_ms)
     finally:
         await server.stop()
 
@@ -164,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--permission", action="append", choices=["multi_user", "monitor"], help="extra right (repeatable)")
 
     demo = sub.add_parser("demo", help="start everything in-process and transcribe a sample")
-    demo.add_argument("file", nargs="?", default=str(SAMPLE), help="16-bit PCM WAV (default: examples/audio/jfk.wav)")
+    demo.add_argument("file", nargs="?", help="16-bit PCM WAV (default: the bundled examples/audio/jfk.wav)")
     demo.add_argument("--transport", choices=("livekit", "ws"), default="livekit", help="audio path (default livekit)")
     demo.add_argument("--fast", action="store_true", help="ws: stream faster than real time")
     demo.add_argument("--queue-ms", type=int, default=100, help="livekit: the SDK's audio queue (default 100 ms)")

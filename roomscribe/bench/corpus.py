@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from roomscribe.common.audio import SAMPLE_RATE
+from roomscribe.common.package_data import sample_audio
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ LICENCE = "CC-BY-SA-3.0 (Allison Smith / Digium), Debian asterisk-core-sounds-en
 _TRANSCRIPTS = "usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"
 _SOUNDS = "usr/share/asterisk/sounds/en_US_f_Allison"
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "audio"
 # Exact transcripts of the bundled sample recordings (JFK: public domain; LibriSpeech: CC-BY-4.0).
 EXAMPLE_TRANSCRIPTS = {
     "jfk.wav": "And so my fellow Americans, ask not what your country can do for you, "
@@ -88,7 +88,7 @@ def default_cache_dir() -> Path:
 def example_corpus(reason: str | None = None) -> Corpus:
     """The two bundled sample recordings (JFK, 11 s; LibriSpeech, 4.9 s)."""
     clips = tuple(
-        Clip(Path(name).stem, EXAMPLES_DIR / name, text, _wav_duration(EXAMPLES_DIR / name), EXAMPLE_SPEECH_S.get(name))
+        Clip(Path(name).stem, sample_audio(name), text, _wav_duration(sample_audio(name)), EXAMPLE_SPEECH_S.get(name))
         for name, text in EXAMPLE_TRANSCRIPTS.items()
     )
     return Corpus("examples", clips, f"examples/audio ({len(clips)} clips)", reason)

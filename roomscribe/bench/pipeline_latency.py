@@ -8,8 +8,8 @@ Feeds N concurrent streams (each: libri, 1 s silence, jfk, 1 s silence, libri, 1
     had ended,
 plus WER of all finals against the reference and the engine's scheduling counters.
 
-    .venv/bin/python bench/pipeline_latency.py --streams 1
-    .venv/bin/python bench/pipeline_latency.py --streams 4 --json
+    .venv/bin/python -m roomscribe.bench.pipeline_latency --streams 1
+    .venv/bin/python -m roomscribe.bench.pipeline_latency --streams 4 --json
 """
 
 from __future__ import annotations
@@ -18,12 +18,9 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import statistics
 import time
-import wave
 from dataclasses import fields
-from pathlib import Path
 
 import numpy as np
 
@@ -31,25 +28,19 @@ from agent.asr import AsrEngine
 from agent.config import AsrConfig, PipelineConfig
 from agent.events import FinalTranscript, InterimTranscript, PipelineNotice
 from agent.pipeline import TranscriptionPipeline
-
-AUDIO = Path(__file__).resolve().parents[2] / "examples" / "audio"
-JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
-LIBRI = "He began a confused complaint against the wizard who had vanished behind the curtain on the left."
-
-
-def _load(name: str) -> np.ndarray:
-    with wave.open(str(AUDIO / name)) as w:
-        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
-
-
-def _norm(t: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", t.lower()).split())
+from roomscribe.bench.corpus import EXAMPLE_TRANSCRIPTS
+from roomscribe.bench.wer import wer
+from roomscribe.client.audio_files import read_wav
+from roomscribe.common.audio import SAMPLE_RATE
+from roomscribe.common.package_data import sample_audio
 
 
 def scenario() -> tuple[np.ndarray, str]:
-    gap = np.zeros(16000, np.int16)
-    libri, jfk = _load("libri_61-70968-0000.wav"), _load("jfk.wav")
-    return np.concatenate([libri, gap, jfk, gap, libri, gap]), " ".join([LIBRI, JFK, LIBRI])
+    """libri, jfk, libri, each followed by 1 s of silence (16 kHz mono), and the reference text."""
+    gap = np.zeros(SAMPLE_RATE, np.int16)
+    names = ["libri_61-70968-0000.wav", "jfk.wav", "libri_61-70968-0000.wav"]
+    audio = np.concatenate([part for name in names for part in (read_wav(sample_audio(name)).samples, gap)])
+    return audio, " ".join(EXAMPLE_TRANSCRIPTS[name] for name in names)
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -62,13 +53,13 @@ async def run_stream(engine, cfg, audio, t0, frame_ms=20, offset_s=0.0):
     await asyncio.sleep(max(0.0, t0 + offset_s - time.perf_counter()))
     t0 += offset_s
     p = TranscriptionPipeline(engine, cfg, lambda e: events.append((time.perf_counter(), e)))
-    step = 16000 * frame_ms // 1000
+    step = SAMPLE_RATE * frame_ms // 1000
     for k, i in enumerate(range(0, audio.size, step)):
-        due = t0 + (i + step) / 16000  # the frame is complete at this wall time
+        due = t0 + (i + step) / SAMPLE_RATE  # the frame is complete at this wall time
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        p.feed(audio[i : i + step], 16000)
+        p.feed(audio[i : i + step], SAMPLE_RATE)
     await p.finish()
     stats = p.stats
     det = p.final_latencies
@@ -103,18 +94,16 @@ async def main() -> None:
     await engine.start()
     audio, ref = scenario()
     # Warm-up call so the first measured final does not pay one-off costs.
-    await engine.transcribe(audio[:16000].astype(np.float32) / 32768, final=True, owner="warmup")
+    await engine.transcribe(audio[:SAMPLE_RATE].astype(np.float32) / 32768, final=True, owner="warmup")
     load_before = os.getloadavg()[0]
     cpu0 = time.process_time()
     t0 = time.perf_counter() + 0.05
     # Streams start staggered (as real talkers would) unless --synchronous.
-    stagger = 0.0 if args.synchronous else audio.size / 16000 / max(1, args.streams) / 3
+    stagger = 0.0 if args.synchronous else audio.size / SAMPLE_RATE / max(1, args.streams) / 3
     results = await asyncio.gather(
         *(run_stream(engine, cfg, audio, t0, offset_s=k * stagger) for k in range(args.streams))
     )
     from_end, from_det, wers, interims, dropped, notices = [], [], [], 0, 0, 0
-    import jiwer
-
     for events, stats, det, t_start in results:
         finals = [(w, e) for w, e in events if isinstance(e, FinalTranscript)]
         for w, e in finals:
@@ -122,7 +111,7 @@ async def main() -> None:
                 from_end.append(w - (t_start + e.end))
         from_det += det
         hyp = " ".join(e.text for _, e in finals)
-        wers.append(jiwer.wer(_norm(ref), _norm(hyp)))
+        wers.append(wer(ref, hyp))
         interims += sum(isinstance(e, InterimTranscript) for _, e in events)
         notices += sum(isinstance(e, PipelineNotice) for _, e in events)
         dropped += stats["interims_dropped"]
@@ -133,7 +122,7 @@ async def main() -> None:
         "loadavg_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "cpus": os.cpu_count(),
         "config": {**kw, "encoder_window": args.encoder_window, "max_batch": args.max_batch},
-        "audio_s_per_stream": round(audio.size / 16000, 2),
+        "audio_s_per_stream": round(audio.size / SAMPLE_RATE, 2),
         "finals": len(from_det),
         "latency_from_speech_end_s": {
             "p50": round(statistics.median(from_end), 3),
