@@ -69,6 +69,7 @@ class DevServer:
         self.own_thread = own_thread and not own_process
         self.own_process = own_process
         self._proc: asyncio.subprocess.Process | None = None
+        self._drain_task: asyncio.Task[None] | None = None  # reads the child's stdout after start-up
         self.low_latency_audio = low_latency_audio
         self.sessions: set[Session] = set()
         self._runner: web.AppRunner | None = None
@@ -158,7 +159,6 @@ class DevServer:
         import os
         import re
         import sys
-        from pathlib import Path
 
         from .cli import KEYS_ENV
 
@@ -172,8 +172,6 @@ class DevServer:
                                        ("--no-low-latency-audio", not self.low_latency_audio)) if on]
         env = dict(os.environ, PYTHONUNBUFFERED="1", OPENBLAS_NUM_THREADS="1",
                    **{KEYS_ENV: ",".join(f"{k}:{v}" for k, v in self.keys.items())})
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         self._proc = await asyncio.create_subprocess_exec(
             *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=None)
         assert self._proc.stdout is not None
@@ -190,7 +188,7 @@ class DevServer:
         except BaseException:
             await self._stop_process()
             raise
-        asyncio.ensure_future(self._drain_stdout(self._proc))
+        self._drain_task = asyncio.create_task(self._drain_stdout(self._proc), name="devserver-stdout")
 
     @staticmethod
     async def _drain_stdout(proc: asyncio.subprocess.Process) -> None:
@@ -200,14 +198,16 @@ class DevServer:
 
     async def _stop_process(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
+        drain, self._drain_task = self._drain_task, None
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if drain is not None:
+            await drain  # the exited child's stdout is at its end
 
     async def __aenter__(self) -> "DevServer":
         await self.start()
