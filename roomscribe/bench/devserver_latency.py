@@ -9,7 +9,7 @@ official Python SDK participants, and prints:
 * CPU: server process CPU time / wall time while P publishers talk and every participant
   auto-subscribes to every other one; "per stream" divides by the relayed (subscriber) streams.
 
-Usage: ``python bench/devserver_latency.py [--bursts 15] [--cpu-seconds 10]``
+Usage: ``python -m roomscribe.bench.devserver_latency [--bursts 15] [--cpu-seconds 10]``
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from roomscribe.devserver.testing import make_token, tone  # noqa: E402
+from roomscribe.bench.signals import tone
+from roomscribe.devserver.auth import mint_join_token
 
 RATE = 48000
 SPF = RATE // 100  # 10 ms frames
@@ -43,8 +42,7 @@ def _proc_cpu_s(pid: int) -> float:
 async def start_server() -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "roomscribe.devserver", "--port", "0", "--log-level", "WARNING"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            cwd=str(Path(__file__).resolve().parents[2]))
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     assert proc.stdout is not None
     loop = asyncio.get_running_loop()
     deadline = time.monotonic() + 20
@@ -61,7 +59,7 @@ async def connect(url: str, identity: str, room: str = "bench"):  # type: ignore
     from livekit import rtc
 
     r = rtc.Room()
-    await r.connect(url, make_token(identity, room))
+    await r.connect(url, mint_join_token(identity, room))
     return r
 
 

@@ -1,11 +1,14 @@
-"""Access-token checks for the dev server: LiveKit JWTs verified with configured key pairs."""
+"""Access tokens for the dev server: LiveKit JWTs verified with configured key pairs, and
+`mint_join_token` for tools that join it with the development keys (the bench, the tests)."""
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
+from typing import Any
 
 import jwt
-from livekit.api.access_token import Claims, TokenVerifier, VideoGrants
+from livekit.api.access_token import AccessToken, Claims, TokenVerifier, VideoGrants
 
 
 class AuthError(Exception):
@@ -33,6 +36,16 @@ class JoinGrant:
     can_publish_sources: tuple[str, ...] = ()
     hidden: bool = False
     agent: bool = False
+
+
+def mint_join_token(identity: str, room: str, *, key: str = "devkey", secret: str = "secret",
+                    name: str | None = None, ttl_s: float = 3600, **grants: Any) -> str:
+    """A join token for ``room`` signed with a dev-server key pair (default: the development
+    keys); ``grants`` override VideoGrants fields (``can_subscribe=False`` ...)."""
+    grants.setdefault("room_join", True)
+    video = VideoGrants(room=room, **grants)
+    return (AccessToken(key, secret).with_identity(identity).with_name(name or identity)
+            .with_grants(video).with_ttl(datetime.timedelta(seconds=ttl_s)).to_jwt())
 
 
 def _issuer(token: str) -> str:

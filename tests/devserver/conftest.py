@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from roomscribe.devserver import DevServer  # noqa: E402
-from roomscribe.devserver.testing import make_token, running_devserver, wait_event  # noqa: E402
+from devserver_helpers import make_token, running_devserver, wait_event  # noqa: E402
 
 logging.getLogger("aioice").setLevel(logging.WARNING)
 logging.getLogger("aiortc").setLevel(logging.WARNING)

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from roomscribe.devserver.testing import collect_audio, peak_hz, publish_tone, rms_dbfs, running_devserver, tone, wait_event
+from devserver_helpers import collect_audio, peak_hz, publish_tone, rms_dbfs, running_devserver, tone, wait_event
 
 RATE = 48000
 SENT_DBFS = rms_dbfs(tone(440, RATE, RATE, 0.5))

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from browser_support import CHROMIUM, CHROMIUM_FLAGS, LK_DIST, require_browser
-from roomscribe.devserver.testing import collect_audio, make_token, peak_hz, publish_tone, rms_dbfs, tone
+from devserver_helpers import collect_audio, make_token, peak_hz, publish_tone, rms_dbfs, tone
 
 PAGE = Path(__file__).parent / "browser" / "index.html"
 

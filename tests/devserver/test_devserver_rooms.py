@@ -10,7 +10,7 @@ import jwt
 import pytest
 from livekit import rtc
 
-from roomscribe.devserver.testing import make_token, publish_tone, running_devserver, wait_event
+from devserver_helpers import make_token, publish_tone, running_devserver, wait_event
 
 
 @pytest.mark.timeout(30)
@@ -224,7 +224,7 @@ def test_token_helper_sets_expiry() -> None:
 @pytest.mark.timeout(60)
 async def test_explicit_subscription_without_auto_subscribe(connect) -> None:
     """How the project's hidden agent listens: auto_subscribe off, then subscribe to one track."""
-    from roomscribe.devserver.testing import collect_audio, peak_hz
+    from devserver_helpers import collect_audio, peak_hz
 
     agent = await connect("agent", auto_subscribe=False, hidden=True, can_publish=False)
     published = wait_event(agent, "track_published")

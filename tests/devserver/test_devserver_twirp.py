@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from livekit import api, rtc
 
-from roomscribe.devserver.testing import collect_audio, peak_hz, publish_tone, wait_event
+from devserver_helpers import collect_audio, peak_hz, publish_tone, wait_event
 
 
 @pytest.fixture

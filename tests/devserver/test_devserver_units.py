@@ -17,7 +17,7 @@ from roomscribe.devserver.codec import (candidate_init_json, decode_join_request
                              parse_join_params)
 from roomscribe.devserver.relay import RelayedTrack, audio_level_dbov
 from roomscribe.devserver.room import Participant, Room, RoomManager
-from roomscribe.devserver.testing import make_token
+from devserver_helpers import make_token
 from roomscribe.devserver.transport import msid_track_ids
 
 

@@ -1,35 +1,25 @@
-"""Helpers for tests that run against a :class:`~devserver.DevServer` (used by several suites)."""
+"""Helpers for tests that run against a :class:`~roomscribe.devserver.DevServer` (used by several suites).
+
+Test support, so it is not shipped in the wheel. ``make_token`` and ``tone`` live in the package
+(``roomscribe.devserver.auth.mint_join_token``, ``roomscribe.bench.signals``) because the
+dev-server latency bench uses them too.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import math
-import socket
 from typing import AsyncIterator, Callable
 
 import numpy as np
 
-from .app import DEFAULT_KEYS, DevServer
+from roomscribe.bench.signals import tone
+from roomscribe.devserver import DEFAULT_KEYS, DevServer
+from roomscribe.devserver.auth import mint_join_token as make_token
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def make_token(identity: str, room: str, *, key: str = "devkey", secret: str = "secret",
-               name: str | None = None, ttl_s: float = 3600, **grants: object) -> str:
-    """A join token; ``grants`` override VideoGrants fields (``can_subscribe=False`` ...)."""
-    from livekit import api
-
-    grants.setdefault("room_join", True)
-    video = api.VideoGrants(room=room, **grants)  # type: ignore[arg-type]
-    return (api.AccessToken(key, secret).with_identity(identity).with_name(name or identity)
-            .with_grants(video).with_ttl(datetime.timedelta(seconds=ttl_s)).to_jwt())
+__all__ = ["collect_audio", "make_token", "peak_hz", "publish_tone", "rms_dbfs",
+           "running_devserver", "tone", "wait_event"]
 
 
 @contextlib.asynccontextmanager
@@ -42,12 +32,6 @@ async def running_devserver(**options: object) -> AsyncIterator[DevServer]:
         yield srv
     finally:
         await srv.stop()
-
-
-def tone(freq_hz: float, n: int, rate: int, amplitude: float = 0.5, start: int = 0) -> np.ndarray:
-    """``n`` int16 samples of a sine starting at sample ``start``."""
-    t = (np.arange(n) + start) / rate
-    return (np.sin(2 * math.pi * freq_hz * t) * amplitude * 32767).astype(np.int16)
 
 
 def peak_hz(samples: np.ndarray, rate: int) -> float:
@@ -71,7 +55,7 @@ async def publish_tone(room: object, freq_hz: float = 440.0, *, amplitude: float
 
     The 200 ms source queue absorbs event-loop stalls of the publishing process (an in-process
     server shares its GIL); a stall longer than the queue becomes silence at the receiver.
-    Latency measurements use ``queue_size_ms=20`` (see ``bench/devserver_latency.py``).
+    Latency measurements use ``queue_size_ms=20`` (see ``roomscribe/bench/devserver_latency.py``).
     """
     from livekit import rtc
 
