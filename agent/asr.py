@@ -22,7 +22,7 @@ from roomscribe.common.audio import SAMPLE_RATE
 
 from .priority import lower_current_thread_priority, run_in_low_priority_thread
 from .config import AsrConfig
-from .scheduler import AsrJob, AsrScheduler, JobKind, settle
+from .scheduler import AsrJob, AsrScheduler, JobKind
 
 log = logging.getLogger(__name__)
 
@@ -288,22 +288,24 @@ class AsrEngine:
             if not batch:
                 continue
             t0 = time.perf_counter()
+            results: list[AsrResult] | None = None
+            error: BaseException | None = None
             try:
                 results = self.backend.transcribe_batch(batch)
             except BaseException as exc:  # noqa: BLE001 - report to every awaiter
                 log.exception("ASR batch of %d failed", len(batch))
-                for job in batch:
-                    settle(job.future, exc=exc)
+                error = exc
             else:
                 now = time.monotonic()
-                for job, res in zip(batch, results):
-                    queued = (job.started_at or now) - job.submitted_at
-                    settle(job.future, _with_queue_time(res, queued))
-            finally:
-                with self._lock:
-                    self._busy_s += time.perf_counter() - t0
-                    self._batches += 1
-                self.scheduler.done(batch)
+                results = [
+                    _with_queue_time(res, (job.started_at or now) - job.submitted_at)
+                    for job, res in zip(batch, results)
+                ]
+            # Account for the call before anyone can see its results.
+            with self._lock:
+                self._busy_s += time.perf_counter() - t0
+                self._batches += 1
+            self.scheduler.complete(batch, results, error)
 
 
 def _with_queue_time(res: AsrResult, queued_s: float) -> AsrResult:

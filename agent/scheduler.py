@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict, deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -175,13 +175,28 @@ class AsrScheduler:
         else:
             self.interims_dropped += 1
 
-    def done(self, batch: list[AsrJob]) -> None:
-        """Workers call this after settling the futures of a batch."""
+    def complete(
+        self,
+        batch: list[AsrJob],
+        results: Sequence[object] | None = None,
+        exc: BaseException | None = None,
+    ) -> None:
+        """Workers call this with a batch's results, in job order (or the error that failed it).
+
+        The batch is counted as completed *before* its futures settle: whoever sees a result
+        also sees it in `snapshot()` (counting afterwards let an awaiter that had its final read
+        finals_completed one short)."""
+        if exc is None and (results is None or len(results) != len(batch)):
+            got = "no" if results is None else len(results)
+            exc = RuntimeError(f"backend returned {got} results for {len(batch)} jobs")
+        values = list(results) if exc is None and results is not None else [None] * len(batch)
         with self._cond:
             self._running -= len(batch)
             for job in batch:
                 self.completed[job.kind] += 1
             self._cond.notify_all()
+        for job, value in zip(batch, values):
+            settle(job.future, value, exc)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -59,11 +59,13 @@ async def test_speculative_final_is_used_when_silence_lasts():
     p = TranscriptionPipeline(eng, PipelineConfig(interims=False), events.append)
     await feed_paced(p, _speech_pause_speech(0.0), 16000, speed=float("inf"))
     await p.finish()
+    st = eng.stats
     await eng.close()
     check_event_order(events)
     assert len([e for e in events if isinstance(e, FinalTranscript)]) == 1
     kinds = [k for k, _ in backend.calls]
     assert p.stats["speculative_used"] == 1 and kinds.count("final") == 0, backend.calls
+    assert st["finals_submitted"] == 0  # the trusted speculative result left no real final queued
 
 
 async def test_unsure_speculative_final_is_redone_with_all_audio():
@@ -72,10 +74,12 @@ async def test_unsure_speculative_final_is_redone_with_all_audio():
     p = TranscriptionPipeline(eng, PipelineConfig(interims=False), events.append)
     await feed_paced(p, _speech_pause_speech(0.0), 16000, speed=float("inf"))
     await p.finish()
+    st = eng.stats
     await eng.close()
     check_event_order(events)
     (final,) = [e for e in events if isinstance(e, FinalTranscript)]
     assert p.stats["speculative_redone"] == 1
+    assert st["finals_submitted"] == st["finals_completed"] == 1  # the redo ran, and only it
     spec_heard = [s for k, s in backend.calls if k == "speculative"][0]
     final_heard = [s for k, s in backend.calls if k == "final"][0]
     # The redo heard the whole utterance plus the hangover, more than the speculative prefix.

@@ -85,10 +85,18 @@ def test_close_drops_interims_but_drains_finals():
 
 
 class SlowBackend:
-    """Echoes the job's tag after a delay; records what ran."""
+    """Echoes the job's tag after a delay (and after `gate` opens, if given); records what ran;
+    raises `error` instead, if given."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(
+        self,
+        delay: float,
+        gate: threading.Event | None = None,
+        error: Exception | None = None,
+    ) -> None:
         self.delay = delay
+        self.gate = gate
+        self.error = error
         self.ran: list[tuple[str, str]] = []
         self.lock = threading.Lock()
 
@@ -96,7 +104,11 @@ class SlowBackend:
         pass
 
     def transcribe_batch(self, jobs):
+        if self.gate is not None:
+            assert self.gate.wait(10), "test gate never opened"
         time.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
         with self.lock:
             self.ran += [(j.kind.value, j.owner) for j in jobs]
         return [AsrResult(segments=(), audio_s=len(j.audio) / 16000, infer_s=self.delay) for j in jobs]
@@ -127,6 +139,56 @@ async def test_engine_under_load_never_drops_finals():
         assert st["interims_completed"] + dropped == len(interims)
     finally:
         await eng.close()
+
+
+async def _counts_seen_as_each_settles(backend: SlowBackend, n: int) -> tuple[list[dict], list]:
+    """Submit `n` finals while `backend.gate` is shut, note the engine's counts from a callback
+    that runs as each future settles (on the worker thread), then open the gate and await all.
+    Returns the counts seen and the outcomes (result or exception) in submission order."""
+    assert backend.gate is not None
+    eng = AsrEngine(AsrConfig(), backend=backend)
+    await eng.start()
+    seen: list[dict] = []
+    try:
+        jobs = [eng.submit(np.zeros(160, np.float32), final=True, owner=f"p{i}") for i in range(n)]
+        for j in jobs:
+            j.future.add_done_callback(lambda _f: seen.append(eng.stats))
+        backend.gate.set()
+        outcomes = await asyncio.gather(
+            *(asyncio.wrap_future(j.future) for j in jobs), return_exceptions=True
+        )
+    finally:
+        await eng.close()
+    return seen, outcomes
+
+
+async def test_a_final_is_counted_completed_before_its_result_is_seen():
+    """Whoever holds a result also sees it counted: submitted == completed needs no waiting."""
+    seen, outcomes = await _counts_seen_as_each_settles(SlowBackend(0.0, gate=threading.Event()), 5)
+    assert all(isinstance(r, AsrResult) for r in outcomes) and len(seen) == 5
+    for n, st in enumerate(seen, start=1):
+        assert st["finals_completed"] >= n and st["finals_submitted"] == 5, (n, st)
+    assert seen[-1]["finals_completed"] == 5 and seen[-1]["running"] == 0
+
+
+async def test_a_failed_batch_is_counted_and_every_awaiter_gets_the_error():
+    backend = SlowBackend(0.0, gate=threading.Event(), error=ValueError("model broke"))
+    seen, outcomes = await _counts_seen_as_each_settles(backend, 3)
+    assert [str(e) for e in outcomes] == ["model broke"] * 3
+    assert [st["finals_completed"] >= n for n, st in enumerate(seen, start=1)] == [True] * 3
+
+
+def test_a_backend_returning_too_few_results_fails_the_batch():
+    s = AsrScheduler()
+    a, b = job(JobKind.FINAL, "a"), job(JobKind.FINAL, "b")
+    s.submit(a)
+    s.submit(b)
+    batch = s.next_batch(2, timeout=0)
+    s.complete(batch, [AsrResult(segments=(), audio_s=0.0, infer_s=0.0)])
+    for j in (a, b):
+        with pytest.raises(RuntimeError, match="1 results for 2 jobs"):
+            j.future.result(timeout=0)
+    assert s.snapshot()["finals_completed"] == 2 and s.snapshot()["running"] == 0
 
 
 def test_speculative_between_finals_and_interims_and_cancellable():
