@@ -161,13 +161,7 @@ async def test_six_pipelines_at_once_drop_interims_not_finals(engine):
     before = engine.stats
     in_feed = await asyncio.gather(*(feed_paced(p, clip, 16000, speed=8.0) for p, _ in pipes))
     await asyncio.gather(*(p.finish() for p, _ in pipes))
-    # A pipeline may already have its final from a speculative decode while the real final it
-    # also queued is still running on a worker: wait (bounded) for running jobs to complete.
-    for _ in range(100):
-        if engine.stats["finals_submitted"] == engine.stats["finals_completed"]:
-            break
-        await asyncio.sleep(0.1)
-    after = engine.stats
+    after = engine.stats  # no waiting: a job is counted as completed before its result is seen
     dropped = 0
     for p, events in pipes:
         check_event_order(events)
