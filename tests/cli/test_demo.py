@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from speech_samples import JFK_TEXT, wer
+from speech_samples import JFK_TEXT, printed_finals_text, wer
 
 
 def run_demo(*args: str, tmp_path) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
@@ -19,16 +19,12 @@ def run_demo(*args: str, tmp_path) -> subprocess.CompletedProcess:  # type: igno
     )
 
 
-def finals_text(stdout: str) -> str:
-    return " ".join(line.split("]", 1)[1] for line in stdout.splitlines() if line.startswith("["))
-
-
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("args", [(), ("--transport", "ws", "--fast")], ids=["livekit", "ws"])
 def test_demo_prints_the_sample_transcript(args: tuple[str, ...], tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = run_demo(*args, tmp_path=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert wer(JFK_TEXT, finals_text(out.stdout)) <= 0.10, out.stdout
+    assert wer(JFK_TEXT, printed_finals_text(out.stdout)) <= 0.10, out.stdout
     assert "session ended (stopped)" in out.stdout
     if not args:
         assert "embedded LiveKit development server" in out.stderr

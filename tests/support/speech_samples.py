@@ -15,7 +15,7 @@ JFK = ROOT / "examples" / "audio" / "jfk.wav"
 LIBRI = ROOT / "examples" / "audio" / "libri_61-70968-0000.wav"
 JFK_TEXT = EXAMPLE_TRANSCRIPTS[JFK.name]
 LIBRI_TEXT = EXAMPLE_TRANSCRIPTS[LIBRI.name]
-__all__ = ["JFK", "JFK_TEXT", "LIBRI", "LIBRI_TEXT", "normalise", "wer", "pcm_frames", "silence"]
+__all__ = ["JFK", "JFK_TEXT", "LIBRI", "LIBRI_TEXT", "normalise", "wer", "pcm_frames", "printed_finals_text", "silence"]
 
 
 def pcm_frames(samples: np.ndarray, sample_rate: int = 16000, frame_ms: int = 20) -> list[bytes]:
@@ -26,3 +26,8 @@ def pcm_frames(samples: np.ndarray, sample_rate: int = 16000, frame_ms: int = 20
 
 def silence(seconds: float, sample_rate: int = 16000) -> np.ndarray:
     return np.zeros(int(seconds * sample_rate), dtype=np.int16)
+
+
+def printed_finals_text(stdout: str) -> str:
+    """The finals `roomscribe demo` / `roomscribe push` printed (lines `[time] text`), joined."""
+    return " ".join(line.split("]", 1)[1] for line in stdout.splitlines() if line.startswith("["))
