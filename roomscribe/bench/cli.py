@@ -19,7 +19,7 @@ from roomscribe.bench.report import render, target_rows
 from roomscribe.bench.runner import BenchConfig, run_bench
 from roomscribe.bench.transport import TRANSPORTS, TransportUnavailable
 
-ROOT = Path(__file__).resolve().parents[2]
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout when run from one (site-packages when installed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,8 +72,12 @@ def machine_info() -> dict[str, Any]:
 
 
 def git_info() -> dict[str, Any]:
+    """The commit measured, when the bench runs from a git checkout (None from an installed wheel)."""
+    if not (SOURCE_ROOT / ".git").exists():
+        return {"commit": None, "dirty": None}
+
     def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", *a], cwd=SOURCE_ROOT, capture_output=True, text=True).stdout.strip()
 
     return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
