@@ -8,27 +8,40 @@ for a resume, which replays every final it missed.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
-from typing import Any, Awaitable, Callable
 
+import msgspec
 from aiohttp import WSMsgType, web
 
 from control.config import Settings
-from control.protocol import (
+from control.schema import (
     PROTOCOL_VERSION,
     AudioFormat,
-    ClientMessage,
+    Error,
+    Hello,
+    Ping,
+    Pong,
     ProtocolError,
-    error_message,
-    parse_client_message,
-    parse_session_start,
-    reply,
+    ReadyAudio,
+    Request,
+    ServerMessage,
+    SessionReady,
+    SessionStart,
+    SessionStop,
+    Subscribe,
+    Token,
+    TokenRefresh,
+    Transport,
+    Unsubscribe,
+    Unsubscribed,
+    Vad,
+    decode_request,
+    encode,
 )
 from control.session import Session, SessionManager, SessionOptions
-from control.subscriptions import SUBSCRIBABLE, Subscription
+from control.subscriptions import Subscription
 from control.ws_audio import WsAudioInput
 from tokens import ControlClaims
 
@@ -48,30 +61,21 @@ class ControlConnection:
         self.settings = settings
         self.session: Session | None = None
         self.audio_input: WsAudioInput | None = None
-        self._queue: deque[tuple[str, Any]] = deque()
+        self._queue: deque[ServerMessage | bytes] = deque()
         self._queued = asyncio.Event()
         self._closing = False
         self.dropped = 0
         self._error_window = (0.0, 0)
         self._errors_suppressed = 0
-        self._handlers: dict[str, Callable[[ClientMessage], Awaitable[None]]] = {
-            "session.start": self._on_session_start,
-            "session.stop": self._on_session_stop,
-            "ping": self._on_ping,
-            "token.refresh": self._on_token_refresh,
-            "vad": self._on_vad,
-            "subscribe": self._on_subscribe,
-            "unsubscribe": self._on_unsubscribe,
-        }
 
     # -- Outbox ------------------------------------------------------------------------------------
-    def send_json(self, message: dict[str, Any], *, droppable: bool = False, force: bool = False) -> None:
-        self._enqueue(("json", message), droppable, force)
+    def send_message(self, message: ServerMessage, *, droppable: bool = False, force: bool = False) -> None:
+        self._enqueue(message, droppable, force)
 
     def send_bytes(self, data: bytes) -> None:
-        self._enqueue(("bytes", data), True, False)
+        self._enqueue(data, True, False)
 
-    def _enqueue(self, item: tuple[str, Any], droppable: bool, force: bool) -> None:
+    def _enqueue(self, item: ServerMessage | bytes, droppable: bool, force: bool) -> None:
         """Queue a message; past the limit drop it if droppable, else close (unless forced: a replay)."""
         if self._closing:
             return
@@ -101,11 +105,8 @@ class ControlConnection:
             self._error_window = (window_start, count)
             return
         self._error_window = (window_start, count + 1)
-        extra: dict[str, Any] = {}
-        if self._errors_suppressed:
-            extra["suppressed"] = self._errors_suppressed
-            self._errors_suppressed = 0
-        self.send_json(error_message(error.code, error.message, error.request_id, **extra))
+        suppressed, self._errors_suppressed = self._errors_suppressed or None, 0
+        self.send_message(Error(id=error.request_id, code=error.code, message=error.message, suppressed=suppressed))
 
     async def _sender(self) -> None:
         while True:
@@ -113,24 +114,23 @@ class ControlConnection:
                 self._queued.clear()
                 await self._queued.wait()
                 continue
-            kind, payload = self._queue.popleft()
-            if kind == "json":
-                await self.ws.send_str(json.dumps(payload, separators=(",", ":")))
+            item = self._queue.popleft()
+            if isinstance(item, bytes):
+                await self.ws.send_bytes(item)
             else:
-                await self.ws.send_bytes(payload)
+                await self.ws.send_str(encode(item).decode())
 
     # -- reading ------------------------------------------------------------------------------------
     async def run(self) -> None:
         """Serve the socket until it closes; the session then waits out its grace period."""
         sender = asyncio.get_running_loop().create_task(self._sender())
-        self.send_json(
-            {
-                "type": "hello",
-                "protocol": PROTOCOL_VERSION,
-                "user": self.claims.user,
-                "transports": self._allowed_transports(),
-                "default_transport": self.settings.audio_transport,
-            }
+        self.send_message(
+            Hello(
+                protocol=PROTOCOL_VERSION,
+                user=self.claims.user,
+                transports=self._allowed_transports(),
+                default_transport=self._transport(self.settings.audio_transport),
+            )
         )
         try:
             async for msg in self.ws:
@@ -157,10 +157,28 @@ class ControlConnection:
 
     async def _on_text(self, text: str) -> None:
         try:
-            message = parse_client_message(text)
-            await self._handlers[message.type](message)
+            await self._dispatch(decode_request(text))
         except ProtocolError as error:
             self.send_error(error)
+
+    async def _dispatch(self, request: Request) -> None:
+        match request:
+            case SessionStart():
+                await self._on_session_start(request)
+            case SessionStop():
+                await self._on_session_stop(request)
+            case Ping():
+                self.send_message(Pong(id=request.id, time=time.time()))
+            case TokenRefresh():
+                await self._on_token_refresh(request)
+            case Vad():
+                await self._on_vad(request)
+            case Subscribe():
+                await self._on_subscribe(request)
+            case Unsubscribe():
+                self._on_unsubscribe(request)
+            case _:  # pragma: no cover - every request type the schema decodes is handled above
+                raise TypeError(f"no handler for {request.type}")
 
     def _on_audio(self, data: bytes) -> None:
         session = self.session
@@ -188,78 +206,84 @@ class ControlConnection:
             session.pipeline().feed(samples, fmt.sample_rate, fmt.channels)
 
     # -- handlers ---------------------------------------------------------------------------------
-    def _allowed_transports(self) -> list[str]:
-        allowed = [self.settings.audio_transport]
+    @staticmethod
+    def _transport(name: str) -> Transport:
+        """A configured transport name as the schema's type (Settings allows only these two)."""
+        return "livekit" if name == "livekit" else "ws"
+
+    def _allowed_transports(self) -> list[Transport]:
+        allowed = [self._transport(self.settings.audio_transport)]
         if self.manager.media is not None and "livekit" not in allowed:
             allowed.append("livekit")
         if self.settings.allow_ws_fallback and "ws" not in allowed:
             allowed.append("ws")
         return allowed
 
-    def _live_session(self, message: ClientMessage) -> Session:
+    def _live_session(self, message: Request) -> Session:
         if self.session is None or self.session.ended:
             self.session = None
             raise ProtocolError("session.none", "no session on this socket; send session.start first", message.id)
         return self.session
 
-    async def _on_session_start(self, message: ClientMessage) -> None:
+    async def _on_session_start(self, message: SessionStart) -> None:
         if self.session is not None and not self.session.ended:
             raise ProtocolError("session.already_started", "this socket already has a session; send session.stop first", message.id)
-        request = parse_session_start(message)
-        if request.resume is not None:
-            session, replay_from = self._resume(message, request.resume.session_id, request.resume.last_seq)
+        if message.resume is not None:
+            session, replay_from = self._resume(message, message.resume.session_id, message.resume.last_seq)
         else:
-            session = await self._start(message, request)
+            session = await self._start(message)
             replay_from = None
         self.session = session
-        if session.transport == "ws":
-            self.audio_input = WsAudioInput(session.options.audio or AudioFormat(), self.settings.max_frame_s)
-        ready = reply(
-            "session.ready",
-            message.id,
+        ready = SessionReady(
+            id=message.id,
             session_id=session.id,
-            transport=session.transport,
+            transport=self._transport(session.transport),
             protocol=PROTOCOL_VERSION,
             room=session.room,
             resumed=replay_from is not None,
             last_seq=session.seq,
         )
         if session.transport == "ws":
-            ready["audio"] = (session.options.audio or AudioFormat()).as_dict()
-            ready["audio_bytes_received"] = session.audio_bytes_received
+            fmt = session.options.audio or AudioFormat()
+            self.audio_input = WsAudioInput(fmt, self.settings.max_frame_s)
+            ready.audio = ReadyAudio(encoding=fmt.encoding, sample_rate=fmt.sample_rate, channels=fmt.channels)
+            ready.audio_bytes_received = session.audio_bytes_received
         else:
-            if replay_from is not None and self.manager.media is not None:
+            if replay_from is not None and self.manager.media is not None and session.media_info is not None:
                 # A resumed client gets fresh LiveKit credentials; old tokens are not replayed.
-                session.media_info = {**(session.media_info or {}), **await self.manager.media.refresh_credentials(session)}
-            ready["livekit"] = session.media_info
-        self.send_json(ready)
+                fresh = await self.manager.media.refresh_credentials(session)
+                session.media_info = msgspec.structs.replace(
+                    session.media_info, token=fresh["token"], expires_at=fresh["expires_at"]
+                )
+            ready.livekit = session.media_info
+        self.send_message(ready)
         if replay_from is not None:
             session.replay(self, replay_from)
         elif session.media is not None:
             await session.media.ready()
 
-    def _resume(self, message: ClientMessage, session_id: str, last_seq: int) -> tuple[Session, int]:
+    def _resume(self, message: SessionStart, session_id: str, last_seq: int) -> tuple[Session, int]:
         try:
             return self.manager.resume(self.claims.user, session_id, last_seq, self), last_seq
         except ProtocolError as error:
             error.request_id = message.id
             raise
 
-    async def _start(self, message: ClientMessage, request: Any) -> Session:
+    async def _start(self, request: SessionStart) -> Session:
         transport = request.transport or self.settings.audio_transport
         if transport not in self._allowed_transports():
             raise ProtocolError(
                 "transport.not_allowed",
                 f"transport {transport!r} is not enabled on this server; allowed: {self._allowed_transports()}",
-                message.id,
+                request.id,
             )
         if transport != "ws" and request.audio is not None:
-            raise ProtocolError("bad_request", "'audio' only applies to the ws transport", message.id)
+            raise ProtocolError("bad_request", "'audio' only applies to the ws transport", request.id)
         multi_user = request.room is not None
         if multi_user and not self.claims.allows("multi_user"):
-            raise ProtocolError("not_allowed", "this control token may not transcribe a whole room (no 'multi_user' claim)", message.id)
+            raise ProtocolError("not_allowed", "this control token may not transcribe a whole room (no 'multi_user' claim)", request.id)
         if multi_user and transport != "livekit":
-            raise ProtocolError("bad_request", "a multi-user room session needs the livekit transport", message.id)
+            raise ProtocolError("bad_request", "a multi-user room session needs the livekit transport", request.id)
         options = SessionOptions(
             transport=transport,
             audio=(request.audio or AudioFormat()) if transport == "ws" else None,
@@ -270,46 +294,30 @@ class ControlConnection:
         try:
             return await self.manager.start(self.claims.user, options, self, room=request.room)
         except ProtocolError as error:
-            error.request_id = message.id
+            error.request_id = request.id
             raise
 
-    async def _on_session_stop(self, message: ClientMessage) -> None:
+    async def _on_session_stop(self, message: SessionStop) -> None:
         session = self._live_session(message)
         await self.manager.stop(session, "stopped")
         self.session = None
         self.audio_input = None
 
-    async def _on_ping(self, message: ClientMessage) -> None:
-        self.send_json(reply("pong", message.id, time=time.time()))
-
-    async def _on_token_refresh(self, message: ClientMessage) -> None:
+    async def _on_token_refresh(self, message: TokenRefresh) -> None:
         session = self._live_session(message)
         if session.transport != "livekit" or self.manager.media is None:
             raise ProtocolError("bad_request", "token.refresh only applies to LiveKit sessions", message.id)
-        credentials = await self.manager.media.refresh_credentials(session)
-        session.emit(reply("token", message.id, **credentials))
+        fresh = await self.manager.media.refresh_credentials(session)
+        session.emit(lambda seq: Token(seq=seq, id=message.id, token=fresh["token"], expires_at=fresh["expires_at"]))
 
-    async def _on_vad(self, message: ClientMessage) -> None:
+    async def _on_vad(self, message: Vad) -> None:
         session = self._live_session(message)
-        speaking = message.body.get("speaking")
-        if not isinstance(speaking, bool):
-            raise ProtocolError("bad_request", "'speaking' must be true or false", message.id)
         handler = getattr(session.media, "on_client_vad", None)
         if handler is not None:
-            await handler(speaking)
+            await handler(message.speaking)
 
-    async def _on_subscribe(self, message: ClientMessage) -> None:
-        session_id = message.body.get("session_id")
-        user = message.body.get("user")
-        if (session_id is None) == (user is None):
-            raise ProtocolError("bad_request", "subscribe needs exactly one of 'session_id' or 'user'", message.id)
-        if not isinstance(session_id or user, str) or not (session_id or user):
-            raise ProtocolError("bad_request", "'session_id' / 'user' must be a non-empty string", message.id)
-        events = message.body.get("events", sorted(SUBSCRIBABLE))
-        if not isinstance(events, list) or not events or not set(events) <= SUBSCRIBABLE:
-            raise ProtocolError(
-                "bad_request", f"'events' must be a non-empty list drawn from {sorted(SUBSCRIBABLE)}", message.id
-            )
+    async def _on_subscribe(self, message: Subscribe) -> None:
+        session_id, user, events = message.session_id, message.user, message.events
         if session_id is not None:
             target = self.manager.sessions.get(session_id)
             owner = target.user if target is not None else None
@@ -326,10 +334,9 @@ class ControlConnection:
         except ProtocolError as error:
             error.request_id = message.id
             raise
-        self.send_json(reply("subscribed", message.id, **subscription.describe()))
+        self.send_message(subscription.reply(message.id))
 
-    async def _on_unsubscribe(self, message: ClientMessage) -> None:
-        subscription_id = message.body.get("subscription_id")
-        if not isinstance(subscription_id, str) or not self.manager.unsubscribe(subscription_id, self):
+    def _on_unsubscribe(self, message: Unsubscribe) -> None:
+        if not self.manager.unsubscribe(message.subscription_id, self):
             raise ProtocolError("subscription.not_found", "no subscription with that id on this socket", message.id)
-        self.send_json(reply("unsubscribed", message.id, subscription_id=subscription_id))
+        self.send_message(Unsubscribed(id=message.id, subscription_id=message.subscription_id))

@@ -14,10 +14,24 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+import msgspec
+
 from agent.events import InterimTranscript, PipelineEvent
-from control.protocol import AudioFormat, ProtocolError, event_message
+from control.protocol import event_message
+from control.schema import (
+    AudioFormat,
+    Forwardable,
+    LiveKitCredentials,
+    Numbered,
+    ProtocolError,
+    ServerMessage,
+    SessionEnded,
+    Status,
+    decode_server_message,
+)
 
 if TYPE_CHECKING:
     from agent.pipeline import TranscriptionPipeline
@@ -25,14 +39,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Event types that carry `seq` but are not replayed on resume.
-NOT_REPLAYED = frozenset({"transcript.interim", "token"})
+#: Builds a session event for its `seq`, e.g. `lambda seq: PublishStart(seq=seq, reason="vad")`.
+EventFactory = Callable[[int], Numbered]
 
 
 class Outbox(Protocol):
     """Where a session's messages go: the control socket it is attached to."""
 
-    def send_json(self, message: dict[str, Any], *, droppable: bool = False, force: bool = False) -> None:
+    def send_message(self, message: ServerMessage, *, droppable: bool = False, force: bool = False) -> None:
         """Queue a message; `droppable` ones may be dropped for a slow reader, `force` (replay) never is."""
 
     def send_bytes(self, data: bytes) -> None: ...
@@ -72,7 +86,7 @@ class Session:
         self.audio_bytes_received = 0
         self.outbox: Outbox | None = None
         self.ended = False
-        self._log: deque[dict[str, Any]] = deque(maxlen=replay_limit)
+        self._log: deque[Numbered] = deque(maxlen=replay_limit)
         self._evicted_upto = 0
         self._pipeline_factory = pipeline_factory
         self._pipelines: dict[str | None, "TranscriptionPipeline"] = {}
@@ -82,27 +96,32 @@ class Session:
         #: Set by the media backend (LiveKit) for the session's lifetime.
         self.media: Any = None
         #: The `livekit` object announced in session.ready (LiveKit transport only).
-        self.media_info: dict[str, Any] | None = None
+        self.media_info: LiveKitCredentials | None = None
 
     @property
     def transport(self) -> str:
         return self.options.transport
 
     # -- events -----------------------------------------------------------------------------
-    def emit(self, message: dict[str, Any]) -> int:
-        """Number the event, keep it for replay when it is replayable, and send it if attached."""
+    def emit(self, event: EventFactory | dict[str, Any]) -> int:
+        """Number the event, keep it for replay when it is replayed, and send it if attached.
+
+        `event` builds the message for its `seq`; a dict (a message without `seq`, for callers not
+        yet on the schema's structs) is validated through the schema.
+        """
         self.seq += 1
-        message = {**message, "seq": self.seq}
-        if message["type"] not in NOT_REPLAYED:
+        message = event(self.seq) if callable(event) else _numbered({**event, "seq": self.seq})
+        if message.replayed:
             if len(self._log) == self._log.maxlen:
-                self._evicted_upto = self._log[0]["seq"]
+                self._evicted_upto = self._log[0].seq
             self._log.append(message)
         if self.outbox is not None:
-            self.outbox.send_json(message, droppable=message["type"] == "transcript.interim")
-        self._notify_watchers(message)
+            self.outbox.send_message(message, droppable=message.droppable)
+        if isinstance(message, Forwardable):
+            self._notify_watchers(message)
         return self.seq
 
-    def _notify_watchers(self, message: dict[str, Any]) -> None:
+    def _notify_watchers(self, message: Forwardable) -> None:
         for watcher in list(self.watchers):
             watcher.deliver(self.id, self.user, message)
 
@@ -114,12 +133,12 @@ class Session:
             observe(event)
         if isinstance(event, InterimTranscript) and not self.options.interim:
             return
-        self.emit(event_message(event))
+        self.emit(partial(event_message, event))
 
-    def send(self, message: dict[str, Any], *, droppable: bool = False) -> None:
+    def send(self, message: ServerMessage, *, droppable: bool = False) -> None:
         """Send a message that is not a numbered event (replies, errors) if a socket is attached."""
         if self.outbox is not None:
-            self.outbox.send_json(message, droppable=droppable)
+            self.outbox.send_message(message, droppable=droppable)
 
     # -- pipelines -----------------------------------------------------------------------------
     def pipeline(self, participant: str | None = None) -> "TranscriptionPipeline":
@@ -156,17 +175,16 @@ class Session:
     def replay(self, outbox: Outbox, last_seq: int) -> int:
         """Send every logged event after `last_seq`, in order; returns how many."""
         if last_seq < self._evicted_upto:
-            outbox.send_json(
-                {
-                    "type": "status",
-                    "code": "replay.truncated",
-                    "message": f"events up to seq {self._evicted_upto} are older than the replay buffer keeps",
-                },
+            outbox.send_message(
+                Status(
+                    code="replay.truncated",
+                    message=f"events up to seq {self._evicted_upto} are older than the replay buffer keeps",
+                ),
                 force=True,
             )
-        missed = [m for m in self._log if m["seq"] > last_seq]
+        missed = [m for m in self._log if m.seq > last_seq]
         for message in missed:
-            outbox.send_json(message, force=True)
+            outbox.send_message(message, force=True)
         return len(missed)
 
     def detach(self, outbox: Outbox) -> bool:
@@ -187,11 +205,22 @@ def room_name(strategy: str, prefix: str, user: str, now: float | None = None) -
     raise ValueError(f"unknown room strategy {strategy!r}")
 
 
+def _numbered(data: dict[str, Any]) -> Numbered:
+    """A numbered event given as a dict, checked against the schema (undeclared fields included)."""
+    try:
+        message = decode_server_message(data, exact=True)
+    except msgspec.ValidationError as error:
+        raise TypeError(f"not a valid session event: {error}") from None
+    if not isinstance(message, Numbered):
+        raise TypeError(f"{message.type} is not a numbered session event")
+    return message
+
+
 class MediaBackend(Protocol):
     """Brings audio into a session from outside the control socket (the LiveKit agent)."""
 
     async def open(self, session: Session) -> dict[str, Any]:
-        """Start receiving media; return the `livekit` object for session.ready."""
+        """Start receiving media; return the `livekit` object for session.ready (schema: LiveKitCredentials)."""
 
     async def refresh_credentials(self, session: Session) -> dict[str, Any]:
         """A fresh client token {token, expires_at}."""
@@ -250,7 +279,7 @@ class SessionManager:
                 await self.end(session, "error", notify=False)
                 raise ProtocolError("transport.unavailable", "the LiveKit transport is not enabled on this server")
             try:
-                session.media_info = await self.media.open(session)
+                session.media_info = msgspec.convert(await self.media.open(session), LiveKitCredentials)
             except Exception as exc:
                 log.exception("session %s: could not open LiveKit media", session.id)
                 await self.end(session, "error", notify=False)
@@ -268,7 +297,7 @@ class SessionManager:
         if session.outbox is not None and session.outbox is not outbox:
             old = session.outbox
             session.detach(old)
-            old.send_json({"type": "session.ended", "session_id": session.id, "reason": "resumed_elsewhere"})
+            old.send_message(SessionEnded(session_id=session.id, reason="resumed_elsewhere"))
         session.attach(outbox)
         log.info("session %s resumed after seq %d (now at %d)", session.id, last_seq, session.seq)
         return session
@@ -298,7 +327,7 @@ class SessionManager:
         if session.ended:
             return
         session.ended = True
-        ended = {"type": "session.ended", "session_id": session.id, "reason": reason}
+        ended = SessionEnded(session_id=session.id, reason=reason)
         if notify:
             session.send(ended)
         session._notify_watchers(ended)

@@ -8,23 +8,11 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
 
+import msgspec
+
+from control.schema import Forwardable, RequestId, Subscribed
 from control.session import Outbox
-
-#: Event types a subscriber may ask for; `token` (LiveKit credentials) is never forwarded.
-SUBSCRIBABLE = frozenset(
-    {
-        "speech.start",
-        "speech.end",
-        "transcript.interim",
-        "transcript.final",
-        "publish.start",
-        "publish.stop",
-        "status",
-        "session.ended",
-    }
-)
 
 
 @dataclass(eq=False)
@@ -35,19 +23,19 @@ class Subscription:
     user: str | None = None
     id: str = field(default_factory=lambda: "sub_" + secrets.token_urlsafe(8))
 
-    def deliver(self, session_id: str, user: str, message: dict[str, Any]) -> None:
+    def deliver(self, session_id: str, user: str, message: Forwardable) -> None:
         """Forward one session message if this subscription wants its type."""
-        if message.get("type") not in self.events:
+        if message.type not in self.events:
             return
-        self.outbox.send_json(
-            {**message, "subscription_id": self.id, "session_id": session_id, "user": user},
-            droppable=message.get("type") == "transcript.interim",
-        )
+        forwarded = msgspec.structs.replace(message, subscription_id=self.id, session_id=session_id, user=user)
+        self.outbox.send_message(forwarded, droppable=message.droppable)
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "subscription_id": self.id,
-            "session_id": self.session_id,
-            "user": self.user,
-            "events": sorted(self.events),
-        }
+    def reply(self, request_id: RequestId | None) -> Subscribed:
+        """The `subscribed` answer to the request that made this subscription."""
+        return Subscribed(
+            id=request_id,
+            subscription_id=self.id,
+            session_id=self.session_id,
+            user=self.user,
+            events=sorted(self.events),
+        )

@@ -1,4 +1,4 @@
-"""Protocol parsing and ws audio framing: pure logic, no sockets."""
+"""Request decoding (through the wire schema), pipeline events on the wire, ws audio framing: no sockets."""
 
 from __future__ import annotations
 
@@ -7,14 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from agent.events import FinalTranscript, InterimTranscript, SpeechEnded, SpeechStarted, Word
-from control.protocol import (
-    AudioFormat,
-    ProtocolError,
-    event_message,
-    parse_client_message,
-    parse_session_start,
-)
+from agent.events import FinalTranscript, InterimTranscript, PipelineNotice, SpeechEnded, SpeechStarted, Word
+from control.protocol import AudioFormat, ProtocolError, event_message
+from control.schema import ServerMessage, SessionStart, decode_request, encode
 from control.session import room_name
 from control.ws_audio import WsAudioInput
 
@@ -33,33 +28,33 @@ from control.ws_audio import WsAudioInput
 )
 def test_bad_messages_get_their_own_codes(text: str, code: str) -> None:
     with pytest.raises(ProtocolError) as info:
-        parse_client_message(text)
+        decode_request(text)
     assert info.value.code == code
 
 
 def test_unknown_type_echoes_id() -> None:
     with pytest.raises(ProtocolError) as info:
-        parse_client_message('{"type": "teleport", "id": "x"}')
+        decode_request('{"type": "teleport", "id": "x"}')
     assert info.value.request_id == "x"
 
 
 def test_session_start_defaults_and_fields() -> None:
-    request = parse_session_start(parse_client_message('{"type": "session.start", "id": 7}'))
+    request = decode_request('{"type": "session.start", "id": 7}')
+    assert isinstance(request, SessionStart) and request.id == 7
     assert request.transport is None and request.audio is None and request.interim and not request.echo
-    request = parse_session_start(
-        parse_client_message(
-            json.dumps(
-                {
-                    "type": "session.start",
-                    "transport": "ws",
-                    "audio": {"encoding": "pcm_s16le", "sample_rate": 48000, "channels": 2},
-                    "interim": False,
-                    "echo": True,
-                    "resume": {"session_id": "s_1", "last_seq": 4},
-                }
-            )
+    request = decode_request(
+        json.dumps(
+            {
+                "type": "session.start",
+                "transport": "ws",
+                "audio": {"encoding": "pcm_s16le", "sample_rate": 48000, "channels": 2},
+                "interim": False,
+                "echo": True,
+                "resume": {"session_id": "s_1", "last_seq": 4},
+            }
         )
     )
+    assert isinstance(request, SessionStart)
     assert request.audio == AudioFormat(sample_rate=48000, channels=2)
     assert request.resume is not None and request.resume.last_seq == 4
     assert request.echo and not request.interim
@@ -80,9 +75,8 @@ def test_session_start_defaults_and_fields() -> None:
     ],
 )
 def test_session_start_refusals(body: dict, code: str) -> None:
-    message = parse_client_message(json.dumps({"type": "session.start", "id": "a", **body}))
     with pytest.raises(ProtocolError) as info:
-        parse_session_start(message)
+        decode_request(json.dumps({"type": "session.start", "id": "a", **body}))
     assert info.value.code == code
     assert info.value.request_id == "a"
 
@@ -113,14 +107,23 @@ def test_ws_audio_stereo_frames_align_on_sample_frames() -> None:
     assert error is not None and error.code == "audio.odd_length"
 
 
+def wire(message: ServerMessage) -> dict:
+    """A message as the JSON object the socket sends."""
+    return json.loads(encode(message))
+
+
 def test_event_messages() -> None:
-    assert event_message(SpeechStarted("u1", 1.23456)) == {"type": "speech.start", "utterance_id": "u1", "start": 1.235}
-    interim = event_message(InterimTranscript("u1", "hello", 1.0, 2.0, participant="bob"))
-    assert interim == {"type": "transcript.interim", "utterance_id": "u1", "text": "hello", "start": 1.0, "end": 2.0, "participant": "bob"}
-    final = event_message(FinalTranscript("u1", "hello", 1.0, 2.0, "silence", words=(Word("hello", 1.0, 1.5, 0.9),)))
+    assert wire(event_message(SpeechStarted("u1", 1.23456), 1)) == {"type": "speech.start", "seq": 1, "utterance_id": "u1", "start": 1.235}
+    interim = wire(event_message(InterimTranscript("u1", "hello", 1.0, 2.0, participant="bob"), 2))
+    assert interim == {"type": "transcript.interim", "seq": 2, "utterance_id": "u1", "text": "hello", "start": 1.0, "end": 2.0, "participant": "bob"}
+    final = wire(event_message(FinalTranscript("u1", "hello", 1.0, 2.0, "silence", words=(Word("hello", 1.0, 1.5, 0.9),)), 3))
     assert final["words"] == [{"word": "hello", "start": 1.0, "end": 1.5, "probability": 0.9}]
     assert final["reason"] == "silence"
-    assert event_message(SpeechEnded("u1", 2.5)) == {"type": "speech.end", "utterance_id": "u1", "end": 2.5}
+    assert wire(event_message(SpeechEnded("u1", 2.5), 4)) == {"type": "speech.end", "seq": 4, "utterance_id": "u1", "end": 2.5}
+    notice = PipelineNotice("asr_backlog", "behind", {"participant": None, "pending_finals": 3})
+    assert wire(event_message(notice, 5)) == {"type": "status", "seq": 5, "code": "asr_backlog", "message": "behind", "pending_finals": 3}
+    with pytest.raises(TypeError):  # a detail the schema does not declare never reaches the wire
+        event_message(PipelineNotice("x", "y", {"undeclared": 1}), 6)
 
 
 def test_room_names() -> None:

@@ -7,21 +7,25 @@ in test_ws_transcription.py.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
 
 from agent.events import FinalTranscript, InterimTranscript, SpeechEnded, SpeechStarted
 from control.protocol import ProtocolError
+from control.schema import ServerMessage, encode
 from control.session import SessionManager, SessionOptions
 
 
 class RecordingOutbox:
+    """Keeps each message as the JSON object the socket would send."""
+
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
 
-    def send_json(self, message: dict[str, Any], *, droppable: bool = False, force: bool = False) -> None:
-        self.messages.append(message)
+    def send_message(self, message: ServerMessage, *, droppable: bool = False, force: bool = False) -> None:
+        self.messages.append(json.loads(encode(message)))
 
     def send_bytes(self, data: bytes) -> None:
         pass

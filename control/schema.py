@@ -1,0 +1,519 @@
+"""The control protocol's wire schema: every message of both directions, defined once.
+
+Client → server requests are `Request` structs and server → client messages `ServerMessage`
+structs, each tagged by its `type` field. `decode_request` decodes and validates a text frame in
+one step and turns every failure into a coded `ProtocolError`; `encode` writes any message;
+`decode_server_message` reads one on the client. Unknown fields are ignored in both directions,
+so either side may add fields without breaking the other. `json_schema()` is what `roomscribe
+schema` prints, and docs/protocol.md's tables are generated from this module
+(`python -m control.schema_docs`). Pure: no I/O, and nothing from the pipeline (control/protocol.py
+maps pipeline events onto these structs).
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from functools import reduce
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
+
+import msgspec
+from msgspec import Meta, Struct
+
+ProtocolVersion = Literal[1]
+PROTOCOL_VERSION: int = get_args(ProtocolVersion)[0]
+MAX_TEXT_MESSAGE_BYTES = 64 * 1024
+
+Transport = Literal["livekit", "ws"]
+TRANSPORTS: tuple[str, ...] = get_args(Transport)
+Encoding = Literal["pcm_s16le"]
+ENCODING: str = get_args(Encoding)[0]
+SampleRate = Literal[8000, 16000, 24000, 32000, 44100, 48000]
+SUPPORTED_SAMPLE_RATES: tuple[int, ...] = get_args(SampleRate)
+Channels = Literal[1, 2]
+SUPPORTED_CHANNELS: tuple[int, ...] = get_args(Channels)
+#: Request ids are strings or integers; a reply echoes its request's id.
+RequestId = str | int
+NonEmpty = Annotated[str, Meta(min_length=1)]
+
+#: Every error code the server sends, with its meaning (docs/protocol.md's error table).
+ERROR_CODES: dict[str, str] = {
+    "bad_json": "a text frame is not JSON",
+    "bad_message": "not an object, no `type`, or a bad `id`",
+    "unknown_type": "a `type` this server does not know",
+    "message_too_large": "a text frame over 64 KiB",
+    "bad_request": "a known request with a wrong field",
+    "protocol.unsupported_version": f"`session.start.protocol` is not {PROTOCOL_VERSION}",
+    "session.already_started": "`session.start` on a socket that has a session",
+    "session.none": "a request that needs a session, before `session.start`",
+    "session.not_found": "resume of a session that is unknown, another user's, or past its grace period",
+    "transport.not_allowed": "the transport is not enabled here",
+    "transport.unavailable": "the transport is not enabled here",
+    "livekit.unavailable": "the agent could not join the session's LiveKit room (the session was not started; "
+    'try again, or use `"transport": "ws"`)',
+    "not_allowed": "the control token lacks the claim the request needs",
+    "subscription.not_found": "`unsubscribe` of a subscription this socket does not hold",
+    "audio.no_session": "a binary frame before `session.start` (not used)",
+    "audio.wrong_transport": "a binary frame in a LiveKit session (not used)",
+    "audio.session_moved": "a binary frame on a socket whose session was resumed on another socket (not used)",
+    "audio.unsupported_format": "`session.start.audio` names a format the server does not take",
+    "audio.odd_length": "a frame did not end on a sample boundary: the trailing bytes are kept and joined to "
+    "the next frame, so nothing is lost",
+    "audio.frame_too_large": "a frame over 1 s was refused whole (the message says how many bytes)",
+}
+
+
+class ProtocolError(Exception):
+    """A client message the server cannot act on; becomes an `error` message."""
+
+    def __init__(self, code: str, message: str, request_id: RequestId | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+def tag_of(cls: type[Struct]) -> str:
+    """The `type` a message class is tagged with."""
+    return str(cls.__struct_config__.tag)
+
+
+# -- server → client ------------------------------------------------------------------------------
+class ServerMessage(Struct, tag_field="type", kw_only=True, omit_defaults=True, dict=True):
+    """Base of every server → client message (optional fields are left out when unset)."""
+
+    #: Kept for a resume's replay (numbered events only).
+    replayed: ClassVar[bool] = True
+    #: May be dropped for a slow reader.
+    droppable: ClassVar[bool] = False
+    #: May be forwarded to a monitor subscription.
+    subscribable: ClassVar[bool] = False
+
+    @property
+    def type(self) -> str:
+        return tag_of(type(self))
+
+    @property
+    def seq(self) -> int | None:
+        """The event's number within its session (None for messages that are not events)."""
+        return None
+
+    @property
+    def subscription_id(self) -> str | None:
+        """Set on events forwarded by a monitor subscription."""
+        return None
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The JSON object as it arrived (decoded messages, unknown fields included), else as it is sent."""
+        raw = self.__dict__.get("_raw")
+        return raw if raw is not None else msgspec.to_builtins(self)
+
+
+class Reply(ServerMessage, kw_only=True):
+    """A message that may answer a request."""
+
+    id: Annotated[RequestId | None, Meta(description="the request's `id`")] = None
+
+
+class Forwardable(ServerMessage, kw_only=True):
+    """A session message a monitor subscription may receive, tagged with where it came from."""
+
+    subscribable: ClassVar[bool] = True
+    subscription_id: str | None = None  # type: ignore[assignment]  # a field here, a None property above
+    session_id: str | None = None
+    user: str | None = None
+
+
+class SessionEvent(Forwardable, kw_only=True):
+    """An event of a session: numbered by `seq`, which rises by one per event."""
+
+    seq: int  # type: ignore[assignment]  # a field here, a None property on ServerMessage
+
+
+class Hello(ServerMessage, tag="hello"):
+    """right after the upgrade"""
+
+    protocol: int
+    user: str
+    transports: list[Transport]
+    default_transport: Transport
+
+
+class AudioFormat(Struct, frozen=True):
+    """Raw PCM carried in binary WebSocket frames (ws transport)."""
+
+    encoding: Encoding = "pcm_s16le"
+    sample_rate: SampleRate = 16000
+    channels: Channels = 1
+
+    @property
+    def bytes_per_frame(self) -> int:
+        """Bytes per sample frame (one sample of every channel)."""
+        return 2 * self.channels
+
+    @property
+    def bytes_per_second(self) -> int:
+        return self.bytes_per_frame * self.sample_rate
+
+
+class ReadyAudio(AudioFormat, frozen=True):
+    """The ws session's PCM format, and how much audio to put in one frame."""
+
+    frame_ms: tuple[int, int] = (20, 40)
+
+
+class LiveKitCredentials(Struct, kw_only=True):
+    """Where and how the client publishes its microphone (LiveKit transport)."""
+
+    url: str
+    room: str
+    identity: str
+    token: str
+    expires_at: int
+    publish_gating: Literal["always", "vad"]
+
+
+class SessionReady(Reply, tag="session.ready"):
+    """answer to `session.start`"""
+
+    session_id: str
+    transport: Transport
+    protocol: int
+    room: str
+    resumed: bool
+    last_seq: int
+    audio: Annotated[ReadyAudio | None, Meta(description="ws: the PCM format to send")] = None
+    audio_bytes_received: Annotated[
+        int | None,
+        Meta(description="ws: audio bytes the session has read so far; after a resume, send only what comes after"),
+    ] = None
+    livekit: Annotated[LiveKitCredentials | None, Meta(description="livekit: where to publish the microphone")] = None
+
+
+class Word(Struct, kw_only=True):
+    """One recognised word with its session-audio times."""
+
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+class SpeechStart(SessionEvent, tag="speech.start"):
+    """voice activity began an utterance"""
+
+    utterance_id: str
+    start: float
+    participant: str | None = None
+
+
+class InterimTranscript(SessionEvent, tag="transcript.interim"):
+    """the whole current text of the utterance, replacing the previous interim; may be dropped under load
+    or for a slow reader"""
+
+    replayed: ClassVar[bool] = False
+    droppable: ClassVar[bool] = True
+    utterance_id: str
+    text: str
+    start: float
+    end: float
+    participant: str | None = None
+
+
+class FinalTranscript(SessionEvent, tag="transcript.final"):
+    """the utterance's settled text; only when it has text"""
+
+    utterance_id: str
+    text: str
+    start: float
+    end: float
+    reason: Literal["silence", "max_length", "stop"]
+    words: list[Word] | None = None
+    participant: str | None = None
+
+
+class SpeechEnd(SessionEvent, tag="speech.end"):
+    """closes every utterance that `speech.start` opened"""
+
+    utterance_id: str
+    end: float
+    participant: str | None = None
+
+
+class PublishStart(SessionEvent, tag="publish.start"):
+    """LiveKit publish gating: publish the microphone now"""
+
+    reason: Annotated[str | None, Meta(description='"always", "vad"')] = None
+
+
+class PublishStop(SessionEvent, tag="publish.stop"):
+    """LiveKit publish gating: stop publishing (the open utterance is already final)"""
+
+    reason: Annotated[str | None, Meta(description='"vad", "inactivity"')] = None
+
+
+class Token(Reply, tag="token"):
+    """a fresh LiveKit token (on `token.refresh`, and pushed about a minute before expiry)"""
+
+    replayed: ClassVar[bool] = False
+    seq: int  # type: ignore[assignment]  # a field here, a None property on ServerMessage
+    token: str
+    expires_at: int
+
+
+class Status(SessionEvent, tag="status", kw_only=True):
+    """something to know that is not an error: `listening` (`participant`: the agent now receives that
+    microphone — audio published before it is not heard), `livekit.degraded` / `livekit.recovered` /
+    `livekit.failed` (the agent's own LiveKit connection), `interims_dropped` and `asr_backlog` (the model
+    is behind), `asr_error`, `replay.truncated`"""
+
+    seq: int | None = None  # type: ignore[assignment]  # replay.truncated comes before the replayed events
+    code: str
+    message: str
+    participant: str | None = None
+    steady: Annotated[bool | None, Meta(description="listening: the agent's jitter buffer settled")] = None
+    settle_ms: Annotated[int | None, Meta(description="listening: how long it took to settle")] = None
+    utterance_id: Annotated[str | None, Meta(description="asr_error")] = None
+    dropped: Annotated[int | None, Meta(description="interims_dropped: since the last notice")] = None
+    dropped_total: Annotated[int | None, Meta(description="interims_dropped: in this session")] = None
+    pending_finals: Annotated[int | None, Meta(description="asr_backlog")] = None
+
+
+class SessionEnded(Forwardable, tag="session.ended"):
+    """the session is over for this socket"""
+
+    session_id: str
+    reason: Annotated[
+        str, Meta(description='"stopped", "replaced", "resumed_elsewhere", "server_shutdown" (subscribers also '
+                  'see "grace_expired" and "error")')
+    ]
+
+
+class Pong(Reply, tag="pong"):
+    """answer to `ping`"""
+
+    time: float
+
+
+class Subscribed(Reply, tag="subscribed"):
+    """answer to `subscribe`"""
+
+    subscription_id: str  # type: ignore[assignment]  # a field here, a None property on ServerMessage
+    session_id: str | None
+    user: str | None
+    events: list[str]
+
+
+class Unsubscribed(Reply, tag="unsubscribed"):
+    """answer to `unsubscribe`"""
+
+    subscription_id: str  # type: ignore[assignment]  # a field here, a None property on ServerMessage
+
+
+class Error(Reply, tag="error"):
+    """a request or frame could not be used; the socket and session go on"""
+
+    code: str
+    message: str
+    suppressed: Annotated[int | None, Meta(description="errors not sent since the last one (rate limit)")] = None
+
+
+SERVER_MESSAGES: tuple[type[ServerMessage], ...] = (
+    Hello, SessionReady, SpeechStart, InterimTranscript, FinalTranscript, SpeechEnd, PublishStart, PublishStop,
+    Token, Status, SessionEnded, Pong, Subscribed, Unsubscribed, Error,
+)  # fmt: skip
+SERVER_MESSAGE_TYPES: tuple[str, ...] = tuple(tag_of(cls) for cls in SERVER_MESSAGES)
+#: Event types a monitor subscription may ask for (never `token`: LiveKit credentials).
+SUBSCRIBABLE: frozenset[str] = frozenset(tag_of(cls) for cls in SERVER_MESSAGES if cls.subscribable)
+#: A message with a `seq` that the session numbers.
+Numbered = SessionEvent | Token
+
+if TYPE_CHECKING:
+    SubscribableType = str
+else:  # the literal is derived from the message classes above
+    SubscribableType = Literal[tuple(sorted(SUBSCRIBABLE))]
+
+
+# -- client → server ------------------------------------------------------------------------------
+class Request(Struct, tag_field="type", kw_only=True, frozen=True):
+    """Base of every client → server message."""
+
+    id: Annotated[RequestId | None, Meta(description="echoed in the reply")] = None
+
+    @property
+    def type(self) -> str:
+        return tag_of(type(self))
+
+
+class Resume(Struct, frozen=True):
+    """The session to resume and the last `seq` the client saw."""
+
+    session_id: NonEmpty
+    last_seq: Annotated[int, Meta(ge=0)] = 0
+
+
+class SessionStart(Request, tag="session.start"):
+    """Starts a session, or resumes one within its grace period. Answered by `session.ready` or `error`."""
+
+    transport: Transport | None = None
+    audio: Annotated[AudioFormat | None, Meta(description="ws transport only")] = None
+    interim: bool = True
+    echo: Annotated[bool, Meta(description="ws: send the audio back")] = False
+    resume: Resume | None = None
+    room: Annotated[
+        Annotated[str, Meta(min_length=1, max_length=128)] | None,
+        Meta(description="multi-user: transcribe every publisher of this room (`multi_user` claim)"),
+    ] = None
+    protocol: ProtocolVersion = 1
+
+
+class SessionStop(Request, tag="session.stop"):
+    """Finalises the open utterance (its `transcript.final` and `speech.end` come first), then
+    `session.ended {reason: "stopped"}`."""
+
+
+class Vad(Request, tag="vad"):
+    """The client's own voice activity (LiveKit sessions with `ROOMSCRIBE_PUBLISH_GATING=vad`)."""
+
+    speaking: bool
+
+
+class TokenRefresh(Request, tag="token.refresh"):
+    """LiveKit sessions: a fresh client token, answered by `token`."""
+
+
+class Ping(Request, tag="ping"):
+    """Answered by `pong {id?, time}`."""
+
+
+class Subscribe(Request, tag="subscribe"):
+    """Watch another session's events (see Monitor subscriptions). Answered by `subscribed`."""
+
+    session_id: NonEmpty | None = None
+    user: NonEmpty | None = None
+    events: Annotated[list[SubscribableType], Meta(min_length=1, description="default: all")] = msgspec.field(
+        default_factory=lambda: sorted(SUBSCRIBABLE)
+    )
+
+    def __post_init__(self) -> None:
+        if (self.session_id is None) == (self.user is None):
+            raise ValueError("subscribe needs exactly one of 'session_id' or 'user'")
+
+
+class Unsubscribe(Request, tag="unsubscribe"):
+    """Answered by `unsubscribed`."""
+
+    subscription_id: str
+
+
+REQUESTS: tuple[type[Request], ...] = (SessionStart, SessionStop, Vad, TokenRefresh, Ping, Subscribe, Unsubscribe)
+CLIENT_MESSAGE_TYPES: tuple[str, ...] = tuple(tag_of(cls) for cls in REQUESTS)
+
+_REQUEST_UNION = reduce(operator.or_, REQUESTS)
+_SERVER_UNION = reduce(operator.or_, SERVER_MESSAGES)
+_REQUEST_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_REQUEST_UNION)
+_ENCODER = msgspec.json.Encoder()
+
+#: Fields whose bad values have their own error code (else `bad_request`), and a hint for the fix.
+_FIELD_ERRORS: dict[str, tuple[str, str]] = {
+    "id": ("bad_message", "'id' must be a string or an integer"),
+    "protocol": ("protocol.unsupported_version", f"this server speaks protocol {PROTOCOL_VERSION}"),
+    "audio.encoding": ("audio.unsupported_format", f"use {ENCODING!r}"),
+    "audio.sample_rate": (
+        "audio.unsupported_format",
+        f"use one of {list(SUPPORTED_SAMPLE_RATES)} (16000 preferred)",
+    ),
+    "audio.channels": ("audio.unsupported_format", "use 1 (or 2)"),
+    "subscription_id": ("subscription.not_found", "no subscription with that id on this socket"),
+}
+_ERROR_AT = re.compile(r"^(?P<detail>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
+_MAX_ERROR_MESSAGE = 300
+
+
+# -- encoding and decoding ----------------------------------------------------------------------
+def encode(message: ServerMessage | Request) -> bytes:
+    """A message as a JSON text frame's bytes (UTF-8)."""
+    return _ENCODER.encode(message)
+
+
+def decode_request(text: str | bytes) -> Request:
+    """Decode and validate one client text frame; any failure is a coded ProtocolError."""
+    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_TEXT_MESSAGE_BYTES:
+        raise ProtocolError("message_too_large", f"text messages are limited to {MAX_TEXT_MESSAGE_BYTES} bytes")
+    try:
+        request: Request = _REQUEST_DECODER.decode(text)
+        return request
+    except msgspec.ValidationError as error:
+        raise _request_error(text, error) from None
+    except (msgspec.DecodeError, RecursionError, UnicodeError):
+        raise ProtocolError("bad_json", "the message is not valid JSON") from None
+
+
+def _request_error(text: str | bytes, error: msgspec.ValidationError) -> ProtocolError:
+    """The coded error for a frame that is JSON but not a valid request, checked envelope first."""
+    try:
+        data = msgspec.json.decode(text)
+    except (msgspec.DecodeError, RecursionError, UnicodeError):  # invalid further on than the typed decode read
+        return ProtocolError("bad_json", "the message is not valid JSON")
+    if not isinstance(data, dict):
+        return ProtocolError("bad_message", "a message must be a JSON object with a 'type'")
+    request_id = data.get("id")
+    if request_id is not None and (isinstance(request_id, bool) or not isinstance(request_id, (str, int))):
+        return ProtocolError("bad_message", _FIELD_ERRORS["id"][1])
+    msg_type = data.get("type")
+    if not isinstance(msg_type, str) or not msg_type:
+        return ProtocolError("bad_message", "the message has no 'type'", request_id)
+    if msg_type not in CLIENT_MESSAGE_TYPES:
+        known = ", ".join(CLIENT_MESSAGE_TYPES)
+        return ProtocolError("unknown_type", f"unknown message type {msg_type[:64]!r}; known: {known}", request_id)
+    path, detail = _locate(str(error))
+    code, hint = _FIELD_ERRORS.get(path, ("bad_request", ""))
+    message = f"{msg_type}: '{path}' {detail}" if path else f"{msg_type}: {detail}"
+    if hint:
+        message += f"; {hint}"
+    return ProtocolError(code, message[:_MAX_ERROR_MESSAGE], request_id)
+
+
+def _locate(error: str) -> tuple[str, str]:
+    """(dotted field path, what is wrong) from a msgspec validation message."""
+    match = _ERROR_AT.match(error)
+    assert match is not None  # the pattern matches any text
+    path = (match["path"] or "").lstrip(".")
+    detail = match["detail"]
+    missing = _MISSING.match(detail)
+    if missing is not None:
+        return f"{path}.{missing['field']}".lstrip("."), "is required"
+    return path, detail[:1].lower() + detail[1:]
+
+
+def decode_server_message(data: dict[str, Any], *, exact: bool = False) -> ServerMessage:
+    """Validate a decoded JSON object as a server message, keeping the object as its `raw`.
+
+    Raises msgspec.ValidationError for an unknown `type` or a field that does not fit; unknown
+    fields are ignored unless `exact` (the server's own messages must not carry undeclared fields).
+    """
+    message: ServerMessage = msgspec.convert(data, _SERVER_UNION)
+    if exact:
+        undeclared = set(data) - set(message.__struct_fields__) - {"type"}
+        if undeclared:
+            raise msgspec.ValidationError(
+                f"{message.type} has no field {', '.join(sorted(undeclared))}: declare it in control/schema.py"
+            )
+    message.__dict__["_raw"] = data
+    return message
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of both directions: `$defs.ClientMessage` and `$defs.ServerMessage`."""
+    (client, server), components = msgspec.json.schema_components(
+        [_REQUEST_UNION, _SERVER_UNION], ref_template="#/$defs/{name}"
+    )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": f"roomscribe control protocol, version {PROTOCOL_VERSION}",
+        "$defs": {**components, "ClientMessage": client, "ServerMessage": server},
+        "anyOf": [{"$ref": "#/$defs/ClientMessage"}, {"$ref": "#/$defs/ServerMessage"}],
+    }
