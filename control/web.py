@@ -8,6 +8,7 @@ checkout's `node_modules` or the copy a wheel carries, never from a CDN
 from __future__ import annotations
 
 import logging
+
 from aiohttp import web
 
 from roomscribe.common.package_data import LIVEKIT_CLIENT_BUNDLE, livekit_client_dir, web_dir

@@ -45,7 +45,7 @@ def scenario() -> tuple[np.ndarray, str]:
 
 def _pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
 
 
 async def run_stream(engine, cfg, audio, t0, frame_ms=20, offset_s=0.0):

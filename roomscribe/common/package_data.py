@@ -19,9 +19,9 @@ LIVEKIT_CLIENT_BUNDLE = "livekit-client.umd.js"
 def _package_dir(package: str) -> Path:
     """The directory of an installed package (plain files: roomscribe is never run from a zip)."""
     root = files(package)
-    if not isinstance(root, Path):
-        raise RuntimeError(f"{package} must be installed as plain files, not inside an archive ({root!r})")
-    return root
+    if isinstance(root, Path):
+        return root
+    raise RuntimeError(f"{package} must be installed as plain files, not inside an archive ({root!r})")
 
 
 def examples_dir() -> Path:

@@ -17,9 +17,9 @@ import sysconfig
 import textwrap
 import venv
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -57,7 +57,7 @@ class Installed:
                if k != "PYTHONPATH" and not k.startswith(("LIVEKIT_", "ROOMSCRIBE_"))}
         env["OPENBLAS_NUM_THREADS"] = "1"
         return subprocess.run([str(self.env / "bin" / args[0]), *map(str, args[1:])], capture_output=True,
-                              text=True, timeout=timeout, env=env, cwd=self.workdir)
+                              text=True, timeout=timeout, env=env, cwd=self.workdir, check=False)
 
 
 def _copy_source(target: Path) -> None:
@@ -74,7 +74,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     source, dist, env, workdir = base / "source", base / "dist", base / "env", base / "work"
     _copy_source(source)
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                            "--wheel-dir", str(dist), str(source)], capture_output=True, text=True, timeout=240)
+                            "--wheel-dir", str(dist), str(source)], capture_output=True, text=True, timeout=240, check=False)
     assert build.returncode == 0, build.stdout + build.stderr
     (wheel,) = dist.glob("roomscribe-*.whl")
 
@@ -84,7 +84,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     # The dependencies come from .venv (nothing is downloaded); the wheel itself is installed first on the path.
     result.site_packages.joinpath("roomscribe-test-deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
     install = subprocess.run([sys.executable, "-m", "pip", "--python", str(result.python), "install", "--no-deps",
-                              "--no-index", "--quiet", str(wheel)], capture_output=True, text=True, timeout=120)
+                              "--no-index", "--quiet", str(wheel)], capture_output=True, text=True, timeout=120, check=False)
     assert install.returncode == 0, install.stdout + install.stderr
     yield result
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 
@@ -100,7 +100,7 @@ async def collect_audio(track: object, seconds: float, *, rate: int = 48000,
 
 
 def wait_event(emitter: object, event: str, predicate: Callable[..., bool] = lambda *a: True
-               ) -> "asyncio.Future[tuple]":
+               ) -> asyncio.Future[tuple]:
     """A future resolved with the args of the first ``event`` (matching ``predicate``)."""
     fut: asyncio.Future[tuple] = asyncio.get_running_loop().create_future()
 
