@@ -30,9 +30,10 @@ class Backoff:
 
     def ceiling(self, attempt: int) -> float:
         """The largest delay attempt `attempt` may wait."""
-        return min(self.cap_s, self.base_s * 2 ** min(attempt, 62))
+        return min(self.cap_s, self.base_s * 2.0 ** min(attempt, 62))
 
     def delay(self, attempt: int) -> float:
+        """The delay before attempt `attempt`: the ceiling less a random share of up to `jitter` of it."""
         high = self.ceiling(attempt)
         return high - self.rng.uniform(0.0, high * self.jitter)
 
