@@ -2,6 +2,9 @@
 
 It subscribes only to the microphone of the session's user (or of every publisher in multi-user
 mode), reads `rtc.AudioStream` and hands each frame to `feed`; the pipeline resamples it with soxr.
+It reports a track as heard (`on_listening`) only once the receiver's jitter buffer has settled:
+until then WebRTC may time-stretch the audio (see `agent/jitter_buffer.py`), so a client that
+waits for `listening` before it speaks is heard unstretched. Every frame is fed all the same.
 If its connection breaks it rejoins with exponential backoff and jitter and reports the state.
 """
 
@@ -14,6 +17,8 @@ from typing import Awaitable, Callable
 import numpy as np
 from livekit import rtc
 
+from agent.audio_tap import WavTap
+from agent.jitter_buffer import NETEQ_RATE, JitterBufferStats, Settled, SettleWatch
 from roomscribe.common.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -21,7 +26,13 @@ log = logging.getLogger(__name__)
 #: feed(identity, int16 samples, sample_rate, channels)
 FeedFn = Callable[[str, np.ndarray, int, int], None]
 StatusFn = Callable[[str, str], None]
+#: on_listening(identity, verdict): the track is heard and its jitter buffer has settled.
+ListeningFn = Callable[[str, Settled], None]
 READER_DRAIN_S = 5.0
+#: How often the jitter buffer's statistics are read while a new track settles.
+SETTLE_POLL_S = 0.1
+#: How often afterwards (for the log line on how much the audio was altered after `listening`).
+STATS_LOG_POLL_S = 1.0
 TrackEndedFn = Callable[[str], Awaitable[None]]
 
 
@@ -38,8 +49,10 @@ class RoomAgent:
         feed: FeedFn,
         on_status: StatusFn,
         on_track_ended: TrackEndedFn,
+        on_listening: ListeningFn,
         receiving: bool = True,
         backoff: Backoff | None = None,
+        debug_audio_dir: str = "",
     ) -> None:
         self.url = url
         self.room_name = room_name
@@ -48,6 +61,8 @@ class RoomAgent:
         self._feed = feed
         self._on_status = on_status
         self._on_track_ended = on_track_ended
+        self._on_listening = on_listening
+        self.debug_audio_dir = debug_audio_dir
         self.receiving = receiving
         self._backoff = backoff or Backoff(base_s=0.5, cap_s=10.0, attempts=None)
         self.room: rtc.Room | None = None
@@ -159,18 +174,75 @@ class RoomAgent:
 
     async def _read(self, track: rtc.Track, identity: str) -> None:
         stream = rtc.AudioStream(track)
+        tap = WavTap(self.debug_audio_dir, self.room_name, identity) if self.debug_audio_dir else None
+        settle: asyncio.Task[None] | None = None
         try:
             async for event in stream:
                 frame = event.frame
-                self._feed(identity, np.frombuffer(frame.data, dtype=np.int16), frame.sample_rate, frame.num_channels)
+                samples = np.frombuffer(frame.data, dtype=np.int16)
+                if settle is None:
+                    settle = asyncio.get_running_loop().create_task(self._report_when_settled(track, identity))
+                if tap is not None:
+                    tap.write(samples, frame.sample_rate, frame.num_channels)
+                self._feed(identity, samples, frame.sample_rate, frame.num_channels)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("agent in %s: reading %s's audio failed", self.room_name, identity)
         finally:
+            if settle is not None:
+                settle.cancel()
+            if tap is not None:
+                tap.close()
             await stream.aclose()
             # The track ended (unpublished, left, unsubscribed): settle the open utterance.
             asyncio.get_running_loop().create_task(self._on_track_ended(identity))
+
+    async def _jitter_stats(self, track: rtc.Track, identity: str) -> JitterBufferStats | None:
+        try:
+            return JitterBufferStats.from_rtc(await track.get_stats())
+        except Exception as exc:  # statistics are a refinement: never let them stop the audio
+            log.debug("agent in %s: no stats for %s (%s)", self.room_name, identity, type(exc).__name__)
+            return None
+
+    async def _report_when_settled(self, track: rtc.Track, identity: str) -> None:
+        """From the track's first frame: poll its jitter buffer until it has settled, then report
+        it heard (without statistics: after the watch's limit). Then keep reading the statistics
+        now and then, to log how much the audio was altered after `listening` when the track ends."""
+        loop = asyncio.get_running_loop()
+        watch = SettleWatch()
+        start = loop.time()
+        verdict: Settled | None = None
+        stats: JitterBufferStats | None = None
+        while verdict is None:
+            stats = await self._jitter_stats(track, identity)
+            now = loop.time()
+            if stats is not None:
+                verdict = watch.update(stats, now)
+            elif now - start >= watch.max_s:
+                verdict = Settled(steady=False, after_s=now - start, stretched_ms=0.0, buffer_ms=0.0, target_ms=0.0)
+            if verdict is None:
+                await asyncio.sleep(SETTLE_POLL_S)
+        log.info(
+            "agent in %s hears %s: jitter buffer %s after %.2f s (%.0f ms stretched, buffer %.0f ms, target %.0f ms)",
+            self.room_name, identity, "settled" if verdict.steady else "NOT settled", verdict.after_s,
+            verdict.stretched_ms, verdict.buffer_ms, verdict.target_ms,
+        )
+        self._on_listening(identity, verdict)
+        if stats is None:
+            return
+        settled, latest = stats, stats
+        try:
+            while True:
+                await asyncio.sleep(STATS_LOG_POLL_S)
+                latest = await self._jitter_stats(track, identity) or latest
+        finally:
+            if latest.stretched != settled.stretched or latest.concealed != settled.concealed:
+                log.info(
+                    "agent in %s: %s's audio after listening: %.0f ms time-stretched, %.0f ms concealed (late or lost packets)",
+                    self.room_name, identity, 1000.0 * (latest.stretched - settled.stretched) / NETEQ_RATE,
+                    1000.0 * (latest.concealed - settled.concealed) / NETEQ_RATE,
+                )
 
     async def publish_text(self, text: str, *, topic: str, attributes: dict[str, str], sender_identity: str | None) -> None:
         """Send a text stream into the room (needs a token with can_publish_data)."""

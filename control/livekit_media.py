@@ -16,6 +16,7 @@ from typing import Any
 from livekit import api
 
 from agent.events import FinalTranscript, InterimTranscript, PipelineEvent, SpeechStarted
+from agent.jitter_buffer import Settled
 from agent.room_agent import RoomAgent
 from control.config import Settings
 from control.session import Session
@@ -47,7 +48,6 @@ class SessionMedia:
         self._inactivity: asyncio.Task[None] | None = None
         self.publishing = False
         self.gating = backend.settings.publish_gating
-        self._heard: set[str] = set()  # identities whose current track has delivered audio
 
     # -- credentials ------------------------------------------------------------------------------
     def new_client_token(self) -> dict[str, Any]:
@@ -151,13 +151,19 @@ class SessionMedia:
     # -- agent callbacks ------------------------------------------------------------------------------
     def feed(self, identity: str, samples: Any, sample_rate: int, channels: int) -> None:
         participant = identity if self.session.options.multi_user else None
-        if identity not in self._heard:
-            self._heard.add(identity)
-            self.status("listening", f"the agent hears {identity}'s microphone", participant=identity)
         self.session.pipeline(participant).feed(samples, sample_rate, channels)
 
+    def listening(self, identity: str, settled: Settled) -> None:
+        """The agent hears `identity`'s track and its jitter buffer has settled (see RoomAgent)."""
+        self.status(
+            "listening",
+            f"the agent hears {identity}'s microphone",
+            participant=identity,
+            steady=settled.steady,
+            settle_ms=round(settled.after_s * 1000),
+        )
+
     async def track_ended(self, identity: str) -> None:
-        self._heard.discard(identity)
         participant = identity if self.session.options.multi_user else None
         if not self.session.ended:
             await self.session.finish_speech(participant)
@@ -200,7 +206,9 @@ class LiveKitMedia:
             feed=media.feed,
             on_status=media.status,
             on_track_ended=media.track_ended,
+            on_listening=media.listening,
             receiving=settings.publish_gating == "always",
+            debug_audio_dir=settings.debug_audio_dir,
         )
         await media.agent.start()
         credentials = media.new_client_token()
