@@ -81,6 +81,7 @@ class Settings:
     publish_inactivity_s: float = 10.0  # no speech while publishing → publish.stop {reason: inactivity}
     publish_transcripts: bool = False  # also send transcripts into the room on lk.transcription
     devserver_port: int = 7880  # the embedded LiveKit dev server (when LIVEKIT_URL is empty)
+    debug_audio_dir: str = ""  # write the audio the agent receives from LiveKit to WAV files here
     max_frame_s: float = 1.0
     send_queue_limit: int = 512
     replay_limit: int = 2000
@@ -127,6 +128,7 @@ class Settings:
             publish_inactivity_s=_float(env, "ROOMSCRIBE_PUBLISH_INACTIVITY_S", d.publish_inactivity_s),
             devserver_port=_int(env, "ROOMSCRIBE_DEVSERVER_PORT", d.devserver_port),
             publish_transcripts=_bool(env, "ROOMSCRIBE_PUBLISH_TRANSCRIPTS", d.publish_transcripts),
+            debug_audio_dir=_get(env, "ROOMSCRIBE_DEBUG_AUDIO_DIR", d.debug_audio_dir),
             asr=asr,
             pipeline=pipeline,
         )
