@@ -33,7 +33,7 @@ async def test_vad_gating_follows_vad_messages_and_hangover(engine) -> None:  # 
 
             await client.send(type="vad", speaking=True)
             await client.wait_type("publish.start")
-            await publish_wav_subprocess(url, token, JFK, tail_silence_s=0.2, linger_s=3.0)
+            await publish_wav_subprocess(url, token, JFK, tail_silence_s=0.2, linger_s=3.0, speak_after=client.heard("gina"))
             await client.send(type="vad", speaking=False)
             stop = await client.wait_type("publish.stop", timeout=30)
             assert stop["reason"] == "vad"
@@ -73,7 +73,7 @@ async def test_single_user_mode_ignores_other_publishers(lk_control) -> None:  #
     ).token
     await asyncio.gather(
         publish_wav_subprocess(ready["livekit"]["url"], intruder_token, LIBRI),
-        publish_wav_subprocess(ready["livekit"]["url"], ready["livekit"]["token"], JFK),
+        publish_wav_subprocess(ready["livekit"]["url"], ready["livekit"]["token"], JFK, speak_after=client.heard("ivan")),
     )
     await client.send(type="session.stop")
     await client.wait_type("session.ended", timeout=30)
@@ -99,7 +99,8 @@ async def test_multi_user_mode_transcribes_every_publisher_tagged(lk_control) ->
         for who in ("p1", "p2")
     }
     await asyncio.gather(
-        publish_wav_subprocess(url, tokens["p1"], LIBRI), publish_wav_subprocess(url, tokens["p2"], JFK)
+        publish_wav_subprocess(url, tokens["p1"], LIBRI, speak_after=client.heard("p1")),
+        publish_wav_subprocess(url, tokens["p2"], JFK, speak_after=client.heard("p2")),
     )
     await client.send(type="session.stop")
     await client.wait_type("session.ended", timeout=30)
@@ -148,7 +149,7 @@ async def test_agent_survives_a_dev_server_restart(lk_control) -> None:  # type:
     assert recovered["seq"] > degraded["seq"]
     await client.send(type="token.refresh", id="t")
     token = await client.wait_type("token", id="t")
-    await publish_wav_subprocess(ready["livekit"]["url"], token["token"], LIBRI)
+    await publish_wav_subprocess(ready["livekit"]["url"], token["token"], LIBRI, speak_after=client.heard("kate"))
     final = await client.wait_type("transcript.final", timeout=30)
     assert wer(LIBRI_TEXT, final["text"]) <= 0.15
     await client.close()

@@ -13,7 +13,8 @@ import aiohttp
 
 from control_harness import ServerHandle, start_livekit_control
 from livekit_publisher import publish_wav_subprocess
-from speech_samples import JFK, JFK_TEXT, LIBRI, wer
+from audio_alignment import align, mono_float
+from speech_samples import JFK, JFK_TEXT, LIBRI, normalise, wer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,7 +34,7 @@ async def test_jfk_published_as_mic_is_transcribed(lk_control) -> None:  # type:
     assert claims["video"]["canPublishSources"] == ["microphone"] and claims["video"]["canSubscribe"] is False
     assert claims["video"]["room"] == lk["room"]
 
-    await publish_wav_subprocess(lk["url"], lk["token"], JFK)
+    await publish_wav_subprocess(lk["url"], lk["token"], JFK, speak_after=client.heard("alice"))
     listening = client.of_type("status")
     assert [e["participant"] for e in listening if e["code"] == "listening"] == ["alice"]
     await client.send(type="session.stop")
@@ -115,6 +116,29 @@ async def test_transcripts_published_into_the_room_when_enabled(engine) -> None:
             assert finals[0][1]["lk.transcribed_track_id"].startswith("TR_")
             assert finals[0][1]["lk.segment_id"].endswith(final["utterance_id"])
             await viewer.disconnect()
+            await client.close()
+    finally:
+        await server.stop()
+
+
+async def test_agent_receives_the_published_audio_unstretched(engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """What the pipeline got (the agent's debug tap) matches what the client published after
+    `listening`: same timing chunk by chunk over the first 3 s of speech (WebRTC's jitter buffer
+    neither stretched nor compressed it), nothing missing, and the first phrase is exact."""
+    server = await start_livekit_control(engine, debug_audio_dir=str(tmp_path))
+    try:
+        async with aiohttp.ClientSession() as http:
+            client = await ServerHandle(server, http).connect("uma")
+            await client.send(type="session.start")
+            lk = (await client.wait_type("session.ready"))["livekit"]
+            await publish_wav_subprocess(lk["url"], lk["token"], JFK, speak_after=client.heard("uma"))
+            await client.send(type="session.stop")
+            await client.wait_type("session.ended", timeout=30)
+            [tap] = tmp_path.glob("*-uma-*.wav")
+            result = align(mono_float(JFK), mono_float(tap))
+            assert result.intact(), f"stretched or lost: {result}"
+            first = client.of_type("transcript.final")[0]["text"]
+            assert normalise(first).startswith("and so my fellow americans"), first
             await client.close()
     finally:
         await server.stop()

@@ -63,6 +63,16 @@ class RawClient:
             lambda e: e.get("type") == msg_type and all(e.get(k) == v for k, v in fields.items()), timeout
         )
 
+    def heard(self, identity: str, timeout: float = 30.0) -> "asyncio.Future[dict[str, Any]]":
+        """Done when the server reports `status {code: "listening"}` for `identity`'s microphone
+        (a client speaks after it: before, WebRTC may still time-stretch the audio)."""
+        return asyncio.ensure_future(
+            self.wait_for(
+                lambda e: e.get("type") == "status" and e.get("code") == "listening" and e.get("participant") == identity,
+                timeout,
+            )
+        )
+
     def of_type(self, msg_type: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("type") == msg_type]
 

@@ -3,7 +3,10 @@
 Publishing runs in its own process, as a real client's would: a publisher sharing the server's
 event loop underruns its real-time audio queue whenever that loop stalls on a loaded machine.
 
-    python livekit_publisher.py URL TOKEN WAV [--tail-silence S] [--linger S] [--queue-ms N]
+    python livekit_publisher.py URL TOKEN WAV [--tail-silence S] [--linger S] [--queue-ms N] [--speak-on-stdin]
+
+With --speak-on-stdin the lead-in silence lasts until a line arrives on stdin: the test sends it
+when the server reports `status {code: "listening"}`, as a real client waits for it.
 """
 
 from __future__ import annotations
@@ -11,11 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import threading
 from pathlib import Path
+from typing import Awaitable
 
 import numpy as np
 from livekit import rtc
 
+#: The longest lead-in silence while waiting to be told to speak.
+LEAD_MAX_S = 10.0
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
@@ -31,20 +38,28 @@ async def publish_samples(
     tail_silence_s: float = 1.0,
     lead_silence_s: float = 0.8,
     queue_size_ms: int = 100,
+    speak: "asyncio.Future[object] | None" = None,
 ) -> rtc.LocalTrackPublication:
     """Publish samples as a microphone track in 10 ms frames, paced by the SDK; wait for playout.
 
     The lead-in silence stands for the moment before a person speaks: audio sent before the
-    agent's subscription is set up is not heard (as with any LiveKit server)."""
+    agent's subscription is set up is not heard (as with any LiveKit server). With `speak` it
+    lasts until that future is done (at least `lead_silence_s`, at most LEAD_MAX_S)."""
     source = rtc.AudioSource(sample_rate, channels, queue_size_ms=queue_size_ms)
     track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
     publication = await room.local_participant.publish_track(
         track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
     )
     step = sample_rate // 100 * channels
-    lead = np.zeros(int(lead_silence_s * sample_rate) * channels, dtype=np.int16)
+    silence = rtc.AudioFrame(np.zeros(step, dtype=np.int16).tobytes(), sample_rate, channels, step // channels)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    while loop.time() - began < LEAD_MAX_S and (
+        loop.time() - began < lead_silence_s or (speak is not None and not speak.done())
+    ):
+        await source.capture_frame(silence)
     tail = np.zeros(int(tail_silence_s * sample_rate) * channels, dtype=np.int16)
-    padded = np.concatenate([lead, samples, tail])
+    padded = np.concatenate([samples, tail])
     for start in range(0, len(padded) - step + 1, step):
         chunk = padded[start : start + step]
         await source.capture_frame(rtc.AudioFrame(chunk.tobytes(), sample_rate, channels, step // channels))
@@ -53,29 +68,77 @@ async def publish_samples(
 
 
 async def publish_wav_subprocess(
-    url: str, token: str, path: str | Path, *, tail_silence_s: float = 1.0, linger_s: float = 0.5, timeout_s: float = 60.0
+    url: str,
+    token: str,
+    path: str | Path,
+    *,
+    tail_silence_s: float = 1.0,
+    linger_s: float = 0.5,
+    timeout_s: float = 60.0,
+    speak_after: Awaitable[object] | None = None,
 ) -> None:
-    """Run this module as a separate process that publishes `path` and leaves; raise if it fails."""
+    """Run this module as a separate process that publishes `path` and leaves; raise if it fails.
+
+    `speak_after` (e.g. waiting for the server's `listening` status): the file's speech starts
+    once it is done; until then the process publishes silence."""
+    flags = ["--speak-on-stdin"] if speak_after is not None else []
     proc = await asyncio.create_subprocess_exec(
         sys.executable, __file__, url, token, str(path), "--tail-silence", str(tail_silence_s), "--linger", str(linger_s),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        *flags, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
+    assert proc.stdin is not None
+    stdin = proc.stdin
+
+    async def tell_to_speak() -> None:
+        if speak_after is not None:
+            await speak_after
+        try:
+            stdin.write(b"speak\n")
+            await stdin.drain()
+        except ConnectionError:  # the publisher already exited; its own error is reported
+            pass
+
+    async def run() -> bytes:
+        assert proc.stdout is not None
+        out = await proc.stdout.read()
+        await proc.wait()
+        return out
+
+    go = asyncio.ensure_future(tell_to_speak())
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+        out = await asyncio.wait_for(run(), timeout_s)
     except asyncio.TimeoutError:
         proc.kill()
         raise
+    finally:
+        go.cancel()
     if proc.returncode != 0:
         raise RuntimeError(f"publisher failed ({proc.returncode}): {out.decode(errors='replace')[-2000:]}")
 
 
+def _line_on_stdin() -> "asyncio.Future[object]":
+    """A future done when a line (or EOF) arrives on stdin; read by a daemon thread that never
+    keeps the process alive."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[object] = loop.create_future()
+
+    def read() -> None:
+        line = sys.stdin.readline()
+        loop.call_soon_threadsafe(lambda: done.done() or done.set_result(line))
+
+    threading.Thread(target=read, daemon=True).start()
+    return done
+
+
 async def _main(args: argparse.Namespace) -> None:
     audio = read_wav(args.wav)
+    speak = _line_on_stdin() if args.speak_on_stdin else None
     room = rtc.Room()
     await room.connect(args.url, args.token, rtc.RoomOptions(auto_subscribe=False))
     try:
         await publish_samples(
-            room, audio.samples, audio.sample_rate, audio.channels, tail_silence_s=args.tail_silence, queue_size_ms=args.queue_ms
+            room, audio.samples, audio.sample_rate, audio.channels, tail_silence_s=args.tail_silence,
+            queue_size_ms=args.queue_ms, speak=speak,
         )
         await asyncio.sleep(args.linger)
     finally:
@@ -90,4 +153,5 @@ if __name__ == "__main__":
     parser.add_argument("--tail-silence", type=float, default=1.0)
     parser.add_argument("--linger", type=float, default=0.5)
     parser.add_argument("--queue-ms", type=int, default=100)
+    parser.add_argument("--speak-on-stdin", action="store_true", help="lead in with silence until a line arrives on stdin")
     asyncio.run(_main(parser.parse_args()))
