@@ -9,10 +9,11 @@ import numpy as np
 
 from roomscribe.bench.corpus import EXAMPLE_TRANSCRIPTS
 from roomscribe.bench.wer import normalise, wer
+from roomscribe.common.package_data import sample_audio
 
 ROOT = Path(__file__).resolve().parents[2]
-JFK = ROOT / "examples" / "audio" / "jfk.wav"
-LIBRI = ROOT / "examples" / "audio" / "libri_61-70968-0000.wav"
+JFK = sample_audio("jfk.wav")
+LIBRI = sample_audio("libri_61-70968-0000.wav")
 JFK_TEXT = EXAMPLE_TRANSCRIPTS[JFK.name]
 LIBRI_TEXT = EXAMPLE_TRANSCRIPTS[LIBRI.name]
 __all__ = ["JFK", "JFK_TEXT", "LIBRI", "LIBRI_TEXT", "normalise", "wer", "pcm_frames", "printed_finals_text", "silence"]
