@@ -58,6 +58,47 @@ async def connect(server: DevServer) -> AsyncIterator[Connect]:
             pass
 
 
+Subscriptions = Callable[..., Awaitable[dict[str, set[str]]]]
+
+
+@pytest.fixture
+def subscriptions(server: DevServer) -> Subscriptions:
+    """``await subscriptions(room="r1")`` → {identity: sids of the tracks the server forwards to
+    it}: the server's decision, to read once an event proves it was made (e.g. another
+    participant's track arrived: the server subscribes everyone to a track in one step)."""
+
+    async def _read(room: str = "r1") -> dict[str, set[str]]:
+        def snapshot() -> dict[str, set[str]]:
+            found = server.rooms.get(room)
+            if found is None:
+                return {}
+            return {p.identity: set(p.subscriptions) for p in found.participants.values()}
+
+        return await server.call(snapshot)
+
+    return _read
+
+
+@pytest.fixture
+async def relayed(monkeypatch: pytest.MonkeyPatch) -> asyncio.Queue[tuple[str, bytes, int]]:
+    """Each data packet an in-process server's rooms handle, in order, as (sender identity,
+    payload, participants it was forwarded to): proof the server got a packet and what it did."""
+    from livekit.protocol import models
+    from roomscribe.devserver.room import Participant, Room
+
+    loop = asyncio.get_running_loop()
+    handled: asyncio.Queue[tuple[str, bytes, int]] = asyncio.Queue()
+    relay = Room.relay_data
+
+    def spy(self: Room, part: Participant, packet: models.DataPacket, reliable: bool) -> int:
+        sent = relay(self, part, packet, reliable)
+        loop.call_soon_threadsafe(handled.put_nowait, (part.identity, packet.user.payload, sent))
+        return sent
+
+    monkeypatch.setattr(Room, "relay_data", spy)
+    return handled
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # the well-known dev secret ("secret") is shorter than PyJWT recommends; that is the point
     config.addinivalue_line("filterwarnings", "ignore::jwt.warnings.InsecureKeyLengthWarning")
