@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audio_alignment import align, mono_float
+from roomscribe.bench.alignment import align, mono_float
 from speech_samples import JFK
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,7 +13,7 @@ import aiohttp
 
 from control_harness import ServerHandle, start_livekit_control
 from livekit_publisher import publish_wav_subprocess
-from audio_alignment import align, mono_float
+from roomscribe.bench.alignment import align, mono_float
 from speech_samples import JFK, JFK_TEXT, LIBRI, normalise, wer
 
 pytestmark = pytest.mark.timeout(120)

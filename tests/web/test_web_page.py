@@ -15,7 +15,7 @@ import pytest
 
 from control.server import ControlServer
 from control_harness import make_settings, start_livekit_control
-from speech_samples import JFK, JFK_TEXT, wer
+from speech_samples import JFK, JFK_TEXT, normalise, wer
 from tokens import mint_control_token
 
 pytestmark = [pytest.mark.browser]
@@ -63,6 +63,8 @@ async def wait_for_sentence(web: Any, page: Any, timeout: float, interim_shot: s
 
 async def check_transcript_shown(web: Any, page: Any, name: str, timeout: float) -> None:
     score, first, end = await wait_for_sentence(web, page, timeout, interim_shot=name.replace(".png", "-interim.png"))
+    sentence = " ".join((await web.final_texts(page))[first:end])
+    assert "and so my fellow americans" in normalise(sentence), f"the first phrase is not intact: {sentence!r}"
     page_interims = await page.evaluate("window.roomscribe.interims.map(i => i.text)")
     assert page_interims, "the page recorded no interims"
     # One element per utterance, each with its time; none shown twice.

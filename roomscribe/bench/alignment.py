@@ -44,24 +44,33 @@ def mono_float(path: str | Path, rate: int = 16000) -> np.ndarray:
     return soxr.resample(x, audio.sample_rate, rate) if audio.sample_rate != rate else x
 
 
-def align(reference: np.ndarray, received: np.ndarray, rate: int = 16000, *, span_s: float = 3.0, chunk_s: float = 0.1) -> Alignment:
-    """Locate each chunk of the reference's first `span_s` of speech in `received` (mono float, same rate)."""
+def align(
+    reference: np.ndarray, received: np.ndarray, rate: int = 16000, *, span_s: float = 3.0, chunk_s: float = 0.1, reach_s: float = 0.3
+) -> Alignment:
+    """Locate each chunk of the reference's first `span_s` of speech in `received` (mono float, same
+    rate). The first chunk found anchors the rest: each later one is looked for within `reach_s` of
+    the previous offset, so a similar sound elsewhere in the recording cannot stand in for it."""
     loud = np.flatnonzero(np.abs(reference) > 0.01)
     if loud.size == 0:
         raise ValueError("the reference is silent")
-    onset, size = int(loud[0]), int(chunk_s * rate)
-    energy = np.convolve(received.astype(np.float64) ** 2, np.ones(size), mode="valid")
-    offsets, chunks = [], 0
+    onset, size, reach = int(loud[0]), int(chunk_s * rate), int(reach_s * rate)
+    rec = received.astype(np.float64)
+    energy = np.convolve(rec**2, np.ones(size), mode="valid")
+    offsets: list[float] = []
+    chunks = 0
+    anchor: int | None = None  # received index minus reference index of the last chunk found
     for start in range(onset, min(onset + int(span_s * rate), len(reference) - size + 1), size):
         chunk = reference[start : start + size].astype(np.float64)
         if np.std(chunk) < 1e-3:  # a pause: nothing to locate
             continue
         chunks += 1
-        if len(received) < size:
+        lo, hi = (0, len(rec)) if anchor is None else (max(0, start + anchor - reach), min(len(rec), start + anchor + reach + size))
+        if hi - lo < size:
             continue
-        corr = np.correlate(received.astype(np.float64), chunk, mode="valid")
-        score = corr / (np.sqrt(energy) * np.linalg.norm(chunk) + 1e-12)
+        corr = np.correlate(rec[lo:hi], chunk, mode="valid")
+        score = corr / (np.sqrt(energy[lo : hi - size + 1]) * np.linalg.norm(chunk) + 1e-12)
         best = int(np.argmax(score))
         if score[best] >= MATCH:
-            offsets.append(1000.0 * (best - start) / rate)
+            anchor = lo + best - start
+            offsets.append(1000.0 * anchor / rate)
     return Alignment(offsets_ms=offsets, chunks=chunks, found=len(offsets))

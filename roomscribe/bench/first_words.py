@@ -1,0 +1,88 @@
+"""Are the first words of a LiveKit stream heard intact? Runs `roomscribe demo` (the README's first
+command) again and again, optionally beside busy processes, and checks each run's first phrase and
+the audio the agent received (via ROOMSCRIBE_DEBUG_AUDIO_DIR) against the published file.
+
+    python -m roomscribe.bench.first_words --runs 20            # quiet machine
+    python -m roomscribe.bench.first_words --runs 10 --busy 2   # two CPU-bound processes beside it
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from roomscribe.bench.alignment import Alignment, align, mono_float
+from roomscribe.bench.wer import normalise, wer
+from roomscribe.common.package_data import sample_audio
+
+FIRST_PHRASE = "and so my fellow americans"
+FINAL_LINE = re.compile(r"^\[\s*[\d.]+–\s*[\d.]+\]\s+(?P<text>.+)$")
+
+
+@dataclass(frozen=True)
+class Run:
+    first_final: str
+    phrase_wer: float
+    received: Alignment | None  # None: the agent's tap wrote nothing
+
+    @property
+    def exact(self) -> bool:
+        return normalise(self.first_final).startswith(FIRST_PHRASE)
+
+
+def _busy() -> None:  # pragma: no cover - runs in a child process until terminated
+    while True:
+        pass
+
+
+def one_run(timeout_s: float = 180.0) -> Run:
+    """One `roomscribe demo` (LiveKit path) with the agent's audio tap on."""
+    with tempfile.TemporaryDirectory() as tap_dir:
+        env = dict(os.environ, ROOMSCRIBE_DEBUG_AUDIO_DIR=tap_dir)
+        out = subprocess.run([sys.executable, "-m", "roomscribe.cli", "demo"], env=env, capture_output=True,
+                             text=True, timeout=timeout_s, check=False).stdout
+        finals = [m.group("text") for line in out.splitlines() if (m := FINAL_LINE.match(line.strip()))]
+        first = finals[0] if finals else ""
+        taps = sorted(Path(tap_dir).glob("*.wav"))
+        result = align(mono_float(sample_audio("jfk.wav")), mono_float(taps[0])) if taps else None
+        words = normalise(first).split()[: len(FIRST_PHRASE.split())]
+        return Run(first_final=first, phrase_wer=wer(FIRST_PHRASE, " ".join(words)) if words else 1.0, received=result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m roomscribe.bench.first_words", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--busy", type=int, default=0, help="CPU-bound processes to run beside the demo")
+    args = parser.parse_args(argv)
+    busy = [multiprocessing.Process(target=_busy, daemon=True) for _ in range(args.busy)]
+    for proc in busy:
+        proc.start()
+    runs: list[Run] = []
+    try:
+        for i in range(1, args.runs + 1):
+            run = one_run()
+            runs.append(run)
+            got = run.received
+            audio = f"drift {got.drift_ms:.1f} ms, {got.found}/{got.chunks} chunks found" if got else "no audio tapped"
+            print(f"run {i:2d}: first phrase {'exact' if run.exact else 'WRONG'} (WER {run.phrase_wer:.0%}), "
+                  f"received audio {audio}: {run.first_final!r}", flush=True)
+    finally:
+        for proc in busy:
+            proc.terminate()
+    exact = sum(r.exact for r in runs)
+    intact = sum(r.received is not None and r.received.intact() for r in runs)
+    print(f"\nfirst phrase exact in {exact}/{len(runs)} runs, received audio intact in {intact}/{len(runs)} "
+          f"(busy processes: {args.busy}; command: python -m roomscribe.bench.first_words --runs {args.runs} --busy {args.busy})")
+    return 0 if exact == len(runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
