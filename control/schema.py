@@ -15,7 +15,7 @@ from __future__ import annotations
 import operator
 import re
 from functools import reduce
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar, get_args
 
 import msgspec
 from msgspec import Meta, Struct
@@ -328,6 +328,7 @@ SERVER_MESSAGE_TYPES: tuple[str, ...] = tuple(tag_of(cls) for cls in SERVER_MESS
 SUBSCRIBABLE: frozenset[str] = frozenset(tag_of(cls) for cls in SERVER_MESSAGES if cls.subscribable)
 #: A message with a `seq` that the session numbers.
 Numbered = SessionEvent | Token
+ServerMessageT = TypeVar("ServerMessageT", bound=ServerMessage)
 
 if TYPE_CHECKING:
     SubscribableType = str
@@ -502,7 +503,12 @@ def decode_server_message(data: dict[str, Any], *, exact: bool = False) -> Serve
             raise msgspec.ValidationError(
                 f"{message.type} has no field {', '.join(sorted(undeclared))}: declare it in control/schema.py"
             )
-    message.__dict__["_raw"] = data
+    return with_raw(message, data)
+
+
+def with_raw(message: ServerMessageT, raw: dict[str, Any]) -> ServerMessageT:
+    """`message` with `raw` as the JSON object it came from."""
+    message.__dict__["_raw"] = raw
     return message
 
 

@@ -22,7 +22,8 @@ import aiohttp
 
 from roomscribe.client.audio_sender import AudioSender
 from roomscribe.client.errors import AuthRejected, ClientError, ConnectionLost, GaveUp, ServerError
-from roomscribe.client.events import Event, SessionEnded, SessionReady, Subscribed, notice, parse_event
+from control.schema import Error, Forwardable
+from roomscribe.client.events import Event, SessionEnded, SessionReady, Subscribed, Unknown, notice, parse_event
 from roomscribe.client.hub import Callback, EventHub
 from roomscribe.client.link import Link
 from roomscribe.client.options import ClientOptions, ClientStats, ConnectionState, SessionState
@@ -437,7 +438,8 @@ class ControlClient:
             raise
         self.stats.resumes += 1
         if self._audio is not None:
-            self.stats.frames_resent -= self._audio.resumed(ready.raw.get("audio_bytes_received"))
+            assert isinstance(ready, SessionReady)
+            self.stats.frames_resent -= self._audio.resumed(ready.audio_bytes_received)
         self.session_state = resumed_from
         self._publish_notice("session.resumed", f"resumed {self.session_id} after seq {self.last_seq}",
                              session_id=self.session_id, last_seq=self.last_seq)
@@ -462,8 +464,7 @@ class ControlClient:
     def _lose_session(self, message: str) -> None:
         """End the session locally (reason `lost`): events after `last_seq` may be missing."""
         lost_id = self.session_id or ""
-        self._end_session(SessionEnded(raw={"type": "session.ended", "session_id": lost_id, "reason": "lost"},
-                                       session_id=lost_id, reason="lost"))
+        self._end_session(SessionEnded(session_id=lost_id, reason="lost"))
         self._publish_notice("session.lost", message, session_id=lost_id, last_seq=self.last_seq)
 
     async def _send_stop(self, link: Link) -> None:
@@ -544,31 +545,34 @@ class ControlClient:
         request = self._requests.get(str(raw.get("id"))) if raw.get("id") is not None else None
         if kind == "pong" and self._audio is not None:
             self._audio.on_pong(str(raw.get("id")))
-        if not self._is_new(raw):
+        if not self._is_new(event):
             self.stats.duplicates_dropped += 1
             return
-        if kind == "session.ready":
-            self._adopt(event)  # type: ignore[arg-type]
-        elif kind == "session.ended" and event.subscription_id is None:
-            self._end_session(event)  # type: ignore[arg-type]
-        elif kind == "session.ended" and raw.get("subscription_id") in self._subscriptions:
-            if self._subscriptions[raw["subscription_id"]].request.get("session_id"):
-                del self._subscriptions[raw["subscription_id"]]
+        if isinstance(event, SessionReady):
+            self._adopt(event)
+        elif isinstance(event, SessionEnded) and event.subscription_id is None:
+            self._end_session(event)
+        elif isinstance(event, SessionEnded) and event.subscription_id in self._subscriptions:
+            if self._subscriptions[event.subscription_id].request.get("session_id"):
+                del self._subscriptions[event.subscription_id]
         if request is not None and not request.done():
-            if kind == "error":
-                request.set_exception(ServerError(str(raw.get("code")), str(raw.get("message")), raw))
+            if isinstance(event, Error):
+                request.set_exception(ServerError(event.code, event.message, raw))
                 return  # the caller gets the exception instead
+            if isinstance(event, Unknown) and event.error is not None:
+                request.set_exception(ClientError(f"the server's reply does not fit the protocol: {event.error}"))
+                return
             request.set_result(event)
         if kind != "pong":
             self._hub.publish(event)
 
-    def _is_new(self, raw: dict[str, Any]) -> bool:
+    def _is_new(self, event: Event) -> bool:
         """False for an event already delivered (by `seq`: per session, and per watched session)."""
-        seq = raw.get("seq")
-        if not isinstance(seq, int):
+        seq = event.seq
+        if seq is None:
             return True
-        if "subscription_id" in raw:
-            key = str(raw.get("session_id"))
+        if isinstance(event, Forwardable) and event.subscription_id is not None:
+            key = str(event.session_id)
             if seq <= self._forwarded_seq.get(key, 0):
                 return False
             self._forwarded_seq[key] = seq

@@ -1,188 +1,94 @@
-"""Typed events: one dataclass per server message type, each keeping the raw message in `raw`.
+"""Typed events: the wire schema's server messages (control/schema.py), and the client's own.
 
-`parse_event` turns a decoded JSON message into its dataclass (unknown types become `Unknown`,
-so a newer server never breaks this client). Client-side happenings (connection changes, resume
-outcomes, dropped audio) are `ClientNotice` events so they flow through the same iterator.
+`parse_event` validates a decoded JSON message against the schema and returns its struct (e.g.
+`FinalTranscript`), which keeps the message as it arrived in `raw`. A type this client does not
+know, or a message that does not fit the schema, becomes `Unknown` (its `error` says what did not
+fit), so a newer server never breaks this client. Client-side happenings (connection changes,
+resume outcomes, dropped audio) are `ClientNotice` events so they flow through the same iterator.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any
+
+import msgspec
+
+from control.schema import (
+    SERVER_MESSAGE_TYPES,
+    Error,
+    FinalTranscript,
+    Hello,
+    InterimTranscript,
+    Pong,
+    PublishStart,
+    PublishStop,
+    ServerMessage,
+    SessionEnded,
+    SessionReady,
+    SpeechEnd,
+    SpeechStart,
+    Status,
+    Subscribed,
+    Token,
+    Unsubscribed,
+    decode_server_message,
+    with_raw,
+)
+
+#: Base of every event: `type`, `seq` (None unless the message is a session event), `subscription_id`
+#: (set when a monitor subscription forwarded it) and `raw` (the message as it arrived).
+Event = ServerMessage
+
+__all__ = [
+    "ClientNotice",
+    "Error",
+    "Event",
+    "FinalTranscript",
+    "Hello",
+    "InterimTranscript",
+    "Pong",
+    "PublishStart",
+    "PublishStop",
+    "SessionEnded",
+    "SessionReady",
+    "SpeechEnd",
+    "SpeechStart",
+    "Status",
+    "Subscribed",
+    "Token",
+    "Unknown",
+    "Unsubscribed",
+    "notice",
+    "parse_event",
+]
 
 
-@dataclass(frozen=True)
-class Event:
-    """Base of every event; `raw` is the message exactly as it arrived."""
+class Unknown(ServerMessage, tag="unknown"):
+    """A message this client cannot use: a type it does not know (`error` is None), or a known type
+    whose fields do not fit the schema (`error` says which). `raw` holds the message."""
 
-    type: ClassVar[str] = ""
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def seq(self) -> int | None:
-        return self.raw.get("seq")
-
-    @property
-    def subscription_id(self) -> str | None:
-        """Set when the event was forwarded by a monitor subscription."""
-        return self.raw.get("subscription_id") if self.type not in ("subscribed", "unsubscribed") else None
+    error: str | None = None
 
 
-@dataclass(frozen=True)
-class Hello(Event):
-    type: ClassVar[str] = "hello"
-    protocol: int = 1
-    user: str = ""
-    transports: list[str] = field(default_factory=list)
-    default_transport: str = "ws"
-
-
-@dataclass(frozen=True)
-class SessionReady(Event):
-    type: ClassVar[str] = "session.ready"
-    session_id: str = ""
-    transport: str = "ws"
-    room: str = ""
-    resumed: bool = False
-    last_seq: int = 0
-    audio: dict[str, Any] | None = None
-    livekit: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class SpeechStart(Event):
-    type: ClassVar[str] = "speech.start"
-    utterance_id: str = ""
-    start: float = 0.0
-    participant: str | None = None
-
-
-@dataclass(frozen=True)
-class SpeechEnd(Event):
-    type: ClassVar[str] = "speech.end"
-    utterance_id: str = ""
-    end: float = 0.0
-    participant: str | None = None
-
-
-@dataclass(frozen=True)
-class InterimTranscript(Event):
-    type: ClassVar[str] = "transcript.interim"
-    utterance_id: str = ""
-    text: str = ""
-    start: float = 0.0
-    end: float = 0.0
-    participant: str | None = None
-
-
-@dataclass(frozen=True)
-class FinalTranscript(Event):
-    type: ClassVar[str] = "transcript.final"
-    utterance_id: str = ""
-    text: str = ""
-    start: float = 0.0
-    end: float = 0.0
-    reason: str = ""
-    words: list[dict[str, Any]] | None = None
-    participant: str | None = None
-
-
-@dataclass(frozen=True)
-class PublishStart(Event):
-    type: ClassVar[str] = "publish.start"
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class PublishStop(Event):
-    type: ClassVar[str] = "publish.stop"
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class Token(Event):
-    type: ClassVar[str] = "token"
-    token: str = field(default="", repr=False)
-    expires_at: float = 0.0
-
-
-@dataclass(frozen=True)
-class Status(Event):
-    type: ClassVar[str] = "status"
-    code: str = ""
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class SessionEnded(Event):
-    type: ClassVar[str] = "session.ended"
-    session_id: str = ""
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class Pong(Event):
-    type: ClassVar[str] = "pong"
-    time: float = 0.0
-
-
-@dataclass(frozen=True)
-class Subscribed(Event):
-    type: ClassVar[str] = "subscribed"
-    subscription_id: str = ""  # type: ignore[assignment]
-    session_id: str | None = None
-    user: str | None = None
-    events: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Unsubscribed(Event):
-    type: ClassVar[str] = "unsubscribed"
-    subscription_id: str = ""  # type: ignore[assignment]
-
-
-@dataclass(frozen=True)
-class Error(Event):
-    type: ClassVar[str] = "error"
-    code: str = ""
-    message: str = ""
-    suppressed: int | None = None
-
-
-@dataclass(frozen=True)
-class Unknown(Event):
-    """A message type this client does not know (kept so nothing is hidden)."""
-
-    type: ClassVar[str] = "unknown"
-
-
-@dataclass(frozen=True)
-class ClientNotice(Event):
+class ClientNotice(ServerMessage, tag="client.notice"):
     """Something the client itself reports: `code` is e.g. `connection.state`, `resume.failed`."""
 
-    type: ClassVar[str] = "client.notice"
     code: str = ""
     message: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-EVENT_TYPES: dict[str, type[Event]] = {
-    cls.type: cls
-    for cls in (
-        Hello, SessionReady, SpeechStart, SpeechEnd, InterimTranscript, FinalTranscript, PublishStart,
-        PublishStop, Token, Status, SessionEnded, Pong, Subscribed, Unsubscribed, Error,
-    )
-}
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 def parse_event(raw: dict[str, Any]) -> Event:
-    """The typed event for a server message; fields it lacks keep their defaults."""
-    cls = EVENT_TYPES.get(str(raw.get("type")), Unknown)
-    names = {f.name for f in fields(cls)} - {"raw"}
-    return cls(raw=raw, **{k: v for k, v in raw.items() if k in names})
+    """The typed event for a server message (`Unknown` when it is not one this client can read)."""
+    if raw.get("type") not in SERVER_MESSAGE_TYPES:
+        return with_raw(Unknown(), raw)
+    try:
+        return decode_server_message(raw)
+    except msgspec.ValidationError as error:
+        return with_raw(Unknown(error=f"{raw.get('type')}: {error}"), raw)
 
 
 def notice(code: str, message: str, **data: Any) -> ClientNotice:
     """A client-side event; its `raw` mirrors the fields so printers can treat it like the rest."""
-    raw = {"type": ClientNotice.type, "code": code, "message": message, **data}
-    return ClientNotice(raw=raw, code=code, message=message, data=data)
+    raw = {"type": "client.notice", "code": code, "message": message, **data}
+    return with_raw(ClientNotice(code=code, message=message, data=data), raw)

@@ -23,7 +23,7 @@ from livekit import rtc
 
 from roomscribe.client.control_client import ControlClient
 from roomscribe.client.errors import ClientError
-from roomscribe.client.events import Event, SessionReady
+from roomscribe.client.events import Event, PublishStart, PublishStop, SessionReady, Status, Token
 from roomscribe.client.sources import PcmStream
 
 log = logging.getLogger(__name__)
@@ -64,26 +64,25 @@ class LiveKitPublisher:
 
     # -- control events --------------------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
-        raw = event.raw
-        if isinstance(event, SessionReady) and event.livekit:
-            self._take_token(event.livekit.get("token"), event.livekit.get("expires_at"), event.livekit.get("url"))
-        elif event.type == "token":
-            self._take_token(raw.get("token"), raw.get("expires_at"))
-        elif event.type == "publish.start":
+        if isinstance(event, SessionReady) and event.livekit is not None:
+            self._take_token(event.livekit.token, event.livekit.expires_at, event.livekit.url)
+        elif isinstance(event, Token):
+            self._take_token(event.token, event.expires_at)
+        elif isinstance(event, PublishStart):
             self._wanted.set()
             self._spawn(self._apply_gate())
-        elif event.type == "publish.stop":
+        elif isinstance(event, PublishStop):
             self._wanted.clear()
             self._spawn(self._apply_gate())
-        elif event.type == "status" and raw.get("code") == "listening":
+        elif isinstance(event, Status) and event.code == "listening":
             self._heard.set()
 
-    def _take_token(self, token: Any, expires_at: Any, url: Any = None) -> None:
+    def _take_token(self, token: str, expires_at: float, url: str | None = None) -> None:
         """Keep the token that expires last (a resumed session.ready may carry an older one)."""
-        if isinstance(url, str):
+        if url is not None:
             self.url = url
-        if isinstance(token, str) and float(expires_at or 0) >= self.expires_at:
-            self.token, self.expires_at = token, float(expires_at or 0)
+        if expires_at >= self.expires_at:
+            self.token, self.expires_at = token, float(expires_at)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -107,6 +107,10 @@ def test_buffer_skips_rewound_audio_the_server_already_read() -> None:
     assert buffer.skip_received(10) == 0  # never skips audio the server does not have
 
 
+READY = {"type": "session.ready", "session_id": "s_1", "transport": "ws", "protocol": 1, "room": "r", "resumed": False,
+         "last_seq": 0}
+
+
 def test_parse_event_is_typed_keeps_raw_and_tolerates_unknowns() -> None:
     raw = {"type": "transcript.final", "seq": 4, "utterance_id": "u1", "text": "hi", "start": 0.1, "end": 0.9,
            "reason": "silence", "new_field": 1}
@@ -114,23 +118,28 @@ def test_parse_event_is_typed_keeps_raw_and_tolerates_unknowns() -> None:
     assert isinstance(event, FinalTranscript) and event.text == "hi" and event.seq == 4 and event.raw is raw
     assert event.subscription_id is None
     assert isinstance(parse_event({"type": "something.new", "x": 1}), Unknown)
-    ready = parse_event({"type": "session.ready", "session_id": "s_1", "resumed": True, "last_seq": 7, "audio": {}})
+    ready = parse_event({**READY, "resumed": True, "last_seq": 7, "audio": {}, "audio_bytes_received": 640})
     assert isinstance(ready, SessionReady) and ready.resumed and ready.last_seq == 7
+    assert ready.audio is not None and ready.audio.sample_rate == 16000 and ready.audio_bytes_received == 640
+    # A known type without the fields the server always sends is not trusted as that type.
+    broken = parse_event({"type": "transcript.final", "text": "a"})
+    assert isinstance(broken, Unknown) and broken.error is not None and "utterance_id" in broken.error
+    assert broken.raw == {"type": "transcript.final", "text": "a"}
 
 
 async def test_events_are_delivered_once_in_seq_order_per_session() -> None:
     client = ControlClient("ws://unused", "token")
     got: list[int] = []
     client.on(lambda e: got.append(e.seq) if e.seq else None)
-    final = {"type": "transcript.final", "utterance_id": "u", "text": "x", "start": 0, "end": 1}
-    client._on_message({"type": "session.ready", "session_id": "s_1", "resumed": False, "last_seq": 0})
+    final = {"type": "transcript.final", "utterance_id": "u", "text": "x", "start": 0, "end": 1, "reason": "silence"}
+    client._on_message(READY)
     for seq in (1, 2, 3, 2, 3, 4):  # 2 and 3 replayed after a resume
         client._on_message({**final, "seq": seq})
     # forwarded events are deduplicated per watched session, independently
     for seq in (1, 1, 2):
         client._on_message({**final, "seq": seq, "subscription_id": "sub_1", "session_id": "s_9", "user": "bob"})
     assert got == [1, 2, 3, 4, 1, 2] and client.stats.duplicates_dropped == 3
-    client._on_message({"type": "session.ready", "session_id": "s_2", "resumed": False, "last_seq": 0})
+    client._on_message({**READY, "session_id": "s_2"})
     client._on_message({**final, "seq": 1})  # a new session numbers from 1 again
     assert got[-1] == 1 and client.session_id == "s_2"
 
@@ -142,7 +151,8 @@ async def test_hub_feeds_callbacks_and_iterators_until_closed() -> None:
     stream = hub.stream()
     first = asyncio.ensure_future(stream.__anext__())
     await asyncio.sleep(0)
-    hub.publish(parse_event({"type": "transcript.final", "text": "a"}))
+    hub.publish(parse_event({"type": "transcript.final", "seq": 1, "utterance_id": "u", "text": "a", "start": 0.0,
+                             "end": 1.0, "reason": "silence"}))
     hub.publish(ClientNotice(code="x"))
     hub.close()
     assert (await first).type == "transcript.final"

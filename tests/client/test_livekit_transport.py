@@ -42,14 +42,15 @@ async def test_push_over_livekit_prints_the_transcript(lk_control) -> None:  # t
 async def test_publisher_follows_gating_and_token_events() -> None:
     client = ControlClient("ws://unused", "token")
     publisher = LiveKitPublisher(client)
-    client._on_message({"type": "session.ready", "session_id": "s_1", "transport": "livekit", "resumed": False,
-                        "livekit": {"url": "ws://lk", "room": "r", "identity": "a", "token": "t1", "expires_at": 100}})
+    ready = {"type": "session.ready", "session_id": "s_1", "transport": "livekit", "protocol": 1, "room": "r",
+             "resumed": False, "last_seq": 0, "livekit": {"url": "ws://lk", "room": "r", "identity": "a", "token": "t1",
+                                                          "expires_at": 100, "publish_gating": "vad"}}
+    client._on_message(ready)
     assert (publisher.url, publisher.token, publisher.expires_at) == ("ws://lk", "t1", 100)
     client._on_message({"type": "publish.start", "seq": 1})
     assert publisher._wanted.is_set()
     client._on_message({"type": "token", "seq": 2, "token": "t2", "expires_at": 400})
-    client._on_message({"type": "session.ready", "session_id": "s_1", "transport": "livekit", "resumed": True,
-                        "livekit": {"url": "ws://lk", "token": "t1", "expires_at": 100}})  # a resume repeats the old one
+    client._on_message({**ready, "resumed": True, "last_seq": 2})  # a resume repeats the old token
     assert publisher.token == "t2"
     client._on_message({"type": "status", "seq": 3, "code": "listening", "message": "m"})
     client._on_message({"type": "publish.stop", "seq": 4})
