@@ -1,4 +1,4 @@
-"""`roomscribe` command line: serve, token, demo, devserver."""
+"""`roomscribe` command line: serve, token, demo, schema, devserver."""
 
 from __future__ import annotations
 
@@ -117,6 +117,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(settings))
 
 
+def _cmd_schema() -> int:
+    """Print the control protocol's JSON Schema: `$defs.ClientMessage` and `$defs.ServerMessage`."""
+    import json
+
+    from control.schema import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
 def _delegate(command: str, rest: list[str]) -> int:
     """Commands whose options their own package parses."""
     if command == "devserver":
@@ -169,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--web", action="store_true", help="serve the web example instead and print its address")
     demo.add_argument("--port", type=int, default=8080, help="with --web: the page's port (default 8080)")
 
+    sub.add_parser("schema", help="print the control protocol's JSON Schema (both directions)")
+
     for name, text in DELEGATED.items():
         sub.add_parser(name, help=text, add_help=False)
     return parser
@@ -190,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_serve(args)
     if args.command == "demo":
         return asyncio.run(_demo(args))
+    if args.command == "schema":
+        return _cmd_schema()
     parser.error(f"unknown command {args.command}")
     return 2
 
