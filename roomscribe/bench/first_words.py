@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,6 @@ from roomscribe.bench.wer import normalise, wer
 from roomscribe.common.package_data import sample_audio
 
 FIRST_PHRASE = "and so my fellow americans"
-FINAL_LINE = re.compile(r"^\[\s*[\d.]+–\s*[\d.]+\]\s+(?P<text>.+)$")
 
 
 @dataclass(frozen=True)
@@ -37,6 +35,11 @@ class Run:
         return normalise(self.first_final).startswith(FIRST_PHRASE)
 
 
+def printed_finals(stdout: str) -> list[str]:
+    """The finals `roomscribe demo` / `roomscribe push` printed (lines `[start–end] text`)."""
+    return [line.split("]", 1)[1].strip() for line in stdout.splitlines() if line.startswith("[")]
+
+
 def _busy() -> None:  # pragma: no cover - runs in a child process until terminated
     while True:
         pass
@@ -48,7 +51,7 @@ def one_run(timeout_s: float = 180.0) -> Run:
         env = dict(os.environ, ROOMSCRIBE_DEBUG_AUDIO_DIR=tap_dir)
         out = subprocess.run([sys.executable, "-m", "roomscribe.cli", "demo"], env=env, capture_output=True,
                              text=True, timeout=timeout_s, check=False).stdout
-        finals = [m.group("text") for line in out.splitlines() if (m := FINAL_LINE.match(line.strip()))]
+        finals = printed_finals(out)
         first = finals[0] if finals else ""
         taps = sorted(Path(tap_dir).glob("*.wav"))
         result = align(mono_float(sample_audio("jfk.wav")), mono_float(taps[0])) if taps else None

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from speech_samples import JFK_TEXT, printed_finals_text, wer
+from speech_samples import JFK_TEXT, normalise, printed_finals_text, wer
 
 
 def run_demo(*args: str, tmp_path) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
@@ -25,6 +25,7 @@ def test_demo_prints_the_sample_transcript(args: tuple[str, ...], tmp_path) -> N
     out = run_demo(*args, tmp_path=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert wer(JFK_TEXT, printed_finals_text(out.stdout)) <= 0.10, out.stdout
+    assert normalise(printed_finals_text(out.stdout)).startswith("and so my fellow americans"), out.stdout
     assert "session ended (stopped)" in out.stdout
     if not args:
         assert "embedded LiveKit development server" in out.stderr

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from roomscribe.bench.corpus import EXAMPLE_TRANSCRIPTS
+from roomscribe.bench.first_words import printed_finals
 from roomscribe.bench.wer import normalise, wer
 from roomscribe.common.package_data import sample_audio
 
@@ -30,5 +31,5 @@ def silence(seconds: float, sample_rate: int = 16000) -> np.ndarray:
 
 
 def printed_finals_text(stdout: str) -> str:
-    """The finals `roomscribe demo` / `roomscribe push` printed (lines `[time] text`), joined."""
-    return " ".join(line.split("]", 1)[1] for line in stdout.splitlines() if line.startswith("["))
+    """The finals `roomscribe demo` / `roomscribe push` printed, joined."""
+    return " ".join(printed_finals(stdout))
