@@ -20,6 +20,7 @@ from livekit import rtc
 from agent.audio_tap import WavTap
 from agent.jitter_buffer import NETEQ_RATE, JitterBufferStats, Settled, SettleWatch
 from roomscribe.common.backoff import Backoff
+from roomscribe.common.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class RoomAgent:
         self._supervisor: asyncio.Task[None] | None = None
         self._closed = False
         self._degraded = False
+        self._background = BackgroundTasks(log, "room agent task")
         self.connected = asyncio.Event()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -196,7 +198,7 @@ class RoomAgent:
                 tap.close()
             await stream.aclose()
             # The track ended (unpublished, left, unsubscribed): settle the open utterance.
-            asyncio.get_running_loop().create_task(self._on_track_ended(identity))
+            self._background.spawn(self._on_track_ended(identity))
 
     async def _jitter_stats(self, track: rtc.Track, identity: str) -> JitterBufferStats | None:
         try:

@@ -20,6 +20,7 @@ from agent.jitter_buffer import Settled
 from agent.room_agent import RoomAgent
 from control.config import Settings
 from control.session import Session
+from roomscribe.common.tasks import BackgroundTasks
 from tokens import mint_agent_token, mint_client_token
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class SessionMedia:
         self._inactivity: asyncio.Task[None] | None = None
         self.publishing = False
         self.gating = backend.settings.publish_gating
+        self._background = BackgroundTasks(log, "LiveKit session task")
 
     # -- credentials ------------------------------------------------------------------------------
     def new_client_token(self) -> dict[str, Any]:
@@ -133,7 +135,7 @@ class SessionMedia:
         if self.gating == "vad" and self.publishing and isinstance(event, (SpeechStarted, InterimTranscript)):
             self._arm_inactivity()
         if self.backend.settings.publish_transcripts and isinstance(event, (InterimTranscript, FinalTranscript)):
-            asyncio.get_running_loop().create_task(self._publish_transcript(event))
+            self._background.spawn(self._publish_transcript(event))
 
     async def _publish_transcript(self, event: InterimTranscript | FinalTranscript) -> None:
         if self.agent is None or not event.text:
