@@ -36,6 +36,7 @@ def _job(audio: np.ndarray, kind=JobKind.FINAL) -> AsrJob:
     return AsrJob(kind=kind, owner="t", audio=np.concatenate([lead, audio]))
 
 
+@pytest.mark.slow  # JFK through the full 30 s encoder window: ~20 s on 2 cores
 @pytest.mark.timeout(60)
 async def test_pipeline_on_full_window_backend(full_engine):
     events = []

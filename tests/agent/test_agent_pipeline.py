@@ -39,6 +39,7 @@ def wer(ref: str, hyp: str) -> float:
     return jiwer.wer(norm(ref), norm(hyp))
 
 
+@pytest.mark.slow  # 11 s of audio fed in real time
 @pytest.mark.timeout(60)
 async def test_jfk_finals_accurate_with_interims_first(engine):
     p, events = make(engine)
