@@ -47,8 +47,8 @@ ERROR_CODES: dict[str, str] = {
     "session.already_started": "`session.start` on a socket that has a session",
     "session.none": "a request that needs a session, before `session.start`",
     "session.not_found": "resume of a session that is unknown, another user's, or past its grace period",
-    "transport.not_allowed": "the transport is not enabled here",
-    "transport.unavailable": "the transport is not enabled here",
+    "transport.not_allowed": "the transport is not enabled here (not in `hello.transports`)",
+    "transport.unavailable": "the LiveKit transport is not set up on this server",
     "livekit.unavailable": "the agent could not join the session's LiveKit room (the session was not started; "
     'try again, or use `"transport": "ws"`)',
     "not_allowed": "the control token lacks the claim the request needs",
@@ -272,8 +272,10 @@ class Status(SessionEvent, tag="status", kw_only=True):
     code: str
     message: str
     participant: str | None = None
-    steady: Annotated[bool | None, Meta(description="listening: the agent's jitter buffer settled")] = None
-    settle_ms: Annotated[int | None, Meta(description="listening: how long it took to settle")] = None
+    steady: Annotated[
+        bool | None, Meta(description="listening: the received stream was steady (false: the agent stopped waiting)")
+    ] = None
+    settle_ms: Annotated[int | None, Meta(description="listening: how long the stream took to settle")] = None
     utterance_id: Annotated[str | None, Meta(description="asr_error")] = None
     dropped: Annotated[int | None, Meta(description="interims_dropped: since the last notice")] = None
     dropped_total: Annotated[int | None, Meta(description="interims_dropped: in this session")] = None
@@ -340,6 +342,9 @@ else:  # the literal is derived from the message classes above
 class Request(Struct, tag_field="type", kw_only=True, frozen=True):
     """Base of every client → server message."""
 
+    #: Answered only after slow work (joining a room, finalising an utterance); the server reads a
+    #: socket's requests one at a time, so a ping sent meanwhile is answered afterwards.
+    slow: ClassVar[bool] = False
     id: Annotated[RequestId | None, Meta(description="echoed in the reply")] = None
 
     @property
@@ -357,6 +362,7 @@ class Resume(Struct, frozen=True):
 class SessionStart(Request, tag="session.start"):
     """Starts a session, or resumes one within its grace period. Answered by `session.ready` or `error`."""
 
+    slow: ClassVar[bool] = True
     transport: Transport | None = None
     audio: Annotated[AudioFormat | None, Meta(description="ws transport only")] = None
     interim: bool = True
@@ -373,6 +379,8 @@ class SessionStop(Request, tag="session.stop"):
     """Finalises the open utterance (its `transcript.final` and `speech.end` come first), then
     `session.ended {reason: "stopped"}`."""
 
+    slow: ClassVar[bool] = True
+
 
 class Vad(Request, tag="vad"):
     """The client's own voice activity (LiveKit sessions with `ROOMSCRIBE_PUBLISH_GATING=vad`)."""
@@ -382,6 +390,8 @@ class Vad(Request, tag="vad"):
 
 class TokenRefresh(Request, tag="token.refresh"):
     """LiveKit sessions: a fresh client token, answered by `token`."""
+
+    slow: ClassVar[bool] = True
 
 
 class Ping(Request, tag="ping"):

@@ -22,7 +22,7 @@ import aiohttp
 
 from roomscribe.client.audio_sender import AudioSender
 from roomscribe.client.errors import AuthRejected, ClientError, ConnectionLost, GaveUp, ServerError
-from control.schema import Error, Forwardable
+from control.schema import REQUESTS, Error, Forwardable, tag_of
 from roomscribe.client.events import Event, SessionEnded, SessionReady, Subscribed, Unknown, notice, parse_event
 from roomscribe.client.hub import Callback, EventHub
 from roomscribe.client.link import Link
@@ -34,7 +34,7 @@ TokenSource = str | Callable[[], str | Awaitable[str]]
 _LIVE = (SessionState.ACTIVE, SessionState.STOPPING, SessionState.RESUMING)
 #: Requests the server answers only after slow work (joining a room, finalising an utterance); it
 #: reads a socket's messages one at a time, so pings wait behind them.
-_SLOW_REQUESTS = frozenset({"session.start", "session.stop", "token.refresh"})
+_SLOW_REQUESTS = frozenset(tag_of(cls) for cls in REQUESTS if cls.slow)
 
 
 @dataclass

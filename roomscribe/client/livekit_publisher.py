@@ -60,7 +60,7 @@ class LiveKitPublisher:
         self._publication: rtc.LocalTrackPublication | None = None
         self._gate_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._remove = client.on(self._on_event, ("session.ready", "publish.start", "publish.stop", "token", "status"))
+        self._remove = client.on(self._on_event)  # `_on_event` picks the messages it needs by class
 
     # -- control events --------------------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
