@@ -16,9 +16,9 @@ import enum
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -63,8 +63,8 @@ class AsrScheduler:
         self._max_interims = max(1, max_pending_interims)
         self._closed = False
         self._running = 0
-        self.submitted = {k: 0 for k in JobKind}
-        self.completed = {k: 0 for k in JobKind}
+        self.submitted = dict.fromkeys(JobKind, 0)
+        self.completed = dict.fromkeys(JobKind, 0)
         self.interims_dropped = 0
         self.speculative_dropped = 0
 
@@ -195,7 +195,7 @@ class AsrScheduler:
             for job in batch:
                 self.completed[job.kind] += 1
             self._cond.notify_all()
-        for job, value in zip(batch, values):
+        for job, value in zip(batch, values, strict=True):
             settle(job.future, value, exc)
 
     # -- lifecycle -----------------------------------------------------------------------------

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from roomscribe.devserver import DevServer  # noqa: E402
-from devserver_helpers import make_token, running_devserver, wait_event  # noqa: E402
+from devserver_helpers import make_token, running_devserver, wait_event
+from roomscribe.devserver import DevServer
 
 logging.getLogger("aioice").setLevel(logging.WARNING)
 logging.getLogger("aiortc").setLevel(logging.WARNING)
@@ -84,6 +84,7 @@ async def relayed(monkeypatch: pytest.MonkeyPatch) -> asyncio.Queue[tuple[str, b
     """Each data packet an in-process server's rooms handle, in order, as (sender identity,
     payload, participants it was forwarded to): proof the server got a packet and what it did."""
     from livekit.protocol import models
+
     from roomscribe.devserver.room import Participant, Room
 
     loop = asyncio.get_running_loop()

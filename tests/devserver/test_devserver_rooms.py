@@ -117,7 +117,7 @@ async def test_data_packets_reliable_lossy_and_destinations(connect) -> None:
         try:
             pkt = await asyncio.wait_for(got_b.get(), 2)
             break
-        except asyncio.TimeoutError:
+        except TimeoutError:
             continue
     else:
         pytest.fail("lossy packet never arrived")
@@ -138,7 +138,7 @@ async def deliver(sender: rtc.Room, inbox: asyncio.Queue, payload: bytes) -> Non
         await sender.local_participant.publish_data(payload, reliable=True)
         try:
             pkt = await asyncio.wait_for(inbox.get(), 0.5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             continue
         assert pkt.data == payload
         return
