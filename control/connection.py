@@ -253,7 +253,7 @@ class ControlConnection:
                 # A resumed client gets fresh LiveKit credentials; old tokens are not replayed.
                 fresh = await self.manager.media.refresh_credentials(session)
                 session.media_info = msgspec.structs.replace(
-                    session.media_info, token=fresh["token"], expires_at=fresh["expires_at"]
+                    session.media_info, token=fresh.token, expires_at=fresh.expires_at
                 )
             ready.livekit = session.media_info
         self.send_message(ready)
@@ -308,7 +308,7 @@ class ControlConnection:
         if session.transport != "livekit" or self.manager.media is None:
             raise ProtocolError("bad_request", "token.refresh only applies to LiveKit sessions", message.id)
         fresh = await self.manager.media.refresh_credentials(session)
-        session.emit(lambda seq: Token(seq=seq, id=message.id, token=fresh["token"], expires_at=fresh["expires_at"]))
+        session.emit(lambda seq: Token(seq=seq, id=message.id, token=fresh.token, expires_at=fresh.expires_at))
 
     async def _on_vad(self, message: Vad) -> None:
         session = self._live_session(message)

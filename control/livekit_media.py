@@ -19,9 +19,10 @@ from agent.events import FinalTranscript, InterimTranscript, PipelineEvent, Spee
 from agent.jitter_buffer import Settled
 from agent.room_agent import RoomAgent
 from control.config import Settings
+from control.schema import LiveKitCredentials, PublishStart, PublishStop, Token
 from control.session import Session
 from roomscribe.common.tasks import BackgroundTasks
-from tokens import mint_agent_token, mint_client_token
+from tokens import IssuedToken, mint_agent_token, mint_client_token
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class SessionMedia:
         self._background = BackgroundTasks(log, "LiveKit session task")
 
     # -- credentials ------------------------------------------------------------------------------
-    def new_client_token(self) -> dict[str, Any]:
+    def new_client_token(self) -> IssuedToken:
         settings = self.backend.settings
         issued = mint_client_token(
             settings.livekit_api_key,
@@ -63,7 +64,7 @@ class SessionMedia:
         )
         self.token_expires_at = issued.expires_at
         self._schedule_token_push()
-        return {"token": issued.token, "expires_at": issued.expires_at}
+        return issued
 
     def _schedule_token_push(self) -> None:
         if self._token_timer is not None:
@@ -74,7 +75,8 @@ class SessionMedia:
     async def _push_token_after(self, delay: float) -> None:
         await asyncio.sleep(delay)
         self._token_timer = None
-        self.session.emit({"type": "token", **self.new_client_token()})
+        fresh = self.new_client_token()
+        self.session.emit(lambda seq: Token(seq=seq, token=fresh.token, expires_at=fresh.expires_at))
 
     # -- publish gating -----------------------------------------------------------------------------
     async def ready(self) -> None:
@@ -100,7 +102,7 @@ class SessionMedia:
         self.publishing = True
         if self.agent is not None:
             await self.agent.set_receiving(True)
-        self.session.emit({"type": "publish.start", "reason": reason})
+        self.session.emit(lambda seq: PublishStart(seq=seq, reason=reason))
         if self.gating == "vad":
             self._arm_inactivity()
 
@@ -115,7 +117,7 @@ class SessionMedia:
         await self.session.finish_all()  # the utterance is settled before the client stops
         if self.agent is not None:
             await self.agent.set_receiving(False)
-        self.session.emit({"type": "publish.stop", "reason": reason})
+        self.session.emit(lambda seq: PublishStop(seq=seq, reason=reason))
 
     async def _stop_after_hangover(self) -> None:
         await asyncio.sleep(self.backend.settings.publish_hangover_s)
@@ -189,7 +191,7 @@ class LiveKitMedia:
         self.settings = settings
         self.url = url
 
-    async def open(self, session: Session) -> dict[str, Any]:
+    async def open(self, session: Session) -> LiveKitCredentials:
         media = SessionMedia(self, session)
         session.media = media
         settings = self.settings
@@ -213,10 +215,17 @@ class LiveKitMedia:
             debug_audio_dir=settings.debug_audio_dir,
         )
         await media.agent.start()
-        credentials = media.new_client_token()
-        return {"url": self.url, "room": session.room, "identity": session.user, **credentials, "publish_gating": media.gating}
+        issued = media.new_client_token()
+        return LiveKitCredentials(
+            url=self.url,
+            room=session.room,
+            identity=session.user,
+            token=issued.token,
+            expires_at=issued.expires_at,
+            publish_gating="vad" if media.gating == "vad" else "always",
+        )
 
-    async def refresh_credentials(self, session: Session) -> dict[str, Any]:
+    async def refresh_credentials(self, session: Session) -> IssuedToken:
         return session.media.new_client_token()
 
     async def close(self, session: Session) -> None:

@@ -32,6 +32,7 @@ from control.schema import (
     Status,
     decode_server_message,
 )
+from tokens import IssuedToken
 
 if TYPE_CHECKING:
     from agent.pipeline import TranscriptionPipeline
@@ -219,11 +220,11 @@ def _numbered(data: dict[str, Any]) -> Numbered:
 class MediaBackend(Protocol):
     """Brings audio into a session from outside the control socket (the LiveKit agent)."""
 
-    async def open(self, session: Session) -> dict[str, Any]:
-        """Start receiving media; return the `livekit` object for session.ready (schema: LiveKitCredentials)."""
+    async def open(self, session: Session) -> LiveKitCredentials:
+        """Start receiving media; return the `livekit` object for session.ready."""
 
-    async def refresh_credentials(self, session: Session) -> dict[str, Any]:
-        """A fresh client token {token, expires_at}."""
+    async def refresh_credentials(self, session: Session) -> IssuedToken:
+        """A fresh client token."""
 
     async def close(self, session: Session) -> None:
         """Stop receiving media and release the room."""
@@ -279,7 +280,7 @@ class SessionManager:
                 await self.end(session, "error", notify=False)
                 raise ProtocolError("transport.unavailable", "the LiveKit transport is not enabled on this server")
             try:
-                session.media_info = msgspec.convert(await self.media.open(session), LiveKitCredentials)
+                session.media_info = await self.media.open(session)
             except Exception as exc:
                 log.exception("session %s: could not open LiveKit media", session.id)
                 await self.end(session, "error", notify=False)
