@@ -6,13 +6,14 @@ Every setting is listed, with its default, in `.env.example`.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from agent.config import AsrConfig, PipelineConfig
+from roomscribe.common.net import is_loopback
+from tokens.control_secret import WeakSecretError, check_control_secret
 
-DEV_LIVEKIT_KEY = "devkey"
-DEV_LIVEKIT_SECRET = "roomscribe-dev-secret-not-for-production"
+ALLOW_REMOTE_DEV_ENV = "ROOMSCRIBE_ALLOW_REMOTE_DEV"
 
 
 class ConfigError(ValueError):
@@ -64,11 +65,14 @@ class Settings:
     port: int = 8080
     control_secret: str = ""
     dev_mode: bool = False
+    # Dev mode and the embedded dev server on a non-loopback host: refused unless this is set.
+    allow_remote_dev: bool = False
     serve_web: bool = False  # serve the web example at / outside dev mode
-    # LiveKit: an empty URL means "start the embedded development server".
+    # LiveKit: an empty URL means "start the embedded development server", which gets a random
+    # key pair per run unless both the key and the secret are set.
     livekit_url: str = ""
-    livekit_api_key: str = DEV_LIVEKIT_KEY
-    livekit_api_secret: str = DEV_LIVEKIT_SECRET
+    livekit_api_key: str = ""
+    livekit_api_secret: str = ""
     audio_transport: str = "livekit"  # default transport: "livekit" | "ws"
     allow_ws_fallback: bool = True  # a client may ask for "ws" per session
     client_token_ttl_s: int = 300
@@ -89,7 +93,7 @@ class Settings:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read settings from `env` (default: os.environ); raise ConfigError on a bad value."""
         env = os.environ if env is None else env
         d = cls()
@@ -112,6 +116,7 @@ class Settings:
             port=_int(env, "ROOMSCRIBE_PORT", d.port),
             control_secret=_get(env, "ROOMSCRIBE_CONTROL_SECRET", ""),
             dev_mode=_bool(env, "ROOMSCRIBE_DEV_MODE", d.dev_mode),
+            allow_remote_dev=_bool(env, ALLOW_REMOTE_DEV_ENV, d.allow_remote_dev),
             serve_web=_bool(env, "ROOMSCRIBE_SERVE_WEB", d.serve_web),
             livekit_url=_get(env, "LIVEKIT_URL", ""),
             livekit_api_key=_get(env, "LIVEKIT_API_KEY", d.livekit_api_key),
@@ -142,9 +147,48 @@ class Settings:
 
     def validate(self) -> None:
         """Refuse settings that cannot work, with a message that says which one."""
-        if self.livekit_url and self.livekit_api_secret == DEV_LIVEKIT_SECRET:
+        if self.livekit_url and not (self.livekit_api_key and self.livekit_api_secret):
             raise ConfigError("LIVEKIT_URL is set: set LIVEKIT_API_KEY and LIVEKIT_API_SECRET for that server too")
+        if bool(self.livekit_api_key) != bool(self.livekit_api_secret):
+            raise ConfigError("set both LIVEKIT_API_KEY and LIVEKIT_API_SECRET, or neither")
         if self.client_token_ttl_s < 60:
             raise ConfigError("ROOMSCRIBE_CLIENT_TOKEN_TTL_S must be at least 60 seconds")
         if self.grace_period_s < 0:
             raise ConfigError("ROOMSCRIBE_GRACE_PERIOD_S must not be negative")
+
+    @property
+    def embedded_devserver(self) -> bool:
+        """Does the server start the embedded LiveKit development server (LiveKit on, no LIVEKIT_URL)?"""
+        return self.livekit_enabled and not self.livekit_url
+
+    def check_serving(self) -> None:
+        """Refuse to serve what must not face a network, with a message that says what to do.
+
+        A control secret that is missing, the `.env.example` placeholder or under 32 bytes; dev mode
+        (`/dev/token` mints tokens for anyone) or the embedded LiveKit development server on a
+        non-loopback host, unless ROOMSCRIBE_ALLOW_REMOTE_DEV is set.
+        """
+        try:
+            check_control_secret(self.control_secret)
+        except WeakSecretError as error:
+            raise ConfigError(str(error)) from None
+        if is_loopback(self.host) or self.allow_remote_dev:
+            return
+        exposed = [
+            (what, fix)
+            for what, fix, on in (
+                ("dev mode (its /dev/token hands a control token for any user to anyone who asks)",
+                 "ROOMSCRIBE_DEV_MODE=false", self.dev_mode),
+                ("the embedded LiveKit development server (LIVEKIT_URL is empty)",
+                 "LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET for a real LiveKit server",
+                 self.embedded_devserver),
+            )
+            if on
+        ]
+        if exposed:
+            raise ConfigError(
+                f"ROOMSCRIBE_HOST={self.host!r} is not a loopback address, and "
+                f"{' and '.join(what for what, _ in exposed)} must stay on this machine: listen on 127.0.0.1, "
+                f"or set {' and '.join(fix for _, fix in exposed)}, or set {ALLOW_REMOTE_DEV_ENV}=true "
+                f"to expose them anyway (never in production)"
+            )

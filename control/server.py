@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import secrets
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -21,7 +23,11 @@ log = logging.getLogger(__name__)
 
 
 class ControlServer:
-    """The control server. Pass `engine` to share one loaded model between several servers."""
+    """The control server. Pass `engine` to share one loaded model between several servers.
+
+    `settings` are the effective ones once started: with the embedded LiveKit development server
+    and no LIVEKIT_API_KEY/SECRET they hold the random key pair made for this run.
+    """
 
     def __init__(self, settings: Settings, *, engine: AsrEngine | None = None) -> None:
         self.settings = settings
@@ -30,15 +36,14 @@ class ControlServer:
         self.manager: SessionManager | None = None
         self._runner: web.AppRunner | None = None
         self.port = settings.port
-        self.devserver: "DevServer | None" = None
+        self.devserver: DevServer | None = None
         self.livekit_url = settings.livekit_url
 
     def _new_pipeline(self, on_event, participant: str | None) -> TranscriptionPipeline:  # type: ignore[no-untyped-def]
         return TranscriptionPipeline(self.engine, self.settings.pipeline, on_event, participant=participant)
 
     async def start(self) -> None:
-        if not self.settings.control_secret:
-            raise ValueError("ROOMSCRIBE_CONTROL_SECRET is empty: set it (see .env.example)")
+        self.settings.check_serving()  # ConfigError: weak secret, dev conveniences off loopback
         if self._own_engine:
             await self.engine.start()
         media = await self._start_livekit() if self.settings.livekit_enabled else None
@@ -65,6 +70,13 @@ class ControlServer:
         if not self.settings.livekit_url:
             from roomscribe.devserver import DevServer
 
+            if not (self.settings.livekit_api_key and self.settings.livekit_api_secret):
+                # Never a fixed, published pair: anyone who could reach the server could use it.
+                self.settings = dataclasses.replace(
+                    self.settings,
+                    livekit_api_key="dev-" + secrets.token_hex(4),
+                    livekit_api_secret=secrets.token_urlsafe(32),
+                )
             # Its own process, like a real LiveKit server: its media relay never competes with
             # this process's event loop or the model for the GIL.
             self.devserver = DevServer(
