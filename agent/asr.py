@@ -13,15 +13,16 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
 from roomscribe.common.audio import SAMPLE_RATE
 
-from .priority import lower_current_thread_priority, run_in_low_priority_thread
 from .config import AsrConfig
+from .priority import lower_current_thread_priority, run_in_low_priority_thread
 from .scheduler import AsrJob, AsrScheduler, JobKind
 
 log = logging.getLogger(__name__)
@@ -292,14 +293,14 @@ class AsrEngine:
             error: BaseException | None = None
             try:
                 results = self.backend.transcribe_batch(batch)
-            except BaseException as exc:  # noqa: BLE001 - report to every awaiter
+            except BaseException as exc:  # every failure is reported to every awaiter
                 log.exception("ASR batch of %d failed", len(batch))
                 error = exc
             else:
                 now = time.monotonic()
                 results = [
                     _with_queue_time(res, (job.started_at or now) - job.submitted_at)
-                    for job, res in zip(batch, results)
+                    for job, res in zip(batch, results, strict=False)
                 ]
             # Account for the call before anyone can see its results.
             with self._lock:

@@ -34,7 +34,7 @@ class WavTap:
         """Append one frame (interleaved int16); a frame in another format than the first is skipped."""
         if self._wav is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._wav = wave.open(str(self.path), "wb")
+            self._wav = wave.open(str(self.path), "wb")  # noqa: SIM115 - stays open across writes; close() closes it
             self._wav.setnchannels(channels)
             self._wav.setsampwidth(2)
             self._wav.setframerate(sample_rate)

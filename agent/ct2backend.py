@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -58,7 +58,7 @@ class ShortWindowBackend(WhisperBackend):
         cfg = self.config
         want = n_samples / 16000 + cfg.encoder_pad_s
         want = max(want, cfg.min_encoder_s)
-        return min(MAX_FRAMES, int(math.ceil(want)) * FRAMES_PER_S)
+        return min(MAX_FRAMES, math.ceil(want) * FRAMES_PER_S)
 
     def transcribe_batch(self, jobs: Sequence[AsrJob]) -> list[AsrResult]:
         results: list[AsrResult | None] = [None] * len(jobs)
@@ -74,7 +74,7 @@ class ShortWindowBackend(WhisperBackend):
         for k in batchable:
             groups.setdefault(self.frames_for(jobs[k].audio.shape[0]), []).append(k)
         for ks in groups.values():
-            for k, res in zip(ks, self._decode([jobs[k] for k in ks])):
+            for k, res in zip(ks, self._decode([jobs[k] for k in ks]), strict=False):
                 results[k] = res
         return results  # type: ignore[return-value]
 
@@ -147,13 +147,13 @@ class ShortWindowBackend(WhisperBackend):
         features, frames = self._features(jobs)
         enc = self._encode(features)
         out = self._generate(enc, len(jobs), self._max_length(jobs))
-        segs = [self._segment(r, 0.0, j.audio.shape[0] / 16000) for r, j in zip(out, jobs)]
+        segs = [self._segment(r, 0.0, j.audio.shape[0] / 16000) for r, j in zip(out, jobs, strict=False)]
         for k, job in enumerate(jobs):
             if job.kind.decodes_as_final and self._needs_fallback(segs[k]):
                 segs[k] = self._fallback(job, segs[k])
         infer_s = time.perf_counter() - t0
         results = []
-        for job, seg in zip(jobs, segs):
+        for job, seg in zip(jobs, segs, strict=False):
             keep = not (
                 seg.no_speech_prob > self.config.no_speech_threshold
                 and seg.avg_logprob < self.config.log_prob_threshold

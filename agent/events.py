@@ -11,7 +11,6 @@ SpeechEnded always closes a started utterance.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 
 @dataclass(frozen=True)
@@ -69,4 +68,4 @@ class PipelineNotice:
     details: dict = field(default_factory=dict)
 
 
-PipelineEvent = Union[SpeechStarted, InterimTranscript, FinalTranscript, SpeechEnded, PipelineNotice]
+PipelineEvent = SpeechStarted | InterimTranscript | FinalTranscript | SpeechEnded | PipelineNotice

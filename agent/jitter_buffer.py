@@ -15,8 +15,9 @@ the agent polls the statistics and feeds them in.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 #: WebRTC decodes Opus at 48 kHz: the jitter buffer's sample counters are at this rate.
 NETEQ_RATE = 48_000
@@ -39,7 +40,7 @@ class JitterBufferStats:
         return self.accelerated + self.decelerated
 
     @classmethod
-    def from_rtc(cls, stats: Iterable[Any]) -> "JitterBufferStats | None":
+    def from_rtc(cls, stats: Iterable[Any]) -> JitterBufferStats | None:
         """The inbound audio stream's counters from `RemoteAudioTrack.get_stats()`, if present."""
         for item in stats:
             if not item.HasField("inbound_rtp"):

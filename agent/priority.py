@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,7 +40,7 @@ def run_in_low_priority_thread(fn: Callable[[], T], increment: int, name: str) -
         lower_current_thread_priority(increment)
         try:
             result.append(fn())
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+        except BaseException as exc:  # re-raised in the caller
             error.append(exc)
 
     thread = threading.Thread(target=target, name=name, daemon=True)

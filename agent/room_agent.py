@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 from livekit import rtc
@@ -155,7 +155,9 @@ class RoomAgent:
             self._read(track, participant.identity)
         )
 
-    def _on_track_gone(self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+    def _on_track_gone(
+        self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
         self._retire_reader(publication.sid)
 
     def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:

@@ -87,10 +87,9 @@ class Segmenter:
         out: list[Boundary] = []
         loud = prob >= self.threshold
         quiet = prob < self.neg_threshold
-        if self.state is State.IDLE:
-            if loud:
-                self.state = State.PENDING
-                self.start_w, self.speech_w, self.silence_start_w = i, 0, None
+        if self.state is State.IDLE and loud:
+            self.state = State.PENDING
+            self.start_w, self.speech_w, self.silence_start_w = i, 0, None
         if self.state is State.PENDING:
             if loud:
                 self.speech_w += 1

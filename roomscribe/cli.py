@@ -9,7 +9,7 @@ import os
 import secrets
 import signal
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
 
 from dotenv import load_dotenv
 
@@ -55,8 +55,8 @@ async def _serve(settings: Settings) -> int:
 
 async def _demo(args: argparse.Namespace) -> int:
     """Everything in-process: dev server, control server, agent, and a simulated client."""
-    from roomscribe.client.cli import push
     from control.server import ControlServer
+    from roomscribe.client.cli import push
     from tokens import mint_control_token
 
     settings = Settings.from_env()
@@ -82,7 +82,11 @@ async def _demo(args: argparse.Namespace) -> int:
             await _run_until_signal()
             return 0
         token = mint_control_token(settings.control_secret, "demo-user", ttl_s=600)
-        how = "raw PCM over the control socket" if args.transport == "ws" else "LiveKit (the livekit SDK publishes it as a microphone)"
+        how = (
+            "raw PCM over the control socket"
+            if args.transport == "ws"
+            else "LiveKit (the livekit SDK publishes it as a microphone)"
+        )
         file = args.file or str(sample_audio("jfk.wav"))
         print(f"Streaming {file} via {how}:", flush=True)
         return await push(server.url, token, file=file, transport=args.transport, fast=args.fast, queue_ms=args.queue_ms)

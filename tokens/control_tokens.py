@@ -48,7 +48,7 @@ def mint_control_token(
         raise ValueError(f"unknown permissions: {sorted(unknown)}; known: {list(PERMISSION_CLAIMS)}")
     now = int(time.time())
     claims: dict[str, object] = {"sub": user, "iat": now, "exp": now + int(ttl_s)}
-    claims.update({name: True for name in permissions})
+    claims.update(dict.fromkeys(permissions, True))
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 

@@ -45,7 +45,13 @@ def mono_float(path: str | Path, rate: int = 16000) -> np.ndarray:
 
 
 def align(
-    reference: np.ndarray, received: np.ndarray, rate: int = 16000, *, span_s: float = 3.0, chunk_s: float = 0.1, reach_s: float = 0.3
+    reference: np.ndarray,
+    received: np.ndarray,
+    rate: int = 16000,
+    *,
+    span_s: float = 3.0,
+    chunk_s: float = 0.1,
+    reach_s: float = 0.3,
 ) -> Alignment:
     """Locate each chunk of the reference's first `span_s` of speech in `received` (mono float, same
     rate). The first chunk found anchors the rest: each later one is looked for within `reach_s` of
@@ -64,7 +70,10 @@ def align(
         if np.std(chunk) < 1e-3:  # a pause: nothing to locate
             continue
         chunks += 1
-        lo, hi = (0, len(rec)) if anchor is None else (max(0, start + anchor - reach), min(len(rec), start + anchor + reach + size))
+        if anchor is None:
+            lo, hi = 0, len(rec)
+        else:
+            lo, hi = max(0, start + anchor - reach), min(len(rec), start + anchor + reach + size)
         if hi - lo < size:
             continue
         corr = np.correlate(rec[lo:hi], chunk, mode="valid")

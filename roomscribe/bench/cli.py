@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import platform
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from dotenv import load_dotenv
 
@@ -26,13 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="roomscribe bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="about 2 minutes (default: the full bench, about 20 minutes)")
     p.add_argument("--json", metavar="PATH", help="write the full result as JSON here")
-    p.add_argument("--corpus", metavar="DIR", help="Asterisk corpus directory (default ~/.cache/roomscribe/asterisk-corpus; built if missing)")
+    p.add_argument("--corpus", metavar="DIR",
+                   help="Asterisk corpus directory (default ~/.cache/roomscribe/asterisk-corpus; built if missing)")
     p.add_argument("--no-build", action="store_true", help="do not download the corpus; fall back to examples/audio")
     p.add_argument("--examples-only", action="store_true", help="use only examples/audio (2 clips) as the corpus")
     p.add_argument("--transport", default="ws", help=f"comma-separated, from {', '.join(TRANSPORTS)} (default ws); "
                    "latency is measured on each, the sweep and accuracy on the first")  # fmt: skip
     p.add_argument("--server", choices=["subprocess", "inprocess"], default="subprocess",
-                   help="run `roomscribe serve` as a subprocess (default; CPU/RSS are the server's own) or in-process")  # fmt: skip
+                   help="run `roomscribe serve` as a subprocess (default; CPU/RSS are the server's own) "
+                        "or in-process")  # fmt: skip
     p.add_argument("--levels", help="concurrency levels, e.g. 1,2,4,8,16")
     p.add_argument("--latency-clips", type=int, help="utterances in the latency session")
     p.add_argument("--sweep-clips", type=int, help="utterances per session in the sweep")
@@ -63,10 +67,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 def machine_info() -> dict[str, Any]:
     model = ""
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as cpuinfo:
+        model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
             "platform": platform.platform(), "loadavg_start": round(os.getloadavg()[0], 2)}  # fmt: skip
 

@@ -175,7 +175,9 @@ def _fetch_packages(work: Path) -> tuple[Path, dict[str, str]]:
 def _read_transcripts(path: Path) -> list[tuple[str, str]]:
     """(prompt name, spoken text) pairs; bracketed notes dropped, silence and tones skipped."""
     out = []
-    for line in gzip.open(path, "rt", encoding="utf-8", errors="replace").read().splitlines():
+    with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    for line in lines:
         if not line.strip() or line.startswith(";"):
             continue
         name, _, text = line.partition(":")
@@ -221,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = sys.argv[1:] if argv is None else argv
     corpus = resolve_corpus(Path(args[0]) if args else None)
-    print(f"{corpus.description}: {corpus.duration_s / 60:.1f} min" + (f" (FALLBACK: {corpus.fallback_reason})" if corpus.fallback_reason else ""))
+    fallback = f" (FALLBACK: {corpus.fallback_reason})" if corpus.fallback_reason else ""
+    print(f"{corpus.description}: {corpus.duration_s / 60:.1f} min{fallback}")
     return 0 if corpus.fallback_reason is None else 1
 
 

@@ -41,7 +41,8 @@ def _proc_cpu_s(pid: int) -> float:
 
 async def start_server() -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "roomscribe.devserver", "--port", "0", "--log-level", "WARNING"],
+    # Popen only starts the server (no wait); its output is read in an executor below.
+    proc = subprocess.Popen([sys.executable, "-m", "roomscribe.devserver", "--port", "0", "--log-level", "WARNING"],  # noqa: ASYNC220
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     assert proc.stdout is not None
     loop = asyncio.get_running_loop()

@@ -97,7 +97,7 @@ class LiveKitTransport:
                     record.completed = True
                 except TransportUnavailable:
                     raise
-                except (asyncio.TimeoutError, RuntimeError, aiohttp.ClientError, ConnectionError) as exc:
+                except (TimeoutError, RuntimeError, aiohttp.ClientError, ConnectionError) as exc:
                     record.error = f"{type(exc).__name__}: {exc}"
                 finally:
                     read_task.cancel()

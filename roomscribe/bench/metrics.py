@@ -16,8 +16,9 @@ estimated as the offset that lets the most finals match clips. Latency never use
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -122,7 +123,7 @@ def summarise(records: Iterable[SessionRecord]) -> dict[str, Any]:
     """Latency percentiles, losses and health counters over several sessions."""
     records = list(records)
     shifts = [timeline_shift(r) for r in records]
-    outcomes = [o for r, sh in zip(records, shifts) for o in score_session(r, sh)]
+    outcomes = [o for r, sh in zip(records, shifts, strict=False) for o in score_session(r, sh)]
     end_errors = [o.end_error_s for o in outcomes if o.end_error_s is not None]
     finals = [o.final_latency_s for o in outcomes if o.final_latency_s is not None]
     from_send = [o.final_latency_from_send_s for o in outcomes if o.final_latency_from_send_s is not None]
@@ -140,10 +141,10 @@ def summarise(records: Iterable[SessionRecord]) -> dict[str, Any]:
         "merged": sum(o.merged for o in outcomes),
         "split": sum(o.finals > 1 for o in outcomes),
         "final_latency_s": {"p50": r3(percentile(finals, 50)), "p95": r3(percentile(finals, 95)),
-                            "max": r3(max(finals, default=None)), "n": len(finals)},  # fmt: skip
+                            "max": r3(max(finals, default=None)), "n": len(finals)},
         "final_latency_from_send_s": {"p50": r3(percentile(from_send, 50)), "p95": r3(percentile(from_send, 95))},
         "first_interim_latency_s": {"p50": r3(percentile(interims, 50)), "p95": r3(percentile(interims, 95)),
-                                    "n": len(interims)},  # fmt: skip
+                                    "n": len(interims)},
         "speech_end_error_s": {"p50": r3(percentile(end_errors, 50)), "p95": r3(percentile(end_errors, 95))},
         "timeline_shift_s": [round(x, 3) for x in shifts],
         "interim_coverage": round(len(interims) / len(outcomes), 3) if outcomes else None,

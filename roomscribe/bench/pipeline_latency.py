@@ -54,7 +54,7 @@ async def run_stream(engine, cfg, audio, t0, frame_ms=20, offset_s=0.0):
     t0 += offset_s
     p = TranscriptionPipeline(engine, cfg, lambda e: events.append((time.perf_counter(), e)))
     step = SAMPLE_RATE * frame_ms // 1000
-    for k, i in enumerate(range(0, audio.size, step)):
+    for i in range(0, audio.size, step):
         due = t0 + (i + step) / SAMPLE_RATE  # the frame is complete at this wall time
         delay = due - time.perf_counter()
         if delay > 0:

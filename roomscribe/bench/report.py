@@ -63,8 +63,9 @@ def render(result: dict[str, Any]) -> str:
     corpus = result["corpus"]
     if corpus.get("fallback_reason"):
         lines.append(f"!!! FALLBACK CORPUS (examples/audio): {corpus['fallback_reason']}")
+    machine = result.get("machine", {})
     lines.append(f"roomscribe bench ({result['config']['mode']}), {result.get('started_at', '')}, "
-                 f"{result.get('machine', {}).get('cpus', '?')} CPUs, load {result.get('machine', {}).get('loadavg_start', '?')}, "
+                 f"{machine.get('cpus', '?')} CPUs, load {machine.get('loadavg_start', '?')}, "
                  f"corpus: {corpus['description']}")  # fmt: skip
     rows = target_rows(result)
     w = max(len(r["figure"]) for r in rows) if rows else 10
@@ -98,7 +99,8 @@ def render(result: dict[str, Any]) -> str:
             lines.append(f"WER {name} ({acc['clips']} clips, {acc['minutes']} min, {key.replace('_', ' ')}): "
                          f"streaming {b['streaming']['wer'] * 100:.2f}%{off}")  # fmt: skip
         if acc.get("differences"):
-            lines.append(f"  {len(acc['differences'])} {name} clip(s) where streaming ≠ offline (see JSON accuracy.{name}.differences)")
+            lines.append(f"  {len(acc['differences'])} {name} clip(s) where streaming ≠ offline "
+                         f"(see JSON accuracy.{name}.differences)")
     if "server_memory_mb" in result:
         lines.append(f"server memory ({result.get('server_scope')}): {result['server_memory_mb']}")
     lines.append(REFERENCE)

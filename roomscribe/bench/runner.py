@@ -6,9 +6,10 @@ import asyncio
 import os
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from roomscribe.bench import procstat
 from roomscribe.bench.corpus import Clip, Corpus, example_corpus, resolve_corpus
@@ -46,8 +47,8 @@ class BenchConfig:
     max_p95_final_s: float = 1.5
 
     @classmethod
-    def quick(cls, **overrides: Any) -> "BenchConfig":
-        base = dict(mode="quick", latency_clips=10, sweep_clips=2, accuracy_clips=20, stagger_s=1.5)
+    def quick(cls, **overrides: Any) -> BenchConfig:
+        base: dict[str, Any] = {"mode": "quick", "latency_clips": 10, "sweep_clips": 2, "accuracy_clips": 20, "stagger_s": 1.5}
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]
 
@@ -95,7 +96,7 @@ async def run_sessions(
     delays = delays or [0.0] * len(plans)
     return list(await asyncio.gather(*(
         transport.run_session(p, f"{prefix}-{i}", start_delay_s=d, interim=interim, speed=speed)
-        for i, (p, d) in enumerate(zip(plans, delays))
+        for i, (p, d) in enumerate(zip(plans, delays, strict=False))
     )))  # fmt: skip
 
 
@@ -146,12 +147,17 @@ async def latency_phase(transport: Transport, server: BenchServer, clips: Sequen
     return out
 
 
-async def sweep_phase(transport: Transport, server: BenchServer, corpus: Corpus, cfg: BenchConfig, progress: Progress) -> dict[str, Any]:
+async def sweep_phase(
+    transport: Transport, server: BenchServer, corpus: Corpus, cfg: BenchConfig, progress: Progress
+) -> dict[str, Any]:
     """N concurrent real-time sessions for each N in `cfg.sweep_levels`."""
     levels = []
     for n in cfg.sweep_levels:
         clips = pick_clips(corpus.clips, n * cfg.sweep_clips, seed=cfg.seed + 100 * n)
-        plans = [build_plan(f"sweep{n}-{i}", clips[i * cfg.sweep_clips : (i + 1) * cfg.sweep_clips], gap_s=cfg.gap_s) for i in range(n)]
+        plans = [
+            build_plan(f"sweep{n}-{i}", clips[i * cfg.sweep_clips : (i + 1) * cfg.sweep_clips], gap_s=cfg.gap_s)
+            for i in range(n)
+        ]
         rng = random.Random(cfg.seed + n)
         delays = [0.0] + [rng.uniform(0, cfg.stagger_s) for _ in range(n - 1)]
         meter = Meter(server)
@@ -183,7 +189,9 @@ async def stream_for_accuracy(transport: Transport, clips: Sequence[Clip], cfg: 
     for i in range(0, len(clips), chunk):
         part = clips[i : i + chunk]
         plan = build_plan(f"{name}-{i // chunk}", part, gap_s=cfg.gap_s)
-        [record] = await run_sessions(transport, [plan], f"bench-acc-{name}-{i // chunk}", interim=False, speed=cfg.accuracy_speed)
+        [record] = await run_sessions(
+            transport, [plan], f"bench-acc-{name}-{i // chunk}", interim=False, speed=cfg.accuracy_speed
+        )
         records.append(record)
         refs.append(" ".join(c.text for c in part))
         hyps.append(final_text(record))
@@ -207,7 +215,7 @@ def wer_block(stream: dict[str, Any], clips: Sequence[Clip], offline: list[str] 
     if offline is not None:  # clips where streaming and offline disagree (numbers spelled out)
         out["differences"] = [
             {"id": c.id, "ref": c.text, "streaming": st, "offline": of}
-            for c, st, of in zip(clips, stream["per_clip"], offline)
+            for c, st, of in zip(clips, stream["per_clip"], offline, strict=False)
             if normalise(st, numbers=True) != normalise(of, numbers=True)
         ]
     return out
@@ -246,9 +254,14 @@ async def run_bench(cfg: BenchConfig, progress: Progress = print) -> dict[str, A
             progress(f"  final p50 {lat['final_latency_s']['p50']} s, p95 {lat['final_latency_s']['p95']} s; "
                      f"first interim p50 {lat['first_interim_latency_s']['p50']} s; lost {lat['lost']}")  # fmt: skip
         if cfg.sweep_levels:
-            progress(f"concurrency sweep over {main.name}: {', '.join(map(str, cfg.sweep_levels))} sessions × {cfg.sweep_clips} clips…")
+            levels = ", ".join(map(str, cfg.sweep_levels))
+            progress(f"concurrency sweep over {main.name}: {levels} sessions × {cfg.sweep_clips} clips…")
             result["sweep"] = await sweep_phase(main, server, corpus, cfg, progress)
-        acc_clips = list(corpus.clips) if cfg.accuracy_clips is None else pick_clips(corpus.clips, cfg.accuracy_clips, seed=cfg.seed + 7, min_s=0, max_s=1e9)
+        acc_clips = (
+            list(corpus.clips)
+            if cfg.accuracy_clips is None
+            else pick_clips(corpus.clips, cfg.accuracy_clips, seed=cfg.seed + 7, min_s=0, max_s=1e9)
+        )
         acc_clips = list(dict.fromkeys(acc_clips))  # no repeats (examples fallback)
         progress(f"accuracy: streaming {len(acc_clips)} clips at {cfg.accuracy_speed}× real time…")
         streamed = {"corpus": (acc_clips, await stream_for_accuracy(main, acc_clips, cfg, "corpus"))}

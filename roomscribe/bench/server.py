@@ -76,7 +76,8 @@ class SubprocessServer:
         fd, name = tempfile.mkstemp(prefix="roomscribe-bench-server-", suffix=".log")
         self.log_path = Path(name)
         cmd = [sys.executable, "-m", "roomscribe.cli", "serve", "--port", "0"]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        # Popen only starts the server (no wait); preexec_fn rules out asyncio's subprocess transport.
+        self.proc = subprocess.Popen(cmd, env=env, stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,  # noqa: ASYNC220
                                      preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # fmt: skip
         os.close(fd)
         deadline = time.monotonic() + self.startup_timeout_s

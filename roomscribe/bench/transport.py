@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -94,9 +95,9 @@ async def pace_frames(
 
 async def read_control_events(
     ws: Any,
-    record: "SessionRecord",
-    ready: "asyncio.Future[dict]",
-    ended: "asyncio.Future[dict]",
+    record: SessionRecord,
+    ready: asyncio.Future[dict],
+    ended: asyncio.Future[dict],
     *,
     unavailable: type[Exception] = RuntimeError,
     on_event: Callable[[dict], None] | None = None,

@@ -49,7 +49,7 @@ class WsTransport:
                     await ws.send_json({"type": "session.stop", "id": "stop"})
                     await asyncio.wait_for(ended, max(self.drain_timeout_s, plan.duration_s))
                     record.completed = True
-                except (asyncio.TimeoutError, RuntimeError, aiohttp.ClientError) as exc:
+                except (TimeoutError, RuntimeError, aiohttp.ClientError) as exc:
                     record.error = f"{type(exc).__name__}: {exc}"
                 finally:
                     read_task.cancel()

@@ -7,4 +7,4 @@ single-PC), media (Opus audio through aiortc) and Twirp RoomService for the offi
 
 from .app import DEFAULT_KEYS, DevServer
 
-__all__ = ["DevServer", "DEFAULT_KEYS"]
+__all__ = ["DEFAULT_KEYS", "DevServer"]

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from . import netpolicy
-from .auth import AuthError, Authenticator, JoinGrant
+from .auth import Authenticator, AuthError, JoinGrant
 from .codec import JoinParamsError, bearer_token, parse_join_params
 from .relay import install_fast_audio_level
 from .room import Participant, RoomManager
@@ -107,7 +107,7 @@ class DevServer:
         self._thread.start()
         await asyncio.wrap_future(ready)
 
-    def _thread_main(self, ready: "concurrent.futures.Future[None]") -> None:
+    def _thread_main(self, ready: concurrent.futures.Future[None]) -> None:
         try:
             import uvloop
 
@@ -209,7 +209,7 @@ class DevServer:
         if drain is not None:
             await drain  # the exited child's stdout is at its end
 
-    async def __aenter__(self) -> "DevServer":
+    async def __aenter__(self) -> DevServer:
         await self.start()
         return self
 

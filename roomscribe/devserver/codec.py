@@ -7,8 +7,8 @@ import binascii
 import gzip
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from livekit.protocol import rtc as rtc_pb
 

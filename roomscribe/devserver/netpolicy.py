@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextvars
 import ipaddress
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 import aioice.ice
 import ifaddr

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 from livekit.protocol import models as m
 from livekit.protocol import rtc as r
@@ -37,7 +38,7 @@ class ParticipantLink(Protocol):
     def send(self, msg: r.SignalResponse) -> None:
         """Queue a signalling message for the client."""
 
-    def subscribe(self, pub: "Publication") -> None:
+    def subscribe(self, pub: Publication) -> None:
         """Start forwarding ``pub``'s media to the client."""
 
     def unsubscribe(self, track_sid: str) -> None:
@@ -64,7 +65,7 @@ class Publication:
     """A track a participant publishes; ``media`` is the relay object the media layer attaches."""
 
     info: m.TrackInfo
-    publisher: "Participant"
+    publisher: Participant
     cid: str
     media: Any = None
 
@@ -147,7 +148,7 @@ class Room:
     """A room: its participants and the rules that connect them."""
 
     def __init__(self, name: str, *, empty_timeout_s: float, max_participants: int = 0,
-                 metadata: str = "", on_empty: Callable[["Room"], None] | None = None) -> None:
+                 metadata: str = "", on_empty: Callable[[Room], None] | None = None) -> None:
         self.name = name
         self.sid = new_id("RM_")
         self.created = time.time()

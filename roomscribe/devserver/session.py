@@ -86,9 +86,7 @@ class Session:
             if publisher_offer is not None and publisher_offer.sdp:
                 await self.media.handle_offer(publisher_offer)
             async for msg in self.ws:
-                if msg.type == WSMsgType.BINARY:
-                    await self._handle(decode_request(msg.data))
-                elif msg.type == WSMsgType.TEXT:
+                if msg.type == WSMsgType.BINARY or msg.type == WSMsgType.TEXT:
                     await self._handle(decode_request(msg.data))
                 elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
                     break
@@ -104,7 +102,7 @@ class Session:
             self._finish()
             try:
                 await asyncio.wait_for(writer, 2)
-            except (asyncio.TimeoutError, Exception):
+            except (TimeoutError, Exception):
                 writer.cancel()
             await self._release()
 

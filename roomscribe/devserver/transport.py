@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
@@ -43,7 +43,7 @@ def msid_track_ids(sdp: str) -> dict[str, str]:
     """
     found: dict[str, str] = {}
     mid = msid = None
-    for line in sdp.splitlines() + ["m="]:
+    for line in [*sdp.splitlines(), "m="]:
         if line.startswith("m="):
             if mid is not None and msid:
                 found[mid] = msid

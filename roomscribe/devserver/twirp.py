@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from google.protobuf import json_format
@@ -12,7 +12,7 @@ from google.protobuf.message import DecodeError, Message
 from livekit.protocol import models as m
 from livekit.protocol import room as rm
 
-from .auth import AuthError, Authenticator
+from .auth import Authenticator, AuthError
 from .codec import bearer_token
 from .room import RoomManager
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-
 # The suite runs with --import-mode=importlib; make the sibling helper module importable.
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:

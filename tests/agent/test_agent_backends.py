@@ -60,7 +60,7 @@ def test_batch_equals_one_by_one_and_short_window(fast_engine):
     assert jiwer.wer(norm(LIBRI_TEXT), norm(clean_text(alone[0].segments, g))) <= 0.15
     assert alone[0].extra["encoder_frames"] < 3000  # really shorter than Whisper's 30 s
     assert together[0].extra["batch"] == 3
-    for a, t in zip(alone, together):
+    for a, t in zip(alone, together, strict=True):
         # Padding to the batch's longest window may change a token; the texts stay close.
         assert jiwer.wer(norm(clean_text(a.segments, g)), norm(clean_text(t.segments, g))) <= 0.2
 

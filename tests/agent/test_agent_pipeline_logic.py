@@ -80,15 +80,15 @@ async def test_unsure_speculative_final_is_redone_with_all_audio():
     (final,) = [e for e in events if isinstance(e, FinalTranscript)]
     assert p.stats["speculative_redone"] == 1
     assert st["finals_submitted"] == st["finals_completed"] == 1  # the redo ran, and only it
-    spec_heard = [s for k, s in backend.calls if k == "speculative"][0]
-    final_heard = [s for k, s in backend.calls if k == "final"][0]
+    spec_heard = next(s for k, s in backend.calls if k == "speculative")
+    final_heard = next(s for k, s in backend.calls if k == "final")
     # The redo heard the whole utterance plus the hangover, more than the speculative prefix.
     assert final_heard > spec_heard + 0.1
     assert final.text == f"heard {final_heard:.2f} seconds"
 
 
 async def test_speculative_final_is_abandoned_when_speech_resumes():
-    eng, backend = await _engine(delay=0.05)
+    eng, _backend = await _engine(delay=0.05)
     events = []
     # A 0.2 s pause is shorter than the 0.3 s hangover: one utterance, one wasted speculation.
     p = TranscriptionPipeline(eng, PipelineConfig(interims=False), events.append)
@@ -105,7 +105,7 @@ async def test_speculative_final_is_abandoned_when_speech_resumes():
 
 
 async def test_slow_model_keeps_utterances_in_order_and_loses_no_final():
-    eng, backend = await _engine(delay=0.3)
+    eng, _backend = await _engine(delay=0.3)
     events = []
     libri = load_wav("libri_61-70968-0000.wav")
     gap = np.zeros(int(16000 * 0.6), np.int16)

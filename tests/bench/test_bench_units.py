@@ -43,7 +43,8 @@ def _record(finals: list[tuple[float, float, float]], shift: float = 0.0) -> Ses
     ))  # fmt: skip
     rec = SessionRecord(plan, "u", "ws", 1.0, t0=100.0, completed=True)
     for i, (arrival, start, end) in enumerate(finals):
-        rec.events.append((arrival, {"type": "transcript.final", "start": start + shift, "end": end + shift, "text": "x", "seq": i}))
+        event = {"type": "transcript.final", "start": start + shift, "end": end + shift, "text": "x", "seq": i}
+        rec.events.append((arrival, event))
     return rec
 
 

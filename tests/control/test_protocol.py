@@ -113,15 +113,21 @@ def wire(message: ServerMessage) -> dict:
 
 
 def test_event_messages() -> None:
-    assert wire(event_message(SpeechStarted("u1", 1.23456), 1)) == {"type": "speech.start", "seq": 1, "utterance_id": "u1", "start": 1.235}
+    start = wire(event_message(SpeechStarted("u1", 1.23456), 1))
+    assert start == {"type": "speech.start", "seq": 1, "utterance_id": "u1", "start": 1.235}
     interim = wire(event_message(InterimTranscript("u1", "hello", 1.0, 2.0, participant="bob"), 2))
-    assert interim == {"type": "transcript.interim", "seq": 2, "utterance_id": "u1", "text": "hello", "start": 1.0, "end": 2.0, "participant": "bob"}
-    final = wire(event_message(FinalTranscript("u1", "hello", 1.0, 2.0, "silence", words=(Word("hello", 1.0, 1.5, 0.9),)), 3))
+    assert interim == {
+        "type": "transcript.interim", "seq": 2, "utterance_id": "u1", "text": "hello", "start": 1.0, "end": 2.0,
+        "participant": "bob",
+    }
+    words = (Word("hello", 1.0, 1.5, 0.9),)
+    final = wire(event_message(FinalTranscript("u1", "hello", 1.0, 2.0, "silence", words=words), 3))
     assert final["words"] == [{"word": "hello", "start": 1.0, "end": 1.5, "probability": 0.9}]
     assert final["reason"] == "silence"
     assert wire(event_message(SpeechEnded("u1", 2.5), 4)) == {"type": "speech.end", "seq": 4, "utterance_id": "u1", "end": 2.5}
     notice = PipelineNotice("asr_backlog", "behind", {"participant": None, "pending_finals": 3})
-    assert wire(event_message(notice, 5)) == {"type": "status", "seq": 5, "code": "asr_backlog", "message": "behind", "pending_finals": 3}
+    status = wire(event_message(notice, 5))
+    assert status == {"type": "status", "seq": 5, "code": "asr_backlog", "message": "behind", "pending_finals": 3}
     with pytest.raises(TypeError):  # a detail the schema does not declare never reaches the wire
         event_message(PipelineNotice("x", "y", {"undeclared": 1}), 6)
 

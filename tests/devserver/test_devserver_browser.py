@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import wave
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import numpy as np
 import pytest
@@ -61,7 +61,7 @@ async def page(static_site: str, tmp_path: Path):  # type: ignore[no-untyped-def
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(
             executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_FLAGS + [f"--use-file-for-fake-audio-capture={wav}"])
+            args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={wav}"])
         try:
             ctx = await browser.new_context()
             pg = await ctx.new_page()

@@ -11,13 +11,12 @@ import pytest
 from livekit.protocol import models as m
 from livekit.protocol import rtc as r
 
+from devserver_helpers import make_token
 from roomscribe.devserver import netpolicy
-from roomscribe.devserver.auth import AuthError, Authenticator, JoinGrant
-from roomscribe.devserver.codec import (candidate_init_json, decode_join_request, parse_candidate_init,
-                             parse_join_params)
+from roomscribe.devserver.auth import Authenticator, AuthError, JoinGrant
+from roomscribe.devserver.codec import candidate_init_json, decode_join_request, parse_candidate_init, parse_join_params
 from roomscribe.devserver.relay import RelayedTrack, audio_level_dbov
 from roomscribe.devserver.room import Participant, Room, RoomManager
-from devserver_helpers import make_token
 from roomscribe.devserver.transport import msid_track_ids
 
 
@@ -128,13 +127,13 @@ def test_auth_grants_and_refusals() -> None:
 # -- room rules ------------------------------------------------------------------------
 async def test_join_publish_subscribe_leave() -> None:
     room = Room("r", empty_timeout_s=60)
-    bob, bob_link = join(room, "bob")
+    _bob, bob_link = join(room, "bob")
     alice, alice_link = join(room, "alice")
     assert bob_link.updates()[-1].identity == "alice"
     sid = publish(room, alice)
     assert bob_link.subscribed == [sid]
     assert bob_link.updates()[-1].tracks[0].sid == sid
-    carol, carol_link = join(room, "carol")
+    _carol, carol_link = join(room, "carol")
     assert carol_link.subscribed == [sid]
     joined = carol_link.sent[0].join
     assert {p.identity for p in joined.other_participants} == {"alice", "bob"}
@@ -147,8 +146,8 @@ async def test_join_publish_subscribe_leave() -> None:
 
 async def test_permissions_hidden_and_duplicates() -> None:
     room = Room("r", empty_timeout_s=60)
-    viewer, viewer_link = join(room, "viewer", can_subscribe=False)
-    ghost, ghost_link = join(room, "ghost", hidden=True)
+    _viewer, viewer_link = join(room, "viewer", can_subscribe=False)
+    _ghost, ghost_link = join(room, "ghost", hidden=True)
     alice, _ = join(room, "alice", can_publish_sources=("microphone",))
     sid = publish(room, alice)
     assert viewer_link.subscribed == [] and ghost_link.subscribed == [sid]
@@ -165,8 +164,8 @@ async def test_permissions_hidden_and_duplicates() -> None:
 async def test_data_relay_rules() -> None:
     room = Room("r", empty_timeout_s=60)
     a, _ = join(room, "a")
-    b, b_link = join(room, "b")
-    c, c_link = join(room, "c")
+    _b, b_link = join(room, "b")
+    _c, c_link = join(room, "c")
     quiet, _ = join(room, "quiet", can_publish_data=False)
     pkt = m.DataPacket(user=m.UserPacket(payload=b"x"), destination_identities=["c"])
     assert room.relay_data(a, pkt, True) == 1
@@ -234,7 +233,7 @@ def test_immediate_audio_buffer_orders_and_drops_late() -> None:
 
 async def test_mute_is_announced() -> None:
     room = Room("r", empty_timeout_s=60)
-    bob, bob_link = join(room, "bob")
+    _bob, bob_link = join(room, "bob")
     alice, _ = join(room, "alice")
     sid = publish(room, alice)
     room.set_muted(alice, sid, True)

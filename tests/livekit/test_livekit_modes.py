@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-import numpy as np
 import pytest
 
 from control_harness import ServerHandle, start_livekit_control

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import jwt
 import pytest
 from livekit import api
-
-import aiohttp
 
 from control_harness import ServerHandle, start_livekit_control
 from livekit_publisher import publish_wav_subprocess
@@ -94,12 +93,15 @@ async def test_transcripts_published_into_the_room_when_enabled(engine) -> None:
                 settings.livekit_api_key, settings.livekit_api_secret, identity="viewer", room=ready["room"]
             ).token
             received: list[tuple[str, dict[str, str], str]] = []
+            readers: set[asyncio.Future[None]] = set()  # the event loop keeps only weak references to tasks
 
             def on_text(reader: rtc.TextStreamReader, sender: str) -> None:
                 async def read() -> None:
                     received.append((await reader.read_all(), dict(reader.info.attributes), sender))
 
-                asyncio.ensure_future(read())
+                task = asyncio.ensure_future(read())
+                readers.add(task)
+                task.add_done_callback(readers.discard)
 
             viewer = rtc.Room()
             viewer.register_text_stream_handler("lk.transcription", on_text)

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import json
 import secrets
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 
@@ -63,7 +64,7 @@ class RawClient:
             lambda e: e.get("type") == msg_type and all(e.get(k) == v for k, v in fields.items()), timeout
         )
 
-    def heard(self, identity: str, timeout: float = 30.0) -> "asyncio.Future[dict[str, Any]]":
+    def heard(self, identity: str, timeout: float = 30.0) -> asyncio.Future[dict[str, Any]]:
         """Done when the server reports `status {code: "listening"}` for `identity`'s microphone
         (a client speaks after it: before, WebRTC may still time-stretch the audio)."""
         return asyncio.ensure_future(

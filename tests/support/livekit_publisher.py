@@ -15,8 +15,8 @@ import argparse
 import asyncio
 import sys
 import threading
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Awaitable
 
 import numpy as np
 from livekit import rtc
@@ -38,7 +38,7 @@ async def publish_samples(
     tail_silence_s: float = 1.0,
     lead_silence_s: float = 0.8,
     queue_size_ms: int = 100,
-    speak: "asyncio.Future[object] | None" = None,
+    speak: asyncio.Future[object] | None = None,
 ) -> rtc.LocalTrackPublication:
     """Publish samples as a microphone track in 10 ms frames, paced by the SDK; wait for playout.
 
@@ -107,7 +107,7 @@ async def publish_wav_subprocess(
     go = asyncio.ensure_future(tell_to_speak())
     try:
         out = await asyncio.wait_for(run(), timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         raise
     finally:
@@ -116,7 +116,7 @@ async def publish_wav_subprocess(
         raise RuntimeError(f"publisher failed ({proc.returncode}): {out.decode(errors='replace')[-2000:]}")
 
 
-def _line_on_stdin() -> "asyncio.Future[object]":
+def _line_on_stdin() -> asyncio.Future[object]:
     """A future done when a line (or EOF) arrives on stdin; read by a daemon thread that never
     keeps the process alive."""
     loop = asyncio.get_running_loop()

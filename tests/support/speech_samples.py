@@ -17,7 +17,7 @@ JFK = sample_audio("jfk.wav")
 LIBRI = sample_audio("libri_61-70968-0000.wav")
 JFK_TEXT = EXAMPLE_TRANSCRIPTS[JFK.name]
 LIBRI_TEXT = EXAMPLE_TRANSCRIPTS[LIBRI.name]
-__all__ = ["JFK", "JFK_TEXT", "LIBRI", "LIBRI_TEXT", "normalise", "wer", "pcm_frames", "printed_finals_text", "silence"]
+__all__ = ["JFK", "JFK_TEXT", "LIBRI", "LIBRI_TEXT", "normalise", "pcm_frames", "printed_finals_text", "silence", "wer"]
 
 
 def pcm_frames(samples: np.ndarray, sample_rate: int = 16000, frame_ms: int = 20) -> list[bytes]:

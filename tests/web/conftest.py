@@ -9,13 +9,13 @@ Playwright never downloads a browser here: it drives Debian's.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
 from browser_support import CHROMIUM, CHROMIUM_FLAGS, ROOT, require_browser
-
 
 ARTIFACTS = ROOT / "artifacts"
 

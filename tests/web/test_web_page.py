@@ -50,7 +50,7 @@ async def wait_for_sentence(web: Any, page: Any, timeout: float, interim_shot: s
             await web.screenshot(page, interim_shot)  # the tentative text on screen, for a human to look at
             interim_shot = None
         for window in sorted(windows):
-            _, first, end = window
+            _, _first, end = window
             if any(n < end for n in seen):
                 return window
         await asyncio.sleep(0.5)
@@ -69,7 +69,8 @@ async def check_transcript_shown(web: Any, page: Any, name: str, timeout: float)
     assert page_interims, "the page recorded no interims"
     # One element per utterance, each with its time; none shown twice.
     items = await page.eval_on_selector_all(
-        "#finals > li", "els => els.map(e => [e.dataset.session + ':' + e.dataset.utterance, e.querySelector('time').textContent])"
+        "#finals > li",
+        "els => els.map(e => [e.dataset.session + ':' + e.dataset.utterance, e.querySelector('time').textContent])",
     )
     keys = [k for k, _ in items]
     assert len(keys) == len(set(keys)), f"a final is shown twice: {keys}"
@@ -117,7 +118,8 @@ async def test_livekit_vad_gating_publishes_on_speech(web, engine) -> None:  # t
         async with web.page(JFK) as page:
             await page.goto(f"{server.http_url}/?user=vad-web&autostart=1")
             await page.wait_for_function(
-                "[...document.querySelectorAll('#finals > li .text')].some(e => /fellow|americans|country|ask|not/i.test(e.textContent))",
+                "[...document.querySelectorAll('#finals > li .text')]"
+                ".some(e => /fellow|americans|country|ask|not/i.test(e.textContent))",
                 timeout=80000,
             )
             events = await page.evaluate("window.roomscribe.events")
