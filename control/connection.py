@@ -188,7 +188,8 @@ class ControlConnection:
         if session.outbox is not self:
             # The session was resumed on another socket: audio still arriving here is not used,
             # or it would be heard twice (the client resends what this socket did not confirm).
-            self.send_error(ProtocolError("audio.session_moved", "this session continues on another socket; audio here was not used"))
+            moved = "this session continues on another socket; audio here was not used"
+            self.send_error(ProtocolError("audio.session_moved", moved))
             return
         if session.transport != "ws" or self.audio_input is None:
             self.send_error(
@@ -227,7 +228,9 @@ class ControlConnection:
 
     async def _on_session_start(self, message: SessionStart) -> None:
         if self.session is not None and not self.session.ended:
-            raise ProtocolError("session.already_started", "this socket already has a session; send session.stop first", message.id)
+            raise ProtocolError(
+                "session.already_started", "this socket already has a session; send session.stop first", message.id
+            )
         if message.resume is not None:
             session, replay_from = self._resume(message, message.resume.session_id, message.resume.last_seq)
         else:
@@ -281,7 +284,9 @@ class ControlConnection:
             raise ProtocolError("bad_request", "'audio' only applies to the ws transport", request.id)
         multi_user = request.room is not None
         if multi_user and not self.claims.allows("multi_user"):
-            raise ProtocolError("not_allowed", "this control token may not transcribe a whole room (no 'multi_user' claim)", request.id)
+            raise ProtocolError(
+                "not_allowed", "this control token may not transcribe a whole room (no 'multi_user' claim)", request.id
+            )
         if multi_user and transport != "livekit":
             raise ProtocolError("bad_request", "a multi-user room session needs the livekit transport", request.id)
         options = SessionOptions(

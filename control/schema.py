@@ -106,8 +106,10 @@ class ServerMessage(Struct, tag_field="type", kw_only=True, omit_defaults=True, 
     @property
     def raw(self) -> dict[str, Any]:
         """The JSON object as it arrived (decoded messages, unknown fields included), else as it is sent."""
-        raw = self.__dict__.get("_raw")
-        return raw if raw is not None else msgspec.to_builtins(self)
+        raw: dict[str, Any] | None = self.__dict__.get("_raw")
+        if raw is None:
+            raw = msgspec.to_builtins(self)
+        return raw
 
 
 class Reply(ServerMessage, kw_only=True):
@@ -120,7 +122,7 @@ class Forwardable(ServerMessage, kw_only=True):
     """A session message a monitor subscription may receive, tagged with where it came from."""
 
     subscribable: ClassVar[bool] = True
-    subscription_id: str | None = None  # type: ignore[assignment]  # a field here, a None property above
+    subscription_id: str | None = None
     session_id: str | None = None
     user: str | None = None
 
@@ -128,7 +130,7 @@ class Forwardable(ServerMessage, kw_only=True):
 class SessionEvent(Forwardable, kw_only=True):
     """An event of a session: numbered by `seq`, which rises by one per event."""
 
-    seq: int  # type: ignore[assignment]  # a field here, a None property on ServerMessage
+    seq: int
 
 
 class Hello(ServerMessage, tag="hello"):
@@ -257,7 +259,7 @@ class Token(Reply, tag="token"):
     """a fresh LiveKit token (on `token.refresh`, and pushed about a minute before expiry)"""
 
     replayed: ClassVar[bool] = False
-    seq: int  # type: ignore[assignment]  # a field here, a None property on ServerMessage
+    seq: int
     token: str
     expires_at: int
 
@@ -268,7 +270,7 @@ class Status(SessionEvent, tag="status", kw_only=True):
     `livekit.failed` (the agent's own LiveKit connection), `interims_dropped` and `asr_backlog` (the model
     is behind), `asr_error`, `replay.truncated`"""
 
-    seq: int | None = None  # type: ignore[assignment]  # replay.truncated comes before the replayed events
+    seq: int | None = None  # type: ignore[assignment]  # only replay.truncated, sent outside the numbering, has none
     code: str
     message: str
     participant: str | None = None
@@ -301,7 +303,7 @@ class Pong(Reply, tag="pong"):
 class Subscribed(Reply, tag="subscribed"):
     """answer to `subscribe`"""
 
-    subscription_id: str  # type: ignore[assignment]  # a field here, a None property on ServerMessage
+    subscription_id: str
     session_id: str | None
     user: str | None
     events: list[str]
@@ -310,7 +312,7 @@ class Subscribed(Reply, tag="subscribed"):
 class Unsubscribed(Reply, tag="unsubscribed"):
     """answer to `unsubscribe`"""
 
-    subscription_id: str  # type: ignore[assignment]  # a field here, a None property on ServerMessage
+    subscription_id: str
 
 
 class Error(Reply, tag="error"):
@@ -339,7 +341,7 @@ else:  # the literal is derived from the message classes above
 
 
 # -- client → server ------------------------------------------------------------------------------
-class Request(Struct, tag_field="type", kw_only=True, frozen=True):
+class Request(Struct, tag_field="type", kw_only=True):
     """Base of every client → server message."""
 
     #: Answered only after slow work (joining a room, finalising an utterance); the server reads a

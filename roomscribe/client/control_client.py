@@ -15,14 +15,15 @@ import inspect
 import itertools
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
 
 import aiohttp
 
+from control.schema import REQUESTS, Error, Forwardable, tag_of
 from roomscribe.client.audio_sender import AudioSender
 from roomscribe.client.errors import AuthRejected, ClientError, ConnectionLost, GaveUp, ServerError
-from control.schema import REQUESTS, Error, Forwardable, tag_of
 from roomscribe.client.events import Event, SessionEnded, SessionReady, Subscribed, Unknown, notice, parse_event
 from roomscribe.client.hub import Callback, EventHub
 from roomscribe.client.link import Link
@@ -552,9 +553,12 @@ class ControlClient:
             self._adopt(event)
         elif isinstance(event, SessionEnded) and event.subscription_id is None:
             self._end_session(event)
-        elif isinstance(event, SessionEnded) and event.subscription_id in self._subscriptions:
-            if self._subscriptions[event.subscription_id].request.get("session_id"):
-                del self._subscriptions[event.subscription_id]
+        elif (
+            isinstance(event, SessionEnded)
+            and event.subscription_id in self._subscriptions
+            and self._subscriptions[event.subscription_id].request.get("session_id")
+        ):
+            del self._subscriptions[event.subscription_id]
         if request is not None and not request.done():
             if isinstance(event, Error):
                 request.set_exception(ServerError(event.code, event.message, raw))
