@@ -187,7 +187,7 @@ class Settings:
         ]
         if exposed:
             raise ConfigError(
-                f"ROOMSCRIBE_HOST={self.host!r} is not a loopback address, and "
+                f"the listen address {self.host!r} (ROOMSCRIBE_HOST) is not a loopback address, and "
                 f"{' and '.join(what for what, _ in exposed)} must stay on this machine: listen on 127.0.0.1, "
                 f"or set {' and '.join(fix for _, fix in exposed)}, or set {ALLOW_REMOTE_DEV_ENV}=true "
                 f"to expose them anyway (never in production)"

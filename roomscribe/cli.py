@@ -1,4 +1,4 @@
-"""`roomscribe` command line: serve, token, demo, schema, devserver."""
+"""`roomscribe` command line: serve, token, secret, demo, schema, devserver."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import secrets
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from roomscribe.common.package_data import sample_audio
 log = logging.getLogger("roomscribe")
 
 #: Commands whose output is for a person at a terminal: their log shows warnings only (unless -v).
-QUIET_COMMANDS = ("demo", "push", "listen", "token")
+QUIET_COMMANDS = ("demo", "push", "listen", "token", "secret")
 
 
 def _setup_logging(verbose: bool, quiet: bool = False) -> None:
@@ -57,12 +56,13 @@ async def _demo(args: argparse.Namespace) -> int:
     """Everything in-process: dev server, control server, agent, and a simulated client."""
     from control.server import ControlServer
     from roomscribe.client.cli import push
-    from tokens import mint_control_token
+    from tokens import mint_control_token, new_control_secret
 
     settings = Settings.from_env()
     settings.host = "127.0.0.1"
-    settings.control_secret = secrets.token_urlsafe(32)
-    settings.livekit_url = ""  # the demo always uses the embedded development server
+    settings.control_secret = new_control_secret()
+    # The demo always uses the embedded development server, with a key pair made for this run.
+    settings.livekit_url = settings.livekit_api_key = settings.livekit_api_secret = ""
     settings.audio_transport = "livekit"
     settings.dev_mode = args.web
     settings.port = args.port if args.web else 0
@@ -95,28 +95,37 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
-    from tokens import mint_control_token
+    """Print a control token (audience "roomscribe-control") signed with ROOMSCRIBE_CONTROL_SECRET."""
+    from tokens import WeakSecretError, check_control_secret, mint_control_token
 
-    secret = os.environ.get("ROOMSCRIBE_CONTROL_SECRET", "")
-    if not secret:
-        print("error: ROOMSCRIBE_CONTROL_SECRET is not set (put it in .env; see .env.example)", file=sys.stderr)
+    secret = os.environ.get("ROOMSCRIBE_CONTROL_SECRET", "").strip()
+    try:
+        check_control_secret(secret)  # no server accepts a token signed with a weak secret
+    except WeakSecretError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     print(mint_control_token(secret, args.user, ttl_s=args.ttl, permissions=tuple(args.permission or ())))
+    return 0
+
+
+def _cmd_secret() -> int:
+    """Print a fresh control secret for ROOMSCRIBE_CONTROL_SECRET."""
+    from tokens import new_control_secret
+
+    print(new_control_secret())
     return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
+        if args.host:
+            settings.host = args.host
+        if args.port is not None:
+            settings.port = args.port
+        settings.check_serving()  # ControlServer.start() checks too; here the refusal is a message, not a traceback
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    if args.host:
-        settings.host = args.host
-    if args.port is not None:
-        settings.port = args.port
-    if not settings.control_secret:
-        print("error: ROOMSCRIBE_CONTROL_SECRET is not set (put it in .env; see .env.example)", file=sys.stderr)
         return 2
     return asyncio.run(_serve(settings))
 
@@ -175,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.add_argument("--permission", action="append", choices=["multi_user", "monitor"], help="extra right (repeatable)")
 
+    sub.add_parser("secret", help="print a fresh random ROOMSCRIBE_CONTROL_SECRET (32 bytes, URL-safe)")
+
     demo = sub.add_parser("demo", help="start everything in-process and transcribe a sample")
     demo.add_argument("file", nargs="?", help="16-bit PCM WAV (default: the bundled examples/audio/jfk.wav)")
     demo.add_argument("--transport", choices=("livekit", "ws"), default="livekit", help="audio path (default livekit)")
@@ -208,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_demo(args))
     if args.command == "schema":
         return _cmd_schema()
+    if args.command == "secret":
+        return _cmd_secret()
     parser.error(f"unknown command {args.command}")
     return 2
 

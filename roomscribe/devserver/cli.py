@@ -8,8 +8,11 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 
-from .app import DevServer
+from roomscribe.common.net import is_loopback
+
+from .app import DEFAULT_KEYS, DevServer
 
 KEYS_ENV = "ROOMSCRIBE_DEVSERVER_KEYS"  # lets a parent pass keys without a visible command line
 
@@ -34,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="roomscribe devserver",
                                 description="LiveKit-compatible server for development and tests "
                                             "(not for production).")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; any other than loopback needs --allow-remote)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a non-loopback --host: anyone who can reach it and knows a key pair can use it "
+                        "(pass your own --keys; never in production)")
     p.add_argument("--port", type=int, default=7880, help="port (default 7880; 0 picks a free one)")
     p.add_argument("--keys", type=parse_keys, default=os.environ.get(KEYS_ENV, "devkey:secret"),
                    help=f"API key pairs KEY:SECRET[,KEY:SECRET] (default ${KEYS_ENV} or devkey:secret)")
@@ -69,6 +76,14 @@ async def _serve(srv: DevServer) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point used by ``roomscribe devserver``; returns a process exit code."""
     args = build_parser().parse_args(argv)
+    if not is_loopback(args.host):
+        if not args.allow_remote:
+            print(f"error: --host {args.host} is not a loopback address: the development server is for this "
+                  f"machine only; pass --allow-remote to expose it anyway (never in production)", file=sys.stderr)
+            return 2
+        if args.keys == DEFAULT_KEYS:
+            print("warning: listening beyond this machine with the public default key pair (devkey:secret): "
+                  "pass your own with --keys KEY:SECRET", file=sys.stderr)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aioice").setLevel(logging.WARNING)
