@@ -13,6 +13,7 @@ import pytest
 
 from control import schema
 from control.schema_docs import DOC, render
+from control_harness import ServerHandle
 from roomscribe.cli import main as cli_main
 from roomscribe.client.audio_files import read_wav
 from speech_samples import JFK, pcm_frames, silence
@@ -78,7 +79,7 @@ def _fits(message: dict[str, Any]) -> schema.ServerMessage:
     return schema.decode_server_message(message, exact=True)
 
 
-async def test_everything_a_ws_session_sends_fits_the_schema(control) -> None:  # type: ignore[no-untyped-def]
+async def test_everything_a_ws_session_sends_fits_the_schema(control: ServerHandle) -> None:
     client = await control.connect("schema-ws")
     watcher = await control.connect("schema-ws")
     await watcher.send(type="subscribe", id="w", user="schema-ws")
@@ -105,7 +106,7 @@ async def test_everything_a_ws_session_sends_fits_the_schema(control) -> None:  
         await c.close()
 
 
-async def test_everything_a_livekit_session_sends_fits_the_schema(lk_control) -> None:  # type: ignore[no-untyped-def]
+async def test_everything_a_livekit_session_sends_fits_the_schema(lk_control: ServerHandle) -> None:
     client = await lk_control.connect("schema-lk")
     await client.send(type="session.start", id=1)
     ready = _fits(await client.wait_type("session.ready", id=1, timeout=60))
@@ -128,3 +129,23 @@ def test_session_events_given_as_dicts_are_checked_against_the_schema() -> None:
         _numbered({"type": "status", "seq": 3, "code": "x", "message": "m", "undeclared": 1})
     with pytest.raises(TypeError):  # not a session event
         _numbered({"type": "pong", "seq": 3, "time": 1.0})
+
+
+async def test_a_reply_that_does_not_fit_fails_its_request_on_the_client() -> None:
+    import asyncio
+
+    from roomscribe.client.control_client import ControlClient
+    from roomscribe.client.errors import ClientError
+    from roomscribe.client.events import Unknown
+
+    client = ControlClient("ws://unused", "token")
+    seen: list[object] = []
+    client.on(seen.append)
+    pending: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    client._requests["r1"] = pending  # type: ignore[assignment]  # the request table holds futures of events
+    client._on_message({"type": "subscribed", "id": "r1", "subscription_id": "sub_1"})  # no session_id/user/events
+    with pytest.raises(ClientError, match="does not fit"):
+        await asyncio.wait_for(pending, 1)
+    assert not seen  # like an `error` reply: the caller gets the exception instead
+    client._on_message({"type": "speech.start", "seq": 1})  # not a request's reply: delivered as Unknown
+    assert isinstance(seen[-1], Unknown) and seen[-1].error is not None and seen[-1].raw["seq"] == 1
