@@ -152,7 +152,7 @@ class ControlConnection:
             sender.cancel()
 
     async def _drain(self) -> None:
-        while self._queue and not self.ws.closed:
+        while self._queue and not self.ws.closed:  # noqa: ASYNC110  # only at close, bounded by the caller's 2 s
             await asyncio.sleep(0.01)
 
     async def _on_text(self, text: str) -> None:

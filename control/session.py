@@ -13,9 +13,10 @@ import re
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -90,9 +91,9 @@ class Session:
         self._log: deque[Numbered] = deque(maxlen=replay_limit)
         self._evicted_upto = 0
         self._pipeline_factory = pipeline_factory
-        self._pipelines: dict[str | None, "TranscriptionPipeline"] = {}
+        self._pipelines: dict[str | None, TranscriptionPipeline] = {}
         #: Monitor subscriptions watching this session.
-        self.watchers: set["Subscription"] = set()
+        self.watchers: set[Subscription] = set()
         self.grace_task: asyncio.Task[None] | None = None
         #: Set by the media backend (LiveKit) for the session's lifetime.
         self.media: Any = None
@@ -142,7 +143,7 @@ class Session:
             self.outbox.send_message(message, droppable=droppable)
 
     # -- pipelines -----------------------------------------------------------------------------
-    def pipeline(self, participant: str | None = None) -> "TranscriptionPipeline":
+    def pipeline(self, participant: str | None = None) -> TranscriptionPipeline:
         """The pipeline for one speaker (None: the session's single user), created on first use."""
         pipeline = self._pipelines.get(participant)
         if pipeline is None:
@@ -251,7 +252,7 @@ class SessionManager:
         self.media = media
         self.sessions: dict[str, Session] = {}
         self._by_user: dict[str, Session] = {}
-        self._subscriptions: dict[str, "Subscription"] = {}
+        self._subscriptions: dict[str, Subscription] = {}
 
     def for_user(self, user: str) -> Session | None:
         return self._by_user.get(user)
@@ -351,7 +352,7 @@ class SessionManager:
         log.info("session %s ended (%s)", session.id, reason)
 
     # -- monitor subscriptions ----------------------------------------------------------------
-    def subscribe(self, subscription: "Subscription") -> Session | None:
+    def subscribe(self, subscription: Subscription) -> Session | None:
         """Register a subscription; returns the session it watches now, if any."""
         if subscription.session_id is not None:
             session = self.sessions.get(subscription.session_id)

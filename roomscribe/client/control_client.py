@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -128,7 +129,7 @@ class ControlClient:
         if self._own_http and self._http is not None:
             await self._http.close()
 
-    async def __aenter__(self) -> "ControlClient":
+    async def __aenter__(self) -> ControlClient:
         await self.connect()
         return self
 
@@ -221,7 +222,7 @@ class ControlClient:
         await asyncio.wait_for(self._stop(ended), timeout_s)
         return ended.result()
 
-    async def _stop(self, ended: "asyncio.Future[SessionEnded]") -> None:
+    async def _stop(self, ended: asyncio.Future[SessionEnded]) -> None:
         await self.flush()
         if self.session_state is SessionState.ACTIVE:
             self.session_state = SessionState.STOPPING
@@ -313,9 +314,9 @@ class ControlClient:
         if isinstance(self._token, str):
             return self._token
         token = self._token()
-        return await token if inspect.isawaitable(token) else token  # type: ignore[return-value]
+        return await token if inspect.isawaitable(token) else token
 
-    async def _supervise(self, first: "asyncio.Future[None]", retry_first: bool) -> None:
+    async def _supervise(self, first: asyncio.Future[None], retry_first: bool) -> None:
         attempt = 0
         try:
             while True:
@@ -325,7 +326,7 @@ class ControlClient:
                     link = await Link.open(self._http, self.url, await self._token_now(), self.options.connect_timeout_s)
                 except AuthRejected as error:
                     return self._give_up(error, first)
-                except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
+                except (TimeoutError, aiohttp.ClientError, OSError) as error:
                     if not first.done() and not retry_first:
                         return self._give_up(ClientError(f"could not connect to {self.url}: {error!r}"), first)
                     if not self.options.backoff.allows(attempt):
@@ -349,7 +350,7 @@ class ControlClient:
             log.exception("control client supervisor failed")
             self._give_up(error, first)
 
-    def _give_up(self, error: BaseException, first: "asyncio.Future[None]") -> None:
+    def _give_up(self, error: BaseException, first: asyncio.Future[None]) -> None:
         self._fatal = error
         self._fail_pending(error)
         if not first.done():
@@ -357,7 +358,7 @@ class ControlClient:
         self._publish_notice("connection.failed", str(error))
         self._set_connection(ConnectionState.DISCONNECTED)
 
-    async def _serve_link(self, link: Link, first: "asyncio.Future[None]") -> bool:
+    async def _serve_link(self, link: Link, first: asyncio.Future[None]) -> bool:
         """Run one link until it drops; True when it got as far as restoring the session."""
         self._link = link
         self.hello = link.hello
@@ -408,7 +409,7 @@ class ControlClient:
                 self._ended.exception()  # retrieved: nobody may be waiting for it
             self._wake_audio_waiters()
 
-    async def _restore(self, link: Link, first: "asyncio.Future[None]") -> None:
+    async def _restore(self, link: Link, first: asyncio.Future[None]) -> None:
         """On a new link: resume the session, renew subscriptions, then let audio flow."""
         if self.session_state in _LIVE and self.session_id is not None:
             await self._resume(link)
@@ -491,7 +492,7 @@ class ControlClient:
             async for raw in link.messages():
                 self._on_message(raw)
 
-    async def _heartbeat(self, link: Link, dead: "asyncio.Future[None]") -> None:
+    async def _heartbeat(self, link: Link, dead: asyncio.Future[None]) -> None:
         """Ping every `ping_interval_s`; a link silent for `dead_after_s` is declared dead.
 
         While a slow request is being served (session.start, session.stop, token.refresh) the
@@ -501,9 +502,11 @@ class ControlClient:
             await asyncio.sleep(self.options.ping_interval_s)
             silent = time.monotonic() - link.last_received
             slow = self._slow_requests > 0 or self.session_state is SessionState.STOPPING
-            if silent > (max(self.options.dead_after_s, self.options.request_timeout_s) if slow else self.options.dead_after_s):
+            limit = max(self.options.dead_after_s, self.options.request_timeout_s) if slow else self.options.dead_after_s
+            if silent > limit:
                 self.stats.dead_links += 1
-                self._publish_notice("connection.dead", f"no message for {silent:.1f} s ({self.session_state.value}); reconnecting")
+                state = self.session_state.value
+                self._publish_notice("connection.dead", f"no message for {silent:.1f} s ({state}); reconnecting")
                 dead.set_result(None)
                 return
             with contextlib.suppress(ConnectionLost):
@@ -526,7 +529,10 @@ class ControlClient:
             if audio is None:
                 self._audio_open.clear()
                 continue
-            await audio.run(link, self._audio_open, lambda: self._audio is audio)
+            await audio.run(link, self._audio_open, partial(self._is_current_audio, audio))
+
+    def _is_current_audio(self, audio: AudioSender) -> bool:
+        return self._audio is audio
 
     def _open_audio(self) -> None:
         if self._audio is not None and self._connected.is_set():
@@ -617,7 +623,8 @@ class ControlClient:
         self.stats.audio_frames_dropped = self._audio.buffer.dropped_frames
         self.stats.audio_seconds_dropped = self._audio.dropped_seconds
         if self._dropped_seen == 0:
-            self._publish_notice("audio.dropped", f"audio buffer full ({self.options.audio_buffer_s:g} s): dropping the oldest audio")
+            full = f"audio buffer full ({self.options.audio_buffer_s:g} s): dropping the oldest audio"
+            self._publish_notice("audio.dropped", full)
         self._dropped_seen = self._audio.buffer.dropped_frames
 
     def _publish_notice(self, code: str, message: str, **data: Any) -> None:

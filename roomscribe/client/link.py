@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import json
 import time
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 
@@ -25,7 +26,7 @@ class Link:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, http: aiohttp.ClientSession, url: str, token: str, timeout_s: float) -> "Link":
+    async def open(cls, http: aiohttp.ClientSession, url: str, token: str, timeout_s: float) -> Link:
         """Connect and wait for `hello`; raise AuthRejected on 401, aiohttp/OS/timeout errors otherwise."""
         try:
             ws = await asyncio.wait_for(
