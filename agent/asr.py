@@ -13,9 +13,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from roomscribe.common.audio import SAMPLE_RATE
 from .config import AsrConfig
 from .priority import lower_current_thread_priority, run_in_low_priority_thread
 from .scheduler import AsrJob, AsrScheduler, JobKind
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel  # untyped (Any to mypy): named for the reader
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ class AsrResult:
     audio_s: float
     infer_s: float  # wall time of the model call
     queued_s: float = 0.0  # wall time waiting in the scheduler
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -89,7 +92,13 @@ class WhisperBackend:
 
     def __init__(self, config: AsrConfig) -> None:
         self.config = config
-        self.model = None
+        self.model: WhisperModel | None = None
+
+    def loaded_model(self) -> WhisperModel:
+        """The model; raises if `load()` has not run yet."""
+        if self.model is None:
+            raise RuntimeError("backend not loaded: call load() first")
+        return self.model
 
     def load(self) -> None:
         from faster_whisper import WhisperModel
@@ -211,7 +220,12 @@ class AsrEngine:
         """Stop accepting work, let queued finals finish, and join the workers."""
         self.scheduler.close()
         threads, self._threads = self._threads, []
-        await asyncio.to_thread(lambda: [t.join() for t in threads])
+
+        def join_all() -> None:
+            for t in threads:
+                t.join()
+
+        await asyncio.to_thread(join_all)
 
     def close_sync(self) -> None:
         self.scheduler.close()
@@ -230,7 +244,7 @@ class AsrEngine:
         final: bool,
         owner: str,
         word_timestamps: bool = False,
-        is_stale=None,
+        is_stale: Callable[[], bool] | None = None,
         speculative: bool = False,
     ) -> AsrJob:
         """Thread-safe, non-blocking: queue a job and return it (`job.future` settles with an
@@ -262,7 +276,7 @@ class AsrEngine:
         final: bool,
         owner: str,
         word_timestamps: bool = False,
-        is_stale=None,
+        is_stale: Callable[[], bool] | None = None,
     ) -> AsrResult | None:
         """Queue a job and await its result (None = interim dropped)."""
         job = self.submit(
@@ -274,7 +288,7 @@ class AsrEngine:
         return self.scheduler.pending_finals(owner)
 
     @property
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         s = self.scheduler.snapshot()
         s["busy_s"] = round(self._busy_s, 3)
         s["batches"] = self._batches

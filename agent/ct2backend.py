@@ -19,12 +19,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .asr import AsrResult, AsrSegment, WhisperBackend
 from .config import AsrConfig
 from .scheduler import AsrJob
+
+if TYPE_CHECKING:  # untyped libraries (Any to mypy): named for the reader
+    import ctranslate2
+    from faster_whisper.tokenizer import Tokenizer
 
 FRAMES_PER_S = 100  # log-mel frames per second of audio
 MAX_FRAMES = 3000
@@ -35,15 +40,16 @@ class ShortWindowBackend(WhisperBackend):
 
     def __init__(self, config: AsrConfig) -> None:
         super().__init__(config)
-        self._tokenizer = None
+        self._tokenizer: Tokenizer | None = None
         self._suppress: list[int] = []
+        self._prompt: list[int] = []
 
     def load(self) -> None:
         super().load()
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
-        m = self.model
+        m = self.loaded_model()
         self._tokenizer = Tokenizer(
             m.hf_tokenizer,
             m.model.is_multilingual,
@@ -61,7 +67,7 @@ class ShortWindowBackend(WhisperBackend):
         return min(MAX_FRAMES, math.ceil(want) * FRAMES_PER_S)
 
     def transcribe_batch(self, jobs: Sequence[AsrJob]) -> list[AsrResult]:
-        results: list[AsrResult | None] = [None] * len(jobs)
+        results: dict[int, AsrResult] = {}
         batchable = []
         for k, job in enumerate(jobs):
             if job.kind.decodes_as_final and job.word_timestamps:
@@ -74,14 +80,13 @@ class ShortWindowBackend(WhisperBackend):
         for k in batchable:
             groups.setdefault(self.frames_for(jobs[k].audio.shape[0]), []).append(k)
         for ks in groups.values():
-            for k, res in zip(ks, self._decode([jobs[k] for k in ks]), strict=False):
-                results[k] = res
-        return results  # type: ignore[return-value]
+            results.update(zip(ks, self._decode([jobs[k] for k in ks]), strict=False))
+        return [results[k] for k in range(len(jobs))]
 
     # -- internals -----------------------------------------------------------------------------
 
     def _features(self, jobs: Sequence[AsrJob]) -> tuple[np.ndarray, int]:
-        fe = self.model.feature_extractor
+        fe = self.loaded_model().feature_extractor
         feats = [fe(j.audio) for j in jobs]  # [80, n]
         frames = max(self.frames_for(j.audio.shape[0]) for j in jobs)
         batch = np.zeros((len(jobs), feats[0].shape[0], frames), dtype=np.float32)
@@ -90,19 +95,22 @@ class ShortWindowBackend(WhisperBackend):
             batch[b, :, :n] = f[:, :n]
         return batch, frames
 
-    def _encode(self, features: np.ndarray):
+    def _encode(self, features: np.ndarray) -> ctranslate2.StorageView:
         import ctranslate2
 
-        return self.model.model.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
+        return self.loaded_model().model.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
 
-    def _generate(self, enc, n: int, max_length: int, temperature: float = 0.0):
+    def _generate(
+        self, enc: ctranslate2.StorageView, n: int, max_length: int, temperature: float = 0.0
+    ) -> list[ctranslate2.models.WhisperGenerationResult]:
         cfg = self.config
+        kw: dict[str, Any]
         if temperature > 0:
             kw = {"beam_size": 1, "num_hypotheses": 1, "sampling_topk": 0,
                   "sampling_temperature": temperature}
         else:
             kw = {"beam_size": cfg.beam_size}
-        return self.model.model.generate(
+        generated: list[ctranslate2.models.WhisperGenerationResult] = self.loaded_model().model.generate(
             enc,
             [self._prompt] * n,
             max_length=max_length,
@@ -112,15 +120,18 @@ class ShortWindowBackend(WhisperBackend):
             suppress_tokens=self._suppress,
             **kw,
         )
+        return generated
 
     def _max_length(self, jobs: Sequence[AsrJob]) -> int:
         # Speech rarely exceeds ~7 tokens/s; the cap bounds the cost of a looping decode.
         audio_s = max(j.audio.shape[0] for j in jobs) / 16000
         return min(448, len(self._prompt) + int(audio_s * 12) + 16)
 
-    def _segment(self, r, temperature: float, audio_s: float) -> AsrSegment:
+    def _segment(self, r: ctranslate2.models.WhisperGenerationResult, temperature: float, audio_s: float) -> AsrSegment:
         from faster_whisper.transcribe import get_compression_ratio
 
+        if self._tokenizer is None:
+            raise RuntimeError("backend not loaded: call load() first")
         tokens = r.sequences_ids[0]
         text = self._tokenizer.decode(tokens)
         avg_logprob = r.scores[0] * len(tokens) / (len(tokens) + 1)

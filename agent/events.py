@@ -11,6 +11,7 @@ SpeechEnded always closes a started utterance.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class PipelineNotice:
 
     code: str
     message: str
-    details: dict = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 PipelineEvent = SpeechStarted | InterimTranscript | FinalTranscript | SpeechEnded | PipelineNotice

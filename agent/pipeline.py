@@ -18,14 +18,15 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from roomscribe.common.audio import SAMPLE_RATE as RATE
 
-from .asr import AsrEngine, AsrResult
+from .asr import AsrEngine, AsrResult, AsrSegment
 from .audiobuf import AudioHistory
 from .config import PipelineConfig
 from .events import (
@@ -70,7 +71,7 @@ class _Utterance:
     started_emitted: bool = False
     final_done: bool = False
     final_event: FinalTranscript | None = None
-    final_task: asyncio.Task | None = None
+    final_task: asyncio.Task[None] | None = None
     redo_audio: np.ndarray | None = None  # model input for a real final after a speculative one
 
 
@@ -108,7 +109,7 @@ class TranscriptionPipeline:
         self._utt_ids = itertools.count(1)
         self._open: deque[_Utterance] = deque()  # not yet closed in the event stream, in order
         self._current: _Utterance | None = None  # the utterance the segmenter has open
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._received = 0  # 16 kHz samples produced from fed audio (excludes finish() padding)
         self._latencies: deque[float] = deque(maxlen=1000)
@@ -179,8 +180,8 @@ class TranscriptionPipeline:
         self._current = None
 
     @property
-    def stats(self) -> dict:
-        s = dict(self._stats)
+    def stats(self) -> dict[str, float]:
+        s: dict[str, float] = dict(self._stats)
         s["audio_seconds"] = self._received / RATE
         s["pending_finals"] = sum(1 for u in self._open if u.end is not None and not u.final_done)
         lat = sorted(self._latencies)
@@ -215,15 +216,15 @@ class TranscriptionPipeline:
     def _on_boundary(self, b: SpeechStart | SpeechEnd) -> None:
         if isinstance(b, SpeechStart):
             audio_start = b.sample if b.continuation else max(0, b.sample - self._pre_roll)
-            u = _Utterance(
+            started = _Utterance(
                 id=f"u{next(self._utt_ids)}",
                 start=b.sample,
                 audio_start=max(audio_start, self._audio.start),
                 next_interim_at=b.sample + self._min_interim,
             )
             self._stats["utterances"] += 1
-            self._current = u
-            self._open.append(u)
+            self._current = started
+            self._open.append(started)
             self._drain()
             return
         u = self._current
@@ -266,7 +267,7 @@ class TranscriptionPipeline:
         if u is None:
             return
         seg = self._seg
-        silence = seg.silence_start_w * WINDOW if seg.in_trailing_silence else None
+        silence = seg.trailing_silence_start
         if u.spec_job is not None and u.spec_silence != silence:
             self._abandon_speculation(u)
         if (
@@ -340,7 +341,7 @@ class TranscriptionPipeline:
 
     # -- results -------------------------------------------------------------------------------
 
-    def _spawn(self, coro) -> asyncio.Task:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -384,9 +385,9 @@ class TranscriptionPipeline:
             # Dropped after all, or unsure (it heard only a short tail): redo with all the audio.
             self._stats["speculative_redone"] += 1
             audio, u.redo_audio = u.redo_audio, None
-            job = self._submit_final(u, audio) if audio is not None else None
-            res = await asyncio.wrap_future(job.future) if job is not None else None
-            self._log_result(u, job, res)
+            redo = self._submit_final(u, audio) if audio is not None else None
+            res = await asyncio.wrap_future(redo.future) if redo is not None else None
+            self._log_result(u, redo, res)
         assert u.end is not None and u.reason is not None
         text = ""
         words = None
@@ -422,7 +423,7 @@ class TranscriptionPipeline:
             for seg in res.segments
         )
 
-    def _session_words(self, u: _Utterance, segs) -> tuple[Word, ...]:
+    def _session_words(self, u: _Utterance, segs: Sequence[AsrSegment]) -> tuple[Word, ...]:
         """Word times in session seconds, clamped to the audio the model actually heard."""
         off = (u.audio_start - self._lead_in.size) / RATE
         lo, hi = u.audio_start / RATE, u.audio_end / RATE
@@ -454,7 +455,8 @@ class TranscriptionPipeline:
                 if u.ended_wall is not None:
                     self._latencies.append(time.perf_counter() - u.ended_wall)
                 self._emit(u.final_event)
-            self._emit(SpeechEnded(u.id, u.end / RATE, self.participant))
+            end = u.end if u.end is not None else self._seg.position  # set before final_done; as in finish()
+            self._emit(SpeechEnded(u.id, end / RATE, self.participant))
             self._open.popleft()
             if self._backlog_warned and self.stats["pending_finals"] < self.cfg.max_pending_finals:
                 self._backlog_warned = False
@@ -467,7 +469,7 @@ class TranscriptionPipeline:
 
     # -- notices -------------------------------------------------------------------------------
 
-    def _notice(self, code: str, message: str, details: dict | None = None) -> None:
+    def _notice(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
         d = {"participant": self.participant, **(details or {})}
         self._emit(PipelineNotice(code, message, d))
 

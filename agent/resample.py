@@ -30,7 +30,8 @@ def to_mono_float32(samples: np.ndarray, channels: int = 1) -> np.ndarray:
         raise ValueError(f"samples must be 1-D or 2-D, got {x.ndim}-D")
     if channels == 1:
         return np.ascontiguousarray(x[:, 0])
-    return x.mean(axis=1, dtype=np.float32)
+    mono: np.ndarray = x.mean(axis=1, dtype=np.float32)
+    return mono
 
 
 class StreamingResampler:
@@ -70,4 +71,5 @@ class StreamingResampler:
         self._rate = None
         if stream is None:
             return np.zeros(0, dtype=np.float32)
-        return stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True).astype(np.float32)
+        tail: np.ndarray = stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True).astype(np.float32)
+        return tail

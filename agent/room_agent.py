@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import numpy as np
 from livekit import rtc
@@ -34,7 +35,7 @@ READER_DRAIN_S = 5.0
 SETTLE_POLL_S = 0.1
 #: How often afterwards (for the log line on how much the audio was altered after `listening`).
 STATS_LOG_POLL_S = 1.0
-TrackEndedFn = Callable[[str], Awaitable[None]]
+TrackEndedFn = Callable[[str], Coroutine[Any, Any, None]]
 
 
 class RoomAgent:

@@ -1,13 +1,14 @@
 """Priority scheduler for ASR jobs shared by all pipelines of a process.
 
 Rules: finals, then speculative finals, then interims; finals are never dropped (FIFO); a
-speculative final (decoded like a final, started when silence begins so the result is ready when
-the utterance is declared over) is dropped if its owner cancels it or it is stale at dispatch; each
-owner (pipeline) has at most one pending interim and one pending speculative final — a newer one replaces the stale one, which completes with `None` and counts
-as dropped; a pending interim whose `is_stale()` is true at dispatch is dropped too; the number of
-pending interims over all owners is bounded (the oldest is dropped). Workers take *batches*
-(`next_batch(max_batch)`), all of one kind, so a backend can later run several owners' windows in
-one model call. Thread-safe; independent of asyncio (futures are `concurrent.futures.Future`).
+speculative final (decoded like a final, started when silence begins so the result is ready when the
+utterance is declared over) is dropped if its owner cancels it or it is stale at dispatch; each
+owner (pipeline) has at most one pending interim and one pending speculative final — a newer one
+replaces the stale one, which completes with `None` and counts as dropped; a pending interim whose
+`is_stale()` is true at dispatch is dropped too; the number of pending interims over all owners is
+bounded (the oldest is dropped). Workers take *batches* (`next_batch(max_batch)`), all of one kind,
+so a backend can later run several owners' windows in one model call. Thread-safe; independent of
+asyncio (futures are `concurrent.futures.Future`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .asr import AsrResult
 
 
 class JobKind(enum.Enum):
@@ -42,7 +47,7 @@ class AsrJob:
     audio: np.ndarray
     word_timestamps: bool = False
     is_stale: Callable[[], bool] | None = None
-    future: Future = field(default_factory=Future)
+    future: Future[AsrResult | None] = field(default_factory=Future)
     submitted_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
     drop_reason: str | None = None  # "replaced" | "superseded" | "overflow" | "stale" | "closed"
@@ -70,7 +75,7 @@ class AsrScheduler:
 
     # -- producer side -------------------------------------------------------------------------
 
-    def submit(self, job: AsrJob) -> Future:
+    def submit(self, job: AsrJob) -> Future[AsrResult | None]:
         """Queue a job; returns its future (result: backend result, or None if dropped)."""
         dropped: list[AsrJob] = []
         dropped_spec: AsrJob | None = None
@@ -178,7 +183,7 @@ class AsrScheduler:
     def complete(
         self,
         batch: list[AsrJob],
-        results: Sequence[object] | None = None,
+        results: Sequence[AsrResult] | None = None,
         exc: BaseException | None = None,
     ) -> None:
         """Workers call this with a batch's results, in job order (or the error that failed it).
@@ -189,7 +194,7 @@ class AsrScheduler:
         if exc is None and (results is None or len(results) != len(batch)):
             got = "no" if results is None else len(results)
             exc = RuntimeError(f"backend returned {got} results for {len(batch)} jobs")
-        values = list(results) if exc is None and results is not None else [None] * len(batch)
+        values: list[AsrResult | None] = list(results) if exc is None and results is not None else [None] * len(batch)
         with self._cond:
             self._running -= len(batch)
             for job in batch:
@@ -219,7 +224,7 @@ class AsrScheduler:
     def closed(self) -> bool:
         return self._closed
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         with self._cond:
             return {
                 "pending_finals": len(self._finals),
@@ -243,7 +248,7 @@ class AsrScheduler:
             return sum(1 for j in self._finals if j.owner == owner)
 
 
-def settle(future: Future, result=None, exc: BaseException | None = None) -> None:
+def settle(future: Future[AsrResult | None], result: AsrResult | None = None, exc: BaseException | None = None) -> None:
     """Complete a future unless it is already done (e.g. cancelled by its awaiter)."""
     if future.done():
         return

@@ -76,6 +76,13 @@ class Segmenter:
         return self.state is State.SPEECH and self.silence_start_w is not None
 
     @property
+    def trailing_silence_start(self) -> int | None:
+        """Where the current trailing silence began (samples), or None outside one."""
+        if self.state is State.SPEECH and self.silence_start_w is not None:
+            return self.silence_start_w * self.window
+        return None
+
+    @property
     def position(self) -> int:
         """Samples covered by the windows seen so far."""
         return self.index * self.window

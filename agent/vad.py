@@ -9,10 +9,14 @@ exactly however the audio is split.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from roomscribe.common.audio import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 WINDOW = 512  # samples per probability at 16 kHz (32 ms)
 CONTEXT = 64
@@ -20,7 +24,7 @@ WINDOW_S = WINDOW / SAMPLE_RATE
 
 
 @functools.lru_cache(maxsize=1)
-def _session():
+def _session() -> onnxruntime.InferenceSession:
     """The process-wide ONNX session (onnxruntime sessions are safe to share)."""
     from faster_whisper.vad import get_vad_model
 
