@@ -74,10 +74,14 @@ def _field_name(field: mi.Field) -> str:
 
 
 def _field(field: mi.Field) -> str:
-    """`name: type`, `name?: type` when it may be left out, `type | null` when it is sent as null."""
+    """`name: type`, `name?: type` when it may be left out, `type | null` when it is sent as null,
+    `= default` for a plain default that is not null."""
     t, _ = _unwrap(field.type)
     nullable = field.required and isinstance(t, mi.UnionType) and any(isinstance(m, mi.NoneType) for m in t.types)
-    return f"{_field_name(field)}: {_type(t)}" + (" | null" if nullable else "")
+    single = isinstance(t, mi.LiteralType) and len(t.values) == 1  # its one value says it already
+    shown_default = field.default not in (None, mi.NODEFAULT) and not single
+    default = f" = {json.dumps(field.default)}" if shown_default else ""
+    return f"{_field_name(field)}: {_type(t)}" + (" | null" if nullable else "") + default
 
 
 def _fields(cls: type[ServerMessage] | type[Request]) -> list[mi.Field]:
