@@ -1,19 +1,30 @@
 """Priority scheduler for ASR jobs shared by all pipelines of a process.
 
-Rules: finals, then speculative finals, then interims; finals are never dropped (FIFO); a
-speculative final (decoded like a final, started when silence begins so the result is ready when the
-utterance is declared over) is dropped if its owner cancels it or it is stale at dispatch; each
-owner (pipeline) has at most one pending interim and one pending speculative final — a newer one
-replaces the stale one, which completes with `None` and counts as dropped; a pending interim whose
-`is_stale()` is true at dispatch is dropped too; the number of pending interims over all owners is
-bounded (the oldest is dropped). Workers take *batches* (`next_batch(max_batch)`), all of one kind,
-so a backend can later run several owners' windows in one model call. Thread-safe; independent of
-asyncio (futures are `concurrent.futures.Future`).
+Rules: finals, then speculative finals, then interims.
+
+- Finals are never dropped and are served fairly: each owner (pipeline) has its own FIFO of
+  finals and owners take turns (round-robin), so a session that queues many finals at once (audio
+  sent faster than real time) delays its own finals, and another owner's by at most one turn. An
+  owner with more than `max_owner_finals` queued is reported (a log warning,
+  `finals_backlog_reports` in `snapshot()`, `owner_backlog()`), never dropped: its pipeline tells
+  the client (`asr_backlog`) and the transport may slow the sender.
+- A speculative final (decoded like a final, started when silence begins so the result is ready
+  when the utterance is declared over) is dropped if its owner cancels it or it is stale at
+  dispatch.
+- Each owner has at most one pending interim and one pending speculative final: a newer one
+  replaces the stale one, which completes with `None` and counts as dropped; a pending interim
+  whose `is_stale()` is true at dispatch is dropped too; the number of pending interims over all
+  owners is bounded (the oldest is dropped).
+
+Workers take *batches* (`next_batch(max_batch)`), all of one kind, so a backend can run several
+owners' windows in one model call; a batch of finals is filled by the same turns (one per owner per
+round). Thread-safe; independent of asyncio (futures are `concurrent.futures.Future`).
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import threading
 import time
 from collections import OrderedDict, deque
@@ -24,8 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from roomscribe.common.audio import SAMPLE_RATE
+
 if TYPE_CHECKING:
     from .asr import AsrResult
+
+
+log = logging.getLogger(__name__)
 
 
 class JobKind(enum.Enum):
@@ -53,6 +69,14 @@ class AsrJob:
     drop_reason: str | None = None  # "replaced" | "superseded" | "overflow" | "stale" | "closed"
 
 
+@dataclass(frozen=True)
+class OwnerBacklog:
+    """One owner's finals waiting for the model (queued, not yet running)."""
+
+    finals: int
+    audio_s: float
+
+
 class SchedulerClosed(RuntimeError):
     """Raised when submitting to a closed scheduler."""
 
@@ -60,9 +84,14 @@ class SchedulerClosed(RuntimeError):
 class AsrScheduler:
     """Queues jobs and hands them to worker threads in priority order."""
 
-    def __init__(self, max_pending_interims: int = 64) -> None:
+    def __init__(self, max_pending_interims: int = 64, max_owner_finals: int = 4) -> None:
         self._cond = threading.Condition()
-        self._finals: deque[AsrJob] = deque()
+        self._finals: dict[str, deque[AsrJob]] = {}  # owner → its queued finals, in order
+        self._turns: deque[str] = deque()  # owners with queued finals; the next to serve first
+        self._final_count = 0
+        self._max_owner_finals = max(1, max_owner_finals)
+        self._over_bound: set[str] = set()  # reported; re-armed when the owner's queue empties
+        self.finals_backlog_reports = 0
         self._interims: OrderedDict[str, AsrJob] = OrderedDict()  # owner → job, oldest first
         self._speculative: OrderedDict[str, AsrJob] = OrderedDict()  # owner → job, oldest first
         self._max_interims = max(1, max_pending_interims)
@@ -89,7 +118,7 @@ class AsrScheduler:
                 if stale is not None:
                     stale.drop_reason = "superseded"
                     dropped.append(stale)
-                self._finals.append(job)
+                self._queue_final(job)
             elif job.kind is JobKind.SPECULATIVE:
                 old = self._speculative.pop(job.owner, None)
                 if old is not None:
@@ -115,6 +144,35 @@ class AsrScheduler:
             settle(d.future, None)
         return job.future
 
+    def _queue_final(self, job: AsrJob) -> None:
+        queue = self._finals.get(job.owner)
+        if queue is None:
+            queue = self._finals[job.owner] = deque()
+            self._turns.append(job.owner)  # a newly waiting owner is served after one round
+        queue.append(job)
+        self._final_count += 1
+        if len(queue) > self._max_owner_finals and job.owner not in self._over_bound:
+            self._over_bound.add(job.owner)
+            self.finals_backlog_reports += 1
+            log.warning(
+                "ASR owner %r has %d finals queued (bound %d): it is sending audio faster than the "
+                "model transcribes it; its finals will be late, other owners' are not",
+                job.owner, len(queue), self._max_owner_finals,
+            )
+
+    def _pop_final(self) -> AsrJob:
+        """The next final by turns: the first owner in line gives its oldest and goes to the back."""
+        owner = self._turns.popleft()
+        queue = self._finals[owner]
+        job = queue.popleft()
+        self._final_count -= 1
+        if queue:
+            self._turns.append(owner)
+        else:
+            del self._finals[owner]
+            self._over_bound.discard(owner)
+        return job
+
     # -- worker side ---------------------------------------------------------------------------
 
     def next_batch(self, max_batch: int = 1, timeout: float | None = None) -> list[AsrJob] | None:
@@ -126,7 +184,7 @@ class AsrScheduler:
             with self._cond:
                 batch = self._take(max_batch, dropped)
                 if not batch and not dropped:
-                    if self._closed and not self._finals:
+                    if self._closed and not self._final_count:
                         return None
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
@@ -143,10 +201,11 @@ class AsrScheduler:
                 return batch
 
     def _take(self, max_batch: int, dropped: list[AsrJob]) -> list[AsrJob]:
-        """Finals first, topped up with speculative finals (same decoding); else interims."""
+        """Finals first (owners in turn), topped up with speculative finals (same decoding); else
+        interims."""
         batch: list[AsrJob] = []
-        while self._finals and len(batch) < max_batch:
-            job = self._finals.popleft()
+        while self._final_count and len(batch) < max_batch:
+            job = self._pop_final()
             if job.future.set_running_or_notify_cancel():
                 batch.append(job)
         while self._speculative and len(batch) < max_batch:
@@ -227,7 +286,10 @@ class AsrScheduler:
     def snapshot(self) -> dict[str, Any]:
         with self._cond:
             return {
-                "pending_finals": len(self._finals),
+                "pending_finals": self._final_count,
+                "owners_with_finals": len(self._turns),
+                "owners_over_bound": len(self._over_bound),
+                "finals_backlog_reports": self.finals_backlog_reports,
                 "pending_interims": len(self._interims),
                 "pending_speculative": len(self._speculative),
                 "running": self._running,
@@ -244,8 +306,14 @@ class AsrScheduler:
     def pending_finals(self, owner: str | None = None) -> int:
         with self._cond:
             if owner is None:
-                return len(self._finals)
-            return sum(1 for j in self._finals if j.owner == owner)
+                return self._final_count
+            return len(self._finals.get(owner, ()))
+
+    def owner_backlog(self, owner: str) -> OwnerBacklog:
+        """How much final work `owner` has queued (for reports and transport backpressure)."""
+        with self._cond:
+            queue = self._finals.get(owner, ())
+            return OwnerBacklog(len(queue), sum(len(j.audio) for j in queue) / SAMPLE_RATE)
 
 
 def settle(future: Future[AsrResult | None], result: AsrResult | None = None, exc: BaseException | None = None) -> None:
