@@ -9,8 +9,8 @@ stretching is in the receiver, so it happens with any LiveKit server; the Python
 setting to turn it off, but the stream's `inbound-rtp` statistics count every stretched sample.
 
 `SettleWatch` reads those counters: the stream is steady once NetEq has stretched nothing for
-`quiet_s` and its buffer is not above its target (above it, acceleration is coming). Pure logic:
-the agent polls the statistics and feeds them in.
+`quiet_s` and its buffer is not above the level where NetEq accelerates (its decision logic:
+max(target, 3/4 target + 20 ms)). Pure logic: the agent polls the statistics and feeds them in.
 """
 
 from __future__ import annotations
@@ -57,6 +57,11 @@ class JitterBufferStats:
         return None
 
 
+def accelerate_above_ms(target_ms: float) -> float:
+    """The buffer level above which NetEq accelerates (WebRTC's DecisionLogic: its high limit)."""
+    return max(target_ms, 0.75 * target_ms + 20.0)
+
+
 @dataclass(frozen=True)
 class Settled:
     """The verdict: after `after_s` the stream was steady (or the watch gave up waiting)."""
@@ -73,11 +78,10 @@ class SettleWatch:
     verdict once, when the jitter buffer has been quiet for `quiet_s` (at least `min_s` after the
     start), or after `max_s` with `steady=False`."""
 
-    def __init__(self, *, quiet_s: float = 0.5, min_s: float = 0.5, max_s: float = 4.0, tolerance_ms: float = 10.0) -> None:
+    def __init__(self, *, quiet_s: float = 0.5, min_s: float = 0.5, max_s: float = 4.0) -> None:
         self.quiet_s = quiet_s
         self.min_s = min_s
         self.max_s = max_s
-        self.tolerance_ms = tolerance_ms
         self._start: float | None = None
         self._prev: JitterBufferStats | None = None
         self._first: JitterBufferStats | None = None
@@ -98,8 +102,7 @@ class SettleWatch:
         if emitted > 0:
             self._buffer_ms = 1000.0 * (stats.delay_s - prev.delay_s) / emitted
             self._target_ms = 1000.0 * (stats.target_s - prev.target_s) / emitted
-        above_target = self._buffer_ms > self._target_ms + self.tolerance_ms
-        if stats.stretched != prev.stretched or emitted <= 0 or above_target:
+        if stats.stretched != prev.stretched or emitted <= 0 or self._buffer_ms > accelerate_above_ms(self._target_ms):
             self._quiet_since = now
         elapsed = now - self._start
         quiet = self._quiet_since is not None and now - self._quiet_since >= self.quiet_s
