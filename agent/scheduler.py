@@ -145,6 +145,7 @@ class AsrScheduler:
         return job.future
 
     def _queue_final(self, job: AsrJob) -> None:
+        """Append to the owner's FIFO (the owner joins the turns if it had none); report a backlog."""
         queue = self._finals.get(job.owner)
         if queue is None:
             queue = self._finals[job.owner] = deque()
