@@ -25,6 +25,7 @@ import tempfile
 import wave
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -134,7 +135,7 @@ def build_asterisk_corpus(directory: Path) -> int:
     wav_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="roomscribe-corpus-") as work:
         root, versions = _fetch_packages(Path(work))
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name, text in _read_transcripts(root / _TRANSCRIPTS):
             src = root / _SOUNDS / f"{name}.g722"
             if not src.exists():
@@ -193,7 +194,7 @@ def decode_g722(path: Path) -> np.ndarray:
     """Decode a raw G.722 file to 16 kHz mono int16 with PyAV."""
     import av
 
-    chunks = []
+    chunks: list[np.ndarray] = []
     with av.open(str(path), format="g722") as container:
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ async def start_server() -> tuple[subprocess.Popen, str]:
     raise RuntimeError("dev server did not start")
 
 
-async def connect(url: str, identity: str, room: str = "bench"):  # type: ignore[no-untyped-def]
+async def connect(url: str, identity: str, room: str = "bench"):
     from livekit import rtc
 
     r = rtc.Room()
@@ -64,7 +65,7 @@ async def connect(url: str, identity: str, room: str = "bench"):  # type: ignore
     return r
 
 
-async def publish(room, freq: float, burst_every_s: float | None, marks: list[float],  # type: ignore[no-untyped-def]
+async def publish(room, freq: float, burst_every_s: float | None, marks: list[float],
                   stop: asyncio.Event) -> None:
     """Continuous tone, or silence with 100 ms bursts (recording each burst's capture time)."""
     from livekit import rtc
@@ -91,7 +92,7 @@ async def publish(room, freq: float, burst_every_s: float | None, marks: list[fl
         await source.aclose()
 
 
-async def detect_onsets(track, onsets: list[float], stop: asyncio.Event) -> None:  # type: ignore[no-untyped-def]
+async def detect_onsets(track, onsets: list[float], stop: asyncio.Event) -> None:
     from livekit import rtc
 
     stream = rtc.AudioStream(track, sample_rate=RATE, num_channels=1)
@@ -111,8 +112,13 @@ async def detect_onsets(track, onsets: list[float], stop: asyncio.Event) -> None
 async def measure_latency(url: str, bursts: int) -> list[float]:
     pub_room = await connect(url, "lat-pub", "latency")
     sub_room = await connect(url, "lat-sub", "latency")
-    got: asyncio.Future = asyncio.get_running_loop().create_future()
-    sub_room.on("track_subscribed", lambda t, *_: got.done() or got.set_result(t))
+    got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def on_track(t: Any, *_: Any) -> None:
+        if not got.done():
+            got.set_result(t)
+
+    sub_room.on("track_subscribed", on_track)
     marks: list[float] = []
     onsets: list[float] = []
     stop = asyncio.Event()

@@ -21,6 +21,7 @@ import os
 import statistics
 import time
 from dataclasses import fields
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,7 @@ async def main() -> None:
     ap.add_argument("--show", action="store_true", help="print the finals of the first stream")
     args = ap.parse_args()
 
-    kw = {"interims": not args.no_interims}
+    kw: dict[str, Any] = {"interims": not args.no_interims}
     types = {f.name: f.type for f in fields(PipelineConfig)}
     for item in args.set:
         k, v = item.split("=", 1)

@@ -50,7 +50,7 @@ class BenchConfig:
     def quick(cls, **overrides: Any) -> BenchConfig:
         base: dict[str, Any] = {"mode": "quick", "latency_clips": 10, "sweep_clips": 2, "accuracy_clips": 20, "stagger_s": 1.5}
         base.update(overrides)
-        return cls(**base)  # type: ignore[arg-type]
+        return cls(**base)
 
 
 def make_server(cfg: BenchConfig) -> BenchServer:

@@ -16,11 +16,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from roomscribe.bench import procstat
 from roomscribe.bench.transport import Endpoint
 from tokens import mint_control_token
+
+if TYPE_CHECKING:
+    from control.server import ControlServer
 
 _URL_LINE = re.compile(r"control plane on (ws://\S+/v1/control)")
 
@@ -47,7 +50,7 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _token_factory(secret: str):  # type: ignore[no-untyped-def]
+def _token_factory(secret: str):
     return lambda user: mint_control_token(secret, user, ttl_s=3600)
 
 
@@ -117,7 +120,7 @@ class InProcessServer:
 
     scope = "bench process (server + client)"
 
-    def __init__(self, engine=None, *, transport: str = "ws") -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, engine=None, *, transport: str = "ws") -> None:
         from control.config import Settings
 
         self.secret = secrets.token_urlsafe(32)
@@ -126,7 +129,7 @@ class InProcessServer:
         settings.devserver_port = 0
         self.settings = settings
         self._engine = engine
-        self.server = None
+        self.server: ControlServer | None = None
         self.endpoint = Endpoint("", _token_factory(self.secret))
 
     async def start(self) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
@@ -63,6 +63,7 @@ class TransportUnavailable(RuntimeError):
 
 
 TRANSPORTS = ("ws", "livekit")
+F = TypeVar("F")  # a frame as a transport sends it (bytes, or int16 samples)
 
 
 def make_transport(name: str, endpoint: Endpoint) -> Transport:
@@ -79,7 +80,7 @@ def make_transport(name: str, endpoint: Endpoint) -> Transport:
 
 
 async def pace_frames(
-    record: SessionRecord, frames: list[bytes], frame_s: float, send: Callable[[bytes], Awaitable[None]]
+    record: SessionRecord, frames: Sequence[F], frame_s: float, send: Callable[[F], Awaitable[None]]
 ) -> None:
     """Send `frames` like a live microphone from `record.t0`, noting how late each send was."""
     speed = record.speed if record.speed > 0 else 1e9

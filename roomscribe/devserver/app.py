@@ -225,7 +225,7 @@ class DevServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
-        sockets = getattr(site._server, "sockets", None) or []  # type: ignore[union-attr]
+        sockets = getattr(site._server, "sockets", None) or []
         if sockets:
             self.port = sockets[0].getsockname()[1]
         log.info("LiveKit dev server on %s (API keys: %s)", self.url, ", ".join(self.keys))

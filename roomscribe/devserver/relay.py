@@ -43,7 +43,7 @@ class RelayedTrack(MediaStreamTrack):
                 break
         self._queue.put_nowait(frame)
 
-    async def recv(self):  # type: ignore[override]
+    async def recv(self):
         if self.readyState != "live":
             raise MediaStreamError
         frame = await self._queue.get()
@@ -112,7 +112,7 @@ class ImmediateAudioBuffer:
     def __init__(self) -> None:
         self._last: int | None = None
 
-    def add(self, packet) -> tuple[bool, JitterFrame | None]:  # type: ignore[no-untyped-def]
+    def add(self, packet) -> tuple[bool, JitterFrame | None]:
         seq = packet.sequence_number
         if self._last is not None:
             ahead = uint16_add(seq, -self._last)
@@ -122,7 +122,7 @@ class ImmediateAudioBuffer:
         return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
 
 
-def use_immediate_audio_buffer(receiver) -> bool:  # type: ignore[no-untyped-def]
+def use_immediate_audio_buffer(receiver) -> bool:
     """Install :class:`ImmediateAudioBuffer` on an aiortc audio receiver (private attribute)."""
     attr = "_RTCRtpReceiver__jitter_buffer"
     if getattr(receiver, "_RTCRtpReceiver__kind", None) != "audio" or not hasattr(receiver, attr):
@@ -135,7 +135,7 @@ _MAX = 32767.0
 aiortc_audio_level_dbov = aiortc.rtp.compute_audio_level_dbov  # the original, for comparison
 
 
-def audio_level_dbov(frame) -> int:  # type: ignore[no-untyped-def]
+def audio_level_dbov(frame) -> int:
     """RFC 6465 level exactly as aiortc computes it, with numpy instead of a Python loop."""
     buf = np.frombuffer(bytes(frame.planes[0]), dtype=np.int16).astype(np.float64)
     rms = math.sqrt(float(np.dot(buf, buf)) / (frame.samples * _MAX * _MAX)) if frame.samples else 0.0

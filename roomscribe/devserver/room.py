@@ -47,7 +47,7 @@ class ParticipantLink(Protocol):
     def send_data(self, payload: bytes, reliable: bool) -> None:
         """Send a serialized DataPacket over the client's data channel."""
 
-    def close(self, reason: int) -> None:
+    def close(self, reason: m.DisconnectReason) -> None:
         """Disconnect the client (sends ``leave`` with ``reason``) and release its media."""
 
 
@@ -86,7 +86,7 @@ class Participant:
     link: ParticipantLink
     auto_subscribe: bool = True
     sid: str = field(default_factory=lambda: new_id("PA_"))
-    state: int = m.ParticipantInfo.JOINED
+    state: m.ParticipantInfo.State = m.ParticipantInfo.JOINED
     joined_at: float = field(default_factory=time.time)
     publications: dict[str, Publication] = field(default_factory=dict)
     subscriptions: set[str] = field(default_factory=set)
@@ -130,7 +130,7 @@ class Participant:
         """Mark the participant's info as changed."""
         self.version = _next_version()
 
-    def may_publish(self, source: int) -> str | None:
+    def may_publish(self, source: m.TrackSource) -> str | None:
         """Return why publishing ``source`` is refused, or ``None`` if allowed."""
         if not self.grant.can_publish:
             return "token does not allow publishing (canPublish is false)"
@@ -232,7 +232,7 @@ class Room:
         if not part.hidden:
             self.broadcast(_update(part.info()), exclude=part)
 
-    def remove(self, part: Participant, *, reason: int = m.DisconnectReason.CLIENT_INITIATED,
+    def remove(self, part: Participant, *, reason: m.DisconnectReason = m.DisconnectReason.CLIENT_INITIATED,
                notify_self: bool = True) -> None:
         """Take ``part`` out of the room; tell others; drop its subscriptions and publications."""
         if self.participants.get(part.identity) is not part:
@@ -253,7 +253,7 @@ class Room:
         if not self.participants:
             self._arm_empty_timer()
 
-    def close(self, reason: int = m.DisconnectReason.ROOM_DELETED) -> None:
+    def close(self, reason: m.DisconnectReason = m.DisconnectReason.ROOM_DELETED) -> None:
         """Disconnect everyone and mark the room closed."""
         self.closed = True
         self._cancel_empty_timer()
@@ -426,7 +426,7 @@ class RoomManager:
             log.info("room %s created (%s)", name, room.sid)
         return room
 
-    def delete(self, name: str, reason: int = m.DisconnectReason.ROOM_DELETED) -> bool:
+    def delete(self, name: str, reason: m.DisconnectReason = m.DisconnectReason.ROOM_DELETED) -> bool:
         """Close a room and disconnect its participants."""
         room = self.rooms.pop(name, None)
         if room is None:

@@ -7,6 +7,7 @@ import logging
 import time
 
 from aiohttp import WSMsgType, web
+from aiortc.mediastreams import MediaStreamTrack
 from livekit.protocol import models as m
 from livekit.protocol import rtc as r
 
@@ -55,7 +56,7 @@ class Session:
         if self.media is not None:
             self.media.send_data(payload, reliable)
 
-    def close(self, reason: int) -> None:
+    def close(self, reason: m.DisconnectReason) -> None:
         if self._closing:
             return
         self._out.put_nowait(encode_response(r.SignalResponse(leave=r.LeaveRequest(
@@ -184,11 +185,11 @@ class Session:
                 last_ping_timestamp=req.ping_req.timestamp, timestamp=int(time.time() * 1000))))
 
     # -- media callbacks -----------------------------------------------------------------
-    def _on_track(self, track: object, track_id: str, mid: str) -> None:
+    def _on_track(self, track: MediaStreamTrack, track_id: str, mid: str) -> None:
         part = self.participant
         assert part is not None
         pub = self.room.find_pending(part, track_id)
-        relay = TrackRelay(track, pub.sid if pub else "")  # type: ignore[arg-type]
+        relay = TrackRelay(track, pub.sid if pub else "")
         self._relays[track_id] = relay
         if pub is None:
             log.warning("%s sent media for unknown track %s", part.identity, track_id)

@@ -14,7 +14,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCDataChannel, RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.sdp import candidate_from_sdp
 from livekit.protocol import rtc as r
@@ -74,9 +75,10 @@ async def _start_stalled(pc: RTCPeerConnection) -> None:
         direction = t.currentDirection
         try:
             if direction in ("sendonly", "sendrecv"):
-                await t.sender.send(pc._RTCPeerConnection__localRtp(t))  # type: ignore[attr-defined]
+                # aiortc's private (name-mangled) helpers: no public call starts a stalled transceiver
+                await t.sender.send(pc._RTCPeerConnection__localRtp(t))  # type: ignore[attr-defined]  # private aiortc API
             if direction in ("recvonly", "sendrecv"):
-                await t.receiver.receive(pc._RTCPeerConnection__remoteRtp(t))  # type: ignore[attr-defined]
+                await t.receiver.receive(pc._RTCPeerConnection__remoteRtp(t))  # type: ignore[attr-defined]  # private aiortc API
         except Exception:  # pragma: no cover - diagnostic only
             log.debug("could not start transceiver %s", t.mid, exc_info=True)
 
@@ -86,7 +88,7 @@ class MediaSession:
 
     def __init__(self, *, single_pc: bool, send: Callable[[r.SignalResponse], None],
                  participant_sid: str, ice_addresses: tuple[str, ...],
-                 on_track: Callable[[object, str, str], None],
+                 on_track: Callable[[MediaStreamTrack, str, str], None],
                  on_unpublished: Callable[[str], None],
                  on_data: Callable[[bytes, bool], None],
                  on_connected: Callable[[], None], low_latency: bool = True) -> None:
@@ -106,7 +108,7 @@ class MediaSession:
         self.sub = None if single_pc else self._make_pc(SUBSCRIBER)
         self._pub_lock = asyncio.Lock()
         self._sub_lock = asyncio.Lock()
-        self._channels: dict[str, object] = {}
+        self._channels: dict[str, RTCDataChannel] = {}
         self._published: dict[str, RTCRtpTransceiver] = {}  # msid track id -> transceiver
         self._subs: dict[str, _Sub] = {}
         # single PC: subscriptions waiting for a client m-line, and whether we asked for one
@@ -119,7 +121,7 @@ class MediaSession:
         self._sub_again = False
         self._tasks: set[asyncio.Task] = set()
         self._msid_by_mid: dict[str, str] = {}
-        self._early: dict[int, list[object]] = {}
+        self._early: dict[int, list[RTCIceCandidate]] = {}
 
     # -- setup ---------------------------------------------------------------------------
     def _make_pc(self, target: int) -> RTCPeerConnection:
@@ -136,7 +138,7 @@ class MediaSession:
 
         if target == PUBLISHER:
             @pc.on("track")
-            def _track(track) -> None:  # type: ignore[no-untyped-def]
+            def _track(track) -> None:
                 transceiver = next((t for t in pc.getTransceivers() if t.receiver.track is track), None)
                 mid = transceiver.mid if transceiver is not None else None
                 track_id = self._msid_by_mid.get(mid or "", track.id)
@@ -147,18 +149,18 @@ class MediaSession:
                 self._on_track(track, track_id, mid or "")
 
             @pc.on("datachannel")
-            def _channel(channel) -> None:  # type: ignore[no-untyped-def]
+            def _channel(channel) -> None:
                 label = channel.label
                 self._channels[label] = channel
                 reliable = label == "_reliable"
 
                 @channel.on("message")
-                def _message(data) -> None:  # type: ignore[no-untyped-def]
+                def _message(data) -> None:
                     if isinstance(data, (bytes, bytearray)) and label in ("_reliable", "_lossy"):
                         self._on_data(bytes(data), reliable)
         return pc
 
-    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -328,9 +330,9 @@ class MediaSession:
                 return
             await self._add_candidate(pc, cand)
 
-    async def _add_candidate(self, pc: RTCPeerConnection, cand: object) -> None:
+    async def _add_candidate(self, pc: RTCPeerConnection, cand: RTCIceCandidate) -> None:
         try:
-            await pc.addIceCandidate(cand)  # type: ignore[arg-type]
+            await pc.addIceCandidate(cand)
         except Exception as exc:  # unknown mid etc.: not fatal, ICE also learns peer-reflexively
             log.debug("addIceCandidate failed: %s", exc)
 
@@ -342,10 +344,10 @@ class MediaSession:
     def send_data(self, payload: bytes, reliable: bool) -> None:
         """Send a DataPacket to the client over its own data channel."""
         channel = self._channels.get("_reliable" if reliable else "_lossy")
-        if channel is None or channel.readyState != "open":  # type: ignore[attr-defined]
+        if channel is None or channel.readyState != "open":
             channel = self._channels.get("_reliable")
-        if channel is not None and channel.readyState == "open":  # type: ignore[attr-defined]
-            channel.send(payload)  # type: ignore[attr-defined]
+        if channel is not None and channel.readyState == "open":
+            channel.send(payload)
 
     # -- teardown ------------------------------------------------------------------------
     async def close(self) -> None:

@@ -10,7 +10,7 @@ import pytest
 from agent.asr import AsrEngine
 from agent.config import AsrConfig, PipelineConfig
 from agent.ct2backend import ShortWindowBackend
-from agent.events import FinalTranscript
+from agent.events import FinalTranscript, PipelineEvent
 from agent.pipeline import TranscriptionPipeline
 from agent.scheduler import AsrJob, JobKind
 from agent.textguard import GuardConfig, clean_text
@@ -39,7 +39,7 @@ def _job(audio: np.ndarray, kind=JobKind.FINAL) -> AsrJob:
 @pytest.mark.slow  # JFK through the full 30 s encoder window: ~20 s on 2 cores
 @pytest.mark.timeout(60)
 async def test_pipeline_on_full_window_backend(full_engine):
-    events = []
+    events: list[PipelineEvent] = []
     p = TranscriptionPipeline(full_engine, PipelineConfig(), events.append)
     await feed_paced(p, load_wav("jfk.wav"), 16000, speed=2.0)
     await p.finish()

@@ -13,6 +13,7 @@ from agent.config import PipelineConfig
 from agent.events import (
     FinalTranscript,
     InterimTranscript,
+    PipelineEvent,
     PipelineNotice,
     SpeechEnded,
     SpeechStarted,
@@ -22,7 +23,7 @@ from agent_testutil import JFK_TEXT, LIBRI_TEXT, check_event_order, feed_paced, 
 
 
 def make(engine, **cfg):
-    events = []
+    events: list[PipelineEvent] = []
     p = TranscriptionPipeline(engine, PipelineConfig(**cfg), events.append, participant="alice")
     return p, events
 

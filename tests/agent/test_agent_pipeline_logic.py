@@ -10,7 +10,7 @@ import pytest
 
 from agent.asr import AsrEngine, AsrResult, AsrSegment
 from agent.config import AsrConfig, PipelineConfig
-from agent.events import FinalTranscript, PipelineNotice, SpeechEnded, SpeechStarted
+from agent.events import FinalTranscript, PipelineEvent, PipelineNotice, SpeechEnded, SpeechStarted
 from agent.pipeline import TranscriptionPipeline
 from agent_testutil import check_event_order, feed_paced, load_wav
 
@@ -55,7 +55,7 @@ def _speech_pause_speech(pause_s: float) -> np.ndarray:
 
 async def test_speculative_final_is_used_when_silence_lasts():
     eng, backend = await _engine()
-    events = []
+    events: list[PipelineEvent] = []
     p = TranscriptionPipeline(eng, PipelineConfig(interims=False), events.append)
     await feed_paced(p, _speech_pause_speech(0.0), 16000, speed=float("inf"))
     await p.finish()
@@ -70,7 +70,7 @@ async def test_speculative_final_is_used_when_silence_lasts():
 
 async def test_unsure_speculative_final_is_redone_with_all_audio():
     eng, backend = await _engine(speculative_logprob=-0.9)
-    events = []
+    events: list[PipelineEvent] = []
     p = TranscriptionPipeline(eng, PipelineConfig(interims=False), events.append)
     await feed_paced(p, _speech_pause_speech(0.0), 16000, speed=float("inf"))
     await p.finish()
@@ -89,7 +89,7 @@ async def test_unsure_speculative_final_is_redone_with_all_audio():
 
 async def test_speculative_final_is_abandoned_when_speech_resumes():
     eng, _backend = await _engine(delay=0.05)
-    events = []
+    events: list[PipelineEvent] = []
     # A 0.2 s pause is shorter than the 0.3 s hangover: one utterance, one wasted speculation.
     p = TranscriptionPipeline(eng, PipelineConfig(interims=False), events.append)
     await feed_paced(p, _speech_pause_speech(0.2), 16000, speed=2.0)
@@ -106,7 +106,7 @@ async def test_speculative_final_is_abandoned_when_speech_resumes():
 
 async def test_slow_model_keeps_utterances_in_order_and_loses_no_final():
     eng, _backend = await _engine(delay=0.3)
-    events = []
+    events: list[PipelineEvent] = []
     libri = load_wav("libri_61-70968-0000.wav")
     gap = np.zeros(int(16000 * 0.6), np.int16)
     audio = np.concatenate([libri, gap, libri, gap, libri, gap])
@@ -122,7 +122,7 @@ async def test_slow_model_keeps_utterances_in_order_and_loses_no_final():
 
 async def test_aclose_closes_started_utterances():
     eng, _ = await _engine(delay=0.5)
-    events = []
+    events: list[PipelineEvent] = []
     p = TranscriptionPipeline(eng, PipelineConfig(), events.append)
     await feed_paced(p, load_wav("libri_61-70968-0000.wav")[: 16000 * 2], 16000, speed=float("inf"))
     assert any(isinstance(e, SpeechStarted) for e in events)
@@ -137,7 +137,7 @@ async def test_aclose_closes_started_utterances():
 async def test_closed_engine_gives_notice_not_hang():
     eng, _ = await _engine()
     await eng.close()
-    events = []
+    events: list[PipelineEvent] = []
     p = TranscriptionPipeline(eng, PipelineConfig(), events.append)
     await feed_paced(p, load_wav("libri_61-70968-0000.wav"), 16000, speed=float("inf"))
     await asyncio.wait_for(p.finish(), 5)
@@ -149,7 +149,7 @@ async def test_closed_engine_gives_notice_not_hang():
 
 async def test_audio_buffer_stays_bounded_on_a_long_stream():
     eng, _ = await _engine()
-    events = []
+    events: list[PipelineEvent] = []
     cfg = PipelineConfig(interims=False, max_utterance_s=5.0)
     p = TranscriptionPipeline(eng, cfg, events.append)
     libri = load_wav("libri_61-70968-0000.wav")

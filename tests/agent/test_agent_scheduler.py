@@ -18,6 +18,13 @@ def job(kind: JobKind, owner: str, tag: float = 0.0, is_stale=None) -> AsrJob:
     return AsrJob(kind=kind, owner=owner, audio=np.full(4, tag, dtype=np.float32), is_stale=is_stale)
 
 
+def take(s: AsrScheduler, n: int) -> list[AsrJob]:
+    """The next batch; next_batch returns None only once the scheduler is closed."""
+    batch = s.next_batch(n, timeout=0)
+    assert batch is not None
+    return batch
+
+
 def test_finals_first_then_interims_in_order():
     s = AsrScheduler()
     i1 = job(JobKind.INTERIM, "a")
@@ -27,7 +34,7 @@ def test_finals_first_then_interims_in_order():
     for j in (i1, f1, i2, f2):
         s.submit(j)
     assert i2.future.result(timeout=0) is None and i2.drop_reason == "superseded"
-    order = [s.next_batch(1, timeout=0)[0] for _ in range(3)]
+    order = [take(s, 1)[0] for _ in range(3)]
     assert order == [f1, f2, i1]
     assert s.next_batch(1, timeout=0) == []
 
@@ -67,9 +74,9 @@ def test_batches_are_of_one_kind():
     for i in range(3):
         s.submit(job(JobKind.FINAL, f"f{i}"))
         s.submit(job(JobKind.INTERIM, f"i{i}"))
-    first = s.next_batch(8, timeout=0)
+    first = take(s, 8)
     assert [j.kind for j in first] == [JobKind.FINAL] * 3
-    second = s.next_batch(8, timeout=0)
+    second = take(s, 8)
     assert [j.kind for j in second] == [JobKind.INTERIM] * 3
 
 
@@ -183,7 +190,7 @@ def test_a_backend_returning_too_few_results_fails_the_batch():
     a, b = job(JobKind.FINAL, "a"), job(JobKind.FINAL, "b")
     s.submit(a)
     s.submit(b)
-    batch = s.next_batch(2, timeout=0)
+    batch = take(s, 2)
     s.complete(batch, [AsrResult(segments=(), audio_s=0.0, infer_s=0.0)])
     for j in (a, b):
         with pytest.raises(RuntimeError, match="1 results for 2 jobs"):

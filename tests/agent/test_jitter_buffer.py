@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from livekit.rtc._proto import stats_pb2
 
@@ -12,7 +14,7 @@ STEP = 0.1  # the agent polls every 100 ms
 PER_STEP = int(NETEQ_RATE * STEP)
 
 
-def feed(watch: SettleWatch, steps: list[tuple[int, int, float, float]]):  # type: ignore[no-untyped-def]
+def feed(watch: SettleWatch, steps: Sequence[tuple[int, int, float, float]]):
     """(accelerated, decelerated, buffer_ms, target_ms) per 100 ms step → the verdict and its step."""
     stats = JitterBufferStats()
     assert watch.update(stats, 0.0) is None

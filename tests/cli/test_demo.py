@@ -11,7 +11,7 @@ import pytest
 from speech_samples import JFK_TEXT, normalise, printed_finals_text, wer
 
 
-def run_demo(*args: str, tmp_path) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
+def run_demo(*args: str, tmp_path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "ROOMSCRIBE_"))}
     return subprocess.run(
         [sys.executable, "-m", "roomscribe.cli", "--env-file", str(tmp_path / "absent.env"), "demo", *args],
@@ -21,7 +21,7 @@ def run_demo(*args: str, tmp_path) -> subprocess.CompletedProcess:  # type: igno
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("args", [(), ("--transport", "ws", "--fast")], ids=["livekit", "ws"])
-def test_demo_prints_the_sample_transcript(args: tuple[str, ...], tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_demo_prints_the_sample_transcript(args: tuple[str, ...], tmp_path) -> None:
     out = run_demo(*args, tmp_path=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert wer(JFK_TEXT, printed_finals_text(out.stdout)) <= 0.10, out.stdout

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -40,22 +42,20 @@ async def connect(server: DevServer) -> AsyncIterator[Connect]:
 
     async def _connect(identity: str, room: str = "r1", *, single_pc: bool | None = True,
                        auto_subscribe: bool = True, srv: DevServer | None = None,
-                       **grants: object) -> rtc.Room:
+                       **grants: Any) -> rtc.Room:
         target = srv or server
         lk_room = rtc.Room()
         rooms.append(lk_room)
         # registered before connecting, so tracks announced during connect are not missed
-        lk_room.first_track = wait_event(lk_room, "track_subscribed")  # type: ignore[attr-defined]
+        lk_room.first_track = wait_event(lk_room, "track_subscribed")  # type: ignore[attr-defined]  # carried on the room for the test
         opts = rtc.RoomOptions(auto_subscribe=auto_subscribe, single_peer_connection=single_pc)
         await asyncio.wait_for(lk_room.connect(target.url, make_token(identity, room, **grants), opts), 15)
         return lk_room
 
     yield _connect
     for lk_room in rooms:
-        try:
+        with contextlib.suppress(Exception):  # already gone
             await asyncio.wait_for(lk_room.disconnect(), 5)
-        except Exception:  # already gone
-            pass
 
 
 Subscriptions = Callable[..., Awaitable[dict[str, set[str]]]]

@@ -14,7 +14,7 @@ SENT_DBFS = rms_dbfs(tone(440, RATE, RATE, 0.5))
 MODES = [pytest.param(True, id="single-pc"), pytest.param(False, id="dual-pc")]
 
 
-def assert_tone(samples, freq: float = 440.0) -> None:  # type: ignore[no-untyped-def]
+def assert_tone(samples, freq: float = 440.0) -> None:
     """The tone's frequency, its level (median 10 ms block, robust to a few dropouts caused by
     a loaded machine) and continuity (at least 80 % of blocks carry the tone)."""
     assert len(samples) >= RATE, "received too little audio"

@@ -46,13 +46,13 @@ async def static_site() -> AsyncIterator[str]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # aiohttp keeps the bound server private
     yield f"http://127.0.0.1:{port}/"
     await runner.cleanup()
 
 
 @pytest.fixture
-async def page(static_site: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+async def page(static_site: str, tmp_path: Path):
     """A fresh headless Chromium page whose fake microphone plays a 440 Hz tone."""
     from playwright.async_api import async_playwright
 

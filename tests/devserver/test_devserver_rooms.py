@@ -215,7 +215,7 @@ async def test_hidden_participant_is_not_announced(connect) -> None:
     try:
         (p,) = await asyncio.wait_for(joined, 10)
         assert p.identity == "alice"
-        track, _, who = await asyncio.wait_for(spy.first_track, 15)
+        _track, _, who = await asyncio.wait_for(spy.first_track, 15)
         assert who.identity == "alice"  # the hidden participant still subscribes
         assert "spy" not in {p.identity for p in b.remote_participants.values()}
         assert "spy" not in {p.identity for p in a.remote_participants.values()}

@@ -11,7 +11,7 @@ from devserver_helpers import collect_audio, peak_hz, publish_tone, wait_event
 
 
 @pytest.fixture
-async def lkapi(server):  # type: ignore[no-untyped-def]
+async def lkapi(server):
     client = api.LiveKitAPI(server.http_url, "devkey", "secret")
     yield client
     await client.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ class FakeLink:
     def send(self, msg: r.SignalResponse) -> None:
         self.sent.append(msg)
 
-    def subscribe(self, pub) -> None:  # type: ignore[no-untyped-def]
+    def subscribe(self, pub) -> None:
         self.subscribed.append(pub.sid)
 
     def unsubscribe(self, track_sid: str) -> None:
@@ -50,8 +51,8 @@ class FakeLink:
                 for p in msg.update.participants]
 
 
-def grant(identity: str, **kw: object) -> JoinGrant:
-    return JoinGrant(identity=identity, name=identity, room="r", **kw)  # type: ignore[arg-type]
+def grant(identity: str, **kw: Any) -> JoinGrant:
+    return JoinGrant(identity=identity, name=identity, room="r", **kw)
 
 
 def join(room: Room, identity: str, **kw: object) -> tuple[Participant, FakeLink]:
@@ -225,7 +226,7 @@ def test_immediate_audio_buffer_orders_and_drops_late() -> None:
     out = []
     for seq in (65534, 65535, 0, 65535, 2, 1, 3):
         p = RtpPacket(sequence_number=seq, timestamp=seq * 960)
-        p._data = bytes([seq % 256])  # type: ignore[attr-defined]
+        p._data = bytes([seq % 256])  # type: ignore[attr-defined]  # the payload attribute aiortc sets when parsing
         _, frame = buf.add(p)
         out.append(None if frame is None else frame.timestamp // 960)
     assert out == [65534, 65535, 0, None, 2, None, 3]

@@ -15,7 +15,7 @@ from tokens import mint_client_token
 pytestmark = pytest.mark.timeout(150)
 
 
-async def test_vad_gating_follows_vad_messages_and_hangover(engine) -> None:  # type: ignore[no-untyped-def]
+async def test_vad_gating_follows_vad_messages_and_hangover(engine) -> None:
     server = await start_livekit_control(engine, publish_gating="vad", publish_hangover_s=0.5)
     try:
         async with aiohttp.ClientSession() as http:
@@ -46,7 +46,7 @@ async def test_vad_gating_follows_vad_messages_and_hangover(engine) -> None:  # 
         await server.stop()
 
 
-async def test_inactivity_stops_publishing(engine) -> None:  # type: ignore[no-untyped-def]
+async def test_inactivity_stops_publishing(engine) -> None:
     server = await start_livekit_control(engine, publish_gating="vad", publish_inactivity_s=1.0)
     try:
         async with aiohttp.ClientSession() as http:
@@ -62,7 +62,7 @@ async def test_inactivity_stops_publishing(engine) -> None:  # type: ignore[no-u
         await server.stop()
 
 
-async def test_single_user_mode_ignores_other_publishers(lk_control) -> None:  # type: ignore[no-untyped-def]
+async def test_single_user_mode_ignores_other_publishers(lk_control) -> None:
     client = await lk_control.connect("ivan")
     await client.send(type="session.start")
     ready = await client.wait_type("session.ready")
@@ -82,7 +82,7 @@ async def test_single_user_mode_ignores_other_publishers(lk_control) -> None:  #
     await client.close()
 
 
-async def test_multi_user_mode_transcribes_every_publisher_tagged(lk_control) -> None:  # type: ignore[no-untyped-def]
+async def test_multi_user_mode_transcribes_every_publisher_tagged(lk_control) -> None:
     settings = lk_control.server.settings
     refused = await lk_control.connect("plain")
     await refused.send(type="session.start", id=1, room="team")
@@ -112,7 +112,7 @@ async def test_multi_user_mode_transcribes_every_publisher_tagged(lk_control) ->
     await client.close()
 
 
-async def test_resume_replays_finals_missed_during_a_drop(lk_control) -> None:  # type: ignore[no-untyped-def]
+async def test_resume_replays_finals_missed_during_a_drop(lk_control) -> None:
     first = await lk_control.connect("judy")
     await first.send(type="session.start")
     ready = await first.wait_type("session.ready")
@@ -131,7 +131,7 @@ async def test_resume_replays_finals_missed_during_a_drop(lk_control) -> None:  
     await second.close()
 
 
-async def test_agent_survives_a_dev_server_restart(lk_control) -> None:  # type: ignore[no-untyped-def]
+async def test_agent_survives_a_dev_server_restart(lk_control) -> None:
     from roomscribe.devserver import DevServer
 
     server = lk_control.server

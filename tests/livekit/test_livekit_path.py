@@ -18,7 +18,7 @@ from speech_samples import JFK, JFK_TEXT, LIBRI, normalise, wer
 pytestmark = pytest.mark.timeout(120)
 
 
-async def test_jfk_published_as_mic_is_transcribed(lk_control) -> None:  # type: ignore[no-untyped-def]
+async def test_jfk_published_as_mic_is_transcribed(lk_control) -> None:
     client = await lk_control.connect("alice")
     await client.send(type="session.start", id="s")
     ready = await client.wait_type("session.ready", id="s")
@@ -44,7 +44,7 @@ async def test_jfk_published_as_mic_is_transcribed(lk_control) -> None:  # type:
     await client.close()
 
 
-async def test_token_refresh_returns_a_fresh_token(lk_control) -> None:  # type: ignore[no-untyped-def]
+async def test_token_refresh_returns_a_fresh_token(lk_control) -> None:
     client = await lk_control.connect("bob")
     await client.send(type="session.start")
     ready = await client.wait_type("session.ready")
@@ -56,7 +56,7 @@ async def test_token_refresh_returns_a_fresh_token(lk_control) -> None:  # type:
     await client.close()
 
 
-async def test_after_grace_period_the_agent_leaves_and_the_room_is_gone(engine) -> None:  # type: ignore[no-untyped-def]
+async def test_after_grace_period_the_agent_leaves_and_the_room_is_gone(engine) -> None:
     server = await start_livekit_control(engine, grace_period_s=1.0)
     try:
         async with aiohttp.ClientSession() as http:
@@ -72,12 +72,12 @@ async def test_after_grace_period_the_agent_leaves_and_the_room_is_gone(engine) 
                 await asyncio.sleep(settings.grace_period_s + 2.0)
                 rooms = (await lk.room.list_rooms(api.ListRoomsRequest())).rooms
                 assert ready["room"] not in [r.name for r in rooms]
-            assert not server.manager.sessions
+            assert server.manager is not None and not server.manager.sessions
     finally:
         await server.stop()
 
 
-async def test_transcripts_published_into_the_room_when_enabled(engine) -> None:  # type: ignore[no-untyped-def]
+async def test_transcripts_published_into_the_room_when_enabled(engine) -> None:
     from livekit import rtc
 
     from tokens import mint_client_token
@@ -97,7 +97,7 @@ async def test_transcripts_published_into_the_room_when_enabled(engine) -> None:
 
             def on_text(reader: rtc.TextStreamReader, sender: str) -> None:
                 async def read() -> None:
-                    received.append((await reader.read_all(), dict(reader.info.attributes), sender))
+                    received.append((await reader.read_all(), dict(reader.info.attributes or {}), sender))
 
                 task = asyncio.ensure_future(read())
                 readers.add(task)
@@ -123,7 +123,7 @@ async def test_transcripts_published_into_the_room_when_enabled(engine) -> None:
         await server.stop()
 
 
-async def test_agent_receives_the_published_audio_unstretched(engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_agent_receives_the_published_audio_unstretched(engine, tmp_path) -> None:
     """What the pipeline got (the agent's debug tap) matches what the client published after
     `listening`: same timing chunk by chunk over the first 3 s of speech (WebRTC's jitter buffer
     neither stretched nor compressed it), nothing missing, and the first phrase is exact."""

@@ -44,7 +44,7 @@ class RawClient:
     async def send(self, **message: Any) -> None:
         await self.ws.send_json(message)
 
-    async def wait_for(self, predicate, timeout: float = 30.0) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    async def wait_for(self, predicate, timeout: float = 30.0) -> dict[str, Any]:
         """The first recorded event matching `predicate` (waits for it to arrive)."""
 
         async def find() -> dict[str, Any]:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,15 +19,18 @@ from roomscribe.bench.signals import tone
 from roomscribe.devserver import DEFAULT_KEYS, DevServer
 from roomscribe.devserver.auth import mint_join_token as make_token
 
+if TYPE_CHECKING:
+    from livekit import rtc
+
 __all__ = ["collect_audio", "make_token", "peak_hz", "publish_tone", "rms_dbfs",
            "running_devserver", "tone", "wait_event"]
 
 
 @contextlib.asynccontextmanager
-async def running_devserver(**options: object) -> AsyncIterator[DevServer]:
+async def running_devserver(**options: Any) -> AsyncIterator[DevServer]:
     """``async with running_devserver() as srv:`` a server on a free loopback port."""
     options.setdefault("keys", dict(DEFAULT_KEYS))
-    srv = DevServer(host="127.0.0.1", port=0, **options)  # type: ignore[arg-type]
+    srv = DevServer(host="127.0.0.1", port=0, **options)
     await srv.start()
     try:
         yield srv
@@ -48,7 +52,7 @@ def rms_dbfs(samples: np.ndarray) -> float:
     return 20 * math.log10(max(math.sqrt(float(np.mean(x * x))), 1e-9))
 
 
-async def publish_tone(room: object, freq_hz: float = 440.0, *, amplitude: float = 0.5,
+async def publish_tone(room: rtc.Room, freq_hz: float = 440.0, *, amplitude: float = 0.5,
                        rate: int = 48000, queue_size_ms: int = 200, name: str = "tone",
                        stop: asyncio.Event | None = None) -> None:
     """Publish a microphone track playing a sine until cancelled or ``stop`` is set.
@@ -62,7 +66,7 @@ async def publish_tone(room: object, freq_hz: float = 440.0, *, amplitude: float
     source = rtc.AudioSource(rate, 1, queue_size_ms=queue_size_ms)
     track = rtc.LocalAudioTrack.create_audio_track(name, source)
     opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-    await room.local_participant.publish_track(track, opts)  # type: ignore[attr-defined]
+    await room.local_participant.publish_track(track, opts)
     spf = rate // 100
     pos = 0
     try:
@@ -74,12 +78,12 @@ async def publish_tone(room: object, freq_hz: float = 440.0, *, amplitude: float
         await source.aclose()
 
 
-async def collect_audio(track: object, seconds: float, *, rate: int = 48000,
+async def collect_audio(track: rtc.Track, seconds: float, *, rate: int = 48000,
                         skip_s: float = 0.5) -> np.ndarray:
     """Mono int16 samples from a remote audio track, after skipping the first ``skip_s``."""
     from livekit import rtc
 
-    stream = rtc.AudioStream(track, sample_rate=rate, num_channels=1)  # type: ignore[arg-type]
+    stream = rtc.AudioStream(track, sample_rate=rate, num_channels=1)
     want = int(seconds * rate)
     skip = int(skip_s * rate)
     chunks: list[np.ndarray] = []
@@ -99,7 +103,7 @@ async def collect_audio(track: object, seconds: float, *, rate: int = 48000,
     return np.concatenate(chunks)[:want] if chunks else np.zeros(0, dtype=np.int16)
 
 
-def wait_event(emitter: object, event: str, predicate: Callable[..., bool] = lambda *a: True
+def wait_event(emitter: Any, event: str, predicate: Callable[..., bool] = lambda *a: True
                ) -> asyncio.Future[tuple]:
     """A future resolved with the args of the first ``event`` (matching ``predicate``)."""
     fut: asyncio.Future[tuple] = asyncio.get_running_loop().create_future()
@@ -108,5 +112,5 @@ def wait_event(emitter: object, event: str, predicate: Callable[..., bool] = lam
         if not fut.done() and predicate(*args):
             fut.set_result(args)
 
-    emitter.on(event, _handler)  # type: ignore[attr-defined]
+    emitter.on(event, _handler)
     return fut

@@ -124,7 +124,12 @@ def _line_on_stdin() -> asyncio.Future[object]:
 
     def read() -> None:
         line = sys.stdin.readline()
-        loop.call_soon_threadsafe(lambda: done.done() or done.set_result(line))
+
+        def deliver() -> None:
+            if not done.done():
+                done.set_result(line)
+
+        loop.call_soon_threadsafe(deliver)
 
     threading.Thread(target=read, daemon=True).start()
     return done

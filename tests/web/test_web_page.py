@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from control.connection import ControlConnection
 from control.server import ControlServer
 from control_harness import make_settings, start_livekit_control
 from speech_samples import JFK, JFK_TEXT, normalise, wer
@@ -81,7 +82,7 @@ async def check_transcript_shown(web: Any, page: Any, name: str, timeout: float)
 
 
 @pytest.mark.timeout(150)
-async def test_livekit_mode_shows_interims_then_the_sentence(web, engine) -> None:  # type: ignore[no-untyped-def]
+async def test_livekit_mode_shows_interims_then_the_sentence(web, engine) -> None:
     server = await start_livekit_control(engine, dev_mode=True)
     try:
         async with web.page(JFK) as page:
@@ -89,7 +90,9 @@ async def test_livekit_mode_shows_interims_then_the_sentence(web, engine) -> Non
             await page.click("#start")  # a real user gesture
             await page.wait_for_function("document.querySelectorAll('#finals > li').length >= 1", timeout=60000)
             # The control socket drops; the room and the agent live on and the page resumes.
+            assert server.manager is not None
             (session,) = server.manager.sessions.values()
+            assert isinstance(session.outbox, ControlConnection)
             await session.outbox.ws.close()
             await page.wait_for_function("window.roomscribe.state.resumes >= 1", timeout=30000)
             assert server.manager.sessions.get(session.id) is session
@@ -110,7 +113,7 @@ async def test_livekit_mode_shows_interims_then_the_sentence(web, engine) -> Non
 
 
 @pytest.mark.timeout(120)
-async def test_livekit_vad_gating_publishes_on_speech(web, engine) -> None:  # type: ignore[no-untyped-def]
+async def test_livekit_vad_gating_publishes_on_speech(web, engine) -> None:
     """publish_gating "vad": the page runs its energy VAD, sends `vad`, and publishes (unmutes)
     its microphone on publish.start; transcripts still arrive."""
     server = await start_livekit_control(engine, dev_mode=True, publish_gating="vad")
@@ -135,7 +138,7 @@ async def test_livekit_vad_gating_publishes_on_speech(web, engine) -> None:  # t
 
 
 @pytest.mark.timeout(150)
-async def test_ws_fallback_survives_a_control_socket_drop(web, engine) -> None:  # type: ignore[no-untyped-def]
+async def test_ws_fallback_survives_a_control_socket_drop(web, engine) -> None:
     """?transport=ws&autostart=1: PCM from the AudioWorklet over the control socket. The server
     drops the socket after the first final; the page resumes without losing or repeating a final."""
     server = ControlServer(make_settings(dev_mode=True, grace_period_s=20.0), engine=engine)
@@ -145,8 +148,11 @@ async def test_ws_fallback_survives_a_control_socket_drop(web, engine) -> None: 
             await page.goto(f"{server.http_url}/?user=ws-web&transport=ws&autostart=1")
             await page.wait_for_function("document.querySelectorAll('#finals > li').length >= 1", timeout=60000)
             assert await page.is_checked("#transport-ws")
+            assert server.manager is not None
             (session,) = server.manager.sessions.values()
-            assert session.transport == "ws" and session.options.audio.sample_rate == 16000
+            assert session.transport == "ws"
+            assert session.options.audio is not None and session.options.audio.sample_rate == 16000
+            assert isinstance(session.outbox, ControlConnection)
             await session.outbox.ws.close()  # the server side of the control socket goes away
             await page.wait_for_function("window.roomscribe.state.resumes >= 1", timeout=30000)
             assert server.manager.sessions.get(session.id) is session
@@ -159,7 +165,7 @@ async def test_ws_fallback_survives_a_control_socket_drop(web, engine) -> None: 
 
 
 @pytest.mark.timeout(60)
-async def test_bad_token_is_explained(web, engine) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_token_is_explained(web, engine) -> None:
     server = ControlServer(make_settings(dev_mode=True), engine=engine)
     await server.start()
     try:
@@ -182,7 +188,7 @@ async def test_bad_token_is_explained(web, engine) -> None:  # type: ignore[no-u
 
 
 @pytest.mark.timeout(60)
-async def test_no_token_outside_dev_mode_is_explained(web, engine) -> None:  # type: ignore[no-untyped-def]
+async def test_no_token_outside_dev_mode_is_explained(web, engine) -> None:
     server = ControlServer(make_settings(dev_mode=False, serve_web=True), engine=engine)
     await server.start()
     try:
@@ -197,7 +203,7 @@ async def test_no_token_outside_dev_mode_is_explained(web, engine) -> None:  # t
 
 
 @pytest.mark.timeout(90)
-async def test_stopped_server_is_explained(web, engine) -> None:  # type: ignore[no-untyped-def]
+async def test_stopped_server_is_explained(web, engine) -> None:
     """LiveKit mode; the control server and its embedded LiveKit server stop under the page."""
     server = await start_livekit_control(engine, dev_mode=True)
     stopped = False
@@ -232,7 +238,7 @@ async def test_stopped_server_is_explained(web, engine) -> None:  # type: ignore
 
 
 @pytest.mark.timeout(60)
-async def test_switch_on_the_page_selects_the_ws_fallback(web, engine) -> None:  # type: ignore[no-untyped-def]
+async def test_switch_on_the_page_selects_the_ws_fallback(web, engine) -> None:
     server = await start_livekit_control(engine, dev_mode=True)
     try:
         async with web.page(JFK) as page:
@@ -252,7 +258,7 @@ async def test_switch_on_the_page_selects_the_ws_fallback(web, engine) -> None: 
 
 
 @pytest.mark.timeout(60)
-async def test_page_follows_a_ws_only_server(web, engine) -> None:  # type: ignore[no-untyped-def]
+async def test_page_follows_a_ws_only_server(web, engine) -> None:
     """No ?transport and no click on the switch: a server without LiveKit gets the ws fallback."""
     server = ControlServer(make_settings(dev_mode=True), engine=engine)  # ws only, no LiveKit
     await server.start()
@@ -268,7 +274,7 @@ async def test_page_follows_a_ws_only_server(web, engine) -> None:  # type: igno
 
 
 @pytest.mark.timeout(120)
-async def test_token_refresh_and_livekit_rejoin_with_the_latest_token(web, engine) -> None:  # type: ignore[no-untyped-def]
+async def test_token_refresh_and_livekit_rejoin_with_the_latest_token(web, engine) -> None:
     """Short client tokens make the server push `token` messages; when the LiveKit connection is
     lost the page rejoins with the newest token, publishes again and transcripts go on."""
     server = await start_livekit_control(engine, dev_mode=True, client_token_ttl_s=62)
