@@ -1,19 +1,11 @@
 #!/usr/bin/env bash
-# Set up .venv from the repo's own files and run the whole test suite.
+# Set up .venv from the repo's own files (scripts/setup.sh: the test extra, with ruff and mypy for
+# scripts/check.sh, and the npm packages) and run the whole test suite.
 # Usage: bash scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
-.venv/bin/python -m pip install --quiet -e '.[test]'
-
-# livekit-client for the browser tests, pinned in package-lock.json.
-if [ -f package-lock.json ] && command -v npm >/dev/null 2>&1; then
-  npm ci --silent --no-audit --no-fund
-fi
+bash scripts/setup.sh
 
 if [ ! -x /usr/bin/chromium ]; then
   echo "!!! /usr/bin/chromium is missing: browser tests will be SKIPPED (apt-get install chromium to run them)." >&2
