@@ -8,10 +8,10 @@ import random
 import pytest
 
 from roomscribe.client.audio_buffer import AudioBuffer
-from roomscribe.common.backoff import Backoff
 from roomscribe.client.control_client import ControlClient
 from roomscribe.client.events import ClientNotice, FinalTranscript, SessionReady, Unknown, parse_event
 from roomscribe.client.hub import EventHub
+from roomscribe.common.backoff import Backoff
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -37,7 +37,7 @@ def test_backoff_attempt_limit_and_validation() -> None:
     assert Backoff(attempts=None).allows(10**6)
     for bad in ({"base_s": 0}, {"base_s": 2.0, "cap_s": 1.0}, {"jitter": 1.5}, {"attempts": -1}):
         with pytest.raises(ValueError):
-            Backoff(**bad)  # type: ignore[arg-type]
+            Backoff(**bad)
 
 
 # -- audio buffer ---------------------------------------------------------------------------------------

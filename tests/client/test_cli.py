@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(90)
 NO_ENV_FILE = ["--env-file", "/nonexistent/.env"]
 
 
-async def test_push_file_prints_the_transcript(control, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+async def test_push_file_prints_the_transcript(control, monkeypatch, capsys) -> None:
     monkeypatch.setenv("ROOMSCRIBE_CONTROL_SECRET", control.secret)
     code = await asyncio.to_thread(push_main, [str(JFK), "--url", control.server.url, "--fast", *NO_ENV_FILE])
     out = capsys.readouterr().out
@@ -27,20 +27,20 @@ async def test_push_file_prints_the_transcript(control, monkeypatch, capsys) -> 
     assert "session ended (stopped)" in out
 
 
-async def test_push_without_token_or_secret_explains_what_to_do(control, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+async def test_push_without_token_or_secret_explains_what_to_do(control, monkeypatch, capsys) -> None:
     monkeypatch.delenv("ROOMSCRIBE_CONTROL_SECRET", raising=False)
     code = await asyncio.to_thread(push_main, [str(JFK), "--url", control.server.url, *NO_ENV_FILE])
     assert code == 2 and "ROOMSCRIBE_CONTROL_SECRET" in capsys.readouterr().err
 
 
-async def test_push_mic_without_sounddevice_gives_the_install_hint(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+async def test_push_mic_without_sounddevice_gives_the_install_hint(monkeypatch, capsys) -> None:
     monkeypatch.setitem(sys.modules, "sounddevice", None)  # import fails as if not installed
     code = await asyncio.to_thread(push_main, ["--mic", "--token", "t", "--url", "ws://127.0.0.1:9/v1/control", *NO_ENV_FILE])
     err = capsys.readouterr().err
     assert code == 2 and "roomscribe[mic]" in err
 
 
-async def test_listen_prints_the_watched_sessions_finals_until_it_ends(control, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+async def test_listen_prints_the_watched_sessions_finals_until_it_ends(control, monkeypatch, capsys) -> None:
     monkeypatch.setenv("ROOMSCRIBE_CONTROL_SECRET", control.secret)
     speaker = ControlClient(control.server.url, control.token("alice"))
     await speaker.connect()
@@ -60,7 +60,7 @@ async def test_listen_prints_the_watched_sessions_finals_until_it_ends(control, 
     assert "wizard" in out and "<alice>" in out and "session ended (stopped)" in out
 
 
-async def test_listen_refused_without_permission(control, capsys) -> None:  # type: ignore[no-untyped-def]
+async def test_listen_refused_without_permission(control, capsys) -> None:
     token = control.token("mallory")
     code = await asyncio.to_thread(
         listen_main, ["--user", "alice", "--token", token, "--url", control.server.url, *NO_ENV_FILE]

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(90)
 PUSH = "import sys; from roomscribe.client.cli import push_main; sys.exit(push_main(sys.argv[1:]))"
 
 
-async def test_push_over_livekit_prints_the_transcript(lk_control) -> None:  # type: ignore[no-untyped-def]
+async def test_push_over_livekit_prints_the_transcript(lk_control) -> None:
     env = {**os.environ, "ROOMSCRIBE_CONTROL_SECRET": lk_control.secret}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", PUSH, str(JFK), "--transport", "livekit", "--url", lk_control.server.url,

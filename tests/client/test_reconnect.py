@@ -13,16 +13,16 @@ import aiohttp
 import numpy as np
 import pytest
 
+from control.server import ControlServer
+from control_harness import ServerHandle, make_settings
 from roomscribe.client.audio_files import read_wav
-from roomscribe.common.backoff import Backoff
 from roomscribe.client.control_client import ControlClient
 from roomscribe.client.errors import AuthRejected
 from roomscribe.client.events import ClientNotice, Event
 from roomscribe.client.options import ClientOptions, ConnectionState
 from roomscribe.client.sources import numpy_stream
 from roomscribe.client.stream import send_stream
-from control.server import ControlServer
-from control_harness import ServerHandle, make_settings
+from roomscribe.common.backoff import Backoff
 from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, silence, wer
 
 pytestmark = pytest.mark.timeout(120)
@@ -52,8 +52,7 @@ class Recorder:
         return [e for e in self.events if isinstance(e, ClientNotice) and e.code == code]
 
     def assert_complete_transcript(self) -> None:
-        own = [e for e in self.events if e.seq is not None and e.subscription_id is None]
-        seqs = [e.seq for e in own]
+        seqs = [e.seq for e in self.events if e.seq is not None and e.subscription_id is None]
         assert seqs == sorted(set(seqs)), f"an event arrived twice or out of order: {seqs}"
         finals = self.of("transcript.final")
         assert len({f.raw["utterance_id"] for f in finals}) == len(finals)
@@ -68,7 +67,7 @@ def fast_options(**overrides: object) -> ClientOptions:
     return options
 
 
-async def test_cut_mid_utterance_then_outage_loses_and_repeats_nothing(control, proxy) -> None:  # type: ignore[no-untyped-def]
+async def test_cut_mid_utterance_then_outage_loses_and_repeats_nothing(control, proxy) -> None:
     client = ControlClient(proxy.url(), control.token("dana"), options=fast_options())
     seen = Recorder(client)
     await client.connect()
@@ -109,7 +108,7 @@ async def test_cut_mid_utterance_then_outage_loses_and_repeats_nothing(control, 
     assert [n.raw["state"] for n in seen.notices("connection.state")][-1] == "disconnected"
 
 
-async def test_silent_link_is_detected_by_heartbeat_and_reestablished(control, proxy) -> None:  # type: ignore[no-untyped-def]
+async def test_silent_link_is_detected_by_heartbeat_and_reestablished(control, proxy) -> None:
     client = ControlClient(proxy.url(), control.token("erin"))  # default heartbeat settings
     seen = Recorder(client)
     await client.connect()
@@ -138,7 +137,7 @@ async def test_silent_link_is_detected_by_heartbeat_and_reestablished(control, p
     assert proxy.connections >= 2 and client.stats.audio_frames_dropped == 0
 
 
-async def test_outage_longer_than_the_grace_period_starts_a_new_session(engine, make_proxy) -> None:  # type: ignore[no-untyped-def]
+async def test_outage_longer_than_the_grace_period_starts_a_new_session(engine, make_proxy) -> None:
     server = ControlServer(make_settings(grace_period_s=0.3), engine=engine)
     await server.start()
     proxy = await make_proxy("127.0.0.1", server.port)
@@ -166,7 +165,7 @@ async def test_outage_longer_than_the_grace_period_starts_a_new_session(engine, 
     assert wer(LIBRI_TEXT, " ".join(f.raw["text"] for f in finals)) <= 0.10
 
 
-async def test_a_refused_token_fails_at_once_without_retrying(control) -> None:  # type: ignore[no-untyped-def]
+async def test_a_refused_token_fails_at_once_without_retrying(control) -> None:
     client = ControlClient(control.server.url, "not-a-token", options=fast_options())
     started = time.monotonic()
     with pytest.raises(AuthRejected):

@@ -15,7 +15,7 @@ from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, wer
 pytestmark = pytest.mark.timeout(90)
 
 
-async def test_stream_wav_ws_returns_the_transcript(control) -> None:  # type: ignore[no-untyped-def]
+async def test_stream_wav_ws_returns_the_transcript(control) -> None:
     seen: list[dict] = []
     events = await stream_wav_ws(
         control.server.url, control.token("compat"), JFK, on_event=seen.append, speed=8.0, tail_silence_s=1.0
@@ -29,14 +29,14 @@ async def test_stream_wav_ws_returns_the_transcript(control) -> None:  # type: i
     assert format_event(finals[0]).endswith(finals[0]["text"])  # type: ignore[union-attr]
 
 
-async def test_stream_wav_ws_raises_when_the_session_is_refused(control, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_stream_wav_ws_raises_when_the_session_is_refused(control, tmp_path: Path) -> None:
     odd_rate = tmp_path / "odd.wav"  # 11025 Hz is not a rate the server takes: session.start is refused
     with wave.open(str(odd_rate), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(11025)
         w.writeframes(bytes(2205 * 2))
-    with pytest.raises(RuntimeError, match="audio.unsupported_format|bad_request"):
+    with pytest.raises(RuntimeError, match=r"audio.unsupported_format|bad_request"):
         await stream_wav_ws(control.server.url, control.token("bad"), odd_rate, on_event=lambda e: None, speed=0)
 
 
@@ -49,7 +49,7 @@ def test_format_event_renders_finals_errors_notices_and_forwarded_events() -> No
     assert "retrying in 0.5 s" in str(format_event({"type": "client.notice", "code": "connection.state", "retry_in_s": 0.5}))
 
 
-async def test_one_client_runs_sessions_back_to_back(control) -> None:  # type: ignore[no-untyped-def]
+async def test_one_client_runs_sessions_back_to_back(control) -> None:
     client = ControlClient(control.server.url, control.token("gus"))
     finals: list[str] = []
     client.on(lambda e: finals.append(e.raw["text"]), ("transcript.final",))

@@ -9,14 +9,14 @@ import aiohttp
 import numpy as np
 import pytest
 
-from roomscribe.client.audio_files import read_wav
 from control_harness import serving
+from roomscribe.client.audio_files import read_wav
 from speech_samples import LIBRI, LIBRI_TEXT, pcm_frames, silence, wer
 
 pytestmark = pytest.mark.timeout(120)
 
 
-async def test_each_bad_input_gets_its_code_and_a_second_client_is_unaffected(control) -> None:  # type: ignore[no-untyped-def]
+async def test_each_bad_input_gets_its_code_and_a_second_client_is_unaffected(control) -> None:
     good = await control.connect("good")
     bad = await control.connect("bad")
     await good.send(type="session.start")
@@ -31,10 +31,13 @@ async def test_each_bad_input_gets_its_code_and_a_second_client_is_unaffected(co
         await good.wait_type("session.ended")
         return good.of_type("transcript.final")
 
-    async def expect(code: str, send) -> None:  # type: ignore[no-untyped-def]
+    async def expect(code: str, send) -> None:
         before = len(bad.of_type("error"))
         await send()
-        await bad.wait_for(lambda e: e["type"] == "error" and e["code"] == code and bad.events.index(e) >= 0 and len(bad.of_type("error")) > before)
+        await bad.wait_for(
+            lambda e: e["type"] == "error" and e["code"] == code and bad.events.index(e) >= 0
+            and len(bad.of_type("error")) > before
+        )
 
     good_task = asyncio.create_task(good_session())
     await expect("audio.no_session", lambda: bad.ws.send_bytes(b"\x00\x01" * 160))
@@ -63,7 +66,7 @@ async def test_each_bad_input_gets_its_code_and_a_second_client_is_unaffected(co
         await client.close()
 
 
-async def test_error_flood_is_rate_limited_and_counted(control) -> None:  # type: ignore[no-untyped-def]
+async def test_error_flood_is_rate_limited_and_counted(control) -> None:
     client = await control.connect("flood")
     for _ in range(300):
         await client.ws.send_str("not json")
@@ -78,7 +81,7 @@ async def test_error_flood_is_rate_limited_and_counted(control) -> None:  # type
     await client.close()
 
 
-async def test_oversized_message_closes_with_1009_and_server_lives_on(control) -> None:  # type: ignore[no-untyped-def]
+async def test_oversized_message_closes_with_1009_and_server_lives_on(control) -> None:
     client = await control.connect("huge")
     await client.ws.send_bytes(b"\x00" * (2 * 1024 * 1024))
     await asyncio.wait_for(client.closed.wait(), 10)
@@ -91,11 +94,12 @@ async def test_oversized_message_closes_with_1009_and_server_lives_on(control) -
     await other.close()
 
 
-async def test_slow_reader_is_disconnected_and_resume_recovers_finals(engine) -> None:  # type: ignore[no-untyped-def]
+async def test_slow_reader_is_disconnected_and_resume_recovers_finals(engine) -> None:
     async with serving(engine, send_queue_limit=4) as handle:
         client = await handle.connect("slow")
         await client.send(type="session.start")
         ready = await client.wait_type("session.ready")
+        assert handle.server.manager is not None
         session = handle.server.manager.sessions[ready["session_id"]]
         # Flood the session with non-droppable events faster than the socket can take them.
         for i in range(200):

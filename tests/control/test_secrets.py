@@ -89,7 +89,7 @@ def test_token_refuses_to_mint_with_a_weak_secret(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(120)
-async def test_roomscribe_secret_prints_a_secret_a_server_accepts(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_roomscribe_secret_prints_a_secret_a_server_accepts(engine, tmp_path: Path) -> None:
     first, second = (run_cli("secret", tmp_path=tmp_path) for _ in range(2))
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     secret = first.stdout.strip()
@@ -162,7 +162,7 @@ def test_livekit_key_and_secret_come_together() -> None:
 
 
 @pytest.mark.timeout(120)
-async def test_the_embedded_dev_server_gets_a_random_key_pair_per_run(engine) -> None:  # type: ignore[no-untyped-def]
+async def test_the_embedded_dev_server_gets_a_random_key_pair_per_run(engine) -> None:
     servers = [await start_livekit_control(engine) for _ in range(2)]
     try:
         pairs = [(s.settings.livekit_api_key, s.settings.livekit_api_secret) for s in servers]
@@ -184,7 +184,7 @@ async def test_the_embedded_dev_server_gets_a_random_key_pair_per_run(engine) ->
 
 
 @pytest.mark.timeout(120)
-async def test_the_embedded_dev_server_uses_the_key_pair_the_user_set(engine) -> None:  # type: ignore[no-untyped-def]
+async def test_the_embedded_dev_server_uses_the_key_pair_the_user_set(engine) -> None:
     pair = ("my-dev-key", new_control_secret())
     server = await start_livekit_control(engine, livekit_api_key=pair[0], livekit_api_secret=pair[1])
     try:

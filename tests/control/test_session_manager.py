@@ -15,7 +15,7 @@ import pytest
 from agent.events import FinalTranscript, InterimTranscript, SpeechEnded, SpeechStarted
 from control.protocol import ProtocolError
 from control.schema import ServerMessage, encode
-from control.session import SessionManager, SessionOptions
+from control.session import Session, SessionManager, SessionOptions
 
 
 class RecordingOutbox:
@@ -34,7 +34,7 @@ class RecordingOutbox:
 class StandInPipeline:
     """Records feed calls; `utter` plays a whole utterance's events."""
 
-    def __init__(self, on_event, participant) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, on_event, participant) -> None:
         self.on_event = on_event
         self.finished = 0
         self.closed = False
@@ -60,7 +60,17 @@ class StandInPipeline:
 
 
 def manager(grace: float = 5.0, replay_limit: int = 100) -> SessionManager:
-    return SessionManager(pipeline_factory=StandInPipeline, grace_period_s=grace, replay_limit=replay_limit)
+    return SessionManager(
+        pipeline_factory=StandInPipeline,  # type: ignore[arg-type]  # the pipeline's interface, not its class
+        grace_period_s=grace,
+        replay_limit=replay_limit,
+    )
+
+
+def stand_in(session: Session) -> StandInPipeline:
+    pipeline = session.pipeline()
+    assert isinstance(pipeline, StandInPipeline)
+    return pipeline
 
 
 OPTIONS = SessionOptions(transport="ws", audio=None, interim=True, echo=False)
@@ -70,7 +80,7 @@ async def test_seq_rises_by_one_and_resume_replays_only_missed_non_interim_event
     mgr = manager()
     first = RecordingOutbox()
     session = await mgr.start("alice", OPTIONS, first)
-    pipeline = session.pipeline()
+    pipeline = stand_in(session)
     pipeline.utter("one two three")
     assert [m["seq"] for m in first.messages] == [1, 2, 3, 4]
     mgr.detach(session, first)
@@ -102,7 +112,7 @@ async def test_grace_period_ends_the_session() -> None:
     mgr = manager(grace=0.05)
     outbox = RecordingOutbox()
     session = await mgr.start("alice", OPTIONS, outbox)
-    pipeline = session.pipeline()
+    pipeline = stand_in(session)
     mgr.detach(session, outbox)
     await asyncio.sleep(0.2)
     assert session.ended and session.id not in mgr.sessions
@@ -135,7 +145,7 @@ async def test_stop_finishes_pipelines_before_ending() -> None:
     mgr = manager()
     outbox = RecordingOutbox()
     session = await mgr.start("alice", OPTIONS, outbox)
-    pipeline = session.pipeline()
+    pipeline = stand_in(session)
     await mgr.stop(session)
     assert pipeline.finished == 1 and pipeline.closed
     assert outbox.messages[-1]["type"] == "session.ended" and outbox.messages[-1]["reason"] == "stopped"
@@ -145,8 +155,8 @@ async def test_replay_says_when_the_buffer_no_longer_reaches_back() -> None:
     mgr = manager(replay_limit=3)
     outbox = RecordingOutbox()
     session = await mgr.start("alice", OPTIONS, outbox)
-    session.pipeline().utter("a")
-    session.pipeline().utter("b")
+    stand_in(session).utter("a")
+    stand_in(session).utter("b")
     later = RecordingOutbox()
     session.replay(later, 0)
     assert later.messages[0]["code"] == "replay.truncated"

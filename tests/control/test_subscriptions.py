@@ -13,14 +13,14 @@ from speech_samples import LIBRI, LIBRI_TEXT, pcm_frames, silence, wer
 pytestmark = pytest.mark.timeout(120)
 
 
-async def speak(client) -> None:  # type: ignore[no-untyped-def]
+async def speak(client) -> None:
     frames = pcm_frames(np.concatenate([read_wav(LIBRI).samples, silence(1.0)]))
     for frame in frames:
         await client.ws.send_bytes(frame)
         await asyncio.sleep(0.0025)  # 8× real time
 
 
-async def test_monitor_sees_another_users_finals_and_others_are_refused(control) -> None:  # type: ignore[no-untyped-def]
+async def test_monitor_sees_another_users_finals_and_others_are_refused(control) -> None:
     speaker = await control.connect("alice")
     monitor = await control.connect(token=control.token("ops", permissions=("monitor",)))
     stranger = await control.connect("mallory")
@@ -51,7 +51,7 @@ async def test_monitor_sees_another_users_finals_and_others_are_refused(control)
         await client.close()
 
 
-async def test_user_watches_own_session_and_unsubscribes(control) -> None:  # type: ignore[no-untyped-def]
+async def test_user_watches_own_session_and_unsubscribes(control) -> None:
     speaker = await control.connect("dana")
     await speaker.send(type="session.start")
     ready = await speaker.wait_type("session.ready")

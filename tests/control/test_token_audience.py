@@ -46,7 +46,7 @@ def test_a_token_for_another_audience_is_refused(name: str) -> None:
     assert SECRET not in info.value.message
 
 
-async def test_the_control_socket_refuses_tokens_for_another_audience_with_401(control) -> None:  # type: ignore[no-untyped-def]
+async def test_the_control_socket_refuses_tokens_for_another_audience_with_401(control) -> None:
     for name, token in foreign_tokens(control.secret).items():
         headers = {"Authorization": f"Bearer {token}"}
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:

@@ -84,7 +84,7 @@ def test_control_token_refusals(token: str | None, code: str) -> None:
     assert SECRET not in info.value.message
 
 
-async def test_control_socket_refuses_bad_tokens_with_401(control) -> None:  # type: ignore[no-untyped-def]
+async def test_control_socket_refuses_bad_tokens_with_401(control) -> None:
     url = control.server.url
     secret = control.secret
     cases = {
@@ -107,14 +107,14 @@ async def test_control_socket_refuses_bad_tokens_with_401(control) -> None:  # t
             assert secret not in await response.text()
 
 
-async def test_control_socket_accepts_query_token(control) -> None:  # type: ignore[no-untyped-def]
+async def test_control_socket_accepts_query_token(control) -> None:
     ws = await control.http.ws_connect(control.server.url + "?token=" + control.token("dave"))
     hello = await ws.receive_json(timeout=5)
     assert hello["type"] == "hello" and hello["user"] == "dave" and hello["protocol"] == 1
     await ws.close()
 
 
-def test_cli_token_prints_a_verifiable_token(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_token_prints_a_verifiable_token(tmp_path) -> None:
     env = {**os.environ, "ROOMSCRIBE_CONTROL_SECRET": SECRET}
     out = subprocess.run(
         [sys.executable, "-m", "roomscribe.cli", "--env-file", str(tmp_path / "none"), "token", "--user", "erin", "--ttl", "90"],
@@ -125,7 +125,7 @@ def test_cli_token_prints_a_verifiable_token(tmp_path) -> None:  # type: ignore[
     assert SECRET not in out.stdout + out.stderr
 
 
-def test_cli_token_without_secret_fails_clearly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_token_without_secret_fails_clearly(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "ROOMSCRIBE_CONTROL_SECRET"}
     out = subprocess.run(
         [sys.executable, "-m", "roomscribe.cli", "--env-file", str(tmp_path / "none"), "token", "--user", "x"],

@@ -7,25 +7,25 @@ import asyncio
 import numpy as np
 import pytest
 
-from roomscribe.client.audio_files import read_wav
 from control_harness import serving
+from roomscribe.client.audio_files import read_wav
 from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, pcm_frames, silence, wer
 
 pytestmark = pytest.mark.timeout(180)
 
 
-async def stream(client, frames: list[bytes], speed: float = 4.0, frame_ms: int = 20) -> None:  # type: ignore[no-untyped-def]
+async def stream(client, frames: list[bytes], speed: float = 4.0, frame_ms: int = 20) -> None:
     """Send frames at `speed`× real time (faster than real time keeps the suite quick)."""
     for frame in frames:
         await client.ws.send_bytes(frame)
         await asyncio.sleep(frame_ms / 1000 / speed)
 
 
-def wav_samples(path) -> np.ndarray:  # type: ignore[no-untyped-def]
+def wav_samples(path) -> np.ndarray:
     return read_wav(path).samples
 
 
-async def test_jfk_gives_interims_then_an_accurate_final(control) -> None:  # type: ignore[no-untyped-def]
+async def test_jfk_gives_interims_then_an_accurate_final(control) -> None:
     client = await control.connect("alice")
     await client.send(type="session.start", id="s", transport="ws")
     ready = await client.wait_type("session.ready", id="s")
@@ -50,7 +50,7 @@ async def test_jfk_gives_interims_then_an_accurate_final(control) -> None:  # ty
     await client.close()
 
 
-async def test_silence_and_noise_yield_no_text(control) -> None:  # type: ignore[no-untyped-def]
+async def test_silence_and_noise_yield_no_text(control) -> None:
     client = await control.connect("quiet")
     await client.send(type="session.start", transport="ws")
     await client.wait_type("session.ready")
@@ -64,7 +64,7 @@ async def test_silence_and_noise_yield_no_text(control) -> None:  # type: ignore
     await client.close()
 
 
-async def test_resume_replays_missed_finals_once(control) -> None:  # type: ignore[no-untyped-def]
+async def test_resume_replays_missed_finals_once(control) -> None:
     first = await control.connect("bob")
     await first.send(type="session.start", transport="ws")
     ready = await first.wait_type("session.ready")
@@ -95,7 +95,7 @@ async def test_resume_replays_missed_finals_once(control) -> None:  # type: igno
     await second.close()
 
 
-async def test_resume_after_grace_period_is_refused(engine) -> None:  # type: ignore[no-untyped-def]
+async def test_resume_after_grace_period_is_refused(engine) -> None:
     async with serving(engine, grace_period_s=0.2) as handle:
         first = await handle.connect("carol")
         await first.send(type="session.start")
@@ -109,7 +109,7 @@ async def test_resume_after_grace_period_is_refused(engine) -> None:  # type: ig
         await second.close()
 
 
-async def test_echo_sends_audio_back(control) -> None:  # type: ignore[no-untyped-def]
+async def test_echo_sends_audio_back(control) -> None:
     client = await control.connect("echo")
     await client.send(type="session.start", echo=True)
     await client.wait_type("session.ready")
