@@ -65,7 +65,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def _close_sockets(app: web.Application) -> None:
-    for ws in list(app[SOCKETS_KEY]):
+    sockets = app[SOCKETS_KEY]
+    for ws in list(sockets):
         await ws.close(code=1001, message=b"server shutting down")
 
 

@@ -40,7 +40,7 @@ def http_url(ws_url: str) -> str:
 class SessionMedia:
     """A LiveKit session's media state: its agent, token timer and publish gate."""
 
-    def __init__(self, backend: "LiveKitMedia", session: Session) -> None:
+    def __init__(self, backend: LiveKitMedia, session: Session) -> None:
         self.backend = backend
         self.session = session
         self.agent: RoomAgent | None = None

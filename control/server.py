@@ -39,7 +39,7 @@ class ControlServer:
         self.devserver: DevServer | None = None
         self.livekit_url = settings.livekit_url
 
-    def _new_pipeline(self, on_event, participant: str | None) -> TranscriptionPipeline:  # type: ignore[no-untyped-def]
+    def _new_pipeline(self, on_event, participant: str | None) -> TranscriptionPipeline:
         return TranscriptionPipeline(self.engine, self.settings.pipeline, on_event, participant=participant)
 
     async def start(self) -> None:
@@ -60,7 +60,7 @@ class ControlServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # aiohttp exposes no public accessor
+        sockets = getattr(site._server, "sockets", None) or []  # aiohttp exposes no public accessor
         if sockets:
             self.port = sockets[0].getsockname()[1]
         log.info("control plane listening on %s", self.url)

@@ -6,7 +6,6 @@ events as callbacks (`on`) or an async iterator (`events()`). `LiveKitPublisher`
 (`client.livekit_publisher`) publishes audio over the LiveKit transport.
 """
 
-from roomscribe.common.backoff import Backoff
 from roomscribe.client.control_client import ControlClient, Subscription
 from roomscribe.client.errors import AuthRejected, ClientError, ConnectionLost, GaveUp, ServerError
 from roomscribe.client.events import (
@@ -23,6 +22,7 @@ from roomscribe.client.events import (
 )
 from roomscribe.client.options import ClientOptions, ClientStats, ConnectionState, SessionState
 from roomscribe.client.sources import PcmStream, microphone_stream, numpy_stream, wav_stream
+from roomscribe.common.backoff import Backoff
 
 __all__ = [
     "AuthRejected",

@@ -9,7 +9,8 @@ it already read (`session.ready.audio_bytes_received`) are skipped: the rest is 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from roomscribe.client.audio_buffer import AudioBuffer
 from roomscribe.client.link import Link

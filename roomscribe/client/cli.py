@@ -6,17 +6,17 @@ import argparse
 import asyncio
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from dotenv import load_dotenv
 
-from roomscribe.common.backoff import Backoff
 from roomscribe.client.control_client import ControlClient
 from roomscribe.client.errors import ClientError
 from roomscribe.client.options import ClientOptions
 from roomscribe.client.printer import EventPrinter
 from roomscribe.client.sources import MicrophoneUnavailable, PcmStream, microphone_stream, wav_stream
 from roomscribe.client.stream import send_stream
+from roomscribe.common.backoff import Backoff
 
 
 def default_url() -> str:
@@ -55,7 +55,9 @@ def _prepare(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.N
 
 # -- push ---------------------------------------------------------------------------------------------
 def push_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="roomscribe push", description="Stream a WAV file or the microphone and print transcripts.")
+    parser = argparse.ArgumentParser(
+        prog="roomscribe push", description="Stream a WAV file or the microphone and print transcripts."
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("file", nargs="?", help="16-bit PCM WAV, any sample rate, mono or stereo")
     source.add_argument("--mic", action="store_true", help="the default microphone (needs the 'mic' extra: sounddevice)")

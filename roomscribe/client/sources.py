@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Iterable
 
 import numpy as np
 
@@ -91,7 +91,7 @@ async def _capture(sample_rate: int, channels: int, frame_ms: int) -> AsyncItera
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes] = asyncio.Queue()
 
-    def on_audio(indata, frames, time_info, status) -> None:  # type: ignore[no-untyped-def]
+    def on_audio(indata, frames, time_info, status) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, bytes(indata))
 
     try:

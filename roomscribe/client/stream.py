@@ -7,8 +7,9 @@ connect, start a ws session, send the file, stop, return the server's events.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from roomscribe.client.control_client import ControlClient
 from roomscribe.client.events import ClientNotice, Event
