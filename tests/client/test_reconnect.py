@@ -81,7 +81,8 @@ async def test_cut_mid_utterance_then_outage_loses_and_repeats_nothing(control, 
         await asyncio.sleep(outage_s)
         assert client.connection_state is not ConnectionState.CONNECTED
         during_outage["sent_s"] = sent_s - cut_at_s
-        during_outage["buffered_s"] = client._audio.buffer.pending_frames * 0.02  # type: ignore[union-attr]
+        assert client._audio is not None  # the ws audio sender, made by start_session(transport="ws")
+        during_outage["buffered_s"] = client._audio.buffer.pending_frames * 0.02
         proxy.refuse = False
 
     stream = numpy_stream(samples, RATE, speed=SPEED)

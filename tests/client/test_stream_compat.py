@@ -26,7 +26,8 @@ async def test_stream_wav_ws_returns_the_transcript(control) -> None:
     assert [e for e in seen if e["type"] != "client.notice"] == events
     seqs = [e["seq"] for e in events if "seq" in e]
     assert seqs == list(range(1, len(seqs) + 1))
-    assert format_event(finals[0]).endswith(finals[0]["text"])  # type: ignore[union-attr]
+    printed = format_event(finals[0])
+    assert printed is not None and printed.endswith(finals[0]["text"])
 
 
 async def test_stream_wav_ws_raises_when_the_session_is_refused(control, tmp_path: Path) -> None:
