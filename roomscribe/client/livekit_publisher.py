@@ -41,7 +41,7 @@ class LiveKitPublisher:
         *,
         track_name: str = "microphone",
         queue_size_ms: int = 20,
-        lead_in_max_s: float = 3.0,
+        lead_in_max_s: float = 6.0,
     ) -> None:
         self.client = client
         self.track_name = track_name
