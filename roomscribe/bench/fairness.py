@@ -190,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine: {out['cpus']} CPUs, load {load[0]} → {load[1]}")
     for label, x in (("alone", a), (f"beside a flooder ({f['backlog']} finals queued)", b)):
         print(f"end of speech → final, real-time session {label}: p50 {x['p50']:.3f} s, max {x['max']:.3f} s ({x['n']} finals)")
+    late = (out["alone"]["worst_frame_lateness_s"], out["beside_flooder"]["worst_frame_lateness_s"])
+    print(f"listener's worst frame lateness (event loop busy): alone {late[0]:.3f} s, beside the flooder {late[1]:.3f} s")
     ahead = out["beside_flooder"]["flooder_finals_between_speech_end_and_final"]
     print(f"flooder finals that arrived between the listener's end of speech and its final: "
           f"p50 {ahead['p50']:.0f}, max {ahead['max']:.0f}")
