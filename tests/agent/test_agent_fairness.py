@@ -38,11 +38,12 @@ class Recorder:
         return [ev for who, ev, _ in self.log if who == name]
 
 
-@pytest.mark.slow  # ~36 s of audio through the model at once
-@pytest.mark.timeout(180)
+@pytest.mark.slow  # ~72 s of audio through the model at once
+@pytest.mark.timeout(240)
 async def test_a_flooding_session_does_not_hold_back_another_sessions_finals(engine: AsrEngine) -> None:
     libri, jfk = load_wav("libri_61-70968-0000.wav"), load_wav("jfk.wav")
-    flood = np.concatenate([libri, GAP, jfk, GAP] * 2)  # 35.8 s
+    # 71.6 s: a backlog that outlasts the victim's four finals even on a fast, quiet machine.
+    flood = np.concatenate([libri, GAP, jfk, GAP] * 4)
     rec = Recorder()
     flooder = TranscriptionPipeline(engine, PipelineConfig(), rec.sink("flooder"), participant="flooder")
     rec.flooder = flooder
@@ -67,7 +68,7 @@ async def test_a_flooding_session_does_not_hold_back_another_sessions_finals(eng
     assert jiwer.wer(norm(JFK_TEXT), norm(" ".join(ev.text for ev, _ in victim_finals))) <= 0.1
     # The flooder had a backlog when the victim spoke, and still owed finals when the victim's
     # last final arrived: the victim was served in turns, not after the whole backlog (FIFO).
-    assert queued >= 4, f"the flood queued only {queued} finals: no backlog to jump"
+    assert queued >= 8, f"the flood queued only {queued} finals: no backlog to jump"
     assert owed_after_victim >= 2, (queued, owed_after_victim, victim_finals)
     assert all(owed >= 2 for _, owed in victim_finals), victim_finals
     # The flooder was told it is behind, and lost nothing: every utterance got its final.
@@ -76,7 +77,7 @@ async def test_a_flooding_session_does_not_hold_back_another_sessions_finals(eng
     starts = [e for e in flood_events if isinstance(e, SpeechStarted)]
     finals = [e for e in flood_events if isinstance(e, FinalTranscript)]
     assert len(finals) == len(starts) == len([e for e in flood_events if isinstance(e, SpeechEnded)])
-    reference = " ".join([LIBRI_TEXT, JFK_TEXT] * 2)
+    reference = " ".join([LIBRI_TEXT, JFK_TEXT] * 4)
     assert jiwer.wer(norm(reference), norm(" ".join(f.text for f in finals))) <= 0.15
     submitted = after["finals_submitted"] - before["finals_submitted"]
     assert submitted == after["finals_completed"] - before["finals_completed"] > 0
