@@ -99,6 +99,16 @@ def test_an_owner_over_the_bound_is_reported_once_and_loses_nothing(caplog: pyte
     assert s.snapshot()["finals_backlog_reports"] == 2
 
 
+def test_a_cancelled_final_gives_up_its_turn() -> None:
+    s = AsrScheduler()
+    a0, a1 = flood(s, "a", 2)
+    b0 = job(JobKind.FINAL, "b")
+    s.submit(b0)
+    assert a0.future.cancel()  # its awaiter went away while it was queued
+    assert take(s, 4) == [b0, a1]
+    assert s.snapshot()["pending_finals"] == 0 and s.pending_finals("a") == 0
+
+
 def test_close_still_serves_every_owners_queued_finals() -> None:
     s = AsrScheduler()
     queued = flood(s, "a", 3) + flood(s, "b", 3)
