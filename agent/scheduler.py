@@ -4,8 +4,9 @@ Rules: finals, then speculative finals, then interims.
 
 - Finals are never dropped and are served fairly: each owner (pipeline) has its own FIFO of
   finals and owners take turns (round-robin), so a session that queues many finals at once (audio
-  sent faster than real time) delays its own finals, and another owner's by at most one turn. An
-  owner with more than `max_owner_finals` queued is reported (a log warning,
+  sent faster than real time) delays its own finals; another owner's next final waits for at most
+  one round (one final of each waiting owner) after the batch already running. An owner with more
+  than `max_owner_finals` queued is reported (a log warning,
   `finals_backlog_reports` in `snapshot()`, `owner_backlog()`), never dropped: its pipeline tells
   the client (`asr_backlog`) and the transport may slow the sender.
 - A speculative final (decoded like a final, started when silence begins so the result is ready
