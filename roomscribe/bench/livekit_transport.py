@@ -1,5 +1,6 @@
 """The LiveKit transport: the control socket for events, the official `livekit` SDK publishing the
-session audio as the microphone (10 ms frames) into the room named in `session.ready`.
+session audio as the microphone (10 ms frames, through `client.publish_loop.PublishLoop`) into the
+room named in `session.ready`.
 
 Audio published before the agent subscribes is not heard, so before the audio clock (t0) starts the
 bench captures silence (paced by the SDK) until the server reports `status {code: "listening"}` (at
@@ -15,13 +16,10 @@ import asyncio
 import time
 
 import aiohttp
-import numpy as np
 
 from roomscribe.bench.plan import SessionPlan
 from roomscribe.bench.transport import Endpoint, SessionRecord, TransportUnavailable, pace_frames, read_control_events
 from roomscribe.common.audio import SAMPLE_RATE
-
-FRAME_MS = 10
 
 
 class LiveKitTransport:
@@ -46,10 +44,10 @@ class LiveKitTransport:
     ) -> SessionRecord:
         from livekit import rtc
 
+        from roomscribe.client.publish_loop import FRAME_MS, PublishLoop, ten_ms_frames
+
         record = SessionRecord(plan, user, self.name, speed)
-        step = SAMPLE_RATE * FRAME_MS // 1000
-        data = plan.audio.astype(np.int16)
-        frames = [data[i : i + step] for i in range(0, len(data) - step + 1, step)]
+        frames = list(ten_ms_frames(plan.audio, SAMPLE_RATE))
         headers = {"Authorization": f"Bearer {self.endpoint.token_for(user)}"}
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[dict] = loop.create_future()
@@ -70,28 +68,17 @@ class LiveKitTransport:
                     await ws.send_json({"type": "session.start", "id": "start", "transport": "livekit", "interim": interim})
                     lk = (await asyncio.wait_for(ready, 30.0))["livekit"]
                     await room.connect(lk["url"], lk["token"], rtc.RoomOptions(auto_subscribe=False))
-                    source = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=50)
-                    track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
-                    await room.local_participant.publish_track(
-                        track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-                    )
+                    publish = PublishLoop(SAMPLE_RATE, 1, queue_size_ms=50)
+                    await publish.publish_to(room)
 
-                    async def send(chunk: np.ndarray) -> None:
-                        await source.capture_frame(rtc.AudioFrame(chunk.tobytes(), SAMPLE_RATE, 1, len(chunk)))
-
-                    silence = np.zeros(step, np.int16)
-                    began = time.monotonic()
-                    while time.monotonic() - began < self.lead_in_max_s and (
-                        not listening.is_set() or time.monotonic() - began < self.lead_in_min_s
-                    ):
-                        await send(silence)
-                    record.max_shift_s = time.monotonic() - began  # the agent cannot have heard more than this
+                    lead_in_s = await publish.lead_in(listening, min_s=self.lead_in_min_s, max_s=self.lead_in_max_s)
+                    record.max_shift_s = lead_in_s  # the agent cannot have heard more than this
                     heard = "heard" if listening.is_set() else "NOT reported as heard"
-                    record.notes.append(f"lead-in silence {time.monotonic() - began:.2f} s; track {heard}")
+                    record.notes.append(f"lead-in silence {lead_in_s:.2f} s; track {heard}")
 
                     record.t0 = time.monotonic() + start_delay_s
-                    await pace_frames(record, frames, FRAME_MS / 1000, send)
-                    await source.wait_for_playout()
+                    await pace_frames(record, frames, FRAME_MS / 1000, publish.capture)
+                    await publish.wait_for_playout()
                     await ws.send_json({"type": "session.stop", "id": "stop"})
                     await asyncio.wait_for(ended, max(self.drain_timeout_s, plan.duration_s))
                     record.completed = True

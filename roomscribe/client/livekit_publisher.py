@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from livekit import rtc
@@ -24,6 +25,7 @@ from livekit import rtc
 from roomscribe.client.control_client import ControlClient
 from roomscribe.client.errors import ClientError
 from roomscribe.client.events import Event, PublishStart, PublishStop, SessionReady, Status, Token
+from roomscribe.client.publish_loop import PublishLoop
 from roomscribe.client.sources import PcmStream
 
 log = logging.getLogger(__name__)
@@ -51,16 +53,19 @@ class LiveKitPublisher:
         self.token: str | None = None
         self.expires_at = 0.0
         self.room: rtc.Room | None = None
-        self.frames_published = 0
         self.frames_skipped = 0
         self._wanted = asyncio.Event()
         self._heard = asyncio.Event()
-        self._source: rtc.AudioSource | None = None
-        self._track: rtc.LocalAudioTrack | None = None
+        self._loop: PublishLoop | None = None
         self._publication: rtc.LocalTrackPublication | None = None
         self._gate_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._remove = client.on(self._on_event)  # `_on_event` picks the messages it needs by class
+
+    @property
+    def frames_published(self) -> int:
+        """Audio chunks captured so far (the lead-in's silence not counted)."""
+        return self._loop.frames_captured if self._loop is not None else 0
 
     # -- control events --------------------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
@@ -96,22 +101,19 @@ class LiveKitPublisher:
         room = rtc.Room()
         await room.connect(self.url, self.token, rtc.RoomOptions(auto_subscribe=False))
         self.room = room
-        if self._source is None:
-            self._source = rtc.AudioSource(sample_rate, channels, queue_size_ms=self.queue_size_ms)
-            self._track = rtc.LocalAudioTrack.create_audio_track(self.track_name, self._source)
+        if self._loop is None:
+            self._loop = PublishLoop(sample_rate, channels, queue_size_ms=self.queue_size_ms, track_name=self.track_name)
         self._publication = None
         await self._apply_gate()
 
     async def _apply_gate(self) -> None:
         """Publish or unpublish the track to match the last publish.start / publish.stop."""
         async with self._gate_lock:
-            room, track = self.room, self._track
-            if room is None or track is None or not room.isconnected():
+            room, loop = self.room, self._loop
+            if room is None or loop is None or not room.isconnected():
                 return
             if self._wanted.is_set() and self._publication is None:
-                self._publication = await room.local_participant.publish_track(
-                    track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-                )
+                self._publication = await loop.publish_to(room)
             elif not self._wanted.is_set() and self._publication is not None:
                 await room.local_participant.unpublish_track(self._publication.sid)
                 self._publication = None
@@ -129,37 +131,28 @@ class LiveKitPublisher:
         await self._join(stream.sample_rate, stream.channels)
         refresher = asyncio.create_task(self._keep_token_fresh())
         try:
-            if not stream.live:
-                await self._lead_in(stream.sample_rate, stream.channels)
-            async for chunk in stream.chunks:
-                if not self._wanted.is_set():
-                    if stream.live:
-                        self.frames_skipped += 1
-                        continue
-                    await self._wanted.wait()
-                if self.room is None or not self.room.isconnected():
-                    log.info("LiveKit room connection lost; rejoining with the newest token")
-                    await self._join(stream.sample_rate, stream.channels)
+            if not stream.live:  # a file: silence until the agent hears the track (or lead_in_max_s)
+                await self._wanted.wait()
                 await self._apply_gate()
-                assert self._source is not None
-                samples = len(chunk) // (2 * stream.channels)
-                await self._source.capture_frame(rtc.AudioFrame(chunk, stream.sample_rate, stream.channels, samples))
-                self.frames_published += 1
-            if self._source is not None:
-                await self._source.wait_for_playout()
+            assert self._loop is not None
+            lead_in_max_s = 0.0 if stream.live else self.lead_in_max_s
+            await self._loop.run(self._gated(stream), self._heard, lead_in_max_s=lead_in_max_s)
         finally:
             refresher.cancel()
 
-    async def _lead_in(self, sample_rate: int, channels: int) -> None:
-        """Publish 10 ms silence frames until the agent hears the track (or `lead_in_max_s` passes)."""
-        await self._wanted.wait()
-        await self._apply_gate()
-        assert self._source is not None
-        samples = sample_rate // 100
-        silence = rtc.AudioFrame(bytes(samples * channels * 2), sample_rate, channels, samples)
-        deadline = time.monotonic() + self.lead_in_max_s
-        while not self._heard.is_set() and time.monotonic() < deadline:
-            await self._source.capture_frame(silence)
+    async def _gated(self, stream: PcmStream) -> AsyncIterator[bytes]:
+        """`stream`'s chunks while publish.start holds (rejoining a dropped room first)."""
+        async for chunk in stream.chunks:
+            if not self._wanted.is_set():
+                if stream.live:
+                    self.frames_skipped += 1
+                    continue
+                await self._wanted.wait()
+            if self.room is None or not self.room.isconnected():
+                log.info("LiveKit room connection lost; rejoining with the newest token")
+                await self._join(stream.sample_rate, stream.channels)
+            await self._apply_gate()
+            yield chunk
 
     async def close(self) -> None:
         """Leave the room and stop following the client."""
@@ -170,6 +163,6 @@ class LiveKitPublisher:
             with contextlib.suppress(Exception):
                 await self.room.disconnect()
             self.room = None
-        if self._source is not None:
+        if self._loop is not None:
             with contextlib.suppress(Exception):
-                await self._source.aclose()
+                await self._loop.aclose()

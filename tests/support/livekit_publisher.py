@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from roomscribe.client.audio_files import read_wav  # noqa: E402
+from roomscribe.client.publish_loop import PublishLoop, ten_ms_frames  # noqa: E402
 
 
 async def publish_samples(
@@ -45,25 +46,13 @@ async def publish_samples(
     The lead-in silence stands for the moment before a person speaks: audio sent before the
     agent's subscription is set up is not heard (as with any LiveKit server). With `speak` it
     lasts until that future is done (at least `lead_silence_s`, at most LEAD_MAX_S)."""
-    source = rtc.AudioSource(sample_rate, channels, queue_size_ms=queue_size_ms)
-    track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
-    publication = await room.local_participant.publish_track(
-        track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-    )
-    step = sample_rate // 100 * channels
-    silence = rtc.AudioFrame(np.zeros(step, dtype=np.int16).tobytes(), sample_rate, channels, step // channels)
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-    while loop.time() - began < LEAD_MAX_S and (
-        loop.time() - began < lead_silence_s or (speak is not None and not speak.done())
-    ):
-        await source.capture_frame(silence)
+    loop = PublishLoop(sample_rate, channels, queue_size_ms=queue_size_ms)
+    publication = await loop.publish_to(room)
     tail = np.zeros(int(tail_silence_s * sample_rate) * channels, dtype=np.int16)
     padded = np.concatenate([samples, tail])
-    for start in range(0, len(padded) - step + 1, step):
-        chunk = padded[start : start + step]
-        await source.capture_frame(rtc.AudioFrame(chunk.tobytes(), sample_rate, channels, step // channels))
-    await source.wait_for_playout()
+    await loop.run(
+        ten_ms_frames(padded, sample_rate, channels), speak, lead_in_min_s=lead_silence_s, lead_in_max_s=LEAD_MAX_S
+    )
     return publication
 
 
