@@ -12,19 +12,16 @@ import logging
 import time
 from collections import deque
 
-import msgspec
 from aiohttp import WSMsgType, web
 
 from control.config import Settings
 from control.schema import (
     PROTOCOL_VERSION,
-    AudioFormat,
     Error,
     Hello,
     Ping,
     Pong,
     ProtocolError,
-    ReadyAudio,
     Request,
     ServerMessage,
     SessionReady,
@@ -42,7 +39,6 @@ from control.schema import (
 )
 from control.session import Session, SessionManager, SessionOptions
 from control.subscriptions import Subscription
-from control.ws_audio import WsAudioInput
 from tokens import ControlClaims
 
 log = logging.getLogger(__name__)
@@ -60,7 +56,6 @@ class ControlConnection:
         self.manager = manager
         self.settings = settings
         self.session: Session | None = None
-        self.audio_input: WsAudioInput | None = None
         self._queue: deque[ServerMessage | bytes] = deque()
         self._queued = asyncio.Event()
         self._closing = False
@@ -157,8 +152,15 @@ class ControlConnection:
 
     async def _on_text(self, text: str) -> None:
         try:
-            await self._dispatch(decode_request(text))
+            request = decode_request(text)
         except ProtocolError as error:
+            self.send_error(error)
+            return
+        try:
+            await self._dispatch(request)
+        except ProtocolError as error:
+            if error.request_id is None:  # raised by the session manager or the media: it answers this request
+                error.request_id = request.id
             self.send_error(error)
 
     async def _dispatch(self, request: Request) -> None:
@@ -191,20 +193,7 @@ class ControlConnection:
             moved = "this session continues on another socket; audio here was not used"
             self.send_error(ProtocolError("audio.session_moved", moved))
             return
-        if session.transport != "ws" or self.audio_input is None:
-            self.send_error(
-                ProtocolError("audio.wrong_transport", "this session receives audio over LiveKit, not the control socket")
-            )
-            return
-        session.audio_bytes_received += len(data)
-        if session.options.echo:
-            self.send_bytes(data)
-        samples, error = self.audio_input.accept(data)
-        if error is not None:
-            self.send_error(error)
-        if samples is not None:
-            fmt = self.audio_input.format
-            session.pipeline().feed(samples, fmt.sample_rate, fmt.channels)
+        session.media.accept_audio(data, self)
 
     # -- handlers ---------------------------------------------------------------------------------
     @staticmethod
@@ -214,7 +203,7 @@ class ControlConnection:
 
     def _allowed_transports(self) -> list[Transport]:
         allowed = [self._transport(self.settings.audio_transport)]
-        if self.manager.media is not None and "livekit" not in allowed:
+        if "livekit" in self.manager.transports and "livekit" not in allowed:
             allowed.append("livekit")
         if self.settings.allow_ws_fallback and "ws" not in allowed:
             allowed.append("ws")
@@ -232,10 +221,13 @@ class ControlConnection:
                 "session.already_started", "this socket already has a session; send session.stop first", message.id
             )
         if message.resume is not None:
-            session, replay_from = self._resume(message, message.resume.session_id, message.resume.last_seq)
+            replay_from: int | None = message.resume.last_seq
+            session = self.manager.resume(self.claims.user, message.resume.session_id, message.resume.last_seq, self)
+            media = await session.media.resume()
         else:
-            session = await self._start(message)
             replay_from = None
+            session = await self._start(message)
+            media = await self.manager.open_media(session)
         self.session = session
         ready = SessionReady(
             id=message.id,
@@ -245,32 +237,15 @@ class ControlConnection:
             room=session.room,
             resumed=replay_from is not None,
             last_seq=session.seq,
+            audio=media.audio,
+            audio_bytes_received=media.audio_bytes_received,
+            livekit=media.livekit,
         )
-        if session.transport == "ws":
-            fmt = session.options.audio or AudioFormat()
-            self.audio_input = WsAudioInput(fmt, self.settings.max_frame_s)
-            ready.audio = ReadyAudio(encoding=fmt.encoding, sample_rate=fmt.sample_rate, channels=fmt.channels)
-            ready.audio_bytes_received = session.audio_bytes_received
-        else:
-            if replay_from is not None and self.manager.media is not None and session.media_info is not None:
-                # A resumed client gets fresh LiveKit credentials; old tokens are not replayed.
-                fresh = await self.manager.media.refresh_credentials(session)
-                session.media_info = msgspec.structs.replace(
-                    session.media_info, token=fresh.token, expires_at=fresh.expires_at
-                )
-            ready.livekit = session.media_info
         self.send_message(ready)
         if replay_from is not None:
             session.replay(self, replay_from)
-        elif session.media is not None:
+        else:
             await session.media.ready()
-
-    def _resume(self, message: SessionStart, session_id: str, last_seq: int) -> tuple[Session, int]:
-        try:
-            return self.manager.resume(self.claims.user, session_id, last_seq, self), last_seq
-        except ProtocolError as error:
-            error.request_id = message.id
-            raise
 
     async def _start(self, request: SessionStart) -> Session:
         transport = request.transport or self.settings.audio_transport
@@ -280,46 +255,33 @@ class ControlConnection:
                 f"transport {transport!r} is not enabled on this server; allowed: {self._allowed_transports()}",
                 request.id,
             )
-        if transport != "ws" and request.audio is not None:
+        media_transport = self.manager.transport(transport)
+        if request.audio is not None and not media_transport.takes_audio_format:
             raise ProtocolError("bad_request", "'audio' only applies to the ws transport", request.id)
         multi_user = request.room is not None
         if multi_user and not self.claims.allows("multi_user"):
             raise ProtocolError(
                 "not_allowed", "this control token may not transcribe a whole room (no 'multi_user' claim)", request.id
             )
-        if multi_user and transport != "livekit":
+        if multi_user and not media_transport.multi_user:
             raise ProtocolError("bad_request", "a multi-user room session needs the livekit transport", request.id)
         options = SessionOptions(
-            transport=transport,
-            audio=(request.audio or AudioFormat()) if transport == "ws" else None,
-            interim=request.interim,
-            echo=request.echo,
-            multi_user=multi_user,
+            transport=transport, audio=request.audio, interim=request.interim, echo=request.echo, multi_user=multi_user
         )
-        try:
-            return await self.manager.start(self.claims.user, options, self, room=request.room)
-        except ProtocolError as error:
-            error.request_id = request.id
-            raise
+        return await self.manager.start(self.claims.user, options, self, room=request.room)
 
     async def _on_session_stop(self, message: SessionStop) -> None:
         session = self._live_session(message)
         await self.manager.stop(session, "stopped")
         self.session = None
-        self.audio_input = None
 
     async def _on_token_refresh(self, message: TokenRefresh) -> None:
         session = self._live_session(message)
-        if session.transport != "livekit" or self.manager.media is None:
-            raise ProtocolError("bad_request", "token.refresh only applies to LiveKit sessions", message.id)
-        fresh = await self.manager.media.refresh_credentials(session)
+        fresh = await session.media.refresh_credentials()
         session.emit(lambda seq: Token(seq=seq, id=message.id, token=fresh.token, expires_at=fresh.expires_at))
 
     async def _on_vad(self, message: Vad) -> None:
-        session = self._live_session(message)
-        handler = getattr(session.media, "on_client_vad", None)
-        if handler is not None:
-            await handler(message.speaking)
+        await self._live_session(message).media.on_client_vad(message.speaking)
 
     async def _on_subscribe(self, message: Subscribe) -> None:
         session_id, user, events = message.session_id, message.user, message.events
@@ -334,11 +296,7 @@ class ControlConnection:
                 "not_allowed", "you may watch only your own sessions unless your token has the 'monitor' claim", message.id
             )
         subscription = Subscription(outbox=self, events=frozenset(events), session_id=session_id, user=user)
-        try:
-            self.manager.subscribe(subscription)
-        except ProtocolError as error:
-            error.request_id = message.id
-            raise
+        self.manager.subscribe(subscription)
         self.send_message(subscription.reply(message.id))
 
     def _on_unsubscribe(self, message: Unsubscribe) -> None:

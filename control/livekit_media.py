@@ -1,9 +1,10 @@
 """The LiveKit transport: credentials for the client, the room agent, publish gating, room cleanup.
 
-`LiveKitMedia` is the session manager's MediaBackend. Per session it mints the client's
-publish-only token, starts a `RoomAgent` that feeds the session's pipeline(s), pushes a fresh
-token a minute before the current one expires, and gates publishing on voice activity when
-`ROOMSCRIBE_PUBLISH_GATING=vad`. When the session ends the agent leaves and the room is deleted.
+`LiveKitTransport` is the session manager's MediaTransport for LiveKit. Each session's
+`LiveKitSessionMedia` mints the client's publish-only token, starts a `RoomAgent` that feeds the
+session's pipeline(s), pushes a fresh token a minute before the current one expires, and gates
+publishing on voice activity when `ROOMSCRIBE_PUBLISH_GATING=vad`. When the session ends the agent
+leaves and the room is deleted.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import logging
 import time
 from typing import Any
 
+import msgspec
 from livekit import api
 
 from agent.events import FinalTranscript, InterimTranscript, PipelineEvent, SpeechStarted
 from agent.jitter_buffer import Settled
 from agent.room_agent import RoomAgent
 from control.config import Settings
-from control.schema import LiveKitCredentials, PublishStart, PublishStop, Token
+from control.media import AudioSocket, ReadyMedia, SessionMedia
+from control.schema import LiveKitCredentials, ProtocolError, PublishStart, PublishStop, Token
 from control.session import Session
 from roomscribe.common.tasks import BackgroundTasks
 from tokens import IssuedToken, mint_agent_token, mint_client_token
@@ -37,13 +40,15 @@ def http_url(ws_url: str) -> str:
     return ws_url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
 
 
-class SessionMedia:
-    """A LiveKit session's media state: its agent, token timer and publish gate."""
+class LiveKitSessionMedia(SessionMedia):
+    """A LiveKit session's media state: its agent, credentials, token timer and publish gate."""
 
-    def __init__(self, backend: LiveKitMedia, session: Session) -> None:
+    def __init__(self, backend: LiveKitTransport, session: Session) -> None:
         self.backend = backend
         self.session = session
         self.agent: RoomAgent | None = None
+        #: The `livekit` object of session.ready (set by open).
+        self.credentials: LiveKitCredentials | None = None
         self.token_expires_at = 0
         self._token_timer: asyncio.Task[None] | None = None
         self._hangover: asyncio.Task[None] | None = None
@@ -52,7 +57,74 @@ class SessionMedia:
         self.gating = backend.settings.publish_gating
         self._background = BackgroundTasks(log, "LiveKit session task")
 
+    # -- lifecycle ------------------------------------------------------------------------------------
+    async def open(self) -> ReadyMedia:
+        """Start the room agent and mint the client's token; livekit.unavailable if the agent cannot join."""
+        try:
+            await self._start_agent()
+            issued = self.new_client_token()
+        except Exception as exc:
+            log.exception("session %s: could not open LiveKit media", self.session.id)
+            raise ProtocolError("livekit.unavailable", f"could not join the LiveKit room: {type(exc).__name__}") from None
+        self.credentials = LiveKitCredentials(
+            url=self.backend.url,
+            room=self.session.room,
+            identity=self.session.user,
+            token=issued.token,
+            expires_at=issued.expires_at,
+            publish_gating="vad" if self.gating == "vad" else "always",
+        )
+        return ReadyMedia(livekit=self.credentials)
+
+    async def _start_agent(self) -> None:
+        session, settings = self.session, self.backend.settings
+        self.agent = RoomAgent(
+            url=self.backend.url,
+            room_name=session.room,
+            mint_token=lambda: mint_agent_token(
+                settings.livekit_api_key,
+                settings.livekit_api_secret,
+                identity=AGENT_IDENTITY,
+                room=session.room,
+                ttl_s=settings.agent_token_ttl_s,
+                can_publish_data=settings.publish_transcripts,
+            ).token,
+            target_identity=None if session.options.multi_user else session.user,
+            feed=self.feed,
+            on_status=self.status,
+            on_track_ended=self.track_ended,
+            on_listening=self.listening,
+            receiving=settings.publish_gating == "always",
+            debug_audio_dir=settings.debug_audio_dir,
+        )
+        await self.agent.start()
+
+    async def resume(self) -> ReadyMedia:
+        """A resumed client gets fresh credentials; old tokens are not replayed."""
+        if self.credentials is not None:
+            fresh = self.new_client_token()
+            self.credentials = msgspec.structs.replace(self.credentials, token=fresh.token, expires_at=fresh.expires_at)
+        return ReadyMedia(livekit=self.credentials)
+
+    def accept_audio(self, data: bytes, socket: AudioSocket) -> None:
+        """Audio comes through the room, never the control socket."""
+        socket.send_error(
+            ProtocolError("audio.wrong_transport", "this session receives audio over LiveKit, not the control socket")
+        )
+
+    async def close(self) -> None:
+        """Stop the timers, let the agent leave, and delete the room."""
+        for task in (self._token_timer, self._hangover, self._inactivity):
+            if task is not None:
+                task.cancel()
+        if self.agent is not None:
+            await self.agent.close()
+        await self.backend.delete_room(self.session.room)
+
     # -- credentials ------------------------------------------------------------------------------
+    async def refresh_credentials(self) -> IssuedToken:
+        return self.new_client_token()
+
     def new_client_token(self) -> IssuedToken:
         settings = self.backend.settings
         issued = mint_client_token(
@@ -176,62 +248,19 @@ class SessionMedia:
         if not self.session.ended:
             self.session.emit({"type": "status", "code": code, "message": message, **details})
 
-    async def close(self) -> None:
-        for task in (self._token_timer, self._hangover, self._inactivity):
-            if task is not None:
-                task.cancel()
-        if self.agent is not None:
-            await self.agent.close()
 
+class LiveKitTransport:
+    """MediaTransport for LiveKit (a real server, LiveKit Cloud, or the embedded dev server)."""
 
-class LiveKitMedia:
-    """MediaBackend for LiveKit (a real server, LiveKit Cloud, or the embedded dev server)."""
+    takes_audio_format = False
+    multi_user = True
 
     def __init__(self, settings: Settings, url: str) -> None:
         self.settings = settings
         self.url = url
 
-    async def open(self, session: Session) -> LiveKitCredentials:
-        media = SessionMedia(self, session)
-        session.media = media
-        settings = self.settings
-        media.agent = RoomAgent(
-            url=self.url,
-            room_name=session.room,
-            mint_token=lambda: mint_agent_token(
-                settings.livekit_api_key,
-                settings.livekit_api_secret,
-                identity=AGENT_IDENTITY,
-                room=session.room,
-                ttl_s=settings.agent_token_ttl_s,
-                can_publish_data=settings.publish_transcripts,
-            ).token,
-            target_identity=None if session.options.multi_user else session.user,
-            feed=media.feed,
-            on_status=media.status,
-            on_track_ended=media.track_ended,
-            on_listening=media.listening,
-            receiving=settings.publish_gating == "always",
-            debug_audio_dir=settings.debug_audio_dir,
-        )
-        await media.agent.start()
-        issued = media.new_client_token()
-        return LiveKitCredentials(
-            url=self.url,
-            room=session.room,
-            identity=session.user,
-            token=issued.token,
-            expires_at=issued.expires_at,
-            publish_gating="vad" if media.gating == "vad" else "always",
-        )
-
-    async def refresh_credentials(self, session: Session) -> IssuedToken:
-        return session.media.new_client_token()
-
-    async def close(self, session: Session) -> None:
-        media: SessionMedia = session.media
-        await media.close()
-        await self.delete_room(session.room)
+    def session_media(self, session: Session) -> LiveKitSessionMedia:
+        return LiveKitSessionMedia(self, session)
 
     async def delete_room(self, room: str) -> None:
         """Delete the room through the RoomService (works on LiveKit and the dev server)."""

@@ -13,8 +13,10 @@ from agent.asr import AsrEngine
 from agent.pipeline import TranscriptionPipeline
 from control.app import create_app
 from control.config import Settings
-from control.livekit_media import LiveKitMedia
+from control.livekit_media import LiveKitTransport
+from control.media import MediaTransport
 from control.session import SessionManager
+from control.ws_media import WsTransport
 
 if TYPE_CHECKING:
     from roomscribe.devserver import DevServer
@@ -46,14 +48,16 @@ class ControlServer:
         self.settings.check_serving()  # ConfigError: weak secret, dev conveniences off loopback
         if self._own_engine:
             await self.engine.start()
-        media = await self._start_livekit() if self.settings.livekit_enabled else None
+        transports: dict[str, MediaTransport] = {"ws": WsTransport(self.settings.max_frame_s)}
+        if self.settings.livekit_enabled:
+            transports["livekit"] = await self._start_livekit()
         self.manager = SessionManager(
             pipeline_factory=self._new_pipeline,
             grace_period_s=self.settings.grace_period_s,
             room_strategy=self.settings.room_strategy,
             room_prefix=self.settings.room_prefix,
             replay_limit=self.settings.replay_limit,
-            media=media,
+            transports=transports,
         )
         app = create_app(self.settings, self.manager)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -65,7 +69,7 @@ class ControlServer:
             self.port = sockets[0].getsockname()[1]
         log.info("control plane listening on %s", self.url)
 
-    async def _start_livekit(self) -> LiveKitMedia:
+    async def _start_livekit(self) -> LiveKitTransport:
         """The LiveKit backend; with no LIVEKIT_URL, the embedded development server too."""
         if not self.settings.livekit_url:
             from roomscribe.devserver import DevServer
@@ -95,7 +99,7 @@ class ControlServer:
             )
         else:
             log.info("using the LiveKit server at %s", self.livekit_url)
-        return LiveKitMedia(self.settings, self.livekit_url)
+        return LiveKitTransport(self.settings, self.livekit_url)
 
     @property
     def url(self) -> str:

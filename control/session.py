@@ -13,7 +13,7 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from agent.events import InterimTranscript, PipelineEvent
+from control.media import MediaTransport, ReadyMedia, SessionMedia
 from control.protocol import event_message
 from control.schema import (
     AudioFormat,
     Forwardable,
-    LiveKitCredentials,
     Numbered,
     ProtocolError,
     ServerMessage,
@@ -33,7 +33,7 @@ from control.schema import (
     Status,
     decode_server_message,
 )
-from tokens import IssuedToken
+from control.ws_media import WsTransport
 
 if TYPE_CHECKING:
     from agent.pipeline import TranscriptionPipeline
@@ -77,6 +77,7 @@ class Session:
         options: SessionOptions,
         pipeline_factory: PipelineFactory,
         replay_limit: int,
+        media_transport: MediaTransport,
     ) -> None:
         self.id = session_id
         self.user = user
@@ -84,8 +85,6 @@ class Session:
         self.options = options
         self.created_at = time.time()
         self.seq = 0
-        #: Bytes of ws audio this session has read (so a resuming client resends only the rest).
-        self.audio_bytes_received = 0
         self.outbox: Outbox | None = None
         self.ended = False
         self._log: deque[Numbered] = deque(maxlen=replay_limit)
@@ -95,10 +94,8 @@ class Session:
         #: Monitor subscriptions watching this session.
         self.watchers: set[Subscription] = set()
         self.grace_task: asyncio.Task[None] | None = None
-        #: Set by the media backend (LiveKit) for the session's lifetime.
-        self.media: Any = None
-        #: The `livekit` object announced in session.ready (LiveKit transport only).
-        self.media_info: LiveKitCredentials | None = None
+        #: How the session's audio arrives (its transport's part of the session).
+        self.media: SessionMedia = media_transport.session_media(self)
 
     @property
     def transport(self) -> str:
@@ -130,9 +127,7 @@ class Session:
     def on_pipeline_event(self, event: PipelineEvent) -> None:
         if self.ended:
             return
-        observe = getattr(self.media, "observe", None)
-        if observe is not None:
-            observe(event)
+        self.media.observe(event)
         if isinstance(event, InterimTranscript) and not self.options.interim:
             return
         self.emit(partial(event_message, event))
@@ -218,19 +213,6 @@ def _numbered(data: dict[str, Any]) -> Numbered:
     return message
 
 
-class MediaBackend(Protocol):
-    """Brings audio into a session from outside the control socket (the LiveKit agent)."""
-
-    async def open(self, session: Session) -> LiveKitCredentials:
-        """Start receiving media; return the `livekit` object for session.ready."""
-
-    async def refresh_credentials(self, session: Session) -> IssuedToken:
-        """A fresh client token."""
-
-    async def close(self, session: Session) -> None:
-        """Stop receiving media and release the room."""
-
-
 class SessionManager:
     """Owns every session: one per user, looked up by id for resume, ended after the grace period."""
 
@@ -242,14 +224,15 @@ class SessionManager:
         room_strategy: str = "user",
         room_prefix: str = "roomscribe-",
         replay_limit: int = 2000,
-        media: MediaBackend | None = None,
+        transports: Mapping[str, MediaTransport] | None = None,
     ) -> None:
+        """`transports` by name (the schema's `Transport`); without it, only ws with its defaults."""
         self._pipeline_factory = pipeline_factory
         self.grace_period_s = grace_period_s
         self.room_strategy = room_strategy
         self.room_prefix = room_prefix
         self.replay_limit = replay_limit
-        self.media = media
+        self.transports: dict[str, MediaTransport] = dict(transports) if transports is not None else {"ws": WsTransport()}
         self.sessions: dict[str, Session] = {}
         self._by_user: dict[str, Session] = {}
         self._subscriptions: dict[str, Subscription] = {}
@@ -257,10 +240,20 @@ class SessionManager:
     def for_user(self, user: str) -> Session | None:
         return self._by_user.get(user)
 
+    def transport(self, name: str) -> MediaTransport:
+        """The transport called `name`; ProtocolError when this server does not offer it."""
+        media_transport = self.transports.get(name)
+        if media_transport is None:
+            # ws is always offered: only LiveKit can be missing.
+            raise ProtocolError("transport.unavailable", "the LiveKit transport is not enabled on this server")
+        return media_transport
+
     async def start(
         self, user: str, options: SessionOptions, outbox: Outbox, room: str | None = None
     ) -> Session:
-        """A new session for `user`; an existing one of the same user is ended as 'replaced'."""
+        """A new session for `user` (its media not yet open: see `open_media`); an existing one of
+        the same user is ended as 'replaced'."""
+        media_transport = self.transport(options.transport)
         previous = self._by_user.get(user)
         if previous is not None:
             await self.end(previous, "replaced")
@@ -271,23 +264,25 @@ class SessionManager:
             options=options,
             pipeline_factory=self._pipeline_factory,
             replay_limit=self.replay_limit,
+            media_transport=media_transport,
         )
         self.sessions[session.id] = session
         self._by_user[user] = session
         session.watchers.update(s for s in self._subscriptions.values() if s.user == user)
         session.attach(outbox)
-        if options.transport == "livekit":
-            if self.media is None:
-                await self.end(session, "error", notify=False)
-                raise ProtocolError("transport.unavailable", "the LiveKit transport is not enabled on this server")
-            try:
-                session.media_info = await self.media.open(session)
-            except Exception as exc:
-                log.exception("session %s: could not open LiveKit media", session.id)
-                await self.end(session, "error", notify=False)
-                raise ProtocolError("livekit.unavailable", f"could not join the LiveKit room: {type(exc).__name__}") from None
-        log.info("session %s started for user %s (transport %s, room %s)", session.id, user, options.transport, session.room)
         return session
+
+    async def open_media(self, session: Session) -> ReadyMedia:
+        """Open a new session's media; what session.ready announces. If it fails the session ends."""
+        try:
+            ready = await session.media.open()
+        except Exception:
+            await self.end(session, "error", notify=False)
+            raise
+        log.info(
+            "session %s started for user %s (transport %s, room %s)", session.id, session.user, session.transport, session.room
+        )
+        return ready
 
     def resume(self, user: str, session_id: str, last_seq: int, outbox: Outbox) -> Session:
         """Reattach a socket to a live session; the caller then replays what it missed."""
@@ -343,11 +338,10 @@ class SessionManager:
         self.sessions.pop(session.id, None)
         if self._by_user.get(session.user) is session:
             del self._by_user[session.user]
-        if session.media is not None and self.media is not None:
-            try:
-                await self.media.close(session)
-            except Exception:
-                log.exception("session %s: closing media failed", session.id)
+        try:
+            await session.media.close()
+        except Exception:
+            log.exception("session %s: closing media failed", session.id)
         await session.close_pipelines()
         log.info("session %s ended (%s)", session.id, reason)
 
