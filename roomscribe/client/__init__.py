@@ -2,8 +2,10 @@
 
 `ControlClient` keeps a control socket up (reconnect with backoff and jitter, heartbeat), resumes
 its session after a drop (every event once, in order), buffers and resends ws audio, and offers
-events as callbacks (`on`) or an async iterator (`events()`). `LiveKitPublisher`
-(`client.livekit_publisher`) publishes audio over the LiveKit transport.
+events as callbacks (`on`) or an async iterator (`events()`). It is the I/O shell around
+`client.core.ClientCore`, which keeps the session state, resume position, dedup, request matching
+and subscriptions without a socket. `LiveKitPublisher` (`client.livekit_publisher`) publishes audio
+over the LiveKit transport through `client.publish_loop.PublishLoop`, the one LiveKit publish loop.
 """
 
 from roomscribe.client.control_client import ControlClient, Subscription

@@ -1,5 +1,7 @@
 """`ControlClient`: an asyncio client for the control protocol that survives dropped links.
 
+It is the I/O shell around `ClientCore` (client/core.py), which holds the session state, the
+resume position, dedup, request matching and subscriptions without touching a socket.
 One supervisor task owns the socket: it connects (exponential backoff with jitter between
 attempts), then per link runs a reader, a heartbeat and an audio writer. When the link drops,
 unconfirmed audio is rewound into the buffer, and on the next link the session is resumed
@@ -12,20 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import aiohttp
 
-from control.schema import REQUESTS, Error, Forwardable, tag_of
 from roomscribe.client.audio_sender import AudioSender
+from roomscribe.client.core import LIVE, ClientCore, Subscription
 from roomscribe.client.errors import AuthRejected, ClientError, ConnectionLost, GaveUp, ServerError
-from roomscribe.client.events import Event, SessionEnded, SessionReady, Subscribed, Unknown, notice, parse_event
+from roomscribe.client.events import Event, SessionEnded, SessionReady, notice, parse_event
 from roomscribe.client.hub import Callback, EventHub
 from roomscribe.client.link import Link
 from roomscribe.client.options import ClientOptions, ClientStats, ConnectionState, SessionState
@@ -33,19 +33,7 @@ from roomscribe.client.options import ClientOptions, ClientStats, ConnectionStat
 log = logging.getLogger(__name__)
 
 TokenSource = str | Callable[[], str | Awaitable[str]]
-_LIVE = (SessionState.ACTIVE, SessionState.STOPPING, SessionState.RESUMING)
-#: Requests the server answers only after slow work (joining a room, finalising an utterance); it
-#: reads a socket's messages one at a time, so pings wait behind them.
-_SLOW_REQUESTS = frozenset(tag_of(cls) for cls in REQUESTS if cls.slow)
-
-
-@dataclass
-class Subscription:
-    """A monitor subscription; `id` changes when it is renewed after a reconnect."""
-
-    request: dict[str, Any]
-    id: str
-    reply: Subscribed = field(repr=False)
+__all__ = ["ControlClient", "Subscription", "TokenSource"]
 
 
 class ControlClient:
@@ -63,11 +51,7 @@ class ControlClient:
         self.options = options or ClientOptions()
         self.stats = ClientStats()
         self.connection_state = ConnectionState.DISCONNECTED
-        self.session_state = SessionState.NONE
-        self.session: SessionReady | None = None
-        self.session_id: str | None = None
-        #: The highest `seq` of this session's events delivered to the caller.
-        self.last_seq = 0
+        self._core = ClientCore()
         self.hello: dict[str, Any] | None = None
         self._token = token
         self._http = http
@@ -79,14 +63,36 @@ class ControlClient:
         self._connected = asyncio.Event()
         self._audio_open = asyncio.Event()
         self._audio: AudioSender | None = None
-        self._start_request: dict[str, Any] | None = None
         self._ended: asyncio.Future[SessionEnded] | None = None
-        self._requests: dict[str, asyncio.Future[Event]] = {}
-        self._slow_requests = 0
-        self._ids = itertools.count(1)
-        self._subscriptions: dict[str, Subscription] = {}
-        self._forwarded_seq: dict[str, int] = {}
         self._dropped_seen = 0
+
+    # -- state (kept by the core) ------------------------------------------------------------------
+    @property
+    def session_state(self) -> SessionState:
+        return self._core.session_state
+
+    @session_state.setter
+    def session_state(self, state: SessionState) -> None:
+        self._core.session_state = state
+
+    @property
+    def session(self) -> SessionReady | None:
+        """The last `session.ready` (a resume's included)."""
+        return self._core.session
+
+    @property
+    def session_id(self) -> str | None:
+        return self._core.session_id
+
+    @property
+    def last_seq(self) -> int:
+        """The highest `seq` of this session's events delivered to the caller."""
+        return self._core.last_seq
+
+    @property
+    def _requests(self) -> dict[str, asyncio.Future[Event]]:
+        """Requests waiting for their reply, by id (the core's table)."""
+        return self._core.pending
 
     # -- events ------------------------------------------------------------------------------------
     def on(self, callback: Callback, types: Iterable[str] | None = None) -> Callable[[], None]:
@@ -112,7 +118,7 @@ class ControlClient:
 
     async def close(self, *, stop_session: bool = False, timeout_s: float = 30.0) -> None:
         """Close the socket (optionally stopping the session first). The client cannot be reused."""
-        if stop_session and self.session_state in _LIVE:
+        if stop_session and self.session_state in LIVE:
             with contextlib.suppress(ClientError, asyncio.TimeoutError):
                 await self.stop_session(timeout_s=timeout_s)
         self._set_connection(ConnectionState.CLOSING)
@@ -152,13 +158,12 @@ class ControlClient:
         request: dict[str, Any] = {"type": "session.start", "transport": transport, "interim": interim, **extra}
         if transport == "ws":
             request["audio"] = {"encoding": "pcm_s16le", "sample_rate": sample_rate, "channels": channels}
-            self._audio = AudioSender(sample_rate, channels, self.options, self._new_id)
+            self._audio = AudioSender(sample_rate, channels, self.options, self._core.new_id)
         else:
             self._audio = None
-        self._start_request = request
+        self._core.begin_session(request)
         self._dropped_seen = 0
         self._ended = asyncio.get_running_loop().create_future()
-        self.session_state = SessionState.STARTING
         while True:
             link = await self._wait_connected()
             try:
@@ -166,17 +171,17 @@ class ControlClient:
             except ConnectionLost:
                 continue  # the server may have started it; a second start replaces that one
             except BaseException:
-                self.session_state = SessionState.NONE
+                self._core.session_refused()
                 raise
             break
         assert isinstance(ready, SessionReady)
-        self.session_state = SessionState.ACTIVE
+        self._core.session_started()
         self._open_audio()
         return ready
 
     def send_audio(self, pcm: bytes) -> None:
         """Queue PCM16 audio of the announced format; never blocks. Buffered while disconnected."""
-        if self._audio is None or self.session_state not in (SessionState.STARTING, *_LIVE):
+        if self._audio is None or self.session_state not in (SessionState.STARTING, *LIVE):
             raise ClientError("no ws session to send audio to; call start_session(transport='ws') first")
         self._audio.push(pcm)
         self._note_drops()
@@ -194,7 +199,7 @@ class ControlClient:
         while audio.buffer.buffered_bytes > limit:
             if self._fatal is not None:
                 raise self._fatal
-            if self.session_state not in (SessionState.STARTING, *_LIVE):
+            if self.session_state not in (SessionState.STARTING, *LIVE):
                 raise ClientError(f"the session is {self.session_state.value}")
             audio.progress.clear()
             await audio.progress.wait()
@@ -207,7 +212,7 @@ class ControlClient:
             while audio is not None and not audio.settled:
                 if self._fatal is not None:
                     raise self._fatal
-                if self.session_state not in (SessionState.STARTING, *_LIVE):
+                if self.session_state not in (SessionState.STARTING, *LIVE):
                     return
                 audio.progress.clear()
                 await audio.progress.wait()
@@ -216,7 +221,7 @@ class ControlClient:
 
     async def stop_session(self, *, timeout_s: float = 60.0) -> SessionEnded:
         """Send the rest of the audio, stop the session and wait for `session.ended` (its finals come first)."""
-        if self.session_state not in _LIVE or self._ended is None:
+        if self.session_state not in LIVE or self._ended is None:
             raise ClientError("no session to stop")
         ended = self._ended
         await asyncio.wait_for(self._stop(ended), timeout_s)
@@ -224,12 +229,11 @@ class ControlClient:
 
     async def _stop(self, ended: asyncio.Future[SessionEnded]) -> None:
         await self.flush()
-        if self.session_state is SessionState.ACTIVE:
-            self.session_state = SessionState.STOPPING
-            # Sent now if the link is up; every later link resumes the session and sends it again.
-            if self._connected.is_set() and self._link is not None:
-                with contextlib.suppress(ConnectionLost):
-                    await self._send_stop(self._link)
+        # ACTIVE becomes STOPPING: the stop is sent now if the link is up; every later link resumes
+        # the session and sends it again.
+        if self._core.stopping() and self._connected.is_set() and self._link is not None:
+            with contextlib.suppress(ConnectionLost):
+                await self._send_stop(self._link)
         await asyncio.shield(ended)
 
     async def refresh_token(self) -> Event:
@@ -245,21 +249,12 @@ class ControlClient:
         self, *, session_id: str | None = None, user: str | None = None, events: Iterable[str] | None = None
     ) -> Subscription:
         """Watch another session (or every session of a user); raises ServerError `not_allowed` if refused."""
-        if (session_id is None) == (user is None):
-            raise ValueError("subscribe needs exactly one of session_id or user")
-        request: dict[str, Any] = {"type": "subscribe"}
-        request.update({"session_id": session_id} if session_id is not None else {"user": user})
-        if events is not None:
-            request["events"] = list(events)
+        request = self._core.subscribe_request(session_id, user, events)
         reply = await self.request(request)
-        assert isinstance(reply, Subscribed)
-        subscription = Subscription(request, reply.subscription_id, reply)
-        self._subscriptions[reply.subscription_id] = subscription
-        return subscription
+        return self._core.subscribed(request, reply)
 
     async def unsubscribe(self, subscription: Subscription) -> None:
-        self._subscriptions.pop(subscription.id, None)
-        await self.request({"type": "unsubscribe", "subscription_id": subscription.id})
+        await self.request(self._core.unsubscribed(subscription))
 
     # -- requests ----------------------------------------------------------------------------------
     async def request(self, message: dict[str, Any]) -> Event:
@@ -273,20 +268,16 @@ class ControlClient:
         return time.monotonic() - started
 
     def _new_id(self, kind: str) -> str:
-        return f"c{kind}{next(self._ids)}"
+        return self._core.new_id(kind)
 
     async def _request(self, link: Link, message: dict[str, Any]) -> Event:
-        request_id = self._new_id(str(message["type"]).split(".")[-1])
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        self._requests[request_id] = future
-        slow = message["type"] in _SLOW_REQUESTS
-        self._slow_requests += slow
+        wire = self._core.begin_request(message, future)
         try:
-            await self._send(link, {**message, "id": request_id})
+            await self._send(link, wire)
             return await asyncio.wait_for(asyncio.shield(future), self.options.request_timeout_s)
         finally:
-            self._requests.pop(request_id, None)
-            self._slow_requests -= slow
+            self._core.end_request(wire["id"])
 
     async def _send(self, link: Link, message: dict[str, Any]) -> None:
         try:
@@ -399,10 +390,7 @@ class ControlClient:
         return restored
 
     def _fail_pending(self, error: BaseException) -> None:
-        for future in self._requests.values():
-            if not future.done():
-                future.set_exception(error)
-        self._requests.clear()
+        self._core.fail_pending(error)
         if isinstance(error, (GaveUp, AuthRejected)) or error is self._fatal:
             if self._ended is not None and not self._ended.done():
                 self._ended.set_exception(error)
@@ -411,38 +399,35 @@ class ControlClient:
 
     async def _restore(self, link: Link, first: asyncio.Future[None]) -> None:
         """On a new link: resume the session, renew subscriptions, then let audio flow."""
-        if self.session_state in _LIVE and self.session_id is not None:
+        if self._core.needs_resume:
             await self._resume(link)
-        for subscription in list(self._subscriptions.values()):
+        for subscription in list(self._core.subscriptions.values()):
             await self._renew(link, subscription)
         self._connected.set()
         if not first.done():
             first.set_result(None)
-        if self.session_state in _LIVE:
+        if self.session_state in LIVE:
             self._open_audio()
         if self.session_state is SessionState.STOPPING:
             await self.flush()  # the audio the stop must follow
             await self._send_stop(link)
 
     async def _resume(self, link: Link) -> None:
-        resumed_from = self.session_state
-        self.session_state = SessionState.RESUMING
-        assert self._start_request is not None
-        resume = {"type": "session.start", "resume": {"session_id": self.session_id, "last_seq": self.last_seq}}
+        resume = self._core.resume_request()  # the session is RESUMING until resume_done()
         try:
             ready = await self._request(link, resume)
         except ServerError:  # session.not_found: grace period over, or it ended while we were away
-            self.session_state = resumed_from
+            resumed_from, _ = self._core.resume_done()
             await self._session_lost(link, resumed_from)
             return
         except BaseException:
-            self.session_state = resumed_from  # cancelled with the link: the next link tries again
+            self._core.resume_done()  # cancelled with the link: the next link tries again
             raise
         self.stats.resumes += 1
+        _, received_bytes = self._core.resume_done(ready)
         if self._audio is not None:
             assert isinstance(ready, SessionReady)
-            self.stats.frames_resent -= self._audio.resumed(ready.audio_bytes_received)
-        self.session_state = resumed_from
+            self.stats.frames_resent -= self._audio.resumed(received_bytes)
         self._publish_notice("session.resumed", f"resumed {self.session_id} after seq {self.last_seq}",
                              session_id=self.session_id, last_seq=self.last_seq)
 
@@ -451,15 +436,15 @@ class ControlClient:
         lost_id = self.session_id
         if was is SessionState.STOPPING or not self.options.restart_lost_session:
             return self._lose_session(f"session {lost_id} could not be resumed")
-        assert self._start_request is not None
+        assert self._core.start_request is not None
         try:
-            await self._request(link, self._start_request)
+            await self._request(link, self._core.start_request)
         except ServerError as error:
             return self._lose_session(f"session {lost_id} could not be resumed and a new one was refused: {error}")
         self.stats.sessions_restarted += 1
         if self._audio is not None:
             self._audio.restarted()
-        self.session_state = SessionState.ACTIVE
+        self._core.restarted()
         self._publish_notice("session.restarted", f"session {lost_id} could not be resumed; started {self.session_id}",
                              lost_session_id=lost_id, session_id=self.session_id)
 
@@ -473,16 +458,14 @@ class ControlClient:
         await self._send(link, {"type": "session.stop", "id": self._new_id("stop")})
 
     async def _renew(self, link: Link, subscription: Subscription) -> None:
-        self._subscriptions.pop(subscription.id, None)
+        self._core.renewing(subscription)
         try:
             reply = await self._request(link, subscription.request)
         except ServerError as error:
             self._publish_notice("subscription.lost", f"could not renew {subscription.id}: {error}",
                                  subscription_id=subscription.id)
             return
-        assert isinstance(reply, Subscribed)
-        old_id, subscription.id, subscription.reply = subscription.id, reply.subscription_id, reply
-        self._subscriptions[subscription.id] = subscription
+        old_id = self._core.renewed(subscription, reply)
         self._publish_notice("subscription.renewed", f"{old_id} is now {subscription.id}",
                              old_subscription_id=old_id, subscription_id=subscription.id)
 
@@ -501,7 +484,7 @@ class ControlClient:
         while True:
             await asyncio.sleep(self.options.ping_interval_s)
             silent = time.monotonic() - link.last_received
-            slow = self._slow_requests > 0 or self.session_state is SessionState.STOPPING
+            slow = self._core.slow_requests > 0 or self.session_state is SessionState.STOPPING
             limit = max(self.options.dead_after_s, self.options.request_timeout_s) if slow else self.options.dead_after_s
             if silent > limit:
                 self.stats.dead_links += 1
@@ -547,62 +530,23 @@ class ControlClient:
 
     # -- incoming messages ---------------------------------------------------------------------------
     def _on_message(self, raw: dict[str, Any]) -> None:
-        event = parse_event(raw)
-        kind = event.type
-        request = self._requests.get(str(raw.get("id"))) if raw.get("id") is not None else None
-        if kind == "pong" and self._audio is not None:
-            self._audio.on_pong(str(raw.get("id")))
-        if not self._is_new(event):
+        incoming = self._core.receive(raw)
+        if incoming.pong_id is not None and self._audio is not None:
+            self._audio.on_pong(incoming.pong_id)
+        if incoming.duplicate:
             self.stats.duplicates_dropped += 1
             return
-        if isinstance(event, SessionReady):
-            self._adopt(event)
-        elif isinstance(event, SessionEnded) and event.subscription_id is None:
-            self._end_session(event)
-        elif (
-            isinstance(event, SessionEnded)
-            and event.subscription_id in self._subscriptions
-            and self._subscriptions[event.subscription_id].request.get("session_id")
-        ):
-            del self._subscriptions[event.subscription_id]
-        if request is not None and not request.done():
-            if isinstance(event, Error):
-                request.set_exception(ServerError(event.code, event.message, raw))
-                return  # the caller gets the exception instead
-            if isinstance(event, Unknown) and event.error is not None:
-                request.set_exception(ClientError(f"the server's reply does not fit the protocol: {event.error}"))
-                return
-            request.set_result(event)
-        if kind != "pong":
-            self._hub.publish(event)
-
-    def _is_new(self, event: Event) -> bool:
-        """False for an event already delivered (by `seq`: per session, and per watched session)."""
-        seq = event.seq
-        if seq is None:
-            return True
-        if isinstance(event, Forwardable) and event.subscription_id is not None:
-            key = str(event.session_id)
-            if seq <= self._forwarded_seq.get(key, 0):
-                return False
-            self._forwarded_seq[key] = seq
-            return True
-        if seq <= self.last_seq:
-            return False
-        self.last_seq = seq
-        return True
-
-    def _adopt(self, ready: SessionReady) -> None:
-        """A session.ready: a new session starts numbering at 1 again; a resumed one keeps `last_seq`."""
-        if not ready.resumed:
-            self.last_seq = 0
-        self.session = ready
-        self.session_id = ready.session_id
+        if incoming.ended is not None:
+            self._session_over(incoming.ended)
+        if incoming.deliver:
+            self._hub.publish(incoming.event)
 
     def _end_session(self, ended: SessionEnded) -> None:
-        if self.session_id is not None and ended.session_id and ended.session_id != self.session_id:
-            return
-        self.session_state = SessionState.ENDED
+        if self._core.end_session(ended):
+            self._session_over(ended)
+
+    def _session_over(self, ended: SessionEnded) -> None:
+        """The core has ended the session: stop the audio and settle `stop_session`'s wait."""
         self._audio_open.clear()
         self._wake_audio_waiters()
         if self._ended is not None and not self._ended.done():
