@@ -685,6 +685,8 @@ function applyPublish() {
             name: 'microphone',
             // Continuous Opus (no DTX gaps): the start of each phrase reaches the recogniser intact.
             dtx: params.get('dtx') === '1',
+            // 64 kb/s: quiet consonants survive the codec (the default speech bitrate loses some).
+            audioPreset: { maxBitrate: 64000 },
           });
           log('microphone published');
         } else if (state.lkPub.isMuted) {
