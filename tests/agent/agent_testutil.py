@@ -52,6 +52,21 @@ async def feed_paced(pipeline, samples: np.ndarray, rate: int, channels: int = 1
     return in_feed
 
 
+async def feed_keeping_up(pipeline, engine, samples: np.ndarray, rate: int, frame_ms: int = 20, timeout_s: float = 10.0) -> None:
+    """Feed as fast as the model keeps up: after each frame, wait until the worker has taken any
+    queued speculative final (as on a machine where decoding starts before the next frames
+    arrive), so whether a speculative result is used does not depend on thread timing."""
+    per_frame = rate * frame_ms // 1000
+    loop = asyncio.get_running_loop()
+    for i in range(0, samples.shape[0], per_frame):
+        pipeline.feed(samples[i : i + per_frame], rate, 1)
+        deadline = loop.time() + timeout_s
+        while engine.stats["pending_speculative"]:
+            if loop.time() > deadline:
+                raise TimeoutError("the ASR worker never took the speculative final")
+            await asyncio.sleep(0.001)
+
+
 def check_event_order(events) -> None:
     """Per utterance: SpeechStarted, InterimTranscript*, FinalTranscript?, SpeechEnded; utterances
     do not interleave; times are consistent."""

@@ -12,7 +12,7 @@ from agent.asr import AsrEngine, AsrResult, AsrSegment
 from agent.config import AsrConfig, PipelineConfig
 from agent.events import FinalTranscript, PipelineEvent, PipelineNotice, SpeechEnded, SpeechStarted
 from agent.pipeline import TranscriptionPipeline
-from agent_testutil import check_event_order, feed_paced, load_wav
+from agent_testutil import check_event_order, feed_keeping_up, feed_paced, load_wav
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -57,7 +57,7 @@ async def test_speculative_final_is_used_when_silence_lasts():
     eng, backend = await _engine()
     events: list[PipelineEvent] = []
     p = TranscriptionPipeline(eng, PipelineConfig(interims=False), events.append)
-    await feed_paced(p, _speech_pause_speech(0.0), 16000, speed=float("inf"))
+    await feed_keeping_up(p, eng, _speech_pause_speech(0.0), 16000)
     await p.finish()
     st = eng.stats
     await eng.close()
@@ -72,7 +72,7 @@ async def test_unsure_speculative_final_is_redone_with_all_audio():
     eng, backend = await _engine(speculative_logprob=-0.9)
     events: list[PipelineEvent] = []
     p = TranscriptionPipeline(eng, PipelineConfig(interims=False), events.append)
-    await feed_paced(p, _speech_pause_speech(0.0), 16000, speed=float("inf"))
+    await feed_keeping_up(p, eng, _speech_pause_speech(0.0), 16000)
     await p.finish()
     st = eng.stats
     await eng.close()
