@@ -90,27 +90,34 @@ class SettleWatch:
         self._target_ms = 0.0
         self.verdict: Settled | None = None
 
-    def update(self, stats: JitterBufferStats, now: float) -> Settled | None:
-        """Take one sample of the counters at time `now` (seconds); the verdict when it is reached."""
+    def update(self, stats: JitterBufferStats | None, now: float) -> Settled | None:
+        """Take one sample of the counters at time `now` (seconds; None: no statistics this time,
+        which counts as not quiet); the verdict when it is reached."""
         if self.verdict is not None:
             return None
-        if self._start is None or self._prev is None or self._first is None:
-            self._start, self._prev, self._first, self._quiet_since = now, stats, stats, now
-            return None
-        prev, self._prev = self._prev, stats
-        emitted = stats.emitted - prev.emitted
-        if emitted > 0:
-            self._buffer_ms = 1000.0 * (stats.delay_s - prev.delay_s) / emitted
-            self._target_ms = 1000.0 * (stats.target_s - prev.target_s) / emitted
-        if stats.stretched != prev.stretched or emitted <= 0 or self._buffer_ms > accelerate_above_ms(self._target_ms):
+        if self._start is None:
+            self._start = self._quiet_since = now
+        if stats is None or self._prev is None:
             self._quiet_since = now
+            if stats is not None:
+                self._prev = self._first = stats
+        else:
+            prev, self._prev = self._prev, stats
+            emitted = stats.emitted - prev.emitted
+            if emitted > 0:
+                self._buffer_ms = 1000.0 * (stats.delay_s - prev.delay_s) / emitted
+                self._target_ms = 1000.0 * (stats.target_s - prev.target_s) / emitted
+            if stats.stretched != prev.stretched or emitted <= 0 or self._buffer_ms > accelerate_above_ms(self._target_ms):
+                self._quiet_since = now
         elapsed = now - self._start
         quiet = self._quiet_since is not None and now - self._quiet_since >= self.quiet_s
         if (quiet and elapsed >= self.min_s) or elapsed >= self.max_s:
             self.verdict = Settled(
                 steady=quiet,
                 after_s=elapsed,
-                stretched_ms=1000.0 * (stats.stretched - self._first.stretched) / NETEQ_RATE,
+                stretched_ms=1000.0 * (self._prev.stretched - self._first.stretched) / NETEQ_RATE
+                if self._prev is not None and self._first is not None
+                else 0.0,
                 buffer_ms=self._buffer_ms,
                 target_ms=self._target_ms,
             )

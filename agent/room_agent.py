@@ -216,16 +216,11 @@ class RoomAgent:
         now and then, to log how much the audio was altered after `listening` when the track ends."""
         loop = asyncio.get_running_loop()
         watch = SettleWatch()
-        start = loop.time()
         verdict: Settled | None = None
         stats: JitterBufferStats | None = None
         while verdict is None:
             stats = await self._jitter_stats(track, identity)
-            now = loop.time()
-            if stats is not None:
-                verdict = watch.update(stats, now)
-            elif now - start >= watch.max_s:
-                verdict = Settled(steady=False, after_s=now - start, stretched_ms=0.0, buffer_ms=0.0, target_ms=0.0)
+            verdict = watch.update(stats, loop.time())
             if verdict is None:
                 await asyncio.sleep(SETTLE_POLL_S)
         log.info(

@@ -65,3 +65,11 @@ def test_reads_the_inbound_audio_counters_from_sdk_stats() -> None:
     stats = JitterBufferStats.from_rtc([other, item])
     assert stats == JitterBufferStats(48000, 1.5, 1.0, 480, 960, 96)
     assert stats.stretched == 1440 and JitterBufferStats.from_rtc([other]) is None
+
+
+def test_without_statistics_it_gives_up_at_the_limit() -> None:
+    watch = SettleWatch(max_s=1.0)
+    verdicts = [watch.update(None, i * STEP) for i in range(12)]
+    assert verdicts[:10] == [None] * 10
+    verdict = verdicts[10]
+    assert verdict is not None and not verdict.steady and verdict.stretched_ms == 0.0
