@@ -42,9 +42,9 @@ def auth_error_response(error: AuthError) -> web.Response:
 async def control_socket(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS_KEY]
     try:
-        claims = verify_control_token(settings.control_secret, _token_from(request))
+        claims = verify_control_token(settings.control_secret, _token_from(request), leeway_s=settings.control_token_leeway_s)
     except AuthError as error:
-        log.info("control socket refused from %s: %s", request.remote, error.code)
+        log.info("control socket refused from %r: %s", request.remote, error.code)
         return auth_error_response(error)
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_WS_MESSAGE_BYTES)
     if not ws.can_prepare(request).ok:
@@ -53,9 +53,9 @@ async def control_socket(request: web.Request) -> web.StreamResponse:
         )
     await ws.prepare(request)
     request.app[SOCKETS_KEY].add(ws)
-    log.info("control socket opened for user %s", claims.user)
+    log.info("control socket opened for user %r", claims.user)
     await ControlConnection(ws, claims, request.app[MANAGER_KEY], settings).run()
-    log.info("control socket closed for user %s", claims.user)
+    log.info("control socket closed for user %r", claims.user)
     return ws
 
 

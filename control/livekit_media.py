@@ -267,6 +267,6 @@ class LiveKitTransport:
         try:
             async with api.LiveKitAPI(http_url(self.url), self.settings.livekit_api_key, self.settings.livekit_api_secret) as lk:
                 await lk.room.delete_room(api.DeleteRoomRequest(room=room))
-            log.info("room %s deleted", room)
+            log.info("room %r deleted", room)
         except Exception as exc:
-            log.warning("could not delete room %s: %s", room, type(exc).__name__)
+            log.warning("could not delete room %r: %s", room, type(exc).__name__)
