@@ -76,6 +76,9 @@ class ControlConnection:
         self._token_expired = False
         self._warned_exp: int | None = None
         self._token_watch: asyncio.Task[None] | None = None
+        #: Set while no request is being handled (requests are read one at a time).
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # -- Outbox ------------------------------------------------------------------------------------
     def send_message(self, message: ServerMessage, *, droppable: bool = False, force: bool = False) -> None:
@@ -173,6 +176,7 @@ class ControlConnection:
         except ProtocolError as error:
             self.send_error(error)
             return
+        self._idle.clear()
         try:
             if self._token_expired and not isinstance(request, (AuthRefresh, Ping)):
                 raise ProtocolError("auth.expired", "the control token has expired: send auth.refresh with a fresh one")
@@ -184,6 +188,8 @@ class ControlConnection:
         except Exception:  # a bug must not cost the client its socket (or the session)
             log.exception("control socket of user %r: handling %s failed", self.claims.user, request.type)
             self.send_error(ProtocolError("internal_error", f"the server failed to handle {request.type}", request.id))
+        finally:
+            self._idle.set()
 
     async def _dispatch(self, request: Request) -> None:
         match request:
@@ -374,6 +380,10 @@ class ControlConnection:
         self._token_expired = True
         self.send_message(AuthExpired(expires_at=expires_at, close_in_s=expiry.grace_s))
         await _sleep_until(expiry.close_at(expires_at))
+        while not self._idle.is_set():
+            # A slow request (session.start/stop) is being handled: an auth.refresh may wait behind it.
+            await self._idle.wait()
+            await asyncio.sleep(expiry.grace_s)
         if self._closing:
             return
         log.info("control socket of user %r: control token expired and was not refreshed; closing it", self.claims.user)
