@@ -271,8 +271,9 @@ class SessionManager:
         """A new session for `user` (its media not yet open: see `open_media`); an existing one of
         the same user is ended as 'replaced'."""
         media_transport = self.transport(options.transport)
-        previous = self._by_user.get(user)
-        if previous is not None:
+        # Ending waits for the open utterance's final: another start of the same user may have
+        # registered its session meanwhile, and is replaced in turn.
+        while (previous := self._by_user.get(user)) is not None:
             await self.end(previous, "replaced")
         session = Session(
             session_id="s_" + secrets.token_urlsafe(12),

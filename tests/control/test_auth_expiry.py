@@ -8,6 +8,7 @@ import jwt
 import pytest
 
 from control.auth_expiry import CLOSE_TOKEN_EXPIRED, TokenExpiry
+from control.schema import decode_server_message
 from control_harness import serving
 
 pytestmark = pytest.mark.timeout(60)
@@ -33,6 +34,8 @@ async def test_an_unrefreshed_token_expires_then_the_socket_closes_and_the_sessi
         expired = await client.wait_type("auth.expired")
         assert expiring["expires_at"] == expired["expires_at"] and expired["close_in_s"] == 0.5
         assert time.time() >= expired["expires_at"] - 0.05  # not before exp (no leeway here)
+        for message in (expiring, expired):
+            decode_server_message(message, exact=True)  # the schema's, field for field
         # Until the close only auth.refresh and ping are served.
         await client.send(type="subscribe", id="s", user="ephemeral")
         assert (await client.wait_type("error", id="s"))["code"] == "auth.expired"
@@ -60,6 +63,8 @@ async def test_a_fresh_token_keeps_the_socket_open_past_the_old_expiry(engine) -
         assert not client.of_type("auth.expired") and not client.closed.is_set()
         index = client.events.index
         assert index(first) < index(refreshed) < index(second)
+        for message in client.events:  # every auth.* message is the schema's, field for field
+            decode_server_message(message, exact=True)
         await client.send(type="ping", id="p")
         await client.wait_type("pong", id="p")
         await client.close()
