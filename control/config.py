@@ -81,7 +81,7 @@ class Settings:
     room_prefix: str = "roomscribe-"
     grace_period_s: float = 30.0
     # A session that ends (any reason) first finalises its open utterances, for at most this long.
-    finish_timeout_s: float = 10.0
+    finish_timeout_s: float = 60.0
     # Control tokens: accepted up to this long past `exp` (clock skew); a live socket is told
     # `auth.expiring` this long before `exp` (at most half the token's remaining life), and is
     # closed (4001) this long after `auth.expired` unless it sent a fresh token (`auth.refresh`).

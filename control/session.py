@@ -240,7 +240,7 @@ class SessionManager:
         room_prefix: str = "roomscribe-",
         replay_limit: int = 2000,
         transports: Mapping[str, MediaTransport] | None = None,
-        finish_timeout_s: float = 10.0,
+        finish_timeout_s: float = 60.0,
     ) -> None:
         """`transports` by name (the schema's `Transport`); without it, only ws with its defaults."""
         self._pipeline_factory = pipeline_factory
