@@ -52,6 +52,8 @@ ERROR_CODES: dict[str, str] = {
     "livekit.unavailable": "the agent could not join the session's LiveKit room (the session was not started; "
     'try again, or use `"transport": "ws"`)',
     "not_allowed": "the control token lacks the claim the request needs",
+    "room.not_allowed": "a multi-user `room` that is a single-user room, outside the multi-user namespace "
+    "(`roomscribe-mu-…`), or not in the token's `rooms` claim",
     "subscription.not_found": "`unsubscribe` of a subscription this socket does not hold",
     "audio.no_session": "a binary frame before `session.start` (not used)",
     "audio.wrong_transport": "a binary frame in a LiveKit session (not used)",
@@ -372,7 +374,10 @@ class SessionStart(Request, tag="session.start"):
     resume: Resume | None = None
     room: Annotated[
         Annotated[str, Meta(min_length=1, max_length=128)] | None,
-        Meta(description="multi-user: transcribe every publisher of this room (`multi_user` claim)"),
+        Meta(
+            description="multi-user: transcribe every publisher of this room (`multi_user` claim; "
+            "a `roomscribe-mu-…` room, or one the token's `rooms` claim lists)"
+        ),
     ] = None
     protocol: ProtocolVersion = 1
 

@@ -1,0 +1,131 @@
+"""Room names that cannot collide, the multi-user room rule, the `rooms` claim, and room release."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
+import jwt
+import pytest
+
+from control.rooms import MAX_ROOM_NAME, check_multi_user_room, room_name
+from control.room_users import RoomUsers
+from control.schema import ProtocolError
+from tokens import CONTROL_AUDIENCE, AuthError, mint_control_token, verify_control_token
+
+pytestmark = pytest.mark.timeout(30)
+SECRET = "test-secret-of-at-least-32-bytes-long!!"
+PREFIX = "roomscribe-"
+
+
+def test_user_ids_that_sanitise_alike_get_different_rooms() -> None:
+    alike = ["a@b", "a_b", "a b", "a/b", "a\u00e9b", "a\ud800b"]  # a lone surrogate too (JSON allows it)
+    long = ["x" * 200 + "1", "x" * 200 + "2"]  # equal in the readable part, which is cut short
+    rooms = [room_name("user", PREFIX, user) for user in alike + long]
+    assert len(set(rooms)) == len(rooms)
+    assert room_name("user", PREFIX, "a@b") == room_name("user", PREFIX, "a@b"), "one user keeps one room"
+
+
+def test_room_names_are_readable_bounded_and_per_strategy() -> None:
+    room = room_name("user", PREFIX, "alice")
+    assert room.startswith("roomscribe-u-alice-") and len(room) == len("roomscribe-u-alice-") + 24
+    timed = room_name("user_timestamp", PREFIX, "alice", now=12.5)
+    assert timed == room + "-12500"
+    huge = room_name("user_timestamp", PREFIX, "\u2603" * 10_000)
+    assert len(huge) <= MAX_ROOM_NAME and all(c.isascii() for c in huge)
+    with pytest.raises(ValueError):
+        room_name("per_planet", PREFIX, "alice")
+
+
+@pytest.mark.parametrize("user", ["mu", "mu-team", "mu_x", "u-", "alice"])
+def test_no_single_user_room_is_in_the_multi_user_namespace(user: str) -> None:
+    room = room_name("user", PREFIX, user)
+    assert not room.startswith("roomscribe-mu-")
+    with pytest.raises(ProtocolError) as info:  # nor may a multi-user session name it, listed or not
+        check_multi_user_room(room, PREFIX, None)
+    assert info.value.code == "room.not_allowed"
+    with pytest.raises(ProtocolError):
+        check_multi_user_room(room, PREFIX, {room})
+
+
+def test_multi_user_room_rule() -> None:
+    check_multi_user_room("roomscribe-mu-team", PREFIX, None)  # no `rooms` claim: the namespace
+    check_multi_user_room("roomscribe-mu-team", PREFIX, {"roomscribe-mu-team"})
+    check_multi_user_room("team", PREFIX, {"team"})  # the back end listed it: the app's own room
+    refused = [
+        ("team", None),  # outside the namespace without a claim naming it
+        ("roomscribe-mu-", None),  # the namespace itself is no room
+        ("roomscribe-alice", None),
+        ("roomscribe-mu-other", {"roomscribe-mu-team"}),  # not listed
+        ("roomscribe-mu-team", set()),  # an empty list allows no room
+    ]
+    for room, allowed in refused:
+        with pytest.raises(ProtocolError) as info:
+            check_multi_user_room(room, PREFIX, allowed, request_id=7)
+        assert (info.value.code, info.value.request_id) == ("room.not_allowed", 7), room
+
+
+def test_rooms_claim_roundtrip_and_refusals() -> None:
+    token = mint_control_token(SECRET, "lead", permissions=("multi_user",), rooms=["roomscribe-mu-a", "team"])
+    claims = verify_control_token(SECRET, token)
+    assert claims.allows("multi_user") and claims.rooms == frozenset({"roomscribe-mu-a", "team"})
+    assert verify_control_token(SECRET, mint_control_token(SECRET, "lead", permissions=("multi_user",))).rooms is None
+    with pytest.raises(ValueError):
+        mint_control_token(SECRET, "lead", rooms=["team"])  # `rooms` narrows multi_user; alone it means nothing
+    now = int(time.time())
+    for bad in ("team", [""], [1], {"a": 1}):
+        forged = jwt.encode(
+            {"sub": "x", "aud": CONTROL_AUDIENCE, "exp": now + 60, "multi_user": True, "rooms": bad}, SECRET, algorithm="HS256"
+        )
+        with pytest.raises(AuthError) as info:
+            verify_control_token(SECRET, forged)
+        assert info.value.code == "auth.malformed_token" and "rooms" in info.value.message
+
+
+def test_cli_token_mints_the_rooms_claim(tmp_path) -> None:
+    env = {**os.environ, "ROOMSCRIBE_CONTROL_SECRET": SECRET}
+    cli = [sys.executable, "-m", "roomscribe.cli", "--env-file", str(tmp_path / "none"), "token", "--user", "lead"]
+    out = subprocess.run(
+        [*cli, "--room", "roomscribe-mu-a", "--room", "team"], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    claims = verify_control_token(SECRET, out.stdout.strip())
+    assert claims.allows("multi_user") and claims.rooms == frozenset({"roomscribe-mu-a", "team"})
+
+
+async def test_a_room_is_deleted_only_when_its_last_session_leaves() -> None:
+    deleted: list[str] = []
+
+    async def delete(room: str) -> None:
+        deleted.append(room)
+
+    rooms = RoomUsers(delete)
+    await rooms.acquire("r", "s1")
+    await rooms.acquire("r", "s2")
+    assert not await rooms.release("r", "s1") and deleted == []
+    assert rooms.users("r") == {"s2"}
+    assert not await rooms.release("r", "s1"), "a second release changes nothing"
+    assert await rooms.release("r", "s2") and deleted == ["r"]
+    assert not await rooms.release("r", "never-joined") and deleted == ["r"]
+
+
+async def test_joining_a_room_being_deleted_waits_for_the_deletion() -> None:
+    started, finish = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+
+    async def delete(room: str) -> None:
+        started.set()
+        await finish.wait()
+        order.append("deleted")
+
+    rooms = RoomUsers(delete)
+    await rooms.acquire("r", "s1")
+    releasing = asyncio.ensure_future(rooms.release("r", "s1"))
+    await started.wait()
+    joining = asyncio.ensure_future(rooms.acquire("r", "s2"))
+    finish.set()
+    await joining  # had it not waited, "joined" would come before "deleted"
+    order.append("joined")
+    assert await releasing and order == ["deleted", "joined"] and rooms.users("r") == {"s2"}
