@@ -5,7 +5,9 @@
 session's pipeline(s), pushes a fresh token a minute before the current one expires, and gates
 publishing on voice activity when `ROOMSCRIBE_PUBLISH_GATING=vad`. Each session's agent has its own
 identity, so two sessions in one (multi-user) room do not push each other out. When the session ends
-its agent leaves, and the room is deleted once no other session of this server uses it.
+its agent leaves, and once no other session of this server uses the room it is deleted: a
+single-user room always (it is the server's), a multi-user room only when nobody else is left in it
+(the people in it are the app's, not ours to disconnect).
 """
 
 from __future__ import annotations
@@ -128,7 +130,12 @@ class LiveKitSessionMedia(SessionMedia):
                 task.cancel()
         if self.agent is not None:
             await self.agent.close()
-        await self.backend.rooms.release(self.session.room, self.session.id)
+        await self.backend.rooms.release(self.session.room, self.session.id, self._delete_room)
+
+    async def _delete_room(self) -> None:
+        """A single-user room goes; a multi-user room only when no one but this agent is left in it."""
+        besides = agent_identity(self.session.id) if self.session.options.multi_user else None
+        await self.backend.delete_room(self.session.room, unless_occupied_besides=besides)
 
     # -- credentials ------------------------------------------------------------------------------
     async def refresh_credentials(self) -> IssuedToken:
@@ -268,15 +275,22 @@ class LiveKitTransport:
         self.settings = settings
         self.url = url
         #: Which sessions use which room; a room is deleted when its last session ends.
-        self.rooms = RoomUsers(self.delete_room)
+        self.rooms = RoomUsers()
 
     def session_media(self, session: Session) -> LiveKitSessionMedia:
         return LiveKitSessionMedia(self, session)
 
-    async def delete_room(self, room: str) -> None:
-        """Delete the room through the RoomService (works on LiveKit and the dev server)."""
+    async def delete_room(self, room: str, *, unless_occupied_besides: str | None = None) -> None:
+        """Delete the room through the RoomService (works on LiveKit and the dev server); with
+        `unless_occupied_besides` (the agent that just left), only when no one else is in it."""
         try:
             async with api.LiveKitAPI(http_url(self.url), self.settings.livekit_api_key, self.settings.livekit_api_secret) as lk:
+                if unless_occupied_besides is not None:
+                    listing = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+                    others = [p for p in listing.participants if p.identity != unless_occupied_besides]
+                    if others:
+                        log.info("room %s kept: %d participant(s) still in it", room, len(others))
+                        return
                 await lk.room.delete_room(api.DeleteRoomRequest(room=room))
             log.info("room %s deleted", room)
         except Exception as exc:

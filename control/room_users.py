@@ -2,7 +2,8 @@
 
 Several multi-user sessions may share a room; the first to end must not delete it under the others.
 A session that joins a room whose deletion is under way waits for the deletion to finish first, so
-the deletion never removes the room from under the newcomer. One server's sessions only.
+the deletion never removes the room from under the newcomer. One server's sessions only (the
+deletion itself may look at the room once more: see LiveKitTransport.delete_room).
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from collections.abc import Awaitable, Callable
 
 
 class RoomUsers:
-    """Room → the ids of the live sessions in it; `delete(room)` runs when the last one leaves."""
+    """Room → the ids of the live sessions in it; the last one to leave runs the deletion."""
 
-    def __init__(self, delete: Callable[[str], Awaitable[None]]) -> None:
-        self._delete = delete
+    def __init__(self) -> None:
         self._users: dict[str, set[str]] = {}
         self._deleting: dict[str, asyncio.Future[None]] = {}
 
@@ -30,8 +30,8 @@ class RoomUsers:
         if deleting is not None:
             await asyncio.wait([deleting])
 
-    async def release(self, room: str, session_id: str) -> bool:
-        """`session_id` left `room`; deletes the room when it was the last. True when it deleted it."""
+    async def release(self, room: str, session_id: str, delete: Callable[[], Awaitable[None]]) -> bool:
+        """`session_id` left `room`; runs `delete()` when it was the last (then True)."""
         users = self._users.get(room)
         if users is None or session_id not in users:
             return False
@@ -39,7 +39,7 @@ class RoomUsers:
         if users:
             return False
         del self._users[room]
-        deletion = asyncio.ensure_future(self._delete(room))
+        deletion = asyncio.ensure_future(delete())
         self._deleting[room] = deletion
         deletion.add_done_callback(lambda _: self._deleted(room, deletion))
         await asyncio.shield(deletion)  # a cancelled caller does not stop the deletion halfway

@@ -98,31 +98,31 @@ def test_cli_token_mints_the_rooms_claim(tmp_path) -> None:
 async def test_a_room_is_deleted_only_when_its_last_session_leaves() -> None:
     deleted: list[str] = []
 
-    async def delete(room: str) -> None:
-        deleted.append(room)
+    async def delete() -> None:
+        deleted.append("r")
 
-    rooms = RoomUsers(delete)
+    rooms = RoomUsers()
     await rooms.acquire("r", "s1")
     await rooms.acquire("r", "s2")
-    assert not await rooms.release("r", "s1") and deleted == []
+    assert not await rooms.release("r", "s1", delete) and deleted == []
     assert rooms.users("r") == {"s2"}
-    assert not await rooms.release("r", "s1"), "a second release changes nothing"
-    assert await rooms.release("r", "s2") and deleted == ["r"]
-    assert not await rooms.release("r", "never-joined") and deleted == ["r"]
+    assert not await rooms.release("r", "s1", delete), "a second release changes nothing"
+    assert await rooms.release("r", "s2", delete) and deleted == ["r"]
+    assert not await rooms.release("r", "never-joined", delete) and deleted == ["r"]
 
 
 async def test_joining_a_room_being_deleted_waits_for_the_deletion() -> None:
     started, finish = asyncio.Event(), asyncio.Event()
     order: list[str] = []
 
-    async def delete(room: str) -> None:
+    async def delete() -> None:
         started.set()
         await finish.wait()
         order.append("deleted")
 
-    rooms = RoomUsers(delete)
+    rooms = RoomUsers()
     await rooms.acquire("r", "s1")
-    releasing = asyncio.ensure_future(rooms.release("r", "s1"))
+    releasing = asyncio.ensure_future(rooms.release("r", "s1", delete))
     await started.wait()
     joining = asyncio.ensure_future(rooms.acquire("r", "s2"))
     finish.set()

@@ -118,3 +118,30 @@ async def test_two_sessions_share_a_multi_user_room_and_it_outlives_the_first(lk
     for client in (first, second):
         assert not [e for e in client.of_type("status") if e["code"] in ("livekit.degraded", "livekit.failed")]
         await client.close()
+
+
+async def test_a_multi_user_room_with_people_in_it_is_not_deleted(lk_control) -> None:
+    """The people in a multi-user room are the app's: the transcriber leaving does not end their call."""
+    from livekit import rtc
+
+    room = "roomscribe-mu-meeting"
+    settings = lk_control.server.settings
+    lead = await lk_control.connect(token=lk_control.token("lead", permissions=("multi_user",)))
+    await lead.send(type="session.start", room=room)
+    ready = await lead.wait_type("session.ready")
+    person = rtc.Room()
+    await person.connect(
+        ready["livekit"]["url"],
+        mint_client_token(settings.livekit_api_key, settings.livekit_api_secret, identity="person", room=room).token,
+    )
+    try:
+        await lead.send(type="session.stop")
+        await lead.wait_type("session.ended")
+        await settled(lead)  # the agent left and the room was released
+        async with room_service(lk_control) as lk:
+            assert room in await room_names(lk)
+            assert "person" in await identities(lk, room)
+        assert person.connection_state == rtc.ConnectionState.CONN_CONNECTED
+    finally:
+        await person.disconnect()
+        await lead.close()
