@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agent.config import AsrConfig, PipelineConfig
+from control.rooms import MAX_ROOM_PREFIX
 from roomscribe.common.net import is_loopback
 from tokens.control_secret import WeakSecretError, check_control_secret
 
@@ -155,6 +156,8 @@ class Settings:
             raise ConfigError("ROOMSCRIBE_CLIENT_TOKEN_TTL_S must be at least 60 seconds")
         if self.grace_period_s < 0:
             raise ConfigError("ROOMSCRIBE_GRACE_PERIOD_S must not be negative")
+        if len(self.room_prefix) > MAX_ROOM_PREFIX:
+            raise ConfigError(f"ROOMSCRIBE_ROOM_PREFIX may have at most {MAX_ROOM_PREFIX} characters (room names stay short)")
 
     @property
     def embedded_devserver(self) -> bool:

@@ -27,6 +27,8 @@ READABLE_CHARS = 32
 HASH_CHARS = 24
 #: The longest room name the server makes or accepts (the schema's limit on `session.start.room`).
 MAX_ROOM_NAME = 128
+#: The longest ROOMSCRIBE_ROOM_PREFIX: a single-user room then stays within MAX_ROOM_NAME.
+MAX_ROOM_PREFIX = 32
 
 
 def user_hash(user: str) -> str:

@@ -12,7 +12,8 @@ import jwt
 import pytest
 
 from control.room_users import RoomUsers
-from control.rooms import MAX_ROOM_NAME, check_multi_user_room, room_name
+from control.config import ConfigError, Settings
+from control.rooms import MAX_ROOM_NAME, MAX_ROOM_PREFIX, check_multi_user_room, room_name
 from control.schema import ProtocolError
 from tokens import CONTROL_AUDIENCE, AuthError, mint_control_token, verify_control_token
 
@@ -34,8 +35,10 @@ def test_room_names_are_readable_bounded_and_per_strategy() -> None:
     assert room.startswith("roomscribe-u-alice-") and len(room) == len("roomscribe-u-alice-") + 24
     timed = room_name("user_timestamp", PREFIX, "alice", now=12.5)
     assert timed == room + "-12500"
-    huge = room_name("user_timestamp", PREFIX, "\u2603" * 10_000)
+    huge = room_name("user_timestamp", "p" * MAX_ROOM_PREFIX, "\u2603" * 10_000)
     assert len(huge) <= MAX_ROOM_NAME and all(c.isascii() for c in huge)
+    with pytest.raises(ConfigError):
+        Settings.from_env({"ROOMSCRIBE_ROOM_PREFIX": "p" * (MAX_ROOM_PREFIX + 1)})
     with pytest.raises(ValueError):
         room_name("per_planet", PREFIX, "alice")
 
