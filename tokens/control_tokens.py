@@ -64,8 +64,8 @@ def mint_control_token(
         raise ValueError(f"unknown permissions: {sorted(unknown)}; known: {list(PERMISSION_CLAIMS)}")
     if rooms is not None and "multi_user" not in permissions:
         raise ValueError("a 'rooms' claim needs the 'multi_user' permission")
-    if rooms is not None and not all(isinstance(room, str) and room for room in rooms):
-        raise ValueError("every room in 'rooms' must be a non-empty string")
+    if isinstance(rooms, str) or (rooms is not None and not all(isinstance(room, str) and room for room in rooms)):
+        raise ValueError("'rooms' must be a list of non-empty room names")
     now = int(time.time())
     claims: dict[str, object] = {"sub": user, "aud": CONTROL_AUDIENCE, "iat": now, "exp": now + int(ttl_s)}
     claims.update(dict.fromkeys(permissions, True))

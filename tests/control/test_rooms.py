@@ -78,6 +78,8 @@ def test_rooms_claim_roundtrip_and_refusals() -> None:
     assert verify_control_token(SECRET, mint_control_token(SECRET, "lead", permissions=("multi_user",))).rooms is None
     with pytest.raises(ValueError):
         mint_control_token(SECRET, "lead", rooms=["team"])  # `rooms` narrows multi_user; alone it means nothing
+    with pytest.raises(ValueError):
+        mint_control_token(SECRET, "lead", permissions=("multi_user",), rooms="team")  # one string is not a list
     now = int(time.time())
     for bad in ("team", [""], [1], {"a": 1}):
         forged = jwt.encode(
