@@ -25,10 +25,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 READABLE_CHARS = 32
 #: Hex digits of SHA-256(user id) in a single-user room name (96 bits: no accidental collision).
 HASH_CHARS = 24
-#: The longest room name the server makes or accepts (the schema's limit on `session.start.room`).
+#: The longest room name the server makes or accepts (the schema's limit on `session.start.room`);
+#: with a prefix of at most config.MAX_ROOM_PREFIX a single-user room stays within it.
 MAX_ROOM_NAME = 128
-#: The longest ROOMSCRIBE_ROOM_PREFIX: a single-user room then stays within MAX_ROOM_NAME.
-MAX_ROOM_PREFIX = 32
 
 
 def user_hash(user: str) -> str:

@@ -11,9 +11,9 @@ import time
 import jwt
 import pytest
 
-from control.config import ConfigError, Settings
+from control.config import MAX_ROOM_PREFIX, ConfigError, Settings
 from control.room_users import RoomUsers
-from control.rooms import MAX_ROOM_NAME, MAX_ROOM_PREFIX, check_multi_user_room, room_name
+from control.rooms import MAX_ROOM_NAME, check_multi_user_room, room_name
 from control.schema import ProtocolError
 from tokens import CONTROL_AUDIENCE, AuthError, mint_control_token, verify_control_token
 
