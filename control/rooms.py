@@ -1,11 +1,12 @@
-"""LiveKit room names and who may use which room: two namespaces under the configured prefix.
+"""LiveKit room names and which rooms a multi-user session may name.
 
 - Single-user rooms, `{prefix}u-{readable}-{hash}` (`user_timestamp`: `…-{ms}`): `readable` is the
   user id sanitised and cut short, `hash` is part of the SHA-256 of the exact user id, so two user
   ids never share a room however alike they look (`a@b` and `a_b`).
-- Multi-user rooms, `{prefix}mu-…`: where a `multi_user` session may go without a `rooms` claim.
+- Multi-user rooms are the app's: any room outside the single-user namespace `{prefix}u-`, or, when
+  the token has a `rooms` claim, only the rooms it lists. A multi-user session can never name a
+  single-user room, so it never reaches another user's audio.
 
-The two cannot overlap (`u-` vs `mu-`), so a multi-user session can never name a single-user room.
 No sockets and no LiveKit here: just names and the rule.
 """
 
@@ -19,7 +20,6 @@ from collections.abc import Collection
 from control.schema import ProtocolError
 
 SINGLE_USER_NAMESPACE = "u-"
-MULTI_USER_NAMESPACE = "mu-"
 #: Characters of the user id kept in the readable part (the rest become `_`), and how many.
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 READABLE_CHARS = 32
@@ -46,28 +46,13 @@ def room_name(strategy: str, prefix: str, user: str, now: float | None = None) -
     raise ValueError(f"unknown room strategy {strategy!r}")
 
 
-def multi_user_prefix(prefix: str) -> str:
-    """The namespace of multi-user rooms, e.g. `roomscribe-mu-`."""
-    return f"{prefix}{MULTI_USER_NAMESPACE}"
-
-
 def check_multi_user_room(
     room: str, prefix: str, allowed: Collection[str] | None, request_id: str | int | None = None
 ) -> None:
-    """Refuse (`room.not_allowed`) a multi-user room that is a single-user room, or that the token
-    does not list (`allowed`, its `rooms` claim), or, with no such claim, lies outside `{prefix}mu-`."""
-    if room.startswith(prefix + SINGLE_USER_NAMESPACE):
-        raise ProtocolError(
-            "room.not_allowed", f"rooms starting with {prefix + SINGLE_USER_NAMESPACE!r} are single-user rooms", request_id
-        )
-    if allowed is not None:
-        if room not in allowed:
-            raise ProtocolError("room.not_allowed", "this control token's 'rooms' claim does not list that room", request_id)
-        return
-    namespace = multi_user_prefix(prefix)
-    if not room.startswith(namespace) or room == namespace:
-        raise ProtocolError(
-            "room.not_allowed",
-            f"a multi-user room must be named {namespace!r} + a name (or be listed in the token's 'rooms' claim)",
-            request_id,
-        )
+    """Refuse (`room.not_allowed`) a multi-user room in the single-user namespace `{prefix}u-`, or one
+    that the token's `rooms` claim (`allowed`; None: no claim, any other room) does not list."""
+    namespace = prefix + SINGLE_USER_NAMESPACE
+    if room.startswith(namespace):
+        raise ProtocolError("room.not_allowed", f"rooms starting with {namespace!r} are single-user rooms", request_id)
+    if allowed is not None and room not in allowed:
+        raise ProtocolError("room.not_allowed", "this control token's 'rooms' claim does not list that room", request_id)

@@ -43,38 +43,39 @@ def test_room_names_are_readable_bounded_and_per_strategy() -> None:
         room_name("per_planet", PREFIX, "alice")
 
 
-@pytest.mark.parametrize("user", ["mu", "mu-team", "mu_x", "u-", "alice"])
-def test_no_single_user_room_is_in_the_multi_user_namespace(user: str) -> None:
+@pytest.mark.parametrize("user", ["alice", "team", "u-", "a@b"])
+def test_no_multi_user_session_may_name_a_single_user_room(user: str) -> None:
     room = room_name("user", PREFIX, user)
-    assert not room.startswith("roomscribe-mu-")
-    with pytest.raises(ProtocolError) as info:  # nor may a multi-user session name it, listed or not
-        check_multi_user_room(room, PREFIX, None)
-    assert info.value.code == "room.not_allowed"
-    with pytest.raises(ProtocolError):
-        check_multi_user_room(room, PREFIX, {room})
+    for allowed in (None, {room}):  # with or without a `rooms` claim, listed or not
+        with pytest.raises(ProtocolError) as info:
+            check_multi_user_room(room, PREFIX, allowed)
+        assert info.value.code == "room.not_allowed"
 
 
 def test_multi_user_room_rule() -> None:
-    check_multi_user_room("roomscribe-mu-team", PREFIX, None)  # no `rooms` claim: the namespace
-    check_multi_user_room("roomscribe-mu-team", PREFIX, {"roomscribe-mu-team"})
-    check_multi_user_room("team", PREFIX, {"team"})  # the back end listed it: the app's own room
+    # No `rooms` claim (every multi_user token minted before it existed): any other room, as before.
+    for room in ("team", "roomscribe-alice", "roomscribe-mu-team", "roomscribe-", "u-team", "roomscribe-uteam"):
+        check_multi_user_room(room, PREFIX, None)
+    check_multi_user_room("team", PREFIX, {"team"})  # a `rooms` claim: the rooms it lists
     refused = [
-        ("team", None),  # outside the namespace without a claim naming it
-        ("roomscribe-mu-", None),  # the namespace itself is no room
-        ("roomscribe-alice", None),
-        ("roomscribe-mu-other", {"roomscribe-mu-team"}),  # not listed
-        ("roomscribe-mu-team", set()),  # an empty list allows no room
+        ("roomscribe-u-", None),  # the single-user namespace, whoever's room it would be
+        ("roomscribe-u-team", {"roomscribe-u-team"}),  # listing it does not help
+        ("other", {"team"}),  # not listed
+        ("team", set()),  # an empty list allows no room
     ]
     for room, allowed in refused:
         with pytest.raises(ProtocolError) as info:
             check_multi_user_room(room, PREFIX, allowed, request_id=7)
         assert (info.value.code, info.value.request_id) == ("room.not_allowed", 7), room
+    with pytest.raises(ProtocolError):  # the namespace follows the configured prefix
+        check_multi_user_room("rs-u-x", "rs-", None)
+    check_multi_user_room("roomscribe-u-x", "rs-", None)
 
 
 def test_rooms_claim_roundtrip_and_refusals() -> None:
-    token = mint_control_token(SECRET, "lead", permissions=("multi_user",), rooms=["roomscribe-mu-a", "team"])
+    token = mint_control_token(SECRET, "lead", permissions=("multi_user",), rooms=["standup", "team"])
     claims = verify_control_token(SECRET, token)
-    assert claims.allows("multi_user") and claims.rooms == frozenset({"roomscribe-mu-a", "team"})
+    assert claims.allows("multi_user") and claims.rooms == frozenset({"standup", "team"})
     assert verify_control_token(SECRET, mint_control_token(SECRET, "lead", permissions=("multi_user",))).rooms is None
     with pytest.raises(ValueError):
         mint_control_token(SECRET, "lead", rooms=["team"])  # `rooms` narrows multi_user; alone it means nothing
@@ -94,10 +95,10 @@ def test_cli_token_mints_the_rooms_claim(tmp_path) -> None:
     env = {**os.environ, "ROOMSCRIBE_CONTROL_SECRET": SECRET}
     cli = [sys.executable, "-m", "roomscribe.cli", "--env-file", str(tmp_path / "none"), "token", "--user", "lead"]
     out = subprocess.run(
-        [*cli, "--room", "roomscribe-mu-a", "--room", "team"], env=env, capture_output=True, text=True, timeout=60, check=True
+        [*cli, "--room", "standup", "--room", "team"], env=env, capture_output=True, text=True, timeout=60, check=True
     )
     claims = verify_control_token(SECRET, out.stdout.strip())
-    assert claims.allows("multi_user") and claims.rooms == frozenset({"roomscribe-mu-a", "team"})
+    assert claims.allows("multi_user") and claims.rooms == frozenset({"standup", "team"})
 
 
 async def test_a_room_is_deleted_only_when_its_last_session_leaves() -> None:

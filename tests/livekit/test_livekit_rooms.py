@@ -1,6 +1,7 @@
 """Rooms and identities over the embedded dev server: look-alike user ids get their own rooms, two
 sessions' agents share a multi-user room without pushing each other out, the room outlives the
-first session to end, and a multi-user session may not name a single-user or unlisted room."""
+first session to end, and a multi-user session may not name a single-user room (with or without a
+`rooms` claim) nor, with one, an unlisted room."""
 
 from __future__ import annotations
 
@@ -62,9 +63,9 @@ async def test_multi_user_session_may_not_name_a_single_user_or_unlisted_room(lk
 
     lead = await lk_control.connect(token=lk_control.token("lead", permissions=("multi_user",)))
     scoped = await lk_control.connect(
-        token=lk_control.token("scoped", permissions=("multi_user",), rooms=["roomscribe-mu-a", "team"])
+        token=lk_control.token("scoped", permissions=("multi_user",), rooms=["standup", "team", alices_room])
     )
-    refusals = [(lead, alices_room), (lead, "team"), (scoped, alices_room), (scoped, "roomscribe-mu-b")]
+    refusals = [(lead, alices_room), (lead, "roomscribe-u-x"), (scoped, alices_room), (scoped, "other")]
     for n, (client, room) in enumerate(refusals):
         await client.send(type="session.start", id=n, room=room)
         error = await client.wait_type("error", id=n)
@@ -74,9 +75,9 @@ async def test_multi_user_session_may_not_name_a_single_user_or_unlisted_room(lk
     async with room_service(lk_control) as lk:  # no agent went into alice's room
         assert await identities(lk, alices_room) == {"roomscribe-agent-" + alices["session_id"]}
     assert not alice.of_type("session.ended")
-    # The same tokens reach the rooms they may: the namespace, or a room their claim lists.
-    await lead.send(type="session.start", id="ok", room="roomscribe-mu-x")
-    assert (await lead.wait_type("session.ready", id="ok"))["room"] == "roomscribe-mu-x"
+    # The same tokens reach the rooms they may: without a claim any other room, with one a listed room.
+    await lead.send(type="session.start", id="ok", room="other")
+    assert (await lead.wait_type("session.ready", id="ok"))["room"] == "other"
     await scoped.send(type="session.start", id="ok", room="team")
     assert (await scoped.wait_type("session.ready", id="ok"))["room"] == "team"
     for client in (alice, lead, scoped):
@@ -84,7 +85,7 @@ async def test_multi_user_session_may_not_name_a_single_user_or_unlisted_room(lk
 
 
 async def test_two_sessions_share_a_multi_user_room_and_it_outlives_the_first(lk_control) -> None:
-    room = "roomscribe-mu-standup"
+    room = "standup"
     settings = lk_control.server.settings
     # A `multi_user` token without `rooms` (as deployed before the claim) and one that lists the room.
     first = await lk_control.connect(token=lk_control.token("lead1", permissions=("multi_user",)))
@@ -124,7 +125,7 @@ async def test_a_multi_user_room_with_people_in_it_is_not_deleted(lk_control) ->
     """The people in a multi-user room are the app's: the transcriber leaving does not end their call."""
     from livekit import rtc
 
-    room = "roomscribe-mu-meeting"
+    room = "meeting"
     settings = lk_control.server.settings
     lead = await lk_control.connect(token=lk_control.token("lead", permissions=("multi_user",)))
     await lead.send(type="session.start", room=room)
