@@ -14,6 +14,8 @@ from roomscribe.common.net import is_loopback
 from tokens.control_secret import WeakSecretError, check_control_secret
 
 ALLOW_REMOTE_DEV_ENV = "ROOMSCRIBE_ALLOW_REMOTE_DEV"
+#: The longest ROOMSCRIBE_ROOM_PREFIX: room names then stay within 128 characters (control/rooms.py).
+MAX_ROOM_PREFIX = 32
 
 
 class ConfigError(ValueError):
@@ -147,6 +149,8 @@ class Settings:
 
     def validate(self) -> None:
         """Refuse settings that cannot work, with a message that says which one."""
+        if len(self.room_prefix) > MAX_ROOM_PREFIX:
+            raise ConfigError(f"ROOMSCRIBE_ROOM_PREFIX may have at most {MAX_ROOM_PREFIX} characters (room names stay short)")
         if self.livekit_url and not (self.livekit_api_key and self.livekit_api_secret):
             raise ConfigError("LIVEKIT_URL is set: set LIVEKIT_API_KEY and LIVEKIT_API_SECRET for that server too")
         if bool(self.livekit_api_key) != bool(self.livekit_api_secret):

@@ -15,6 +15,7 @@ from collections import deque
 from aiohttp import WSMsgType, web
 
 from control.config import Settings
+from control.rooms import check_multi_user_room
 from control.schema import (
     PROTOCOL_VERSION,
     Error,
@@ -265,6 +266,8 @@ class ControlConnection:
             )
         if multi_user and not media_transport.multi_user:
             raise ProtocolError("bad_request", "a multi-user room session needs the livekit transport", request.id)
+        if request.room is not None:
+            check_multi_user_room(request.room, self.manager.room_prefix, self.claims.rooms, request.id)
         options = SessionOptions(
             transport=transport, audio=request.audio, interim=request.interim, echo=request.echo, multi_user=multi_user
         )

@@ -52,6 +52,8 @@ ERROR_CODES: dict[str, str] = {
     "livekit.unavailable": "the agent could not join the session's LiveKit room (the session was not started; "
     'try again, or use `"transport": "ws"`)',
     "not_allowed": "the control token lacks the claim the request needs",
+    "room.not_allowed": "a multi-user `room` in the single-user namespace (`roomscribe-u-…`), or not in the "
+    "token's `rooms` claim (when it has one)",
     "subscription.not_found": "`unsubscribe` of a subscription this socket does not hold",
     "audio.no_session": "a binary frame before `session.start` (not used)",
     "audio.wrong_transport": "a binary frame in a LiveKit session (not used)",
@@ -372,7 +374,10 @@ class SessionStart(Request, tag="session.start"):
     resume: Resume | None = None
     room: Annotated[
         Annotated[str, Meta(min_length=1, max_length=128)] | None,
-        Meta(description="multi-user: transcribe every publisher of this room (`multi_user` claim)"),
+        Meta(
+            description="multi-user: transcribe every publisher of this room (`multi_user` claim; "
+            "any room outside `roomscribe-u-…`, or, if the token has a `rooms` claim, one it lists)"
+        ),
     ] = None
     protocol: ProtocolVersion = 1
 

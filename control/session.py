@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import secrets
 import time
 from collections import deque
@@ -23,6 +22,7 @@ import msgspec
 from agent.events import InterimTranscript, PipelineEvent
 from control.media import MediaTransport, ReadyMedia, SessionMedia
 from control.protocol import event_message
+from control.rooms import room_name
 from control.schema import (
     AudioFormat,
     Forwardable,
@@ -190,16 +190,6 @@ class Session:
             self.outbox = None
             return True
         return False
-
-
-def room_name(strategy: str, prefix: str, user: str, now: float | None = None) -> str:
-    """The LiveKit room for a user's session: `prefix + user` or `prefix + user + '-' + ms`."""
-    safe_user = re.sub(r"[^A-Za-z0-9_.-]", "_", user)[:64]
-    if strategy == "user":
-        return f"{prefix}{safe_user}"
-    if strategy == "user_timestamp":
-        return f"{prefix}{safe_user}-{int((now if now is not None else time.time()) * 1000)}"
-    raise ValueError(f"unknown room strategy {strategy!r}")
 
 
 def _numbered(data: dict[str, Any]) -> Numbered:
