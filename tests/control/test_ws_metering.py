@@ -14,7 +14,9 @@ import pytest
 from control.session import Session, SessionManager, SessionOptions
 from control.ws_media import WsSessionMedia, WsTransport
 from control_harness import RawClient, serving
+from roomscribe.client import ControlClient, FinalTranscript, numpy_stream
 from roomscribe.client.audio_files import read_wav
+from roomscribe.client.stream import send_stream
 from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, pcm_frames, silence, wer
 
 pytestmark = pytest.mark.timeout(180)
@@ -161,3 +163,27 @@ async def test_a_flooding_client_is_held_to_the_rate_and_another_user_is_served(
         listen_text = " ".join(f["text"] for f in listener.of_type("transcript.final"))
         assert wer(JFK_TEXT, listen_text) <= 0.10, listen_text
         assert not listener.of_type("error")
+
+
+async def test_the_client_library_streams_a_file_through_backpressure_without_losing_the_link(engine) -> None:
+    """`ControlClient.write_audio` of a file as fast as the server takes it: held to the rate (its pongs
+    come at the server's pace), with no dead link, no reconnect and nothing dropped."""
+    async with serving(engine, ws_audio_burst_s=BURST_S) as handle:  # the default rate, 1.5× real time
+        client = ControlClient(handle.server.url, handle.token("file"))
+        finals: list[str] = []
+        client.on(lambda event: finals.append(event.text) if isinstance(event, FinalTranscript) else None)
+        await client.connect()
+        ready = await client.start_session(transport="ws", interim=False)
+        audio = speech(JFK)
+        started = time.monotonic()
+        await send_stream(client, numpy_stream(audio, 16000, speed=0))
+        await client.flush(timeout_s=60)
+        wall = time.monotonic() - started
+        media = ws_media(handle, ready.session_id)
+        assert wall >= (len(audio) / 16000 - BURST_S) / 1.5 * 0.95, wall
+        assert media.meter.held_frames > 0 and media.bytes_received == 2 * len(audio)
+        await client.stop_session(timeout_s=60)
+        await client.close()
+    assert client.stats.dead_links == 0 and client.stats.reconnects == 0
+    assert client.stats.audio_frames_dropped == 0
+    assert wer(JFK_TEXT, " ".join(finals)) <= 0.10
