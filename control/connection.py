@@ -69,6 +69,7 @@ class ControlConnection:
         self._started = False
         self._starting = False
         self._start_overdue = False
+        self._close_task: asyncio.Task[None] | None = None
         self.session: Session | None = None
         self._queue: deque[ServerMessage | bytes] = deque()
         self._queued = asyncio.Event()
@@ -186,7 +187,7 @@ class ControlConnection:
         log.info("control socket of user %s closed: %s", self.claims.user, error.code)
         self.send_message(Error(code=error.code, message=error.message), force=True)
         self._closing = True
-        asyncio.get_running_loop().create_task(self._close_after_drain(CLOSE_START_TIMEOUT, error.code))
+        self._close_task = asyncio.get_running_loop().create_task(self._close_after_drain(CLOSE_START_TIMEOUT, error.code))
 
     async def _close_after_drain(self, code: int, reason: str) -> None:
         """Let what is queued go out (at most 2 s), then close the socket with `code`."""
