@@ -62,17 +62,31 @@ ERROR_CODES: dict[str, str] = {
     "audio.odd_length": "a frame did not end on a sample boundary: the trailing bytes are kept and joined to "
     "the next frame, so nothing is lost",
     "audio.frame_too_large": "a frame over 1 s was refused whole (the message says how many bytes)",
+    "limit.sessions": "`session.start` while the server holds its most sessions (`ROOMSCRIBE_MAX_SESSIONS`); "
+    "the socket stays open: try again after `retry_after`",
+    "limit.sockets": "a control socket over the server's limit (`ROOMSCRIBE_MAX_SOCKETS`): sent instead of "
+    "`hello`, then close code 1013; try again after `retry_after`",
+    "limit.sockets_per_user": "a control socket over its user's limit (`ROOMSCRIBE_MAX_SOCKETS_PER_USER`): sent "
+    "instead of `hello`, then close code 1013",
+    "limit.subscriptions": "`subscribe` on a socket that holds its most subscriptions "
+    "(`ROOMSCRIBE_MAX_SUBSCRIPTIONS_PER_SOCKET`); `unsubscribe` first",
+    "session.start_timeout": "neither `session.start` nor `subscribe` within `ROOMSCRIBE_START_TIMEOUT_S` of "
+    "connecting: then close code 4008",
 }
 
 
 class ProtocolError(Exception):
     """A client message the server cannot act on; becomes an `error` message."""
 
-    def __init__(self, code: str, message: str, request_id: RequestId | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, request_id: RequestId | None = None, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.request_id = request_id
+        #: Seconds to wait before trying again (over a capacity limit).
+        self.retry_after = retry_after
 
 
 def tag_of(cls: type[Struct]) -> str:
@@ -291,8 +305,8 @@ class SessionEnded(Forwardable, tag="session.ended"):
 
     session_id: str
     reason: Annotated[
-        str, Meta(description='"stopped", "replaced", "resumed_elsewhere", "server_shutdown" (subscribers also '
-                  'see "grace_expired" and "error")')
+        str, Meta(description='"stopped", "replaced", "resumed_elsewhere", "server_shutdown", "max_duration" '
+                  '(subscribers also see "grace_expired" and "error")')
     ]
 
 
@@ -318,11 +332,15 @@ class Unsubscribed(Reply, tag="unsubscribed"):
 
 
 class Error(Reply, tag="error"):
-    """a request or frame could not be used; the socket and session go on"""
+    """a request or frame could not be used; the socket and session go on (unless the code's meaning says
+    the socket is closed)"""
 
     code: str
     message: str
     suppressed: Annotated[int | None, Meta(description="errors not sent since the last one (rate limit)")] = None
+    retry_after: Annotated[
+        float | None, Meta(description="over a capacity limit: seconds to wait before trying again")
+    ] = None
 
 
 SERVER_MESSAGES: tuple[type[ServerMessage], ...] = (

@@ -94,6 +94,8 @@ class Session:
         #: Monitor subscriptions watching this session.
         self.watchers: set[Subscription] = set()
         self.grace_task: asyncio.Task[None] | None = None
+        #: Ends the session at the server's maximum session length (None: no maximum).
+        self.limit_task: asyncio.Task[None] | None = None
         #: How the session's audio arrives (its transport's part of the session).
         self.media: SessionMedia = media_transport.session_media(self)
 
@@ -215,13 +217,16 @@ class SessionManager:
         room_prefix: str = "roomscribe-",
         replay_limit: int = 2000,
         transports: Mapping[str, MediaTransport] | None = None,
+        max_session_s: float = 0.0,
     ) -> None:
-        """`transports` by name (the schema's `Transport`); without it, only ws with its defaults."""
+        """`transports` by name (the schema's `Transport`); without it, only ws with its defaults.
+        A session is stopped (`max_duration`) after `max_session_s` (0: never)."""
         self._pipeline_factory = pipeline_factory
         self.grace_period_s = grace_period_s
         self.room_strategy = room_strategy
         self.room_prefix = room_prefix
         self.replay_limit = replay_limit
+        self.max_session_s = max_session_s
         self.transports: dict[str, MediaTransport] = dict(transports) if transports is not None else {"ws": WsTransport()}
         self.sessions: dict[str, Session] = {}
         self._by_user: dict[str, Session] = {}
@@ -260,6 +265,8 @@ class SessionManager:
         self._by_user[user] = session
         session.watchers.update(s for s in self._subscriptions.values() if s.user == user)
         session.attach(outbox)
+        if self.max_session_s > 0:
+            session.limit_task = asyncio.get_running_loop().create_task(self._limit(session))
         return session
 
     async def open_media(self, session: Session) -> ReadyMedia:
@@ -302,6 +309,12 @@ class SessionManager:
         log.info("session %s: grace period over", session.id)
         await self.end(session, "grace_expired", notify=False)
 
+    async def _limit(self, session: Session) -> None:
+        await asyncio.sleep(self.max_session_s)
+        session.limit_task = None
+        log.info("session %s: maximum session length (%.0f s) reached", session.id, self.max_session_s)
+        await self.stop(session, "max_duration")
+
     async def stop(self, session: Session, reason: str = "stopped") -> None:
         """Finalise open utterances (their finals go out first), then end the session."""
         if session.ended:
@@ -325,6 +338,9 @@ class SessionManager:
         if session.grace_task is not None:
             session.grace_task.cancel()
             session.grace_task = None
+        if session.limit_task is not None:
+            session.limit_task.cancel()
+            session.limit_task = None
         self.sessions.pop(session.id, None)
         if self._by_user.get(session.user) is session:
             del self._by_user[session.user]
@@ -358,6 +374,10 @@ class SessionManager:
         for session in self.sessions.values():
             session.watchers.discard(subscription)
         return True
+
+    def subscriptions_of(self, outbox: Outbox) -> list[Subscription]:
+        """The subscriptions a socket holds."""
+        return [s for s in self._subscriptions.values() if s.outbox is outbox]
 
     def drop_subscriptions(self, outbox: Outbox) -> None:
         """Forget every subscription of a socket that went away."""
