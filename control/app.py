@@ -6,14 +6,17 @@ Control tokens are checked before the WebSocket upgrade; a refused one gets HTTP
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import weakref
 
 from aiohttp import web
 
+from control.admission import CLOSE_TRY_AGAIN_LATER, Limits, SocketCount
 from control.config import Settings
 from control.connection import ControlConnection
 from control.protocol import PROTOCOL_VERSION
+from control.schema import Error, ProtocolError, encode
 from control.session import SessionManager
 from control.web import add_web_routes
 from tokens import AuthError, verify_control_token
@@ -25,6 +28,7 @@ HEARTBEAT_S = 15.0
 MANAGER_KEY = web.AppKey("manager", SessionManager)
 SETTINGS_KEY = web.AppKey("settings", Settings)
 SOCKETS_KEY = web.AppKey("sockets", weakref.WeakSet)
+SOCKET_COUNT_KEY = web.AppKey("socket_count", SocketCount)
 
 
 def _token_from(request: web.Request) -> str | None:
@@ -52,16 +56,36 @@ async def control_socket(request: web.Request) -> web.StreamResponse:
             {"error": {"code": "not_websocket", "message": "this endpoint takes a WebSocket upgrade"}}, status=400
         )
     await ws.prepare(request)
-    request.app[SOCKETS_KEY].add(ws)
-    log.info("control socket opened for user %r", claims.user)
-    await ControlConnection(ws, claims, request.app[MANAGER_KEY], settings).run()
-    log.info("control socket closed for user %r", claims.user)
+    count = request.app[SOCKET_COUNT_KEY]
+    refusal = count.admit(claims.user)
+    if refusal is not None:
+        log.info("control socket of user %r refused: %s", claims.user, refusal.code)
+        await _refuse(ws, refusal)
+        return ws
+    try:
+        request.app[SOCKETS_KEY].add(ws)
+        log.info("control socket opened for user %r", claims.user)
+        await ControlConnection(ws, claims, request.app[MANAGER_KEY], settings, count.limits).run()
+        log.info("control socket closed for user %r", claims.user)
+    finally:
+        count.release(claims.user)
     return ws
+
+
+async def _refuse(ws: web.WebSocketResponse, error: ProtocolError) -> None:
+    """Tell a socket over a cap why (instead of `hello`), then close it: try again later."""
+    message = Error(code=error.code, message=error.message, retry_after=error.retry_after)
+    with contextlib.suppress(ConnectionError):  # the client may be gone already
+        await ws.send_str(encode(message).decode())
+    await ws.close(code=CLOSE_TRY_AGAIN_LATER, message=error.code.encode())
 
 
 async def healthz(request: web.Request) -> web.Response:
     manager = request.app[MANAGER_KEY]
-    return web.json_response({"status": "ok", "protocol": PROTOCOL_VERSION, "sessions": len(manager.sessions)})
+    sockets = request.app[SOCKET_COUNT_KEY].total
+    return web.json_response(
+        {"status": "ok", "protocol": PROTOCOL_VERSION, "sessions": len(manager.sessions), "sockets": sockets}
+    )
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -77,6 +101,7 @@ def create_app(settings: Settings, manager: SessionManager) -> web.Application:
     app[SETTINGS_KEY] = settings
     app[MANAGER_KEY] = manager
     app[SOCKETS_KEY] = weakref.WeakSet()
+    app[SOCKET_COUNT_KEY] = SocketCount(Limits.from_settings(settings))
     app.router.add_get("/v1/control", control_socket)
     app.router.add_get("/healthz", healthz)
     app.on_shutdown.append(_close_sockets)

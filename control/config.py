@@ -10,10 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agent.config import AsrConfig, PipelineConfig
+from roomscribe.common.audio import CLIENT_AUDIO_BUFFER_S
 from roomscribe.common.net import is_loopback
 from tokens.control_secret import WeakSecretError, check_control_secret
 
 ALLOW_REMOTE_DEV_ENV = "ROOMSCRIBE_ALLOW_REMOTE_DEV"
+#: The longest ROOMSCRIBE_ROOM_PREFIX: room names then stay within 128 characters (control/rooms.py).
+MAX_ROOM_PREFIX = 32
 
 
 class ConfigError(ValueError):
@@ -39,6 +42,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _optional_int(env: Mapping[str, str], name: str) -> int | None:
+    """A whole number, or None for "auto" (or unset)."""
+    if _get(env, name, "auto").lower() == "auto":
+        return None
+    return _int(env, name, 0)
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -97,6 +107,19 @@ class Settings:
     max_frame_s: float = 1.0
     send_queue_limit: int = 512
     replay_limit: int = 2000
+    # ws audio metering (control/audio_meter.py): a session may send `ws_audio_burst_s` of audio at
+    # once, then at most `ws_audio_rate`× real time (0: unmetered); faster audio waits (backpressure).
+    ws_audio_rate: float = 1.5
+    ws_audio_burst_s: float = CLIENT_AUDIO_BUFFER_S
+    # A ws session's audio also waits while its finals queued for the model hold more audio than this (0: off).
+    ws_max_backlog_s: float = 15.0
+    # Admission control (control/admission.py); 0: no cap. max_sessions None: derived from capacity.
+    max_sessions: int | None = None
+    max_sockets: int = 500
+    max_sockets_per_user: int = 8
+    max_subscriptions_per_socket: int = 100
+    start_timeout_s: float = 30.0  # connect → session.start (or subscribe)
+    max_session_s: float = 0.0
     asr: AsrConfig = field(default_factory=AsrConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
@@ -146,6 +169,17 @@ class Settings:
             devserver_port=_int(env, "ROOMSCRIBE_DEVSERVER_PORT", d.devserver_port),
             publish_transcripts=_bool(env, "ROOMSCRIBE_PUBLISH_TRANSCRIPTS", d.publish_transcripts),
             debug_audio_dir=_get(env, "ROOMSCRIBE_DEBUG_AUDIO_DIR", d.debug_audio_dir),
+            ws_audio_rate=_float(env, "ROOMSCRIBE_WS_AUDIO_RATE", d.ws_audio_rate),
+            ws_audio_burst_s=_float(env, "ROOMSCRIBE_WS_AUDIO_BURST_S", d.ws_audio_burst_s),
+            ws_max_backlog_s=_float(env, "ROOMSCRIBE_WS_MAX_BACKLOG_S", d.ws_max_backlog_s),
+            max_sessions=_optional_int(env, "ROOMSCRIBE_MAX_SESSIONS"),
+            max_sockets=_int(env, "ROOMSCRIBE_MAX_SOCKETS", d.max_sockets),
+            max_sockets_per_user=_int(env, "ROOMSCRIBE_MAX_SOCKETS_PER_USER", d.max_sockets_per_user),
+            max_subscriptions_per_socket=_int(
+                env, "ROOMSCRIBE_MAX_SUBSCRIPTIONS_PER_SOCKET", d.max_subscriptions_per_socket
+            ),
+            start_timeout_s=_float(env, "ROOMSCRIBE_START_TIMEOUT_S", d.start_timeout_s),
+            max_session_s=_float(env, "ROOMSCRIBE_MAX_SESSION_S", d.max_session_s),
             asr=asr,
             pipeline=pipeline,
         )
@@ -159,6 +193,8 @@ class Settings:
 
     def validate(self) -> None:
         """Refuse settings that cannot work, with a message that says which one."""
+        if len(self.room_prefix) > MAX_ROOM_PREFIX:
+            raise ConfigError(f"ROOMSCRIBE_ROOM_PREFIX may have at most {MAX_ROOM_PREFIX} characters (room names stay short)")
         if self.livekit_url and not (self.livekit_api_key and self.livekit_api_secret):
             raise ConfigError("LIVEKIT_URL is set: set LIVEKIT_API_KEY and LIVEKIT_API_SECRET for that server too")
         if bool(self.livekit_api_key) != bool(self.livekit_api_secret):
@@ -168,6 +204,19 @@ class Settings:
         if self.grace_period_s < 0:
             raise ConfigError("ROOMSCRIBE_GRACE_PERIOD_S must not be negative")
         for name, value in (
+            ("ROOMSCRIBE_WS_AUDIO_RATE", self.ws_audio_rate),
+            ("ROOMSCRIBE_WS_AUDIO_BURST_S", self.ws_audio_burst_s),
+            ("ROOMSCRIBE_WS_MAX_BACKLOG_S", self.ws_max_backlog_s),
+            ("ROOMSCRIBE_MAX_SESSIONS", self.max_sessions or 0),
+            ("ROOMSCRIBE_MAX_SOCKETS", self.max_sockets),
+            ("ROOMSCRIBE_MAX_SOCKETS_PER_USER", self.max_sockets_per_user),
+            ("ROOMSCRIBE_MAX_SUBSCRIPTIONS_PER_SOCKET", self.max_subscriptions_per_socket),
+            ("ROOMSCRIBE_START_TIMEOUT_S", self.start_timeout_s),
+            ("ROOMSCRIBE_MAX_SESSION_S", self.max_session_s),
+        ):
+            if value < 0:
+                raise ConfigError(f"{name} must not be negative (0 turns it off)")
+        for name, value in (
             ("ROOMSCRIBE_FINISH_TIMEOUT_S", self.finish_timeout_s),
             ("ROOMSCRIBE_CONTROL_TOKEN_LEEWAY_S", self.control_token_leeway_s),
             ("ROOMSCRIBE_AUTH_EXPIRING_S", self.auth_expiring_s),
@@ -175,6 +224,8 @@ class Settings:
         ):
             if value < 0:
                 raise ConfigError(f"{name} must not be negative")
+        if 0 < self.ws_audio_rate < 1:
+            raise ConfigError("ROOMSCRIBE_WS_AUDIO_RATE must be at least 1 (real time), or 0 to turn metering off")
 
     @property
     def embedded_devserver(self) -> bool:

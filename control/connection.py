@@ -10,14 +10,17 @@ the socket goes on. The control token is watched while the socket lives (control
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
 
 from aiohttp import WSMsgType, web
 
+from control.admission import CLOSE_START_TIMEOUT, Limits
 from control.auth_expiry import CLOSE_TOKEN_EXPIRED, TokenExpiry
 from control.config import Settings
+from control.rooms import check_multi_user_room
 from control.schema import (
     PROTOCOL_VERSION,
     AuthExpired,
@@ -57,11 +60,24 @@ ERRORS_PER_SECOND = 20
 class ControlConnection:
     """Serves one authenticated control socket; it is the Outbox of the session it holds."""
 
-    def __init__(self, ws: web.WebSocketResponse, claims: ControlClaims, manager: SessionManager, settings: Settings) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        claims: ControlClaims,
+        manager: SessionManager,
+        settings: Settings,
+        limits: Limits | None = None,
+    ) -> None:
         self.ws = ws
         self.claims = claims
         self.manager = manager
         self.settings = settings
+        self.limits = limits or Limits.from_settings(settings)
+        #: Set once the socket started a session or a subscription (the start timeout no longer applies).
+        self._started = False
+        self._starting = False
+        self._start_overdue = False
+        self._close_task: asyncio.Task[None] | None = None
         self.session: Session | None = None
         self._queue: deque[ServerMessage | bytes] = deque()
         self._queued = asyncio.Event()
@@ -118,7 +134,15 @@ class ControlConnection:
             return
         self._error_window = (window_start, count + 1)
         suppressed, self._errors_suppressed = self._errors_suppressed or None, 0
-        self.send_message(Error(id=error.request_id, code=error.code, message=error.message, suppressed=suppressed))
+        self.send_message(
+            Error(
+                id=error.request_id,
+                code=error.code,
+                message=error.message,
+                suppressed=suppressed,
+                retry_after=error.retry_after,
+            )
+        )
 
     async def _sender(self) -> None:
         while True:
@@ -135,7 +159,10 @@ class ControlConnection:
     # -- reading ------------------------------------------------------------------------------------
     async def run(self) -> None:
         """Serve the socket until it closes; the session then waits out its grace period."""
-        sender = asyncio.get_running_loop().create_task(self._sender())
+        loop = asyncio.get_running_loop()
+        sender = loop.create_task(self._sender())
+        timeout = self.limits.start_timeout_s
+        deadline = loop.call_later(timeout, self._start_timed_out) if timeout > 0 else None
         self.send_message(
             Hello(
                 protocol=PROTOCOL_VERSION,
@@ -150,11 +177,13 @@ class ControlConnection:
                 if msg.type == WSMsgType.TEXT:
                     await self._on_text(msg.data)
                 elif msg.type == WSMsgType.BINARY:
-                    self._on_audio(msg.data)
+                    await self._on_audio(msg.data)
                 elif msg.type == WSMsgType.ERROR:
                     log.info("control socket of user %r failed: %r", self.claims.user, self.ws.exception())
                     break
         finally:
+            if deadline is not None:
+                deadline.cancel()
             self._closing = True
             if self._token_watch is not None:
                 self._token_watch.cancel()
@@ -165,6 +194,27 @@ class ControlConnection:
             if not self.ws.closed:
                 await asyncio.wait_for(self._drain(), timeout=2.0)
             sender.cancel()
+
+    def _start_timed_out(self) -> None:
+        self._start_overdue = True
+        self._close_if_idle()
+
+    def _close_if_idle(self) -> None:
+        """Past the start timeout with neither a session nor a subscription (and no session.start
+        under way): say so, then close the socket."""
+        if not self._start_overdue or self._started or self._starting or self._closing:
+            return
+        error = self.limits.start_timeout_error()
+        log.info("control socket of user %r closed: %s", self.claims.user, error.code)
+        self.send_message(Error(code=error.code, message=error.message), force=True)
+        self._closing = True
+        self._close_task = asyncio.get_running_loop().create_task(self._close_after_drain(CLOSE_START_TIMEOUT, error.code))
+
+    async def _close_after_drain(self, code: int, reason: str) -> None:
+        """Let what is queued go out (at most 2 s), then close the socket with `code`."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drain(), timeout=2.0)
+        await self.ws.close(code=code, message=reason.encode())
 
     async def _drain(self) -> None:
         while self._queue and not self.ws.closed:  # noqa: ASYNC110  # only at close, bounded by the caller's 2 s
@@ -212,18 +262,29 @@ class ControlConnection:
             case _:  # pragma: no cover - every request type the schema decodes is handled above
                 raise TypeError(f"no handler for {request.type}")
 
-    def _on_audio(self, data: bytes) -> None:
+    async def _on_audio(self, data: bytes) -> None:
         session = self.session
+        if self._audio_refused(session):
+            return
+        assert session is not None
+        # Backpressure: while the session's audio meter holds this frame, the socket is not read.
+        await session.media.pace(len(data))
+        if self._audio_refused(session):
+            return
+        session.media.accept_audio(data, self)
+
+    def _audio_refused(self, session: Session | None) -> bool:
+        """Refuse a binary frame (with its error) when it cannot go to `session`."""
         if session is None or session.ended:
             self.send_error(ProtocolError("audio.no_session", "audio arrived before session.start; it was not used"))
-            return
+            return True
         if session.outbox is not self:
             # The session was resumed on another socket: audio still arriving here is not used,
             # or it would be heard twice (the client resends what this socket did not confirm).
             moved = "this session continues on another socket; audio here was not used"
             self.send_error(ProtocolError("audio.session_moved", moved))
-            return
-        session.media.accept_audio(data, self)
+            return True
+        return False
 
     # -- handlers ---------------------------------------------------------------------------------
     @staticmethod
@@ -254,6 +315,14 @@ class ControlConnection:
         return self.session
 
     async def _on_session_start(self, message: SessionStart) -> None:
+        self._starting = True  # the start timeout does not cut a start in progress short
+        try:
+            await self._start_session(message)
+        finally:
+            self._starting = False
+            self._close_if_idle()
+
+    async def _start_session(self, message: SessionStart) -> None:
         if self.session is not None and not self.session.ended and self.session.outbox is self:
             raise ProtocolError(
                 "session.already_started", "this socket already has a session; send session.stop first", message.id
@@ -267,6 +336,7 @@ class ControlConnection:
             session = await self._start(message)
             media = await self.manager.open_media(session)
         self.session = session
+        self._started = True
         ready = SessionReady(
             id=message.id,
             session_id=session.id,
@@ -303,9 +373,16 @@ class ControlConnection:
             )
         if multi_user and not media_transport.multi_user:
             raise ProtocolError("bad_request", "a multi-user room session needs the livekit transport", request.id)
+        if request.room is not None:
+            check_multi_user_room(request.room, self.manager.room_prefix, self.claims.rooms, request.id)
         options = SessionOptions(
             transport=transport, audio=request.audio, interim=request.interim, echo=request.echo, multi_user=multi_user
         )
+        refusal = self.limits.session_refusal(
+            len(self.manager.sessions), replacing=self.manager.for_user(self.claims.user) is not None
+        )
+        if refusal is not None:
+            raise refusal
         return await self.manager.start(self.claims.user, options, self, room=request.room)
 
     async def _on_session_stop(self, message: SessionStop) -> None:
@@ -333,8 +410,12 @@ class ControlConnection:
             raise ProtocolError(
                 "not_allowed", "you may watch only your own sessions unless your token has the 'monitor' claim", message.id
             )
+        refusal = self.limits.subscription_refusal(len(self.manager.subscriptions_of(self)))
+        if refusal is not None:
+            raise refusal
         subscription = Subscription(outbox=self, events=frozenset(events), session_id=session_id, user=user)
         self.manager.subscribe(subscription)
+        self._started = True
         self.send_message(subscription.reply(message.id))
 
     def _on_unsubscribe(self, message: Unsubscribe) -> None:

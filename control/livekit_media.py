@@ -3,8 +3,11 @@
 `LiveKitTransport` is the session manager's MediaTransport for LiveKit. Each session's
 `LiveKitSessionMedia` mints the client's publish-only token, starts a `RoomAgent` that feeds the
 session's pipeline(s), pushes a fresh token a minute before the current one expires, and gates
-publishing on voice activity when `ROOMSCRIBE_PUBLISH_GATING=vad`. When the session ends the agent
-leaves and the room is deleted.
+publishing on voice activity when `ROOMSCRIBE_PUBLISH_GATING=vad`. Each session's agent has its own
+identity, so two sessions in one (multi-user) room do not push each other out. When the session ends
+its agent leaves, and once no other session of this server uses the room it is deleted: a
+single-user room always (it is the server's), a multi-user room only when nobody else is left in it
+(the people in it are the app's, not ours to disconnect).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from agent.jitter_buffer import Settled
 from agent.room_agent import RoomAgent
 from control.config import Settings
 from control.media import AudioSocket, ReadyMedia, SessionMedia
+from control.room_users import RoomUsers
 from control.schema import LiveKitCredentials, ProtocolError, PublishStart, PublishStop, Token
 from control.session import Session
 from roomscribe.common.tasks import BackgroundTasks
@@ -29,10 +33,16 @@ from tokens import IssuedToken, mint_agent_token, mint_client_token
 
 log = logging.getLogger(__name__)
 
-AGENT_IDENTITY = "roomscribe-agent"
+#: Every agent's identity starts so; the session id follows (`roomscribe-agent-s_…`).
+AGENT_IDENTITY_PREFIX = "roomscribe-agent-"
 TOKEN_PUSH_LEAD_S = 60.0
 #: LiveKit's text-stream topic and attributes for transcriptions (what its front-end components read).
 TRANSCRIPTION_TOPIC = "lk.transcription"
+
+
+def agent_identity(session_id: str) -> str:
+    """The LiveKit identity of one session's agent (joined hidden, with kind `agent`)."""
+    return AGENT_IDENTITY_PREFIX + session_id
 
 
 def http_url(ws_url: str) -> str:
@@ -60,6 +70,7 @@ class LiveKitSessionMedia(SessionMedia):
     # -- lifecycle ------------------------------------------------------------------------------------
     async def open(self) -> ReadyMedia:
         """Start the room agent and mint the client's token; livekit.unavailable if the agent cannot join."""
+        await self.backend.rooms.acquire(self.session.room, self.session.id)
         try:
             await self._start_agent()
             issued = self.new_client_token()
@@ -84,7 +95,7 @@ class LiveKitSessionMedia(SessionMedia):
             mint_token=lambda: mint_agent_token(
                 settings.livekit_api_key,
                 settings.livekit_api_secret,
-                identity=AGENT_IDENTITY,
+                identity=agent_identity(session.id),
                 room=session.room,
                 ttl_s=settings.agent_token_ttl_s,
                 can_publish_data=settings.publish_transcripts,
@@ -113,13 +124,18 @@ class LiveKitSessionMedia(SessionMedia):
         )
 
     async def close(self) -> None:
-        """Stop the timers, let the agent leave, and delete the room."""
+        """Stop the timers, let the agent leave, and delete the room unless another session uses it."""
         for task in (self._token_timer, self._hangover, self._inactivity):
             if task is not None:
                 task.cancel()
         if self.agent is not None:
             await self.agent.close()
-        await self.backend.delete_room(self.session.room)
+        await self.backend.rooms.release(self.session.room, self.session.id, self._delete_room)
+
+    async def _delete_room(self) -> None:
+        """A single-user room goes; a multi-user room only when no one but this agent is left in it."""
+        besides = agent_identity(self.session.id) if self.session.options.multi_user else None
+        await self.backend.delete_room(self.session.room, unless_occupied_besides=besides)
 
     # -- credentials ------------------------------------------------------------------------------
     async def refresh_credentials(self) -> IssuedToken:
@@ -258,14 +274,23 @@ class LiveKitTransport:
     def __init__(self, settings: Settings, url: str) -> None:
         self.settings = settings
         self.url = url
+        #: Which sessions use which room; a room is deleted when its last session ends.
+        self.rooms = RoomUsers()
 
     def session_media(self, session: Session) -> LiveKitSessionMedia:
         return LiveKitSessionMedia(self, session)
 
-    async def delete_room(self, room: str) -> None:
-        """Delete the room through the RoomService (works on LiveKit and the dev server)."""
+    async def delete_room(self, room: str, *, unless_occupied_besides: str | None = None) -> None:
+        """Delete the room through the RoomService (works on LiveKit and the dev server); with
+        `unless_occupied_besides` (the agent that just left), only when no one else is in it."""
         try:
             async with api.LiveKitAPI(http_url(self.url), self.settings.livekit_api_key, self.settings.livekit_api_secret) as lk:
+                if unless_occupied_besides is not None:
+                    listing = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+                    others = [p for p in listing.participants if p.identity != unless_occupied_besides]
+                    if others:
+                        log.info("room %r kept: %d participant(s) still in it", room, len(others))
+                        return
                 await lk.room.delete_room(api.DeleteRoomRequest(room=room))
             log.info("room %r deleted", room)
         except Exception as exc:

@@ -59,6 +59,11 @@ class SessionMedia(Protocol):
     async def refresh_credentials(self) -> IssuedToken:
         """A fresh client token (`token.refresh`); ProtocolError where the transport has none."""
 
+    async def pace(self, nbytes: int) -> None:
+        """Wait until a binary frame of `nbytes` may be taken (the ws transport meters audio; the
+        socket is not read meanwhile). Transports that take no audio on the socket: at once."""
+        return None  # a default, not an abstract member: only the ws transport meters
+
     def accept_audio(self, data: bytes, socket: AudioSocket) -> None:
         """One binary frame from the session's socket; problems go to `socket.send_error`."""
 

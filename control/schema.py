@@ -52,6 +52,8 @@ ERROR_CODES: dict[str, str] = {
     "livekit.unavailable": "the agent could not join the session's LiveKit room (the session was not started; "
     'try again, or use `"transport": "ws"`)',
     "not_allowed": "the control token lacks the claim the request needs",
+    "room.not_allowed": "a multi-user `room` in the single-user namespace (`roomscribe-u-…`), or not in the "
+    "token's `rooms` claim (when it has one)",
     "subscription.not_found": "`unsubscribe` of a subscription this socket does not hold",
     "audio.no_session": "a binary frame before `session.start` (not used)",
     "audio.wrong_transport": "a binary frame in a LiveKit session (not used)",
@@ -68,17 +70,31 @@ ERROR_CODES: dict[str, str] = {
     "auth.expired": "a request other than `auth.refresh` or `ping` after `auth.expired`: send a fresh token first",
     "internal_error": "the server failed while handling the request (a bug, logged on the server); the socket and "
     "session go on",
+    "limit.sessions": "`session.start` while the server holds its most sessions (`ROOMSCRIBE_MAX_SESSIONS`); "
+    "the socket stays open: try again after `retry_after`",
+    "limit.sockets": "a control socket over the server's limit (`ROOMSCRIBE_MAX_SOCKETS`): sent instead of "
+    "`hello`, then close code 1013; try again after `retry_after`",
+    "limit.sockets_per_user": "a control socket over its user's limit (`ROOMSCRIBE_MAX_SOCKETS_PER_USER`): sent "
+    "instead of `hello`, then close code 1013",
+    "limit.subscriptions": "`subscribe` on a socket that holds its most subscriptions "
+    "(`ROOMSCRIBE_MAX_SUBSCRIPTIONS_PER_SOCKET`); `unsubscribe` first",
+    "session.start_timeout": "neither `session.start` nor `subscribe` within `ROOMSCRIBE_START_TIMEOUT_S` of "
+    "connecting: then close code 4008",
 }
 
 
 class ProtocolError(Exception):
     """A client message the server cannot act on; becomes an `error` message."""
 
-    def __init__(self, code: str, message: str, request_id: RequestId | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, request_id: RequestId | None = None, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.request_id = request_id
+        #: Seconds to wait before trying again (over a capacity limit).
+        self.retry_after = retry_after
 
 
 def tag_of(cls: type[Struct]) -> str:
@@ -301,8 +317,9 @@ class SessionEnded(Forwardable, tag="session.ended"):
         Meta(
             description='"stopped" (`session.stop`), "replaced" (the same user started another session), '
             '"resumed_elsewhere" (the session goes on, on the socket that resumed it; only this socket sees it), '
-            '"server_shutdown", and, seen only by subscribers as no socket is attached then, "grace_expired" (no '
-            'resume within the grace period) and "error" (the session could not open its media)'
+            '"server_shutdown", "max_duration" (`ROOMSCRIBE_MAX_SESSION_S`), and, seen only by subscribers as no '
+            'socket is attached then, "grace_expired" (no resume within the grace period) and "error" (the session '
+            'could not open its media)'
         ),
     ]
 
@@ -349,11 +366,15 @@ class Unsubscribed(Reply, tag="unsubscribed"):
 
 
 class Error(Reply, tag="error"):
-    """a request or frame could not be used; the socket and session go on"""
+    """a request or frame could not be used; the socket and session go on (unless the code's meaning says
+    the socket is closed)"""
 
     code: str
     message: str
     suppressed: Annotated[int | None, Meta(description="errors not sent since the last one (rate limit)")] = None
+    retry_after: Annotated[
+        float | None, Meta(description="over a capacity limit: seconds to wait before trying again")
+    ] = None
 
 
 SERVER_MESSAGES: tuple[type[ServerMessage], ...] = (
@@ -405,7 +426,10 @@ class SessionStart(Request, tag="session.start"):
     resume: Resume | None = None
     room: Annotated[
         Annotated[str, Meta(min_length=1, max_length=128)] | None,
-        Meta(description="multi-user: transcribe every publisher of this room (`multi_user` claim)"),
+        Meta(
+            description="multi-user: transcribe every publisher of this room (`multi_user` claim; "
+            "any room outside `roomscribe-u-…`, or, if the token has a `rooms` claim, one it lists)"
+        ),
     ] = None
     protocol: ProtocolVersion = 1
 

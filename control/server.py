@@ -48,7 +48,14 @@ class ControlServer:
         self.settings.check_serving()  # ConfigError: weak secret, dev conveniences off loopback
         if self._own_engine:
             await self.engine.start()
-        transports: dict[str, MediaTransport] = {"ws": WsTransport(self.settings.max_frame_s)}
+        transports: dict[str, MediaTransport] = {
+            "ws": WsTransport(
+                self.settings.max_frame_s,
+                rate=self.settings.ws_audio_rate,
+                burst_s=self.settings.ws_audio_burst_s,
+                max_backlog_s=self.settings.ws_max_backlog_s,
+            )
+        }
         if self.settings.livekit_enabled:
             transports["livekit"] = await self._start_livekit()
         self.manager = SessionManager(
@@ -59,6 +66,7 @@ class ControlServer:
             replay_limit=self.settings.replay_limit,
             finish_timeout_s=self.settings.finish_timeout_s,
             transports=transports,
+            max_session_s=self.settings.max_session_s,
         )
         app = create_app(self.settings, self.manager)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)

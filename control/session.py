@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import secrets
 import time
 from collections import deque
@@ -26,6 +25,7 @@ import msgspec
 from agent.events import InterimTranscript, PipelineEvent
 from control.media import MediaTransport, ReadyMedia, SessionMedia
 from control.protocol import event_message
+from control.rooms import room_name
 from control.schema import (
     AudioFormat,
     Forwardable,
@@ -99,6 +99,8 @@ class Session:
         #: Monitor subscriptions watching this session.
         self.watchers: set[Subscription] = set()
         self.grace_task: asyncio.Task[None] | None = None
+        #: Ends the session at the server's maximum session length (None: no maximum).
+        self.limit_task: asyncio.Task[None] | None = None
         #: How the session's audio arrives (its transport's part of the session).
         self.media: SessionMedia = media_transport.session_media(self)
 
@@ -207,16 +209,6 @@ class Session:
         return False
 
 
-def room_name(strategy: str, prefix: str, user: str, now: float | None = None) -> str:
-    """The LiveKit room for a user's session: `prefix + user` or `prefix + user + '-' + ms`."""
-    safe_user = re.sub(r"[^A-Za-z0-9_.-]", "_", user)[:64]
-    if strategy == "user":
-        return f"{prefix}{safe_user}"
-    if strategy == "user_timestamp":
-        return f"{prefix}{safe_user}-{int((now if now is not None else time.time()) * 1000)}"
-    raise ValueError(f"unknown room strategy {strategy!r}")
-
-
 def _numbered(data: dict[str, Any]) -> Numbered:
     """A numbered event given as a dict, checked against the schema (undeclared fields included)."""
     try:
@@ -241,14 +233,17 @@ class SessionManager:
         replay_limit: int = 2000,
         transports: Mapping[str, MediaTransport] | None = None,
         finish_timeout_s: float = 60.0,
+        max_session_s: float = 0.0,
     ) -> None:
-        """`transports` by name (the schema's `Transport`); without it, only ws with its defaults."""
+        """`transports` by name (the schema's `Transport`); without it, only ws with its defaults.
+        A session is stopped (`max_duration`) after `max_session_s` (0: never)."""
         self._pipeline_factory = pipeline_factory
         self.grace_period_s = grace_period_s
         self.finish_timeout_s = finish_timeout_s
         self.room_strategy = room_strategy
         self.room_prefix = room_prefix
         self.replay_limit = replay_limit
+        self.max_session_s = max_session_s
         self.transports: dict[str, MediaTransport] = dict(transports) if transports is not None else {"ws": WsTransport()}
         self.sessions: dict[str, Session] = {}
         self._by_user: dict[str, Session] = {}
@@ -288,6 +283,8 @@ class SessionManager:
         self._by_user[user] = session
         session.watchers.update(s for s in self._subscriptions.values() if s.user == user)
         session.attach(outbox)
+        if self.max_session_s > 0:
+            session.limit_task = asyncio.get_running_loop().create_task(self._limit(session))
         return session
 
     async def open_media(self, session: Session) -> ReadyMedia:
@@ -330,6 +327,12 @@ class SessionManager:
         log.info("session %s: grace period over", session.id)
         await self.end(session, "grace_expired", notify=False)
 
+    async def _limit(self, session: Session) -> None:
+        await asyncio.sleep(self.max_session_s)
+        session.limit_task = None
+        log.info("session %s: maximum session length (%.0f s) reached", session.id, self.max_session_s)
+        await self.stop(session, "max_duration")
+
     async def stop(self, session: Session, reason: str = "stopped") -> None:
         """End the session (its open utterances are finalised first, as for every reason)."""
         await self.end(session, reason)
@@ -343,9 +346,10 @@ class SessionManager:
         await asyncio.shield(session.ending)
 
     async def _end(self, session: Session, reason: str, notify: bool) -> None:
-        if session.grace_task is not None:
-            session.grace_task.cancel()
-            session.grace_task = None
+        for timer in (session.grace_task, session.limit_task):
+            if timer is not None:
+                timer.cancel()
+        session.grace_task = session.limit_task = None
         try:
             if not await session.finish_all(self.finish_timeout_s):
                 log.warning(
@@ -396,6 +400,10 @@ class SessionManager:
         for session in self.sessions.values():
             session.watchers.discard(subscription)
         return True
+
+    def subscriptions_of(self, outbox: Outbox) -> list[Subscription]:
+        """The subscriptions a socket holds."""
+        return [s for s in self._subscriptions.values() if s.outbox is outbox]
 
     def drop_subscriptions(self, outbox: Outbox) -> None:
         """Forget every subscription of a socket that went away."""

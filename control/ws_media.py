@@ -2,13 +2,21 @@
 
 Each session counts the audio bytes it has read, so a resuming client resends only the rest
 (`session.ready.audio_bytes_received`). There is nothing to join, publish or refresh.
+
+Each session's audio is metered (`control.audio_meter`): past its burst allowance, a frame that
+comes faster than `rate`× real time waits before it is taken, and so does every frame while the
+session's finals queued for the model hold more than `max_backlog_s` of audio. The socket is not
+read meanwhile (backpressure); nothing the session has taken is ever dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import TYPE_CHECKING
 
 from agent.events import PipelineEvent
+from control.audio_meter import AudioMeter
 from control.media import AudioSocket, ReadyMedia, SessionMedia
 from control.schema import AudioFormat, ProtocolError, ReadyAudio
 from control.ws_audio import WsAudioInput
@@ -18,29 +26,46 @@ if TYPE_CHECKING:
     from control.session import Session
 
 
+#: How often a session held back by its finals backlog checks it again (seconds).
+BACKLOG_POLL_S = 0.05
+
+
 class WsTransport:
-    """MediaTransport for raw PCM on the control socket."""
+    """MediaTransport for raw PCM on the control socket.
+
+    `rate` (× real time, 0: unmetered) and `burst_s` meter each session's audio; `max_backlog_s`
+    (0: off) holds a session's audio while its queued finals hold more audio than that.
+    """
 
     takes_audio_format = True
     multi_user = False
 
-    def __init__(self, max_frame_s: float = 1.0) -> None:
+    def __init__(self, max_frame_s: float = 1.0, *, rate: float = 0.0, burst_s: float = 0.0, max_backlog_s: float = 0.0) -> None:
         self.max_frame_s = max_frame_s
+        self.rate = rate
+        self.burst_s = burst_s
+        self.max_backlog_s = max_backlog_s
 
     def session_media(self, session: Session) -> WsSessionMedia:
-        return WsSessionMedia(session, self.max_frame_s)
+        meter = AudioMeter(self.rate, self.burst_s, time.monotonic())
+        return WsSessionMedia(session, self.max_frame_s, meter, self.max_backlog_s)
 
 
 class WsSessionMedia(SessionMedia):
-    """A ws session's audio: frames checked and fed to the session's pipeline, bytes counted."""
+    """A ws session's audio: frames metered, checked and fed to the session's pipeline, bytes counted."""
 
-    def __init__(self, session: Session, max_frame_s: float) -> None:
+    def __init__(self, session: Session, max_frame_s: float, meter: AudioMeter | None = None, max_backlog_s: float = 0.0) -> None:
         self.session = session
         self.format = session.options.audio or AudioFormat()
         self.max_frame_s = max_frame_s
         #: Audio bytes read so far (what a resuming client need not send again).
         self.bytes_received = 0
         self._input = WsAudioInput(self.format, max_frame_s)
+        #: The session's audio meter; it outlives a resume, so a reconnect does not refill it.
+        self.meter = meter or AudioMeter(0.0, 0.0, time.monotonic())
+        self.max_backlog_s = max_backlog_s
+        #: Wall seconds frames waited for the session's finals backlog to shrink, in total.
+        self.backlog_held_s = 0.0
 
     async def open(self) -> ReadyMedia:
         return self._announce()
@@ -68,6 +93,28 @@ class WsSessionMedia(SessionMedia):
 
     async def refresh_credentials(self) -> IssuedToken:
         raise ProtocolError("bad_request", "token.refresh only applies to LiveKit sessions")
+
+    async def pace(self, nbytes: int) -> None:
+        """Wait until a frame of `nbytes` may be taken: the meter's delay, then while the session's
+        queued finals hold more than `max_backlog_s` of audio. A frame too large to be taken at all
+        does not wait (it is refused at once)."""
+        if nbytes > self._input.max_frame_bytes:
+            return
+        delay = self.meter.reserve(nbytes / self.format.bytes_per_second, time.monotonic())
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if self.max_backlog_s <= 0:
+            return
+        started = time.monotonic()
+        # The scheduler is thread-safe, not asyncio: there is no event to wait for, so poll it.
+        while not self.session.ended and self._queued_final_s() > self.max_backlog_s:  # noqa: ASYNC110
+            await asyncio.sleep(BACKLOG_POLL_S)
+        self.backlog_held_s += time.monotonic() - started
+
+    def _queued_final_s(self) -> float:
+        """Seconds of audio in this session's finals waiting for the model."""
+        pipeline = self.session.pipeline()
+        return pipeline.engine.scheduler.owner_backlog(pipeline.owner).audio_s
 
     def accept_audio(self, data: bytes, socket: AudioSocket) -> None:
         """Count the frame, echo it if asked, and feed its whole samples to the pipeline."""

@@ -104,7 +104,11 @@ def _cmd_token(args: argparse.Namespace) -> int:
     except WeakSecretError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(mint_control_token(secret, args.user, ttl_s=args.ttl, permissions=tuple(args.permission or ())))
+    permissions = tuple(args.permission or ())
+    rooms: list[str] | None = args.room
+    if rooms is not None and "multi_user" not in permissions:
+        permissions += ("multi_user",)  # --room is a multi-user right narrowed to those rooms
+    print(mint_control_token(secret, args.user, ttl_s=args.ttl, permissions=permissions, rooms=rooms))
     return 0
 
 
@@ -183,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--user", required=True, help="user id (the token's 'sub')")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.add_argument("--permission", action="append", choices=["multi_user", "monitor"], help="extra right (repeatable)")
+    token.add_argument(
+        "--room",
+        action="append",
+        help="a room the token may transcribe whole (repeatable; implies multi_user and allows only the rooms named)",
+    )
 
     sub.add_parser("secret", help="print a fresh random ROOMSCRIBE_CONTROL_SECRET (32 bytes, URL-safe)")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from roomscribe.common.audio import CLIENT_AUDIO_BUFFER_S
 from roomscribe.common.backoff import Backoff
 
 
@@ -45,7 +46,7 @@ class ClientOptions:
     #: after the resume, so at worst this much audio is repeated, and none is lost.
     max_unconfirmed_ms: int = 400
     #: Most audio kept for resending (unsent plus unconfirmed); past it the oldest is dropped.
-    audio_buffer_s: float = 10.0
+    audio_buffer_s: float = CLIENT_AUDIO_BUFFER_S
     #: Audio is split into frames of this length before buffering and sending.
     frame_ms: int = 20
     connect_timeout_s: float = 5.0

@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-single-pc", action="store_true", help="404 on /rtc/v1 (clients fall back)")
     p.add_argument("--no-dual-pc", action="store_true", help="404 on /rtc")
     p.add_argument("--no-low-latency-audio", action="store_true",
-                   help="keep aiortc's own 4-frame audio jitter buffer")
+                   help="decode published audio and re-encode it for each subscriber (aiortc's own "
+                        "jitter buffer) instead of forwarding the Opus packets unchanged")
     p.add_argument("--log-level", default="INFO")
     return p
 

@@ -1,8 +1,12 @@
-"""Media fan-out: one publisher's decoded track relayed to many subscriber tracks.
+"""Media fan-out: one publisher's track relayed to many subscriber tracks.
 
-aiortc cannot forward RTP, so each published track is decoded once and every subscriber's
-sender re-encodes it. The publisher's track is always drained, subscribers get bounded queues
-(a slow subscriber loses old frames instead of adding latency).
+Audio is forwarded as the publisher's own Opus packets, as a LiveKit server (an SFU) does:
+`OpusPassThrough` takes each packet from aiortc's receiver as it arrives and the subscribers'
+senders packetise it unchanged. Nothing is decoded and coded a second time (which cost a
+recogniser quiet consonants, CPU, and the timing regularity of a decoder thread and an encoder
+thread pool). Video (and audio with the pass-through off) is decoded once and re-encoded by
+every subscriber's sender. The publisher's track is always drained, subscribers get bounded
+queues (a slow subscriber loses old frames instead of adding latency).
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
+from fractions import Fraction
 
 import aiortc.rtp
+import av
 import numpy as np
-from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.utils import uint16_add
 
@@ -56,13 +62,17 @@ class RelayedTrack(MediaStreamTrack):
 class TrackRelay:
     """Reads a publisher's remote track forever and copies each frame to its subscribers."""
 
-    def __init__(self, source: MediaStreamTrack, track_sid: str = "") -> None:
+    def __init__(self, source: MediaStreamTrack, track_sid: str = "", packets: OpusPassThrough | None = None) -> None:
+        """With `packets`, the publisher's Opus packets are what is relayed (the source track then
+        yields nothing; it is still read, to learn when it ends)."""
         self.source = source
         self.track_sid = track_sid
         self.kind = source.kind
         self.outputs: dict[str, RelayedTrack] = {}
         self.frames = 0
         self.last_frame_at = 0.0
+        if packets is not None:
+            packets.sink = self._fan_out
         self._task = asyncio.ensure_future(self._pump())
 
     def add_output(self, key: str) -> RelayedTrack:
@@ -80,11 +90,7 @@ class TrackRelay:
     async def _pump(self) -> None:
         try:
             while True:
-                frame = await self.source.recv()
-                self.frames += 1
-                self.last_frame_at = time.monotonic()
-                for out in list(self.outputs.values()):
-                    out.push(frame)
+                self._fan_out(await self.source.recv())
         except MediaStreamError:
             pass
         except asyncio.CancelledError:
@@ -95,6 +101,12 @@ class TrackRelay:
             for key in list(self.outputs):
                 self.remove_output(key)
 
+    def _fan_out(self, frame: object) -> None:
+        self.frames += 1
+        self.last_frame_at = time.monotonic()
+        for out in list(self.outputs.values()):
+            out.push(frame)
+
     def stop(self) -> None:
         """Stop reading the publisher and end every subscriber track."""
         self._task.cancel()
@@ -102,33 +114,49 @@ class TrackRelay:
             self.remove_output(key)
 
 
-class ImmediateAudioBuffer:
-    """Replaces aiortc's audio jitter buffer (which holds 4 frames, ~80 ms) for Opus.
+#: Opus RTP timestamps count 48 kHz samples whatever the audio's own rate (RFC 7587).
+OPUS_TIME_BASE = Fraction(1, 48000)
 
-    Each Opus RTP packet is a whole frame, so it is handed to the decoder at once; late or
-    duplicate packets are dropped (the decoder conceals the gap). Same ``add()`` contract.
-    """
+
+class OpusPassThrough:
+    """Replaces aiortc's audio jitter buffer for Opus: each packet goes to `sink` the moment it
+    arrives, as an `av.Packet` that aiortc's senders packetise without re-encoding (its `pts` is
+    the RTP timestamp, unwrapped). Late or duplicate packets are dropped (the subscriber's own
+    jitter buffer conceals the gap). Nothing reaches aiortc's decoder. Same `add()` contract."""
 
     def __init__(self) -> None:
-        self._last: int | None = None
+        self.sink: Callable[[av.Packet], None] | None = None  # packets before a sink is set are dropped
+        self._last_seq: int | None = None
+        self._last_ts: int | None = None
+        self._pts = 0
 
-    def add(self, packet) -> tuple[bool, JitterFrame | None]:
+    def add(self, packet: aiortc.rtp.RtpPacket) -> tuple[bool, None]:
         seq = packet.sequence_number
-        if self._last is not None:
-            ahead = uint16_add(seq, -self._last)
+        if self._last_seq is not None:
+            ahead = uint16_add(seq, -self._last_seq)
             if ahead == 0 or ahead >= 0x8000:  # duplicate or older than what we already sent
                 return False, None
-        self._last = seq
-        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+        self._last_seq = seq
+        if self._last_ts is not None:
+            step = (packet.timestamp - self._last_ts) & 0xFFFFFFFF
+            self._pts += step if step < 0x80000000 else step - 0x100000000
+        self._last_ts = packet.timestamp
+        if self.sink is not None and packet.payload:  # an empty payload is padding
+            out = av.Packet(packet.payload)
+            out.pts = self._pts
+            out.time_base = OPUS_TIME_BASE
+            self.sink(out)
+        return False, None
 
 
-def use_immediate_audio_buffer(receiver) -> bool:
-    """Install :class:`ImmediateAudioBuffer` on an aiortc audio receiver (private attribute)."""
+def use_opus_pass_through(receiver: object) -> OpusPassThrough | None:
+    """Install `OpusPassThrough` on an aiortc audio receiver (a private attribute); None for video."""
     attr = "_RTCRtpReceiver__jitter_buffer"
     if getattr(receiver, "_RTCRtpReceiver__kind", None) != "audio" or not hasattr(receiver, attr):
-        return False
-    setattr(receiver, attr, ImmediateAudioBuffer())
-    return True
+        return None
+    pass_through = OpusPassThrough()
+    setattr(receiver, attr, pass_through)
+    return pass_through
 
 
 _MAX = 32767.0

@@ -12,7 +12,7 @@ from livekit.protocol import models as m
 from livekit.protocol import rtc as r
 
 from .codec import decode_request, encode_response, parse_candidate_init
-from .relay import TrackRelay
+from .relay import OpusPassThrough, TrackRelay
 from .room import Participant, Publication, Room
 from .transport import MediaSession
 
@@ -185,11 +185,11 @@ class Session:
                 last_ping_timestamp=req.ping_req.timestamp, timestamp=int(time.time() * 1000))))
 
     # -- media callbacks -----------------------------------------------------------------
-    def _on_track(self, track: MediaStreamTrack, track_id: str, mid: str) -> None:
+    def _on_track(self, track: MediaStreamTrack, track_id: str, mid: str, packets: OpusPassThrough | None) -> None:
         part = self.participant
         assert part is not None
         pub = self.room.find_pending(part, track_id)
-        relay = TrackRelay(track, pub.sid if pub else "")
+        relay = TrackRelay(track, pub.sid if pub else "", packets)
         self._relays[track_id] = relay
         if pub is None:
             log.warning("%s sent media for unknown track %s", part.identity, track_id)

@@ -21,7 +21,7 @@ from aiortc.sdp import candidate_from_sdp
 from livekit.protocol import rtc as r
 
 from . import netpolicy
-from .relay import TrackRelay, use_immediate_audio_buffer
+from .relay import OpusPassThrough, TrackRelay, use_opus_pass_through
 
 log = logging.getLogger("roomscribe.devserver.transport")
 
@@ -88,7 +88,7 @@ class MediaSession:
 
     def __init__(self, *, single_pc: bool, send: Callable[[r.SignalResponse], None],
                  participant_sid: str, ice_addresses: tuple[str, ...],
-                 on_track: Callable[[MediaStreamTrack, str, str], None],
+                 on_track: Callable[[MediaStreamTrack, str, str, OpusPassThrough | None], None],
                  on_unpublished: Callable[[str], None],
                  on_data: Callable[[bytes, bool], None],
                  on_connected: Callable[[], None], low_latency: bool = True) -> None:
@@ -142,11 +142,12 @@ class MediaSession:
                 transceiver = next((t for t in pc.getTransceivers() if t.receiver.track is track), None)
                 mid = transceiver.mid if transceiver is not None else None
                 track_id = self._msid_by_mid.get(mid or "", track.id)
+                packets: OpusPassThrough | None = None
                 if transceiver is not None:
                     self._published[track_id] = transceiver
                     if self._low_latency:
-                        use_immediate_audio_buffer(transceiver.receiver)
-                self._on_track(track, track_id, mid or "")
+                        packets = use_opus_pass_through(transceiver.receiver)
+                self._on_track(track, track_id, mid or "", packets)
 
             @pc.on("datachannel")
             def _channel(channel) -> None:

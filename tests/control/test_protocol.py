@@ -10,7 +10,6 @@ import pytest
 from agent.events import FinalTranscript, InterimTranscript, PipelineNotice, SpeechEnded, SpeechStarted, Word
 from control.protocol import AudioFormat, ProtocolError, event_message
 from control.schema import ServerMessage, SessionStart, decode_request, encode
-from control.session import room_name
 from control.ws_audio import WsAudioInput
 
 
@@ -130,9 +129,3 @@ def test_event_messages() -> None:
     assert status == {"type": "status", "seq": 5, "code": "asr_backlog", "message": "behind", "pending_finals": 3}
     with pytest.raises(TypeError):  # a detail the schema does not declare never reaches the wire
         event_message(PipelineNotice("x", "y", {"undeclared": 1}), 6)
-
-
-def test_room_names() -> None:
-    assert room_name("user", "rs-", "alice") == "rs-alice"
-    assert room_name("user", "rs-", "a b/c") == "rs-a_b_c"
-    assert room_name("user_timestamp", "rs-", "alice", now=12.5) == "rs-alice-12500"

@@ -217,19 +217,27 @@ async def test_relayed_track_drops_oldest_when_full() -> None:
     assert await track.recv() == 15
 
 
-def test_immediate_audio_buffer_orders_and_drops_late() -> None:
+def test_opus_pass_through_forwards_packets_in_order_and_drops_late() -> None:
     from aiortc.rtp import RtpPacket
 
-    from roomscribe.devserver.relay import ImmediateAudioBuffer
+    from roomscribe.devserver.relay import OPUS_TIME_BASE, OpusPassThrough
 
-    buf = ImmediateAudioBuffer()
-    out = []
+    buf = OpusPassThrough()
+    out: list = []
+    buf.sink = out.append
+    start = 0xFFFFFFFF - 960  # the RTP timestamp wraps after the second packet
     for seq in (65534, 65535, 0, 65535, 2, 1, 3):
-        p = RtpPacket(sequence_number=seq, timestamp=seq * 960)
-        p._data = bytes([seq % 256])  # type: ignore[attr-defined]  # the payload attribute aiortc sets when parsing
-        _, frame = buf.add(p)
-        out.append(None if frame is None else frame.timestamp // 960)
-    assert out == [65534, 65535, 0, None, 2, None, 3]
+        p = RtpPacket(sequence_number=seq, timestamp=(start + uint16_steps(seq) * 960) & 0xFFFFFFFF)
+        p.payload = bytes([seq % 256, 0xAB])
+        assert buf.add(p) == (False, None)  # nothing for aiortc's decoder
+    assert [bytes(packet)[0] for packet in out] == [254, 255, 0, 2, 3]
+    assert [packet.pts for packet in out] == [0, 960, 1920, 3840, 4800]  # unwrapped across the wrap
+    assert all(packet.time_base == OPUS_TIME_BASE for packet in out)
+
+
+def uint16_steps(seq: int) -> int:
+    """Packets since sequence number 65534."""
+    return (seq - 65534) & 0xFFFF
 
 
 async def test_mute_is_announced() -> None:

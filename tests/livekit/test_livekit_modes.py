@@ -88,13 +88,14 @@ async def test_multi_user_mode_transcribes_every_publisher_tagged(lk_control) ->
     await refused.send(type="session.start", id=1, room="team")
     assert (await refused.wait_type("error", id=1))["code"] == "not_allowed"
 
+    # A plain multi_user token (no `rooms` claim, as deployed) names any room of the app, as ever.
     client = await lk_control.connect(token=lk_control.token("lead", permissions=("multi_user",)))
     await client.send(type="session.start", room="team")
     ready = await client.wait_type("session.ready")
     assert ready["room"] == "team"
     url = ready["livekit"]["url"]
     tokens = {
-        who: mint_client_token(settings.livekit_api_key, settings.livekit_api_secret, identity=who, room="team").token
+        who: mint_client_token(settings.livekit_api_key, settings.livekit_api_secret, identity=who, room=ready["room"]).token
         for who in ("p1", "p2")
     }
     await asyncio.gather(

@@ -67,7 +67,7 @@ async def test_after_grace_period_the_agent_leaves_and_the_room_is_gone(engine) 
             url = server.livekit_url.replace("ws://", "http://")
             async with api.LiveKitAPI(url, settings.livekit_api_key, settings.livekit_api_secret) as lk:
                 listing = await lk.room.list_participants(api.ListParticipantsRequest(room=ready["room"]))
-                assert "roomscribe-agent" in [p.identity for p in listing.participants]
+                assert "roomscribe-agent-" + ready["session_id"] in [p.identity for p in listing.participants]
                 await client.close()
                 await asyncio.sleep(settings.grace_period_s + 2.0)
                 rooms = (await lk.room.list_rooms(api.ListRoomsRequest())).rooms
