@@ -2,9 +2,9 @@
 
 A session outlives its control socket for `grace_period_s`; a new socket that resumes it first
 receives every replayable event (everything but interims and tokens) with `seq > last_seq`.
-However a session ends (stopped, replaced, grace period over, error, shutdown), its open
-utterances are finalised first, within `finish_timeout_s`, so their finals reach the socket,
-the replay log and the watchers before `session.ended`.
+However a session ends (stopped, replaced, grace period over, maximum length, error, shutdown),
+its open utterances are finalised first, within `finish_timeout_s`, so their finals reach the
+socket, the replay log and the watchers before `session.ended`.
 No sockets here: a session talks to whatever `Outbox` is attached.
 """
 
