@@ -101,7 +101,7 @@ class RoomAgent:
         await room.connect(self.url, self._mint_token(), rtc.RoomOptions(auto_subscribe=False))
         self.room = room
         self.connected.set()
-        log.info("agent joined room %s", self.room_name)
+        log.info("agent joined room %r", self.room_name)
         for participant in room.remote_participants.values():
             for publication in participant.track_publications.values():
                 self._consider(publication, participant)
@@ -115,7 +115,7 @@ class RoomAgent:
             try:
                 await room.disconnect()
             except Exception:  # the connection may already be gone
-                log.debug("agent disconnect from %s failed", self.room_name, exc_info=True)
+                log.debug("agent disconnect from %r failed", self.room_name, exc_info=True)
 
     # -- subscriptions ------------------------------------------------------------------------------
     def _wanted(self, publication: rtc.TrackPublication, participant: rtc.RemoteParticipant) -> bool:
@@ -150,7 +150,7 @@ class RoomAgent:
             return
         if publication.sid in self._readers:
             return
-        log.info("agent in %s receives %s's microphone", self.room_name, participant.identity)
+        log.info("agent in %r receives %r's microphone", self.room_name, participant.identity)
         self.track_sids[participant.identity] = publication.sid
         self._readers[publication.sid] = asyncio.get_running_loop().create_task(
             self._read(track, participant.identity)
@@ -193,7 +193,7 @@ class RoomAgent:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("agent in %s: reading %s's audio failed", self.room_name, identity)
+            log.exception("agent in %r: reading %r's audio failed", self.room_name, identity)
         finally:
             if settle is not None:
                 settle.cancel()
@@ -207,7 +207,7 @@ class RoomAgent:
         try:
             return JitterBufferStats.from_rtc(await track.get_stats())
         except Exception as exc:  # statistics are a refinement: never let them stop the audio
-            log.debug("agent in %s: no stats for %s (%s)", self.room_name, identity, type(exc).__name__)
+            log.debug("agent in %r: no stats for %r (%s)", self.room_name, identity, type(exc).__name__)
             return None
 
     async def _report_when_settled(self, track: rtc.Track, identity: str) -> None:
@@ -224,7 +224,7 @@ class RoomAgent:
             if verdict is None:
                 await asyncio.sleep(SETTLE_POLL_S)
         log.info(
-            "agent in %s hears %s: jitter buffer %s after %.2f s (%.0f ms stretched, buffer %.0f ms, target %.0f ms)",
+            "agent in %r hears %r: jitter buffer %s after %.2f s (%.0f ms stretched, buffer %.0f ms, target %.0f ms)",
             self.room_name, identity, "settled" if verdict.steady else "NOT settled", verdict.after_s,
             verdict.stretched_ms, verdict.buffer_ms, verdict.target_ms,
         )
@@ -239,7 +239,7 @@ class RoomAgent:
         finally:
             if latest.stretched != settled.stretched or latest.concealed != settled.concealed:
                 log.info(
-                    "agent in %s: %s's audio after listening: %.0f ms time-stretched, %.0f ms concealed (late or lost packets)",
+                    "agent in %r: %r's audio after listening: %.0f ms time-stretched, %.0f ms concealed (late or lost packets)",
                     self.room_name, identity, 1000.0 * (latest.stretched - settled.stretched) / NETEQ_RATE,
                     1000.0 * (latest.concealed - settled.concealed) / NETEQ_RATE,
                 )
@@ -255,7 +255,7 @@ class RoomAgent:
             await writer.write(text)
             await writer.aclose()
         except Exception as exc:
-            log.warning("agent in %s could not publish text on %s: %s", self.room_name, topic, type(exc).__name__)
+            log.warning("agent in %r could not publish text on %s: %s", self.room_name, topic, type(exc).__name__)
 
     # -- connection health -------------------------------------------------------------------------
     def _status_degraded(self, message: str) -> None:
@@ -287,7 +287,7 @@ class RoomAgent:
             try:
                 await self._join()
             except Exception as exc:
-                log.info("agent rejoin of %s failed (%s); retrying", self.room_name, type(exc).__name__)
+                log.info("agent rejoin of %r failed (%s); retrying", self.room_name, type(exc).__name__)
                 await self._leave()
                 continue
             self._status_recovered()

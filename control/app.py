@@ -46,9 +46,9 @@ def auth_error_response(error: AuthError) -> web.Response:
 async def control_socket(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS_KEY]
     try:
-        claims = verify_control_token(settings.control_secret, _token_from(request))
+        claims = verify_control_token(settings.control_secret, _token_from(request), leeway_s=settings.control_token_leeway_s)
     except AuthError as error:
-        log.info("control socket refused from %s: %s", request.remote, error.code)
+        log.info("control socket refused from %r: %s", request.remote, error.code)
         return auth_error_response(error)
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_WS_MESSAGE_BYTES)
     if not ws.can_prepare(request).ok:
@@ -59,14 +59,14 @@ async def control_socket(request: web.Request) -> web.StreamResponse:
     count = request.app[SOCKET_COUNT_KEY]
     refusal = count.admit(claims.user)
     if refusal is not None:
-        log.info("control socket of user %s refused: %s", claims.user, refusal.code)
+        log.info("control socket of user %r refused: %s", claims.user, refusal.code)
         await _refuse(ws, refusal)
         return ws
     try:
         request.app[SOCKETS_KEY].add(ws)
-        log.info("control socket opened for user %s", claims.user)
+        log.info("control socket opened for user %r", claims.user)
         await ControlConnection(ws, claims, request.app[MANAGER_KEY], settings, count.limits).run()
-        log.info("control socket closed for user %s", claims.user)
+        log.info("control socket closed for user %r", claims.user)
     finally:
         count.release(claims.user)
     return ws

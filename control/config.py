@@ -90,6 +90,14 @@ class Settings:
     room_strategy: str = "user"  # "user" | "user_timestamp"
     room_prefix: str = "roomscribe-"
     grace_period_s: float = 30.0
+    # A session that ends (any reason) first finalises its open utterances, for at most this long.
+    finish_timeout_s: float = 60.0
+    # Control tokens: accepted up to this long past `exp` (clock skew); a live socket is told
+    # `auth.expiring` this long before `exp` (at most half the token's remaining life), and is
+    # closed (4001) this long after `auth.expired` unless it sent a fresh token (`auth.refresh`).
+    control_token_leeway_s: float = 5.0
+    auth_expiring_s: float = 60.0
+    auth_expired_grace_s: float = 10.0
     publish_gating: str = "always"  # "always" | "vad"
     publish_hangover_s: float = 0.6  # after the client's `vad speaking:false`, before publish.stop
     publish_inactivity_s: float = 10.0  # no speech while publishing → publish.stop {reason: inactivity}
@@ -151,6 +159,10 @@ class Settings:
             room_strategy=_choice(env, "ROOMSCRIBE_ROOM_STRATEGY", d.room_strategy, ("user", "user_timestamp")),
             room_prefix=_get(env, "ROOMSCRIBE_ROOM_PREFIX", d.room_prefix),
             grace_period_s=_float(env, "ROOMSCRIBE_GRACE_PERIOD_S", d.grace_period_s),
+            finish_timeout_s=_float(env, "ROOMSCRIBE_FINISH_TIMEOUT_S", d.finish_timeout_s),
+            control_token_leeway_s=_float(env, "ROOMSCRIBE_CONTROL_TOKEN_LEEWAY_S", d.control_token_leeway_s),
+            auth_expiring_s=_float(env, "ROOMSCRIBE_AUTH_EXPIRING_S", d.auth_expiring_s),
+            auth_expired_grace_s=_float(env, "ROOMSCRIBE_AUTH_EXPIRED_GRACE_S", d.auth_expired_grace_s),
             publish_gating=_choice(env, "ROOMSCRIBE_PUBLISH_GATING", d.publish_gating, ("always", "vad")),
             publish_hangover_s=_float(env, "ROOMSCRIBE_PUBLISH_HANGOVER_S", d.publish_hangover_s),
             publish_inactivity_s=_float(env, "ROOMSCRIBE_PUBLISH_INACTIVITY_S", d.publish_inactivity_s),
@@ -204,6 +216,14 @@ class Settings:
         ):
             if value < 0:
                 raise ConfigError(f"{name} must not be negative (0 turns it off)")
+        for name, value in (
+            ("ROOMSCRIBE_FINISH_TIMEOUT_S", self.finish_timeout_s),
+            ("ROOMSCRIBE_CONTROL_TOKEN_LEEWAY_S", self.control_token_leeway_s),
+            ("ROOMSCRIBE_AUTH_EXPIRING_S", self.auth_expiring_s),
+            ("ROOMSCRIBE_AUTH_EXPIRED_GRACE_S", self.auth_expired_grace_s),
+        ):
+            if value < 0:
+                raise ConfigError(f"{name} must not be negative")
         if 0 < self.ws_audio_rate < 1:
             raise ConfigError("ROOMSCRIBE_WS_AUDIO_RATE must be at least 1 (real time), or 0 to turn metering off")
 

@@ -2,7 +2,9 @@
 
 A slow reader never slows a session: interims and echoed audio are dropped (and counted) when the
 queue is full; if a non-droppable event does not fit, the socket is closed and the session waits
-for a resume, which replays every final it missed.
+for a resume, which replays every final it missed. Every malformed request gets a coded `error` and
+the socket goes on. The control token is watched while the socket lives (control/auth_expiry.py):
+`auth.expiring`, `auth.refresh` with a fresh token, or `auth.expired` and a close (4001).
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ from collections import deque
 from aiohttp import WSMsgType, web
 
 from control.admission import CLOSE_START_TIMEOUT, Limits
+from control.auth_expiry import CLOSE_TOKEN_EXPIRED, TokenExpiry
 from control.config import Settings
 from control.rooms import check_multi_user_room
 from control.schema import (
     PROTOCOL_VERSION,
+    AuthExpired,
+    AuthExpiring,
+    AuthRefresh,
+    AuthRefreshed,
     Error,
     Hello,
     Ping,
@@ -42,7 +49,7 @@ from control.schema import (
 )
 from control.session import Session, SessionManager, SessionOptions
 from control.subscriptions import Subscription
-from tokens import ControlClaims
+from tokens import AuthError, ControlClaims, verify_control_token
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +85,16 @@ class ControlConnection:
         self.dropped = 0
         self._error_window = (0.0, 0)
         self._errors_suppressed = 0
+        self._expiry = TokenExpiry(
+            warn_s=settings.auth_expiring_s, leeway_s=settings.control_token_leeway_s, grace_s=settings.auth_expired_grace_s
+        )
+        self._token_accepted_at = time.time()
+        self._token_expired = False
+        self._warned_exp: int | None = None
+        self._token_watch: asyncio.Task[None] | None = None
+        #: Set while no request is being handled (requests are read one at a time).
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # -- Outbox ------------------------------------------------------------------------------------
     def send_message(self, message: ServerMessage, *, droppable: bool = False, force: bool = False) -> None:
@@ -94,7 +111,7 @@ class ControlConnection:
             if droppable:
                 self.dropped += 1
                 return
-            log.warning("control socket of user %s reads too slowly; closing it (session kept for resume)", self.claims.user)
+            log.warning("control socket of user %r reads too slowly; closing it (session kept for resume)", self.claims.user)
             self._closing = True
             asyncio.get_running_loop().create_task(
                 self.ws.close(code=CLOSE_SLOW_CONSUMER, message=b"client reads too slowly; resume the session")
@@ -154,6 +171,7 @@ class ControlConnection:
                 default_transport=self._transport(self.settings.audio_transport),
             )
         )
+        self._watch_token()
         try:
             async for msg in self.ws:
                 if msg.type == WSMsgType.TEXT:
@@ -161,12 +179,14 @@ class ControlConnection:
                 elif msg.type == WSMsgType.BINARY:
                     await self._on_audio(msg.data)
                 elif msg.type == WSMsgType.ERROR:
-                    log.info("control socket of user %s failed: %s", self.claims.user, self.ws.exception())
+                    log.info("control socket of user %r failed: %r", self.claims.user, self.ws.exception())
                     break
         finally:
             if deadline is not None:
                 deadline.cancel()
             self._closing = True
+            if self._token_watch is not None:
+                self._token_watch.cancel()
             self.manager.drop_subscriptions(self)
             if self.session is not None:
                 self.manager.detach(self.session, self)
@@ -185,7 +205,7 @@ class ControlConnection:
         if not self._start_overdue or self._started or self._starting or self._closing:
             return
         error = self.limits.start_timeout_error()
-        log.info("control socket of user %s closed: %s", self.claims.user, error.code)
+        log.info("control socket of user %r closed: %s", self.claims.user, error.code)
         self.send_message(Error(code=error.code, message=error.message), force=True)
         self._closing = True
         self._close_task = asyncio.get_running_loop().create_task(self._close_after_drain(CLOSE_START_TIMEOUT, error.code))
@@ -206,12 +226,20 @@ class ControlConnection:
         except ProtocolError as error:
             self.send_error(error)
             return
+        self._idle.clear()
         try:
+            if self._token_expired and not isinstance(request, (AuthRefresh, Ping)):
+                raise ProtocolError("auth.expired", "the control token has expired: send auth.refresh with a fresh one")
             await self._dispatch(request)
         except ProtocolError as error:
             if error.request_id is None:  # raised by the session manager or the media: it answers this request
                 error.request_id = request.id
             self.send_error(error)
+        except Exception:  # a bug must not cost the client its socket (or the session)
+            log.exception("control socket of user %r: handling %s failed", self.claims.user, request.type)
+            self.send_error(ProtocolError("internal_error", f"the server failed to handle {request.type}", request.id))
+        finally:
+            self._idle.set()
 
     async def _dispatch(self, request: Request) -> None:
         match request:
@@ -229,6 +257,8 @@ class ControlConnection:
                 await self._on_subscribe(request)
             case Unsubscribe():
                 self._on_unsubscribe(request)
+            case AuthRefresh():
+                self._on_auth_refresh(request)
             case _:  # pragma: no cover - every request type the schema decodes is handled above
                 raise TypeError(f"no handler for {request.type}")
 
@@ -271,9 +301,17 @@ class ControlConnection:
         return allowed
 
     def _live_session(self, message: Request) -> Session:
+        """The session this socket holds; refused when it has none or the session moved to another socket."""
         if self.session is None or self.session.ended:
             self.session = None
             raise ProtocolError("session.none", "no session on this socket; send session.start first", message.id)
+        if self.session.outbox is not self:
+            raise ProtocolError(
+                "session.moved",
+                f"session {self.session.id} was resumed on another socket and continues there; "
+                f"{message.type} was not used",
+                message.id,
+            )
         return self.session
 
     async def _on_session_start(self, message: SessionStart) -> None:
@@ -285,7 +323,7 @@ class ControlConnection:
             self._close_if_idle()
 
     async def _start_session(self, message: SessionStart) -> None:
-        if self.session is not None and not self.session.ended:
+        if self.session is not None and not self.session.ended and self.session.outbox is self:
             raise ProtocolError(
                 "session.already_started", "this socket already has a session; send session.stop first", message.id
             )
@@ -384,3 +422,58 @@ class ControlConnection:
         if not self.manager.unsubscribe(message.subscription_id, self):
             raise ProtocolError("subscription.not_found", "no subscription with that id on this socket", message.id)
         self.send_message(Unsubscribed(id=message.id, subscription_id=message.subscription_id))
+
+    # -- control token expiry ---------------------------------------------------------------------
+    def _on_auth_refresh(self, message: AuthRefresh) -> None:
+        """Adopt a fresh control token of the same user (checked like the one the socket connected with)."""
+        try:
+            claims = verify_control_token(
+                self.settings.control_secret, message.token, leeway_s=self.settings.control_token_leeway_s
+            )
+        except AuthError as error:
+            raise ProtocolError(
+                "auth.invalid_token", f"{error.message} ({error.code}); the socket keeps its current token", message.id
+            ) from None
+        if claims.user != self.claims.user:
+            raise ProtocolError(
+                "auth.wrong_user", "that control token is another user's; the socket keeps its current token", message.id
+            )
+        self.claims = claims
+        self._token_accepted_at = time.time()
+        self._token_expired = False
+        self._watch_token()
+        self.send_message(AuthRefreshed(id=message.id, expires_at=claims.expires_at))
+
+    def _watch_token(self) -> None:
+        """(Re)start the watch over the current token's expiry."""
+        if self._token_watch is not None:
+            self._token_watch.cancel()
+        self._token_watch = asyncio.get_running_loop().create_task(self._token_watcher())
+
+    async def _token_watcher(self) -> None:
+        """auth.expiring, then auth.expired, then the close (4001), unless auth.refresh restarts it first."""
+        expiry, expires_at = self._expiry, self.claims.expires_at
+        await _sleep_until(expiry.warn_at(expires_at, self._token_accepted_at))
+        if self._warned_exp != expires_at:  # once per token expiry, even if the same token is sent again
+            self._warned_exp = expires_at
+            self.send_message(AuthExpiring(expires_at=expires_at))
+        await _sleep_until(expiry.expired_at(expires_at))
+        self._token_expired = True
+        self.send_message(AuthExpired(expires_at=expires_at, close_in_s=expiry.grace_s))
+        await _sleep_until(expiry.close_at(expires_at))
+        while not self._idle.is_set():
+            # A slow request (session.start/stop) is being handled: an auth.refresh may wait behind it.
+            await self._idle.wait()
+            await asyncio.sleep(expiry.grace_s)
+        if self._closing:
+            return
+        log.info("control socket of user %r: control token expired and was not refreshed; closing it", self.claims.user)
+        self._closing = True
+        await self.ws.close(code=CLOSE_TOKEN_EXPIRED, message=b"control token expired; reconnect with a fresh one")
+
+
+async def _sleep_until(wall_time: float) -> None:
+    """Sleep until the wall clock (Unix seconds) reaches `wall_time`."""
+    delay = wall_time - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay)

@@ -289,9 +289,9 @@ class LiveKitTransport:
                     listing = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
                     others = [p for p in listing.participants if p.identity != unless_occupied_besides]
                     if others:
-                        log.info("room %s kept: %d participant(s) still in it", room, len(others))
+                        log.info("room %r kept: %d participant(s) still in it", room, len(others))
                         return
                 await lk.room.delete_room(api.DeleteRoomRequest(room=room))
-            log.info("room %s deleted", room)
+            log.info("room %r deleted", room)
         except Exception as exc:
-            log.warning("could not delete room %s: %s", room, type(exc).__name__)
+            log.warning("could not delete room %r: %s", room, type(exc).__name__)

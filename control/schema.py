@@ -62,6 +62,14 @@ ERROR_CODES: dict[str, str] = {
     "audio.odd_length": "a frame did not end on a sample boundary: the trailing bytes are kept and joined to "
     "the next frame, so nothing is lost",
     "audio.frame_too_large": "a frame over 1 s was refused whole (the message says how many bytes)",
+    "session.moved": "`session.stop`, `vad` or `token.refresh` on a socket whose session was resumed on another "
+    "socket (the request was not used; send it on the socket that holds the session)",
+    "auth.invalid_token": "`auth.refresh` with a token that does not verify (the message says why: expired, bad "
+    "signature, not a control token); the socket keeps its current token",
+    "auth.wrong_user": "`auth.refresh` with a valid control token of another user; the socket keeps its current token",
+    "auth.expired": "a request other than `auth.refresh` or `ping` after `auth.expired`: send a fresh token first",
+    "internal_error": "the server failed while handling the request (a bug, logged on the server); the socket and "
+    "session go on",
     "limit.sessions": "`session.start` while the server holds its most sessions (`ROOMSCRIBE_MAX_SESSIONS`); "
     "the socket stays open: try again after `retry_after`",
     "limit.sockets": "a control socket over the server's limit (`ROOMSCRIBE_MAX_SOCKETS`): sent instead of "
@@ -301,13 +309,39 @@ class Status(SessionEvent, tag="status", kw_only=True):
 
 
 class SessionEnded(Forwardable, tag="session.ended"):
-    """the session is over for this socket"""
+    """the session is over for this socket; every final of the session came first (see Sessions)"""
 
     session_id: str
     reason: Annotated[
-        str, Meta(description='"stopped", "replaced", "resumed_elsewhere", "server_shutdown", "max_duration" '
-                  '(subscribers also see "grace_expired" and "error")')
+        str,
+        Meta(
+            description='"stopped" (`session.stop`), "replaced" (the same user started another session), '
+            '"resumed_elsewhere" (the session goes on, on the socket that resumed it; only this socket sees it), '
+            '"server_shutdown", "max_duration" (`ROOMSCRIBE_MAX_SESSION_S`), and, seen only by subscribers as no '
+            'socket is attached then, "grace_expired" (no resume within the grace period) and "error" (the session '
+            'could not open its media)'
+        ),
     ]
+
+
+class AuthExpiring(ServerMessage, tag="auth.expiring"):
+    """the socket's control token expires soon: send `auth.refresh` with a fresh one"""
+
+    expires_at: Annotated[int, Meta(description="the token's `exp` (Unix seconds)")]
+
+
+class AuthExpired(ServerMessage, tag="auth.expired"):
+    """the control token has expired: only `auth.refresh` and `ping` are served until a fresh token arrives;
+    without one the socket is closed (close code 4001) after `close_in_s`; the session then waits for a resume"""
+
+    expires_at: int
+    close_in_s: float
+
+
+class AuthRefreshed(Reply, tag="auth.refreshed"):
+    """answer to `auth.refresh`: the socket now runs on the new token"""
+
+    expires_at: Annotated[int, Meta(description="the new token's `exp` (Unix seconds)")]
 
 
 class Pong(Reply, tag="pong"):
@@ -345,7 +379,7 @@ class Error(Reply, tag="error"):
 
 SERVER_MESSAGES: tuple[type[ServerMessage], ...] = (
     Hello, SessionReady, SpeechStart, InterimTranscript, FinalTranscript, SpeechEnd, PublishStart, PublishStop,
-    Token, Status, SessionEnded, Pong, Subscribed, Unsubscribed, Error,
+    Token, Status, SessionEnded, Pong, Subscribed, Unsubscribed, Error, AuthExpiring, AuthExpired, AuthRefreshed,
 )  # fmt: skip
 SERVER_MESSAGE_TYPES: tuple[str, ...] = tuple(tag_of(cls) for cls in SERVER_MESSAGES)
 #: Event types a monitor subscription may ask for (never `token`: LiveKit credentials).
@@ -443,7 +477,16 @@ class Unsubscribe(Request, tag="unsubscribe"):
     subscription_id: str
 
 
-REQUESTS: tuple[type[Request], ...] = (SessionStart, SessionStop, Vad, TokenRefresh, Ping, Subscribe, Unsubscribe)
+class AuthRefresh(Request, tag="auth.refresh"):
+    """A fresh control token for this socket (same user; checked like the one it connected with), e.g. on
+    `auth.expiring`. Answered by `auth.refreshed`, or `error` (`auth.invalid_token`, `auth.wrong_user`)."""
+
+    token: Annotated[str, Meta(min_length=1, max_length=8192)]
+
+
+REQUESTS: tuple[type[Request], ...] = (
+    SessionStart, SessionStop, Vad, TokenRefresh, Ping, Subscribe, Unsubscribe, AuthRefresh,
+)  # fmt: skip
 CLIENT_MESSAGE_TYPES: tuple[str, ...] = tuple(tag_of(cls) for cls in REQUESTS)
 
 _REQUEST_UNION = reduce(operator.or_, REQUESTS)
@@ -492,6 +535,8 @@ def _request_error(text: str | bytes, error: msgspec.ValidationError) -> Protoco
     """The coded error for a frame that is JSON but not a valid request, checked envelope first."""
     try:
         data = msgspec.json.decode(text)
+    except msgspec.ValidationError:  # JSON, but a number no 64-bit integer or double holds (e.g. a 5,000-digit id)
+        return ProtocolError("bad_message", "the message holds a number out of range (an integer must fit in 64 bits)")
     except (msgspec.DecodeError, RecursionError, UnicodeError):  # invalid further on than the typed decode read
         return ProtocolError("bad_json", "the message is not valid JSON")
     if not isinstance(data, dict):

@@ -64,6 +64,7 @@ class ControlServer:
             room_strategy=self.settings.room_strategy,
             room_prefix=self.settings.room_prefix,
             replay_limit=self.settings.replay_limit,
+            finish_timeout_s=self.settings.finish_timeout_s,
             transports=transports,
             max_session_s=self.settings.max_session_s,
         )

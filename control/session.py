@@ -2,6 +2,9 @@
 
 A session outlives its control socket for `grace_period_s`; a new socket that resumes it first
 receives every replayable event (everything but interims and tokens) with `seq > last_seq`.
+However a session ends (stopped, replaced, grace period over, maximum length, error, shutdown),
+its open utterances are finalised first, within `finish_timeout_s`, so their finals reach the
+socket, the replay log and the watchers before `session.ended`.
 No sockets here: a session talks to whatever `Outbox` is attached.
 """
 
@@ -87,6 +90,8 @@ class Session:
         self.seq = 0
         self.outbox: Outbox | None = None
         self.ended = False
+        #: Set once ending began (its open utterances are being finalised; no resume any more).
+        self.ending: asyncio.Task[None] | None = None
         self._log: deque[Numbered] = deque(maxlen=replay_limit)
         self._evicted_upto = 0
         self._pipeline_factory = pipeline_factory
@@ -154,9 +159,19 @@ class Session:
         if pipeline is not None:
             await pipeline.finish()
 
-    async def finish_all(self) -> None:
-        """Finalise every open utterance (its final events are emitted before this returns)."""
-        await asyncio.gather(*(p.finish() for p in list(self._pipelines.values())))
+    async def finish_all(self, timeout_s: float | None = None) -> bool:
+        """Finalise every open utterance (its final events are emitted before this returns).
+
+        False when that took longer than `timeout_s`: what was still being decoded is cancelled.
+        """
+        pipelines = list(self._pipelines.values())
+        if not pipelines:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.gather(*(p.finish() for p in pipelines)), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def close_pipelines(self) -> None:
         pipelines = list(self._pipelines.values())
@@ -217,12 +232,14 @@ class SessionManager:
         room_prefix: str = "roomscribe-",
         replay_limit: int = 2000,
         transports: Mapping[str, MediaTransport] | None = None,
+        finish_timeout_s: float = 60.0,
         max_session_s: float = 0.0,
     ) -> None:
         """`transports` by name (the schema's `Transport`); without it, only ws with its defaults.
         A session is stopped (`max_duration`) after `max_session_s` (0: never)."""
         self._pipeline_factory = pipeline_factory
         self.grace_period_s = grace_period_s
+        self.finish_timeout_s = finish_timeout_s
         self.room_strategy = room_strategy
         self.room_prefix = room_prefix
         self.replay_limit = replay_limit
@@ -249,8 +266,9 @@ class SessionManager:
         """A new session for `user` (its media not yet open: see `open_media`); an existing one of
         the same user is ended as 'replaced'."""
         media_transport = self.transport(options.transport)
-        previous = self._by_user.get(user)
-        if previous is not None:
+        # Ending waits for the open utterance's final: another start of the same user may have
+        # registered its session meanwhile, and is replaced in turn.
+        while (previous := self._by_user.get(user)) is not None:
             await self.end(previous, "replaced")
         session = Session(
             session_id="s_" + secrets.token_urlsafe(12),
@@ -277,14 +295,14 @@ class SessionManager:
             await self.end(session, "error", notify=False)
             raise
         log.info(
-            "session %s started for user %s (transport %s, room %s)", session.id, session.user, session.transport, session.room
+            "session %s started for user %r (transport %s, room %r)", session.id, session.user, session.transport, session.room
         )
         return ready
 
     def resume(self, user: str, session_id: str, last_seq: int, outbox: Outbox) -> Session:
         """Reattach a socket to a live session; the caller then replays what it missed."""
         session = self.sessions.get(session_id)
-        if session is None or session.ended or session.user != user:
+        if session is None or session.ending is not None or session.user != user:
             raise ProtocolError("session.not_found", "that session does not exist or its grace period is over; start a new one")
         if last_seq > session.seq:
             raise ProtocolError("bad_request", f"'resume.last_seq' {last_seq} is ahead of the session ({session.seq})")
@@ -298,7 +316,7 @@ class SessionManager:
 
     def detach(self, session: Session, outbox: Outbox) -> None:
         """The socket went away: keep the session for the grace period, then end it."""
-        if session.ended or not session.detach(outbox):
+        if session.ending is not None or not session.detach(outbox):
             return
         log.info("session %s detached; kept for %.0f s", session.id, self.grace_period_s)
         session.grace_task = asyncio.get_running_loop().create_task(self._expire(session))
@@ -316,16 +334,30 @@ class SessionManager:
         await self.stop(session, "max_duration")
 
     async def stop(self, session: Session, reason: str = "stopped") -> None:
-        """Finalise open utterances (their finals go out first), then end the session."""
-        if session.ended:
-            return
-        await session.finish_all()
+        """End the session (its open utterances are finalised first, as for every reason)."""
         await self.end(session, reason)
 
     async def end(self, session: Session, reason: str, *, notify: bool = True) -> None:
-        """End a session now: no more events; release its media and pipelines."""
-        if session.ended:
-            return
+        """End a session: finalise its open utterances (at most `finish_timeout_s`; their finals go
+        out first), then send `session.ended` and release its media and pipelines. A second call
+        (another reason) waits for the first to finish."""
+        if session.ending is None:  # its own task: a caller that is cancelled never leaves it half ended
+            session.ending = asyncio.get_running_loop().create_task(self._end(session, reason, notify))
+        await asyncio.shield(session.ending)
+
+    async def _end(self, session: Session, reason: str, notify: bool) -> None:
+        for timer in (session.grace_task, session.limit_task):
+            if timer is not None:
+                timer.cancel()
+        session.grace_task = session.limit_task = None
+        try:
+            if not await session.finish_all(self.finish_timeout_s):
+                log.warning(
+                    "session %s (%s): open utterances not finalised within %.1f s; ending anyway",
+                    session.id, reason, self.finish_timeout_s,
+                )
+        except Exception:
+            log.exception("session %s (%s): finalising open utterances failed", session.id, reason)
         session.ended = True
         ended = SessionEnded(session_id=session.id, reason=reason)
         if notify:
@@ -335,12 +367,6 @@ class SessionManager:
             if watcher.session_id == session.id:
                 self._subscriptions.pop(watcher.id, None)
         session.watchers.clear()
-        if session.grace_task is not None:
-            session.grace_task.cancel()
-            session.grace_task = None
-        if session.limit_task is not None:
-            session.limit_task.cancel()
-            session.limit_task = None
         self.sessions.pop(session.id, None)
         if self._by_user.get(session.user) is session:
             del self._by_user[session.user]
@@ -385,6 +411,5 @@ class SessionManager:
             self.unsubscribe(subscription_id, outbox)
 
     async def close(self) -> None:
-        """End every session (server shutdown)."""
-        for session in list(self.sessions.values()):
-            await self.stop(session, "server_shutdown")
+        """End every session (server shutdown), all at once: each finalises its open utterances first."""
+        await asyncio.gather(*(self.end(session, "server_shutdown") for session in list(self.sessions.values())))

@@ -52,6 +52,7 @@ const state = {
   lastSeq: 0,
   resumes: 0,
   reconnectAttempt: 0,
+  refreshingToken: false, // an auth.refresh is being prepared
   reconnectTimer: null,
   pingTimer: null,
   pongDeadline: null,
@@ -417,10 +418,32 @@ function onControlMessage(msg) {
     case 'error':
       onServerError(msg);
       break;
+    case 'auth.expiring':
+    case 'auth.expired':
+      refreshControlToken();
+      break;
+    case 'auth.refreshed':
+      log('control token refreshed');
+      break;
     default:
       break;
   }
   render();
+}
+
+/** The control token runs out: a development token is renewed in place (`auth.refresh`); a token
+ * from ?token= cannot be, and the server closes the socket at expiry. */
+async function refreshControlToken() {
+  if (state.tokenSource !== 'dev' || state.refreshingToken) return;
+  state.refreshingToken = true;
+  try {
+    await acquireToken();
+    send({ type: 'auth.refresh', token: state.token });
+  } catch (e) {
+    log(`could not refresh the control token: ${e.message}`, 'error');
+  } finally {
+    state.refreshingToken = false;
+  }
 }
 
 function listeningText() {

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import sys
 from collections.abc import Sequence
 
 from dotenv import load_dotenv
 
-from roomscribe.client.control_client import ControlClient
+from roomscribe.client.control_client import ControlClient, TokenSource
 from roomscribe.client.errors import ClientError
 from roomscribe.client.options import ClientOptions
 from roomscribe.client.printer import EventPrinter
@@ -34,7 +35,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env-file", default=".env", help="settings file read before the environment (default .env)")
 
 
-def _token(args: argparse.Namespace, user: str, permissions: tuple[str, ...] = ()) -> str:
+def _token(args: argparse.Namespace, user: str, permissions: tuple[str, ...] = ()) -> TokenSource:
+    """--token as given, else a provider that mints a fresh token from the secret whenever the
+    client asks (each connect, and `auth.expiring`): a long session outlives any one token."""
     if args.token:
         return str(args.token)
     secret = os.environ.get("ROOMSCRIBE_CONTROL_SECRET", "").strip()
@@ -42,7 +45,7 @@ def _token(args: argparse.Namespace, user: str, permissions: tuple[str, ...] = (
         raise ClientError("no --token given and ROOMSCRIBE_CONTROL_SECRET is not set (put it in .env, or pass --token)")
     from tokens import mint_control_token
 
-    return mint_control_token(secret, user, ttl_s=3600, permissions=permissions)
+    return functools.partial(mint_control_token, secret, user, ttl_s=3600, permissions=permissions)
 
 
 def _prepare(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
@@ -108,7 +111,7 @@ async def _push(args: argparse.Namespace) -> int:
 
 async def push(
     url: str,
-    token: str,
+    token: TokenSource,
     *,
     file: str | None = None,
     mic: bool = False,

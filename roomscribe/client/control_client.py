@@ -37,7 +37,9 @@ __all__ = ["ControlClient", "Subscription", "TokenSource"]
 
 
 class ControlClient:
-    """Connects to `url` with a control token (a string, or a callable returning a fresh one)."""
+    """Connects to `url` with a control token: a string, or a token provider (a callable returning a
+    fresh one, maybe awaitable), which is called before every connect and, on the server's
+    `auth.expiring` or `auth.expired`, for a token sent with `auth.refresh` so the socket stays open."""
 
     def __init__(
         self,
@@ -65,6 +67,7 @@ class ControlClient:
         self._audio: AudioSender | None = None
         self._ended: asyncio.Future[SessionEnded] | None = None
         self._dropped_seen = 0
+        self._auth_refresh: asyncio.Task[None] | None = None
 
     # -- state (kept by the core) ------------------------------------------------------------------
     @property
@@ -122,6 +125,8 @@ class ControlClient:
             with contextlib.suppress(ClientError, asyncio.TimeoutError):
                 await self.stop_session(timeout_s=timeout_s)
         self._set_connection(ConnectionState.CLOSING)
+        if self._auth_refresh is not None:
+            self._auth_refresh.cancel()
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(BaseException):
@@ -533,6 +538,8 @@ class ControlClient:
         incoming = self._core.receive(raw)
         if incoming.pong_id is not None and self._audio is not None:
             self._audio.on_pong(incoming.pong_id)
+        if incoming.refresh_auth:
+            self._refresh_auth()
         if incoming.duplicate:
             self.stats.duplicates_dropped += 1
             return
@@ -540,6 +547,24 @@ class ControlClient:
             self._session_over(incoming.ended)
         if incoming.deliver:
             self._hub.publish(incoming.event)
+
+    def _refresh_auth(self) -> None:
+        """Send a fresh control token from the provider (one refresh at a time; none for a fixed string)."""
+        if isinstance(self._token, str) or (self._auth_refresh is not None and not self._auth_refresh.done()):
+            return
+        self._auth_refresh = asyncio.get_running_loop().create_task(self._send_fresh_token())
+
+    async def _send_fresh_token(self) -> None:
+        link = self._link
+        if link is None:
+            return  # the next connect gets a fresh token anyway
+        try:
+            token = await self._token_now()
+            await self._request(link, self._core.auth_refresh_request(token))
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the server closes the socket at expiry; the reconnect asks the provider again
+            self._publish_notice("auth.refresh_failed", f"could not refresh the control token: {error}")
 
     def _end_session(self, ended: SessionEnded) -> None:
         if self._core.end_session(ended):

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from control.schema import REQUESTS, Error, Forwardable, tag_of
+from control.schema import REQUESTS, AuthExpired, AuthExpiring, Error, Forwardable, tag_of
 from roomscribe.client.errors import ClientError, ServerError
 from roomscribe.client.events import Event, SessionEnded, SessionReady, Subscribed, Unknown, parse_event
 from roomscribe.client.options import SessionState
@@ -51,6 +51,8 @@ class Incoming:
     pong_id: str | None = None
     #: This client's session ended with this message (`session_state` is now ENDED).
     ended: SessionEnded | None = None
+    #: The control token expires soon or has expired: send `auth_refresh_request(fresh token)`.
+    refresh_auth: bool = False
 
 
 class ClientCore:
@@ -157,6 +159,12 @@ class ClientCore:
         self.session_state = SessionState.ENDED
         return True
 
+    # -- control token ---------------------------------------------------------------------------------
+    @staticmethod
+    def auth_refresh_request(token: str) -> dict[str, Any]:
+        """The request that hands the socket a fresh control token (answered by `auth.refreshed`)."""
+        return {"type": "auth.refresh", "token": token}
+
     # -- subscriptions ---------------------------------------------------------------------------------
     @staticmethod
     def subscribe_request(
@@ -212,6 +220,8 @@ class ClientCore:
             and self.subscriptions[event.subscription_id].request.get("session_id")
         ):
             del self.subscriptions[event.subscription_id]  # the watched session is over
+        if isinstance(event, (AuthExpiring, AuthExpired)):
+            return Incoming(event, deliver=True, refresh_auth=True)
         if request is not None and not request.done():
             if isinstance(event, Error):
                 request.set_exception(ServerError(event.code, event.message, raw))

@@ -15,6 +15,9 @@ import msgspec
 
 from control.schema import (
     SERVER_MESSAGE_TYPES,
+    AuthExpired,
+    AuthExpiring,
+    AuthRefreshed,
     Error,
     FinalTranscript,
     Hello,
@@ -40,6 +43,9 @@ from control.schema import (
 Event = ServerMessage
 
 __all__ = [
+    "AuthExpired",
+    "AuthExpiring",
+    "AuthRefreshed",
     "ClientNotice",
     "Error",
     "Event",

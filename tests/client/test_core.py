@@ -182,3 +182,12 @@ def test_a_final_is_typed() -> None:
     core = ClientCore()
     started(core)
     assert isinstance(core.receive({**FINAL, "seq": 1}).event, FinalTranscript)
+
+
+def test_auth_notices_ask_the_shell_for_a_fresh_token() -> None:
+    core = ClientCore()
+    for raw in ({"type": "auth.expiring", "expires_at": 5}, {"type": "auth.expired", "expires_at": 5, "close_in_s": 1.0}):
+        incoming = core.receive(raw)
+        assert incoming.refresh_auth and incoming.deliver and incoming.event.type == raw["type"]
+    assert not core.receive({"type": "pong", "time": 1.0}).refresh_auth
+    assert core.auth_refresh_request("tok") == {"type": "auth.refresh", "token": "tok"}

@@ -161,3 +161,88 @@ async def test_replay_says_when_the_buffer_no_longer_reaches_back() -> None:
     session.replay(later, 0)
     assert later.messages[0]["code"] == "replay.truncated"
     assert [m["seq"] for m in later.messages[1:]] == [5, 7, 8]  # 6 was an interim
+
+
+class FinalInFlightPipeline(StandInPipeline):
+    """An utterance still being decoded: `finish()` emits its final (after a model-like pause)."""
+
+    def __init__(self, on_event, participant, decode_s: float = 0.05) -> None:
+        super().__init__(on_event, participant)
+        self.decode_s = decode_s
+        self.on_event(SpeechStarted("u1", 0.0))
+
+    async def finish(self) -> None:
+        self.finished += 1
+        await asyncio.sleep(self.decode_s)
+        self.on_event(FinalTranscript("u1", "the last words", 0.0, 1.0, "stop"))
+        self.on_event(SpeechEnded("u1", 1.0))
+
+
+def in_flight_manager(grace: float = 5.0, decode_s: float = 0.05, finish_timeout_s: float = 10.0) -> SessionManager:
+    return SessionManager(
+        pipeline_factory=lambda on_event, participant: FinalInFlightPipeline(on_event, participant, decode_s),  # type: ignore[arg-type,return-value]  # the pipeline's interface, not its class
+        grace_period_s=grace,
+        finish_timeout_s=finish_timeout_s,
+    )
+
+
+class RecordingWatcher:
+    """Stands in for a monitor subscription of the session's user."""
+
+    def __init__(self, user: str) -> None:
+        self.id = "sub_test"
+        self.user = user
+        self.session_id = None
+        self.seen: list[str] = []
+
+    def deliver(self, session_id: str, user: str, message: ServerMessage) -> None:
+        self.seen.append(message.type)
+
+
+async def end_with(mgr: SessionManager, reason: str, session: Session, outbox: RecordingOutbox) -> None:
+    """End `session` the way `reason` happens."""
+    if reason == "replaced":
+        await mgr.start("alice", OPTIONS, RecordingOutbox())
+    elif reason == "grace_expired":
+        mgr.detach(session, outbox)
+        while session.ending is None:  # noqa: ASYNC110  # the grace period (0.05 s) is a real timer
+            await asyncio.sleep(0.01)
+        await session.ending
+    elif reason == "server_shutdown":
+        await mgr.close()
+    else:
+        await mgr.stop(session, reason)
+
+
+@pytest.mark.parametrize("reason", ["stopped", "replaced", "grace_expired", "server_shutdown"])
+async def test_every_reason_delivers_the_final_in_flight_before_session_ended(reason: str) -> None:
+    mgr = in_flight_manager(grace=0.05)
+    outbox = RecordingOutbox()
+    session = await mgr.start("alice", OPTIONS, outbox)
+    watcher = RecordingWatcher("alice")
+    session.watchers.add(watcher)  # type: ignore[arg-type]  # the subscription's interface, not its class
+    session.pipeline()  # speech is open
+    await end_with(mgr, reason, session, outbox)
+    assert session.ended
+    assert watcher.seen[-3:] == ["transcript.final", "speech.end", "session.ended"]
+    if reason != "grace_expired":  # no socket is attached then: only watchers (and the log) see it
+        types = [m["type"] for m in outbox.messages]
+        assert types[-3:] == ["transcript.final", "speech.end", "session.ended"]
+        assert outbox.messages[-1]["reason"] == reason
+
+
+async def test_finishing_is_bounded_and_a_second_end_waits_for_the_first() -> None:
+    mgr = in_flight_manager(decode_s=60.0, finish_timeout_s=0.2)
+    outbox = RecordingOutbox()
+    session = await mgr.start("alice", OPTIONS, outbox)
+    pipeline = session.pipeline()
+    assert isinstance(pipeline, FinalInFlightPipeline)
+    first = asyncio.create_task(mgr.end(session, "replaced"))
+    await asyncio.sleep(0)
+    with pytest.raises(ProtocolError):  # ending: no resume any more
+        mgr.resume("alice", session.id, 0, RecordingOutbox())
+    await asyncio.wait_for(mgr.stop(session, "stopped"), 5)  # waits for the first end, bounded
+    assert first.done() and session.ended and pipeline.closed
+    assert [m for m in outbox.messages if m["type"] == "session.ended"] == [
+        {"type": "session.ended", "session_id": session.id, "reason": "replaced"}
+    ]
