@@ -1,4 +1,7 @@
-"""A real control server on loopback and a bare socket client, for tests."""
+"""A real control server on loopback and a bare socket client, for tests.
+
+The client checks every text message the server sends against the wire schema (control/schema.py,
+no undeclared fields): a message outside it fails the test that waits for anything next."""
 
 from __future__ import annotations
 
@@ -10,8 +13,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from control.config import Settings
+from control.schema import decode_server_message
 from control.server import ControlServer
 from tokens import mint_control_token
 
@@ -23,6 +28,7 @@ class RawClient:
         self.ws = ws
         self.events: list[dict[str, Any]] = []
         self.binary: list[bytes] = []
+        self.off_schema: list[str] = []  # server messages the wire schema does not describe
         self._new = asyncio.Condition()
         self._reader = asyncio.get_running_loop().create_task(self._read())
         self.closed = asyncio.Event()
@@ -31,7 +37,12 @@ class RawClient:
         try:
             async for msg in self.ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
-                    self.events.append(json.loads(msg.data))
+                    event = json.loads(msg.data)
+                    try:
+                        decode_server_message(event, exact=True)
+                    except msgspec.ValidationError as error:
+                        self.off_schema.append(f"{error}: {msg.data[:300]}")
+                    self.events.append(event)
                 elif msg.type == aiohttp.WSMsgType.BINARY:
                     self.binary.append(msg.data)
                 async with self._new:
@@ -50,6 +61,7 @@ class RawClient:
         async def find() -> dict[str, Any]:
             async with self._new:
                 while True:
+                    self.check_schema()
                     for event in self.events:
                         if predicate(event):
                             return event
@@ -77,9 +89,15 @@ class RawClient:
     def of_type(self, msg_type: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("type") == msg_type]
 
+    def check_schema(self) -> None:
+        """Fail if the server sent anything its wire schema does not describe."""
+        if self.off_schema:
+            raise AssertionError(f"server messages outside the wire schema: {self.off_schema}")
+
     async def close(self) -> None:
         await self.ws.close()
         self._reader.cancel()
+        self.check_schema()
 
 
 class ServerHandle:
