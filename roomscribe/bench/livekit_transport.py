@@ -17,8 +17,16 @@ import time
 
 import aiohttp
 
+from control.schema import SessionStart, SessionStop
 from roomscribe.bench.plan import SessionPlan
-from roomscribe.bench.transport import Endpoint, SessionRecord, TransportUnavailable, pace_frames, read_control_events
+from roomscribe.bench.transport import (
+    Endpoint,
+    SessionRecord,
+    TransportUnavailable,
+    pace_frames,
+    read_control_events,
+    send_request,
+)
 from roomscribe.common.audio import SAMPLE_RATE
 
 
@@ -65,7 +73,7 @@ class LiveKitTransport:
                     read_control_events(ws, record, ready, ended, unavailable=TransportUnavailable, on_event=_on_listening)
                 )
                 try:
-                    await ws.send_json({"type": "session.start", "id": "start", "transport": "livekit", "interim": interim})
+                    await send_request(ws, SessionStart(id="start", transport="livekit", interim=interim))
                     lk = (await asyncio.wait_for(ready, 30.0))["livekit"]
                     await room.connect(lk["url"], lk["token"], rtc.RoomOptions(auto_subscribe=False))
                     publish = PublishLoop(SAMPLE_RATE, 1, queue_size_ms=50)
@@ -79,7 +87,7 @@ class LiveKitTransport:
                     record.t0 = time.monotonic() + start_delay_s
                     await pace_frames(record, frames, FRAME_MS / 1000, publish.capture)
                     await publish.wait_for_playout()
-                    await ws.send_json({"type": "session.stop", "id": "stop"})
+                    await send_request(ws, SessionStop(id="stop"))
                     await asyncio.wait_for(ended, max(self.drain_timeout_s, plan.duration_s))
                     record.completed = True
                 except TransportUnavailable:

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
+import msgspec
 
+from control.schema import Request, decode_server_message, encode
 from roomscribe.bench.plan import SessionPlan
 
 
@@ -94,6 +96,11 @@ async def pace_frames(
         await send(frame)
 
 
+async def send_request(ws: Any, request: Request) -> None:
+    """Send one request of the wire schema (control/schema.py) as a text frame."""
+    await ws.send_str(encode(request).decode())
+
+
 async def read_control_events(
     ws: Any,
     record: SessionRecord,
@@ -110,6 +117,10 @@ async def read_control_events(
             continue
         event = json.loads(msg.data)
         record.events.append((time.monotonic(), event))
+        try:
+            decode_server_message(event)
+        except msgspec.ValidationError as error:  # reported with the run, never silently used
+            record.notes.append(f"a server message outside the wire schema: {error}")
         kind = event.get("type")
         if kind == "session.ready" and not ready.done():
             ready.set_result(event)

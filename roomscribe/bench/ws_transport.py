@@ -6,9 +6,11 @@ import asyncio
 import time
 
 import aiohttp
+import msgspec
 
+from control.schema import AudioFormat, SessionStart, SessionStop
 from roomscribe.bench.plan import SessionPlan
-from roomscribe.bench.transport import Endpoint, SessionRecord, pace_frames, read_control_events
+from roomscribe.bench.transport import Endpoint, SessionRecord, pace_frames, read_control_events, send_request
 from roomscribe.common.audio import SAMPLE_RATE
 
 FRAME_MS = 20
@@ -39,14 +41,12 @@ class WsTransport:
             async with http.ws_connect(self.endpoint.url, headers=headers, max_msg_size=0) as ws:
                 read_task = asyncio.create_task(read_control_events(ws, record, ready, ended))
                 try:
-                    await ws.send_json({
-                        "type": "session.start", "id": "start", "transport": "ws", "interim": interim,
-                        "audio": {"encoding": "pcm_s16le", "sample_rate": SAMPLE_RATE, "channels": 1},
-                    })  # fmt: skip
+                    audio = msgspec.convert({"sample_rate": SAMPLE_RATE, "channels": 1}, AudioFormat)  # checked
+                    await send_request(ws, SessionStart(id="start", transport="ws", interim=interim, audio=audio))
                     await asyncio.wait_for(ready, 30.0)
                     record.t0 = time.monotonic() + start_delay_s
                     await pace_frames(record, frames, self.frame_ms / 1000, ws.send_bytes)
-                    await ws.send_json({"type": "session.stop", "id": "stop"})
+                    await send_request(ws, SessionStop(id="stop"))
                     await asyncio.wait_for(ended, max(self.drain_timeout_s, plan.duration_s))
                     record.completed = True
                 except (TimeoutError, RuntimeError, aiohttp.ClientError) as exc:
