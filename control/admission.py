@@ -35,10 +35,6 @@ if TYPE_CHECKING:
 SESSIONS_PER_CORE = 8
 #: `retry_after` of the errors over a capacity cap (seconds).
 RETRY_AFTER_S = 5.0
-#: Close codes: over a socket cap (the standard "try again later"), and no session.start in time.
-CLOSE_TRY_AGAIN_LATER = 1013
-CLOSE_START_TIMEOUT = 4008
-
 
 def usable_cores() -> int:
     """Cores this process may run on."""

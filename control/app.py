@@ -12,11 +12,11 @@ import weakref
 
 from aiohttp import web
 
-from control.admission import CLOSE_TRY_AGAIN_LATER, Limits, SocketCount
+from control.admission import Limits, SocketCount
 from control.config import Settings
 from control.connection import ControlConnection
 from control.protocol import PROTOCOL_VERSION
-from control.schema import Error, ProtocolError, encode
+from control.schema import CLOSE_TRY_AGAIN_LATER, Error, ProtocolError, encode
 from control.session import SessionManager
 from control.web import add_web_routes
 from tokens import AuthError, verify_control_token

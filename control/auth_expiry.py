@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Close code of a socket whose control token expired and was not refreshed in time.
-CLOSE_TOKEN_EXPIRED = 4001
-
 
 @dataclass(frozen=True)
 class TokenExpiry:

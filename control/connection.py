@@ -17,11 +17,14 @@ from collections import deque
 
 from aiohttp import WSMsgType, web
 
-from control.admission import CLOSE_START_TIMEOUT, Limits
-from control.auth_expiry import CLOSE_TOKEN_EXPIRED, TokenExpiry
+from control.admission import Limits
+from control.auth_expiry import TokenExpiry
 from control.config import Settings
 from control.rooms import check_multi_user_room
 from control.schema import (
+    CLOSE_SLOW_CONSUMER,
+    CLOSE_START_TIMEOUT,
+    CLOSE_TOKEN_EXPIRED,
     PROTOCOL_VERSION,
     AuthExpired,
     AuthExpiring,
@@ -53,7 +56,6 @@ from tokens import AuthError, ControlClaims, verify_control_token
 
 log = logging.getLogger(__name__)
 
-CLOSE_SLOW_CONSUMER = 4009
 ERRORS_PER_SECOND = 20
 
 

@@ -24,6 +24,12 @@ ProtocolVersion = Literal[1]
 PROTOCOL_VERSION: int = get_args(ProtocolVersion)[0]
 MAX_TEXT_MESSAGE_BYTES = 64 * 1024
 
+# WebSocket close codes the server uses besides the standard ones (docs/protocol.md: close codes).
+CLOSE_TRY_AGAIN_LATER = 1013  # over a socket cap (after `error limit.*`)
+CLOSE_TOKEN_EXPIRED = 4001  # the control token expired and no `auth.refresh` came
+CLOSE_START_TIMEOUT = 4008  # neither `session.start` nor `subscribe` in time
+CLOSE_SLOW_CONSUMER = 4009  # the client read too slowly; its session waits for a resume
+
 Transport = Literal["livekit", "ws"]
 TRANSPORTS: tuple[str, ...] = get_args(Transport)
 Encoding = Literal["pcm_s16le"]

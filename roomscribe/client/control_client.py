@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from control.schema import CLOSE_START_TIMEOUT
 from roomscribe.client.audio_sender import AudioSender
 from roomscribe.client.core import LIVE, ClientCore, Subscription
 from roomscribe.client.errors import AuthRejected, ClientError, ConnectionLost, GaveUp, ServerError
@@ -63,6 +64,7 @@ class ControlClient:
         self._supervisor: asyncio.Task[None] | None = None
         self._fatal: BaseException | None = None
         self._connected = asyncio.Event()
+        self._wanted = asyncio.Event()  # a request waits for a link (ends an idle pause)
         self._audio_open = asyncio.Event()
         self._audio: AudioSender | None = None
         self._ended: asyncio.Future[SessionEnded] | None = None
@@ -301,6 +303,7 @@ class ControlClient:
                 raise GaveUp("the client is closed")
             if self._connected.is_set() and self._link is not None:
                 return self._link
+            self._wanted.set()
             waiter = asyncio.ensure_future(self._connected.wait())
             await asyncio.wait({waiter, self._supervisor}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
@@ -335,6 +338,10 @@ class ControlClient:
                 self.stats.connects += 1
                 if await self._serve_link(link, first):
                     attempt = 0
+                if link.ws.close_code == CLOSE_START_TIMEOUT and self.session_state not in LIVE:
+                    await self._idle()
+                    attempt = 0
+                    continue
                 self._set_connection(ConnectionState.DISCONNECTED)
                 delay = self.options.backoff.delay(attempt)
                 attempt += 1
@@ -345,6 +352,13 @@ class ControlClient:
         except BaseException as error:  # a bug: surface it instead of hanging the caller
             log.exception("control client supervisor failed")
             self._give_up(error, first)
+
+    async def _idle(self) -> None:
+        """The server closed a socket that started nothing (`ROOMSCRIBE_START_TIMEOUT_S`): stay
+        disconnected until a request needs the socket, instead of reconnecting in a loop."""
+        self._wanted.clear()
+        self._set_connection(ConnectionState.DISCONNECTED, idle=True)
+        await self._wanted.wait()
 
     def _give_up(self, error: BaseException, first: asyncio.Future[None]) -> None:
         self._fatal = error

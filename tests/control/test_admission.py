@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 
 from control.admission import (
-    CLOSE_START_TIMEOUT,
-    CLOSE_TRY_AGAIN_LATER,
     RETRY_AFTER_S,
     SESSIONS_PER_CORE,
     Limits,
@@ -20,6 +18,7 @@ from control.admission import (
     usable_cores,
 )
 from control.config import ConfigError, Settings
+from control.schema import CLOSE_START_TIMEOUT, CLOSE_TRY_AGAIN_LATER
 from control_harness import ServerHandle, serving
 from roomscribe.client.audio_files import read_wav
 from speech_samples import JFK, JFK_TEXT, pcm_frames, wer
@@ -209,3 +208,27 @@ async def test_a_session_past_the_maximum_length_is_finalised_and_ended(engine) 
         finals = client.of_type("transcript.final")
         assert finals and all(client.events.index(f) < client.events.index(ended) for f in finals)
         assert wer(JFK_TEXT, " ".join(f["text"] for f in finals)) <= 0.15
+
+
+async def test_the_client_library_waits_idle_after_the_start_timeout_and_reconnects_when_asked(engine) -> None:
+    """A ControlClient that starts nothing is closed (4008); it stays disconnected instead of
+    reconnecting in a loop, and the next request opens a new socket."""
+    from roomscribe.client import ControlClient
+    from roomscribe.client.events import ClientNotice
+
+    async with serving(engine, start_timeout_s=0.5) as handle:
+        client = ControlClient(handle.server.url, handle.token("later"))
+        idle = asyncio.get_running_loop().create_future()
+
+        def on_event(event: object) -> None:
+            if isinstance(event, ClientNotice) and event.code == "connection.state" and event.data.get("idle"):
+                if not idle.done():
+                    idle.set_result(client.stats.connects)
+
+        client.on(on_event)
+        await client.connect()
+        assert await asyncio.wait_for(idle, 15) == 1  # the supervisor now waits for a request
+        ready = await client.start_session(transport="ws", interim=False)
+        assert ready.session_id and client.stats.connects == 2
+        await client.stop_session()
+        await client.close()

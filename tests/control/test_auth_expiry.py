@@ -7,8 +7,8 @@ import time
 import jwt
 import pytest
 
-from control.auth_expiry import CLOSE_TOKEN_EXPIRED, TokenExpiry
-from control.schema import decode_server_message
+from control.auth_expiry import TokenExpiry
+from control.schema import CLOSE_TOKEN_EXPIRED, decode_server_message
 from control_harness import serving
 
 pytestmark = pytest.mark.timeout(60)
