@@ -260,7 +260,8 @@ def problems(result: dict[str, Any]) -> list[str]:
     if result["errors"]:
         out.append(f"error events: {result['errors']}")
     if result["session_errors"] or result["incomplete_sessions"]:
-        out.append(f"sessions that did not end cleanly: {result['incomplete_sessions']} {result['session_errors']}")
+        why = Counter(e.rstrip(": ") for e in result["session_errors"])  # TimeoutError: no session.ended in time
+        out.append(f"{len(result['incomplete_sessions'])} session(s) did not end cleanly ({dict(why)})")
     n = result["config"]["idle_sockets"]
     if idle["opened"] != n or idle["answered_ping_at_end"] != n or idle["closed_early"]:
         out.append(f"idle sockets: {idle['opened']}/{n} opened, {idle['answered_ping_at_end']}/{n} answered at the end, "
@@ -294,6 +295,9 @@ def render(result: dict[str, Any], command: str) -> str:
         lines.append(f"server settings this version does not have (skipped): {', '.join(skipped)}")
     found = problems(result)
     lines.append("errors: " + ("; ".join(found) if found else "none"))
+    if found and max(load) > result["cpus"]:
+        lines.append(f"  (the machine was oversubscribed: load {max(load)} on {result['cpus']} CPUs, the server got "
+                     f"{result['server_cores_used']} cores; on a loaded machine these figures measure the machine)")
     return "\n".join(lines)
 
 
