@@ -1,6 +1,6 @@
 """Priority scheduler for ASR jobs shared by all pipelines of a process.
 
-Rules: finals, then speculative finals, then interims.
+Rules: finals and speculative finals, owners in turns; then interims.
 
 - Finals are never dropped and are served fairly: each owner (pipeline) has its own FIFO of
   finals and owners take turns (round-robin), so a session that queues many finals at once (audio
@@ -241,8 +241,8 @@ class AsrScheduler:
     def _take(self, max_batch: int, dropped: list[AsrJob]) -> list[AsrJob]:
         """Finals and speculative finals by turns (same decoding); else interims."""
         batch: list[AsrJob] = []
+        self._forget_idle()
         if self._turns:
-            self._forget_idle()
             served: set[str] = set()
             while self._turns and len(batch) < max_batch:
                 owner = self._turns[0]
@@ -329,6 +329,7 @@ class AsrScheduler:
             return {
                 "pending_finals": self._final_count,
                 "owners_with_finals": len(self._finals),
+                "active_owners": len(self._last_submit),  # submitted in the last active_s (as of the last batch)
                 "owners_over_bound": len(self._over_bound),
                 "finals_backlog_reports": self.finals_backlog_reports,
                 "pending_interims": len(self._interims),

@@ -143,6 +143,15 @@ def test_one_slot_per_owner_while_another_owner_is_speaking() -> None:
     assert take(s, 4) == [flooded[6]]
 
 
+def test_owners_that_went_quiet_are_forgotten() -> None:
+    s, clock = quiet_scheduler()
+    for k in range(50):
+        s.submit(job(JobKind.INTERIM, f"gone-{k}"))
+    assert len(take(s, 64)) == 50 and s.snapshot()["active_owners"] == 50
+    clock.advance(2.5)
+    assert take(s, 4) == [] and s.snapshot()["active_owners"] == 0
+
+
 def test_backlogged_owners_share_full_batches() -> None:
     s, _ = quiet_scheduler()
     a, b = flood(s, "a", 4), flood(s, "b", 4)  # both active, both waiting: nobody's final is coming
