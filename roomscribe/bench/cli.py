@@ -97,8 +97,9 @@ def soak_main(args: argparse.Namespace, command: list[str]) -> int:
         print("error: --minutes must be > 0, --sessions >= 1, --idle-sockets >= 0", file=sys.stderr)
         return 2
     cfg = SoakConfig(minutes=args.minutes, sessions=args.sessions, idle_sockets=args.idle_sockets, server=args.server)
+    machine, git = machine_info(), git_info()  # the code measured is the code at the start
     result = asyncio.run(run_soak(cfg, progress=lambda s: print(s, flush=True)))
-    result = {"bench": "roomscribe-soak", "command": command, "machine": machine_info(), "git": git_info(), **result}
+    result = {"bench": "roomscribe-soak", "command": command, "machine": machine, "git": git, **result}
     print()
     print(render(result, " ".join(command)))
     if args.json:

@@ -7,8 +7,8 @@ real-time pace for `minutes`, staggered by `stagger_s`, plus `idle_sockets` auth
 sockets that never start a session (each must still answer a `ping` at the end). Reported:
 
 - the server's RSS before the sessions start (after a warm-up session), when they end, its peak,
-  the growth per minute from start to end, and the slope of a line fitted to RSS samples taken
-  after the first minute (the steady state: a leak shows here, the sessions' own buffers do not);
+  the growth per minute from start to end, and the slope of a line fitted to the RSS samples of
+  the second half (the steady state: a leak shows here, the sessions' own buffers do not);
 - every clip sent against the finals received (a clip is lost when no final overlaps it; the
   bench's matching, `roomscribe.bench.metrics`), and the server's utterances (`speech.start`),
   finals and `speech.end` per session;
@@ -34,7 +34,7 @@ import aiohttp
 import numpy as np
 
 from roomscribe.bench.corpus import Clip, example_corpus
-from roomscribe.bench.metrics import summarise
+from roomscribe.bench.metrics import percentile, score_session, summarise
 from roomscribe.bench.plan import SessionPlan, build_plan
 from roomscribe.bench.runner import run_sessions
 from roomscribe.bench.server import BenchServer, InProcessServer, SubprocessServer, unknown_settings
@@ -149,7 +149,7 @@ async def sample_rss(server: BenchServer, t0: float, every_s: float, stop: async
 
 
 def steady_slope(samples: Sequence[tuple[float, float]], skip_s: float) -> float | None:
-    """MB per minute of a line fitted to the samples after `skip_s` (None for fewer than 3)."""
+    """MB per minute of a line fitted to the samples from `skip_s` on (None for fewer than 3)."""
     pts = [(t, m) for t, m in samples if t >= skip_s]
     if len(pts) < 3:
         return None
@@ -166,6 +166,25 @@ def server_counts(records: Sequence[SessionRecord]) -> dict[str, Any]:
                      "finals": kinds["transcript.final"], "speech_ends": kinds["speech.end"]})  # fmt: skip
     total = {k: sum(row[k] for row in rows) for k in ("clips_sent", "utterances", "finals", "speech_ends")}
     return {**total, "per_session": rows}
+
+
+def latency_spread(records: Sequence[SessionRecord]) -> dict[str, Any]:
+    """End of speech → final p50/p95/max per session and per minute of session audio (where and
+    when a tail of late finals came from)."""
+    r3 = lambda x: None if x is None else round(x, 3)  # noqa: E731
+    per_session, per_minute = {}, {}
+    by_minute: dict[int, list[float]] = {}
+    for r in records:
+        lat = []
+        for clip, outcome in zip(r.plan.clips, score_session(r), strict=True):
+            if outcome.final_latency_s is not None:
+                lat.append(outcome.final_latency_s)
+                by_minute.setdefault(int(clip.end_s // 60), []).append(outcome.final_latency_s)
+        per_session[r.user] = [r3(percentile(lat, 50)), r3(percentile(lat, 95)), r3(max(lat, default=None))]
+    for minute in sorted(by_minute):
+        xs = by_minute[minute]
+        per_minute[str(minute)] = [r3(percentile(xs, 50)), r3(percentile(xs, 95)), r3(max(xs))]
+    return {"per_session_p50_p95_max": per_session, "per_minute_p50_p95_max": per_minute}
 
 
 async def run_soak(cfg: SoakConfig, *, engine: Any = None, progress: Progress = print) -> dict[str, Any]:
@@ -226,7 +245,7 @@ async def run_soak(cfg: SoakConfig, *, engine: Any = None, progress: Progress = 
             "end": mb(mem1["rss"]),
             "peak": mb(mem1.get("peak_rss", mem1["rss"])),
             "growth_per_min": round(growth, 2),
-            "steady_slope_per_min": steady_slope(samples, min(60.0, wall / 3)),
+            "second_half_slope_per_min": steady_slope(samples, wall / 2),
             "samples": samples,
         },
         "server_cpu_s": round(cpu1 - cpu0, 1),
@@ -236,6 +255,7 @@ async def run_soak(cfg: SoakConfig, *, engine: Any = None, progress: Progress = 
         "lost": summary["lost"],
         "lost_clips": summary["lost_clips"],
         "final_latency_s": summary["final_latency_s"],
+        "final_latency_spread_s": latency_spread(records),
         "client_send_lateness_s": summary["client_send_lateness_s"],
         "status_notices": summary["status_notices"],
         "errors": summary["errors"],
@@ -280,12 +300,16 @@ def render(result: dict[str, Any], command: str) -> str:
         (f"load: {cfg['sessions']} real-time ws sessions ({result['audio_s']:.0f} s of audio in all) + "
          f"{cfg['idle_sockets']} idle sockets for {result['wall_s'] / 60:.1f} min"),
         (f"server RSS: {rss['start']} MB at start → {rss['end']} MB at end (peak {rss['peak']} MB): "
-         f"{rss['growth_per_min']:+.2f} MB/min; after the first minute {_fmt(rss['steady_slope_per_min'], '{:+.2f} MB/min')}"),
+         f"{rss['growth_per_min']:+.2f} MB/min; over the second half {_fmt(rss['second_half_slope_per_min'], '{:+.2f} MB/min')}"),
         f"server CPU: {result['server_cpu_s']} s ({result['server_cores_used']} cores)",
         (f"utterances: {c['clips_sent']} clips sent, {result['clips'] - result['lost']} with a final, {result['lost']} lost; "
          f"server: {c['utterances']} speech.start, {c['finals']} finals, {c['speech_ends']} speech.end"),
         (f"end of speech → final: p50 {_fmt(lat['p50'], '{:.3f} s')}, p95 {_fmt(lat['p95'], '{:.3f} s')}, "
          f"max {_fmt(lat['max'], '{:.3f} s')} ({lat['n']} clips)"),
+        "  by minute of session audio, p50/p95 s: " + ", ".join(
+            f"{m}: {v[0]}/{v[1]}" for m, v in result["final_latency_spread_s"]["per_minute_p50_p95_max"].items()),
+        "  by session, p95 s: " + ", ".join(
+            f"{v[1]}" for v in result["final_latency_spread_s"]["per_session_p50_p95_max"].values()),
         (f"idle sockets: {idle['opened']} opened, {idle['answered_ping_at_end']} answered a ping at the end, "
          f"{len(idle['closed_early'])} closed early"),
         f"status notices: {result['status_notices'] or 'none'}",

@@ -56,7 +56,7 @@ def test_the_soak_sets_its_caps_explicitly_and_skips_unknown_settings() -> None:
     assert unknown_settings({"grace_period_s": 1.0, "nope": 2}) == ["nope"]
 
 
-def test_steady_slope_ignores_the_first_minute() -> None:
+def test_steady_slope_fits_only_the_later_samples() -> None:
     samples = [(0.0, 100.0), (30.0, 180.0), (60.0, 200.0), (120.0, 201.0), (180.0, 202.0)]
     assert steady_slope(samples, 60.0) == 1.0
     assert steady_slope(samples[:3], 60.0) is None
