@@ -275,7 +275,9 @@ class TranscriptionPipeline:
             or silence is None
             or u.spec_silence == silence
             or seg.position - silence < self._spec_delay
-            or self.engine.pending_finals() > 0  # under load, do not add wasted work
+            # Behind on its own finals: this one would wait for them anyway (others' finals do
+            # not matter: it takes this session's turn, see agent/scheduler.py).
+            or self.engine.pending_finals(self.owner) > 0
         ):
             return
         token = object()

@@ -1,6 +1,6 @@
 """Priority scheduler for ASR jobs shared by all pipelines of a process.
 
-Rules: finals, then speculative finals, then interims.
+Rules: finals and speculative finals, owners in turns; then interims.
 
 - Finals are never dropped and are served fairly: each owner (pipeline) has its own FIFO of
   finals and owners take turns (round-robin), so a session that queues many finals at once (audio
@@ -10,8 +10,8 @@ Rules: finals, then speculative finals, then interims.
   `finals_backlog_reports` in `snapshot()`, `owner_backlog()`), never dropped: its pipeline tells
   the client (`asr_backlog`) and the transport may slow the sender.
 - A speculative final (decoded like a final, started when silence begins so the result is ready
-  when the utterance is declared over) is dropped if its owner cancels it or it is stale at
-  dispatch.
+  when the utterance is declared over) takes its owner's turn like a final, after that owner's
+  queued finals; it is dropped if its owner cancels it or it is stale at dispatch.
 - Each owner has at most one pending interim and one pending speculative final: a newer one
   replaces the stale one, which completes with `None` and counts as dropped; a pending interim
   whose `is_stale()` is true at dispatch is dropped too; the number of pending interims over all
@@ -19,7 +19,11 @@ Rules: finals, then speculative finals, then interims.
 
 Workers take *batches* (`next_batch(max_batch)`), all of one kind, so a backend can run several
 owners' windows in one model call; a batch of finals is filled by the same turns (one per owner per
-round). Thread-safe; independent of asyncio (futures are `concurrent.futures.Future`).
+round). While another owner is *active* (submitted work in the last `active_s`) but has nothing
+queued — it is speaking, and its final is coming — a batch gives each owner one slot only, so that
+final waits for a short batch, not for a full batch of a backlogged owner's finals; otherwise
+(a lone backlog, or every active owner already waiting) turns fill the batch.
+Thread-safe; independent of asyncio (futures are `concurrent.futures.Future`).
 """
 
 from __future__ import annotations
@@ -85,10 +89,20 @@ class SchedulerClosed(RuntimeError):
 class AsrScheduler:
     """Queues jobs and hands them to worker threads in priority order."""
 
-    def __init__(self, max_pending_interims: int = 64, max_owner_finals: int = 4) -> None:
+    def __init__(
+        self,
+        max_pending_interims: int = 64,
+        max_owner_finals: int = 4,
+        active_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._cond = threading.Condition()
         self._finals: dict[str, deque[AsrJob]] = {}  # owner → its queued finals, in order
-        self._turns: deque[str] = deque()  # owners with queued finals; the next to serve first
+        # Owners with queued finals or a pending speculative final; the next to serve first.
+        self._turns: deque[str] = deque()
+        self._active_s = active_s
+        self._clock = clock
+        self._last_submit: dict[str, float] = {}  # owner → when it last submitted (recent only)
         self._final_count = 0
         self._max_owner_finals = max(1, max_owner_finals)
         self._over_bound: set[str] = set()  # reported; re-armed when the owner's queue empties
@@ -113,6 +127,7 @@ class AsrScheduler:
             if self._closed:
                 raise SchedulerClosed("ASR scheduler is closed")
             self.submitted[job.kind] += 1
+            self._last_submit[job.owner] = self._clock()
             if job.kind is JobKind.FINAL:
                 # A final supersedes the owner's pending interim.
                 stale = self._interims.pop(job.owner, None)
@@ -126,6 +141,8 @@ class AsrScheduler:
                     old.drop_reason = "replaced"
                     self.speculative_dropped += 1
                     dropped_spec = old
+                if job.owner not in self._finals and old is None:
+                    self._turns.append(job.owner)  # waits for its turn like a final
                 self._speculative[job.owner] = job
             else:
                 stale = self._interims.pop(job.owner, None)
@@ -150,7 +167,8 @@ class AsrScheduler:
         queue = self._finals.get(job.owner)
         if queue is None:
             queue = self._finals[job.owner] = deque()
-            self._turns.append(job.owner)  # a newly waiting owner is served after one round
+            if job.owner not in self._speculative:  # else it holds a turn already
+                self._turns.append(job.owner)  # a newly waiting owner is served after one round
         queue.append(job)
         self._final_count += 1
         if len(queue) > self._max_owner_finals and job.owner not in self._over_bound:
@@ -162,18 +180,36 @@ class AsrScheduler:
                 job.owner, len(queue), self._max_owner_finals,
             )
 
-    def _pop_final(self) -> AsrJob:
-        """The next final by turns: the first owner in line gives its oldest and goes to the back."""
+    def _pop_turn(self, dropped: list[AsrJob]) -> AsrJob | None:
+        """The next job by turns: the first owner in line gives its oldest final (else its
+        speculative final) and goes to the back if it has more. None: that job was dropped."""
         owner = self._turns.popleft()
-        queue = self._finals[owner]
-        job = queue.popleft()
-        self._final_count -= 1
+        queue = self._finals.get(owner)
+        job: AsrJob | None
         if queue:
-            self._turns.append(owner)
+            job = queue.popleft()
+            self._final_count -= 1
+            if not queue:
+                del self._finals[owner]
+                self._over_bound.discard(owner)
+            if not job.future.set_running_or_notify_cancel():
+                job = None  # cancelled by its awaiter: it gives up its turn
         else:
-            del self._finals[owner]
-            self._over_bound.discard(owner)
+            spec = self._speculative.pop(owner)
+            job = spec if self._runnable(spec, dropped) else None
+        if owner in self._finals or owner in self._speculative:
+            self._turns.append(owner)
         return job
+
+    def _forget_idle(self) -> None:
+        """Keep only the owners that submitted work in the last `active_s`."""
+        horizon = self._clock() - self._active_s
+        for owner in [o for o, t in self._last_submit.items() if t < horizon]:
+            del self._last_submit[owner]
+
+    def _final_coming(self) -> bool:
+        """Whether an owner is active but has nothing queued: it is speaking, its final is coming."""
+        return any(o not in self._finals and o not in self._speculative for o in self._last_submit)
 
     # -- worker side ---------------------------------------------------------------------------
 
@@ -203,17 +239,19 @@ class AsrScheduler:
                 return batch
 
     def _take(self, max_batch: int, dropped: list[AsrJob]) -> list[AsrJob]:
-        """Finals first (owners in turn), topped up with speculative finals (same decoding); else
-        interims."""
+        """Finals and speculative finals by turns (same decoding); else interims."""
         batch: list[AsrJob] = []
-        while self._final_count and len(batch) < max_batch:
-            job = self._pop_final()
-            if job.future.set_running_or_notify_cancel():
-                batch.append(job)
-        while self._speculative and len(batch) < max_batch:
-            _, job = self._speculative.popitem(last=False)
-            if self._runnable(job, dropped):
-                batch.append(job)
+        self._forget_idle()
+        if self._turns:
+            served: set[str] = set()
+            while self._turns and len(batch) < max_batch:
+                owner = self._turns[0]
+                if owner in served and self._final_coming():
+                    break  # one slot each: someone's final is on its way
+                job = self._pop_turn(dropped)
+                if job is not None:
+                    batch.append(job)
+                    served.add(owner)
         if batch:
             return batch
         while self._interims and len(batch) < max_batch:
@@ -273,6 +311,7 @@ class AsrScheduler:
             dropped = list(self._interims.values()) + list(self._speculative.values())
             self._interims.clear()
             self._speculative.clear()
+            self._turns = deque(o for o in self._turns if o in self._finals)
             for d in dropped:
                 d.drop_reason = "closed"
             for d in dropped:
@@ -289,7 +328,8 @@ class AsrScheduler:
         with self._cond:
             return {
                 "pending_finals": self._final_count,
-                "owners_with_finals": len(self._turns),
+                "owners_with_finals": len(self._finals),
+                "active_owners": len(self._last_submit),  # submitted in the last active_s (as of the last batch)
                 "owners_over_bound": len(self._over_bound),
                 "finals_backlog_reports": self.finals_backlog_reports,
                 "pending_interims": len(self._interims),

@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accuracy-clips", type=int, help="corpus clips for WER (default: all; quick: 30)")
     p.add_argument("--no-offline", action="store_true", help="skip the offline reference transcription")
     p.add_argument("--seed", type=int, default=1)
+    soak = p.add_argument_group("soak (--soak): real-time sessions and idle sockets for minutes; RSS, losses, latency")
+    soak.add_argument("--soak", action="store_true", help="run the soak instead of the bench")
+    soak.add_argument("--minutes", type=float, default=10.0, help="soak length (default 10)")
+    soak.add_argument("--sessions", type=int, default=8, help="real-time sessions in the soak (default 8)")
+    soak.add_argument("--idle-sockets", type=int, default=50, help="idle authenticated sockets in the soak (default 50)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -84,10 +89,31 @@ def git_info() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
+def soak_main(args: argparse.Namespace, command: list[str]) -> int:
+    """`roomscribe bench --soak`: print (and with --json write) the soak's figures."""
+    from roomscribe.bench.soak import SoakConfig, render, run_soak
+
+    if args.minutes <= 0 or args.sessions < 1 or args.idle_sockets < 0:
+        print("error: --minutes must be > 0, --sessions >= 1, --idle-sockets >= 0", file=sys.stderr)
+        return 2
+    cfg = SoakConfig(minutes=args.minutes, sessions=args.sessions, idle_sockets=args.idle_sockets, server=args.server)
+    machine, git = machine_info(), git_info()  # the code measured is the code at the start
+    result = asyncio.run(run_soak(cfg, progress=lambda s: print(s, flush=True)))
+    result = {"bench": "roomscribe-soak", "command": command, "machine": machine, "git": git, **result}
+    print()
+    print(render(result, " ".join(command)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"JSON written to {args.json}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     load_dotenv(".env", override=False)  # as `roomscribe serve` does; the environment wins
+    if args.soak:
+        return soak_main(args, ["roomscribe", "bench", *(sys.argv[1:] if argv is None else argv)])
     cfg = config_from_args(args)
     unknown = set(cfg.transports) - set(TRANSPORTS)
     if unknown or not cfg.transports:

@@ -8,8 +8,14 @@ model transcribes it does to the model, however fast the machine). Latency per f
 the final minus the wall time the utterance's last speech sample was due (what a user feels;
 includes the silence hangover). The flooder's finals all arrive (counted).
 
+`--fixed-decode-s S` swaps the model for one that sleeps S·(1 + 0.15·(n − 1)) per batch of n (a
+batch of 4 short finals cost 1.4–1.6x one decode here) and answers a fixed word: the scheduling
+alone, measured without the load of a shared machine moving the decode times (WER is then
+meaningless).
+
     .venv/bin/python -m roomscribe.bench.fairness
     .venv/bin/python -m roomscribe.bench.fairness --backlog 32 --json
+    .venv/bin/python -m roomscribe.bench.fairness --fixed-decode-s 0.2
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from agent.asr import AsrEngine
+from agent.asr import AsrEngine, AsrResult, AsrSegment
 from agent.config import AsrConfig, PipelineConfig
 from agent.events import FinalTranscript, PipelineEvent, PipelineNotice
 from agent.pipeline import TranscriptionPipeline
+from agent.scheduler import AsrJob
 from roomscribe.bench.corpus import EXAMPLE_TRANSCRIPTS
 from roomscribe.bench.wer import wer
 from roomscribe.client.audio_files import read_wav
@@ -40,6 +47,21 @@ from roomscribe.common.package_data import sample_audio
 
 CLIPS = ("libri_61-70968-0000.wav", "jfk.wav", "libri_61-70968-0000.wav")
 FRAME = SAMPLE_RATE // 50  # 20 ms
+
+
+class FixedCostModel:
+    """A stand-in model: sleeps `decode_s`·(1 + 0.15·(n − 1)) per batch of n, answers "words"."""
+
+    def __init__(self, decode_s: float) -> None:
+        self.decode_s = decode_s
+
+    def load(self) -> None:
+        pass
+
+    def transcribe_batch(self, jobs: Sequence[AsrJob]) -> list[AsrResult]:
+        time.sleep(self.decode_s * (1 + 0.15 * (len(jobs) - 1)))
+        seg = AsrSegment("words", 0.0, 1.0, avg_logprob=-0.1, no_speech_prob=0.0, compression_ratio=1.0, temperature=0.0)
+        return [AsrResult(segments=(seg,), audio_s=j.audio.size / SAMPLE_RATE, infer_s=0.0) for j in jobs]
 
 
 def session_audio(names: Sequence[str]) -> tuple[np.ndarray, str]:
@@ -123,8 +145,8 @@ def summary(xs: Sequence[float]) -> dict[str, float]:
     return {"p50": round(statistics.median(xs), 3), "max": round(max(xs), 3), "n": len(xs)}
 
 
-async def run(backlog: int) -> dict[str, Any]:
-    engine = AsrEngine(AsrConfig())
+async def run(backlog: int, fixed_decode_s: float | None = None) -> dict[str, Any]:
+    engine = AsrEngine(AsrConfig(), backend=None if fixed_decode_s is None else FixedCostModel(fixed_decode_s))
     await engine.start()
     try:
         audio, ref = session_audio(CLIPS)
@@ -154,11 +176,14 @@ async def run(backlog: int) -> dict[str, Any]:
         return {
             "command": " ".join(shlex.quote(a) for a in [sys.executable, "-m", "roomscribe.bench.fairness", *sys.argv[1:]]),
             "cpus": os.cpu_count(),
+            "model": "tiny.en" if fixed_decode_s is None else f"fixed decode {fixed_decode_s} s",
             "loadavg_1m_before_after": load,
             "listener_audio_s": round(audio.size / SAMPLE_RATE, 2),
-            "alone": {"latency_from_speech_end_s": summary(alone_lat), "wer": round(wer(ref, _text(alone)), 3),
+            "alone": {"latency_from_speech_end_s": summary(alone_lat), "latencies_s": alone_lat,
+                      "wer": round(wer(ref, _text(alone)), 3),
                       "worst_frame_lateness_s": round(alone_late, 3)},
-            "beside_flooder": {"latency_from_speech_end_s": summary(beside_lat), "wer": round(wer(ref, _text(beside)), 3),
+            "beside_flooder": {"latency_from_speech_end_s": summary(beside_lat), "latencies_s": beside_lat,
+                               "wer": round(wer(ref, _text(beside)), 3),
                                "worst_frame_lateness_s": round(beside_late, 3),
                                "flooder_finals_between_speech_end_and_final": summary(ahead)},
             "ratio_p50": round(statistics.median(beside_lat) / statistics.median(alone_lat), 2),
@@ -177,9 +202,11 @@ def _text(stream: Stream) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backlog", type=int, default=16, help="finals the flooder keeps queued (default 16)")
+    ap.add_argument("--fixed-decode-s", type=float, metavar="S",
+                    help="a stand-in model with fixed decode times instead of tiny.en (see above)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args(argv)
-    out = asyncio.run(run(args.backlog))
+    out = asyncio.run(run(args.backlog, args.fixed_decode_s))
     if args.json:
         print(json.dumps(out))
         return 0
@@ -187,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     f = out["flooder"]
     load = out["loadavg_1m_before_after"]
     print(f"command: {out['command']}")
-    print(f"machine: {out['cpus']} CPUs, load {load[0]} → {load[1]}")
+    print(f"machine: {out['cpus']} CPUs, load {load[0]} → {load[1]}; model: {out['model']}")
     for label, x in (("alone", a), (f"beside a flooder ({f['backlog']} finals queued)", b)):
         print(f"end of speech → final, real-time session {label}: p50 {x['p50']:.3f} s, max {x['max']:.3f} s ({x['n']} finals)")
     late = (out["alone"]["worst_frame_lateness_s"], out["beside_flooder"]["worst_frame_lateness_s"])

@@ -3,11 +3,18 @@
 Either way the bench reads the server's CPU seconds and peak RSS from /proc. In a subprocess those
 are the server's alone (control plane, ASR, and for LiveKit the embedded dev server); in-process
 they include the bench's own client work (scope "bench process").
+
+A bench that needs settings of its own (the soak: caps that fit its load) passes `overrides`
+(Settings field → value); a subprocess then runs `python -m roomscribe.bench.server OVERRIDES_JSON`,
+which serves like `roomscribe serve` with those fields set. Names this version's Settings does not
+have are skipped and listed by `apply_overrides`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import re
 import secrets
@@ -15,14 +22,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from roomscribe.bench import procstat
 from roomscribe.bench.transport import Endpoint
 from tokens import mint_control_token
 
 if TYPE_CHECKING:
+    from control.config import Settings
     from control.server import ControlServer
 
 _URL_LINE = re.compile(r"control plane on (ws://\S+/v1/control)")
@@ -60,6 +69,22 @@ def _token_factory(secret: str):
 BENCH_ENV_DEFAULTS = {"ROOMSCRIBE_WS_AUDIO_RATE": "0", "ROOMSCRIBE_MAX_SESSIONS": "0"}
 
 
+def apply_overrides(settings: Settings, overrides: Mapping[str, Any]) -> list[str]:
+    """Set the named Settings fields; returns the names this version of Settings does not have."""
+    known = {f.name for f in dataclasses.fields(settings)}
+    for name, value in overrides.items():
+        if name in known:
+            setattr(settings, name, value)
+    return sorted(set(overrides) - known)
+
+
+def unknown_settings(overrides: Mapping[str, Any]) -> list[str]:
+    """The names in `overrides` that are not Settings fields here (a subprocess skips them too)."""
+    from control.config import Settings
+
+    return apply_overrides(Settings(), overrides)
+
+
 class SubprocessServer:
     """`python -m roomscribe.cli serve --port 0` with a fresh secret, started in the current directory;
     settings otherwise come from the environment and `.env` like any `roomscribe serve`
@@ -67,10 +92,14 @@ class SubprocessServer:
 
     scope = "server process"
 
-    def __init__(self, *, startup_timeout_s: float = 120.0, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *, startup_timeout_s: float = 120.0, extra_env: dict[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> None:  # fmt: skip
         self.secret = secrets.token_urlsafe(32)
         self.startup_timeout_s = startup_timeout_s
         self.extra_env = extra_env or {}
+        self.overrides = dict(overrides or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
         self.endpoint = Endpoint("", _token_factory(self.secret))
@@ -85,6 +114,8 @@ class SubprocessServer:
         fd, name = tempfile.mkstemp(prefix="roomscribe-bench-server-", suffix=".log")
         self.log_path = Path(name)
         cmd = [sys.executable, "-m", "roomscribe.cli", "serve", "--port", "0"]
+        if self.overrides:
+            cmd = [sys.executable, "-m", "roomscribe.bench.server", json.dumps(self.overrides)]
         # Popen only starts the server (no wait); preexec_fn rules out asyncio's subprocess transport.
         self.proc = subprocess.Popen(cmd, env=env, stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,  # noqa: ASYNC220
                                      preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # fmt: skip
@@ -126,11 +157,12 @@ class InProcessServer:
 
     scope = "bench process (server + client)"
 
-    def __init__(self, engine=None, *, transport: str = "ws") -> None:
+    def __init__(self, engine=None, *, transport: str = "ws", overrides: Mapping[str, Any] | None = None) -> None:
         from control.config import Settings
 
         self.secret = secrets.token_urlsafe(32)
         settings = Settings.from_env({**BENCH_ENV_DEFAULTS, **os.environ})
+        apply_overrides(settings, overrides or {})
         settings.host, settings.port, settings.control_secret = "127.0.0.1", 0, self.secret
         settings.devserver_port = 0
         self.settings = settings
@@ -155,3 +187,27 @@ class InProcessServer:
 
     def memory(self) -> dict[str, int]:
         return procstat.memory_bytes()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m roomscribe.bench.server OVERRIDES_JSON`: `roomscribe serve --port 0` on loopback
+    with the Settings fields in the JSON object set (the secret comes from the environment)."""
+    from control.config import ConfigError, Settings
+    from roomscribe.cli import _serve, _setup_logging
+
+    args = sys.argv[1:] if argv is None else argv
+    _setup_logging(verbose=False)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    overrides = json.loads(args[0]) if args else {}
+    skipped = apply_overrides(settings, overrides)
+    settings.host, settings.port = "127.0.0.1", 0
+    print(f"bench server settings: {json.dumps(overrides)}; not in this version: {skipped}", flush=True)
+    return asyncio.run(_serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,6 @@
-"""Fair scheduling of finals across owners (issue 11), with fakes: owners take turns, each owner's
-finals stay in order, interims still come after every final, and a backlog is reported, not dropped."""
+"""Fair scheduling of finals across owners (issue 11), with fakes: owners take turns (a speculative
+final takes its owner's turn), each owner's finals stay in order, interims still come after every
+final, batches are short while another owner is speaking, and a backlog is reported, not dropped."""
 
 from __future__ import annotations
 
@@ -16,6 +17,25 @@ from agent.config import AsrConfig
 from agent.scheduler import AsrJob, AsrScheduler, JobKind, OwnerBacklog
 
 pytestmark = pytest.mark.timeout(20)
+
+
+class Clock:
+    """A hand-moved monotonic clock for the scheduler's notion of an active owner."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, s: float) -> None:
+        self.now += s
+
+
+def quiet_scheduler() -> tuple[AsrScheduler, Clock]:
+    """A scheduler whose clock the test moves (2 s activity window)."""
+    clock = Clock()
+    return AsrScheduler(clock=clock, active_s=2.0), clock
 
 
 def job(kind: JobKind, owner: str, tag: int = 0) -> AsrJob:
@@ -52,9 +72,10 @@ def test_another_owners_final_waits_one_turn_not_the_whole_flood() -> None:
 
 
 def test_a_batch_of_finals_is_filled_by_turns() -> None:
-    s = AsrScheduler()
+    s, clock = quiet_scheduler()
     for owner, n in (("a", 20), ("b", 1), ("c", 2)):
         flood(s, owner, n)
+    clock.advance(5)  # nobody else is speaking: full batches
     first, second = take(s, 4), take(s, 4)
     assert tags(first) == [("a", 0), ("b", 0), ("c", 0), ("a", 1)]
     assert tags(second) == [("c", 1), ("a", 2), ("a", 3), ("a", 4)]  # b is done: a fills the batch
@@ -72,15 +93,69 @@ def test_a_newly_waiting_owner_joins_the_end_of_the_round() -> None:
     assert tags(take(s, 4)) == [("c", 0), ("a", 1), ("b", 1), ("late", 0)]
 
 
-def test_interims_and_speculative_finals_wait_for_every_owners_finals() -> None:
-    s = AsrScheduler()
+def test_a_speculative_final_takes_its_owners_turn_and_interims_wait_for_every_final() -> None:
+    s, clock = quiet_scheduler()
+    flooded = flood(s, "flooder", 6)
     interim, spec = job(JobKind.INTERIM, "other"), job(JobKind.SPECULATIVE, "other")
     s.submit(interim)
     s.submit(spec)
-    flooded = flood(s, "flooder", 6)
-    assert take(s, 4) == flooded[:4]
-    assert take(s, 4) == [*flooded[4:], spec]  # topped up with the speculative final, as before
+    clock.advance(5)
+    assert take(s, 4) == [flooded[0], spec, *flooded[1:3]]  # not after the whole flood
+    assert take(s, 4) == flooded[3:]
     assert take(s, 4) == [interim]
+
+
+def test_a_speculative_final_comes_after_its_owners_queued_finals() -> None:
+    s, clock = quiet_scheduler()
+    spec = job(JobKind.SPECULATIVE, "a")
+    s.submit(spec)
+    queued = flood(s, "a", 2)  # it holds one turn, finals first
+    clock.advance(5)
+    assert take(s, 4) == [*queued, spec]
+    assert s.snapshot()["owners_with_finals"] == 0 and s.next_batch(4, timeout=0) == []
+
+
+def test_a_queued_final_keeps_the_turn_of_its_owners_cancelled_speculative_final() -> None:
+    s, clock = quiet_scheduler()
+    flooded = flood(s, "flooder", 3)
+    spec = job(JobKind.SPECULATIVE, "other")
+    s.submit(spec)
+    assert spec.future.cancel()  # the utterance ended while it was queued: a real final replaces it
+    final = job(JobKind.FINAL, "other")
+    s.submit(final)
+    clock.advance(5)
+    assert take(s, 4) == [flooded[0], final, *flooded[1:]]
+    assert s.snapshot()["speculative_dropped"] == 1 and s.snapshot()["pending_speculative"] == 0
+
+
+def test_one_slot_per_owner_while_another_owner_is_speaking() -> None:
+    s, clock = quiet_scheduler()
+    flooded = flood(s, "flooder", 12)
+    clock.advance(1)
+    s.submit(job(JobKind.INTERIM, "speaker"))  # speaking: its final is on its way
+    assert take(s, 4) == [flooded[0]]  # a short batch for that final to wait for
+    final = job(JobKind.FINAL, "speaker")
+    s.submit(final)
+    assert take(s, 4) == [flooded[1], final]  # its own batch is short too
+    clock.advance(2.5)  # nothing from the speaker for 2.5 s: the flooder's batches fill again
+    assert take(s, 4) == flooded[2:6]
+    s.submit(job(JobKind.INTERIM, "speaker"))
+    assert take(s, 4) == [flooded[6]]
+
+
+def test_owners_that_went_quiet_are_forgotten() -> None:
+    s, clock = quiet_scheduler()
+    for k in range(50):
+        s.submit(job(JobKind.INTERIM, f"gone-{k}"))
+    assert len(take(s, 64)) == 50 and s.snapshot()["active_owners"] == 50
+    clock.advance(2.5)
+    assert take(s, 4) == [] and s.snapshot()["active_owners"] == 0
+
+
+def test_backlogged_owners_share_full_batches() -> None:
+    s, _ = quiet_scheduler()
+    a, b = flood(s, "a", 4), flood(s, "b", 4)  # both active, both waiting: nobody's final is coming
+    assert take(s, 4) == [a[0], b[0], a[1], b[1]]
 
 
 def test_an_owner_over_the_bound_is_reported_once_and_loses_nothing(caplog: pytest.LogCaptureFixture) -> None:

@@ -198,16 +198,16 @@ def test_a_backend_returning_too_few_results_fails_the_batch():
     assert s.snapshot()["finals_completed"] == 2 and s.snapshot()["running"] == 0
 
 
-def test_speculative_between_finals_and_interims_and_cancellable():
+def test_speculative_takes_its_owners_turn_above_interims_and_is_cancellable():
     s = AsrScheduler()
     i = job(JobKind.INTERIM, "a")
     sp = job(JobKind.SPECULATIVE, "b")
-    f = job(JobKind.FINAL, "c")
     cancelled = job(JobKind.SPECULATIVE, "d")
+    f = job(JobKind.FINAL, "c")
     for j in (i, sp, cancelled, f):
         s.submit(j)
     assert cancelled.future.cancel()
-    assert s.next_batch(8, timeout=0) == [f, sp]  # same decoding: may share a batch
+    assert s.next_batch(8, timeout=0) == [sp, f]  # in turns, same decoding: may share a batch
     assert s.next_batch(8, timeout=0) == [i]
     assert s.snapshot()["speculative_dropped"] == 1
 

@@ -86,3 +86,18 @@ def test_an_aligned_timeline_is_not_shifted_by_a_clip_spacing() -> None:
     rec = _record([(105.9, 3.5, 5.0), (108.7, 6.5, 8.0)])  # the first clip is lost
     assert timeline_shift(rec) == 0.0
     assert [o.lost for o in score_session(rec)] == [True, False, False]
+
+
+def test_the_fairness_benchs_stand_in_model_sleeps_per_batch_and_answers_a_fixed_word() -> None:
+    import time
+
+    from agent.scheduler import AsrJob, JobKind
+    from roomscribe.bench.fairness import FixedCostModel
+
+    model = FixedCostModel(0.02)
+    jobs = [AsrJob(JobKind.FINAL, f"o{k}", np.zeros(16000 * (k + 1), np.float32)) for k in range(4)]
+    t0 = time.perf_counter()
+    results = model.transcribe_batch(jobs)
+    took = time.perf_counter() - t0
+    assert took >= 0.02 * 1.45  # 1 + 0.15·3 for a batch of 4
+    assert [r.text for r in results] == ["words"] * 4 and [r.audio_s for r in results] == [1.0, 2.0, 3.0, 4.0]
