@@ -26,6 +26,12 @@ class Alignment:
     offsets_ms: list[float]  # where each found chunk sits in the received audio, minus where it was sent
     chunks: int  # chunks with speech in the reference span
     found: int  # of those, the ones located in the received audio
+    scores: tuple[float, ...] = ()  # each chunk's best match (1.0: identical; a concealed packet dips it)
+
+    @property
+    def weakest(self) -> float:
+        """The worst chunk's match: where audio was lost or concealed even though its timing held."""
+        return min(self.scores) if self.scores else 0.0
 
     @property
     def drift_ms(self) -> float:
@@ -63,6 +69,7 @@ def align(
     rec = received.astype(np.float64)
     energy = np.convolve(rec**2, np.ones(size), mode="valid")
     offsets: list[float] = []
+    scores: list[float] = []
     chunks = 0
     anchor: int | None = None  # received index minus reference index of the last chunk found
     for start in range(onset, min(onset + int(span_s * rate), len(reference) - size + 1), size):
@@ -79,7 +86,8 @@ def align(
         corr = np.correlate(rec[lo:hi], chunk, mode="valid")
         score = corr / (np.sqrt(energy[lo : hi - size + 1]) * np.linalg.norm(chunk) + 1e-12)
         best = int(np.argmax(score))
+        scores.append(float(score[best]))
         if score[best] >= MATCH:
             anchor = lo + best - start
             offsets.append(1000.0 * anchor / rate)
-    return Alignment(offsets_ms=offsets, chunks=chunks, found=len(offsets))
+    return Alignment(offsets_ms=offsets, chunks=chunks, found=len(offsets), scores=tuple(scores))

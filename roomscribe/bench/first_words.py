@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +47,9 @@ def _busy() -> None:  # pragma: no cover - runs in a child process until termina
         pass
 
 
-def one_run(timeout_s: float = 180.0) -> Run:
-    """One `roomscribe demo` (LiveKit path) with the agent's audio tap on."""
+def one_run(timeout_s: float = 180.0, keep: Path | None = None) -> Run:
+    """One `roomscribe demo` (LiveKit path) with the agent's audio tap on; with `keep`, the tap of a
+    run whose first phrase is wrong is copied there (to listen to, or to feed the model again)."""
     with tempfile.TemporaryDirectory() as tap_dir:
         env = dict(os.environ, ROOMSCRIBE_DEBUG_AUDIO_DIR=tap_dir)
         out = subprocess.run([sys.executable, "-m", "roomscribe.cli", "demo"], env=env, capture_output=True,
@@ -56,7 +59,11 @@ def one_run(timeout_s: float = 180.0) -> Run:
         taps = sorted(Path(tap_dir).glob("*.wav"))
         result = align(mono_float(sample_audio("jfk.wav")), mono_float(taps[0])) if taps else None
         words = normalise(first).split()[: len(FIRST_PHRASE.split())]
-        return Run(first_final=first, phrase_wer=wer(FIRST_PHRASE, " ".join(words)) if words else 1.0, received=result)
+        run = Run(first_final=first, phrase_wer=wer(FIRST_PHRASE, " ".join(words)) if words else 1.0, received=result)
+        if keep is not None and taps and not run.exact:
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(taps[0], keep / f"wrong-{int(time.time())}-{taps[0].name}")
+        return run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--busy", type=int, default=0, help="CPU-bound processes to run beside the demo")
+    parser.add_argument("--keep", type=Path, help="copy the agent's received audio of every wrong run here")
     args = parser.parse_args(argv)
     busy = [multiprocessing.Process(target=_busy, daemon=True) for _ in range(args.busy)]
     for proc in busy:
@@ -71,10 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Run] = []
     try:
         for i in range(1, args.runs + 1):
-            run = one_run()
+            run = one_run(keep=args.keep)
             runs.append(run)
             got = run.received
-            audio = f"drift {got.drift_ms:.1f} ms, {got.found}/{got.chunks} chunks found" if got else "no audio tapped"
+            audio = (
+                f"drift {got.drift_ms:.1f} ms, {got.found}/{got.chunks} chunks found (weakest match {got.weakest:.2f})"
+                if got
+                else "no audio tapped"
+            )
             print(f"run {i:2d}: first phrase {'exact' if run.exact else 'WRONG'} (WER {run.phrase_wer:.0%}), "
                   f"received audio {audio}: {run.first_final!r}", flush=True)
     finally:
