@@ -221,9 +221,9 @@ async def test_the_client_library_waits_idle_after_the_start_timeout_and_reconne
         idle = asyncio.get_running_loop().create_future()
 
         def on_event(event: object) -> None:
-            if isinstance(event, ClientNotice) and event.code == "connection.state" and event.data.get("idle"):
-                if not idle.done():
-                    idle.set_result(client.stats.connects)
+            is_idle = isinstance(event, ClientNotice) and event.code == "connection.state" and event.data.get("idle")
+            if is_idle and not idle.done():
+                idle.set_result(client.stats.connects)
 
         client.on(on_event)
         await client.connect()
