@@ -140,6 +140,10 @@ class TranscriptionPipeline:
         self._received += x.shape[0]
         self._ingest(x)
 
+    def queued_final_audio_s(self) -> float:
+        """Seconds of audio in this pipeline's finals waiting for the model (for transport backpressure)."""
+        return self.engine.scheduler.owner_backlog(self.owner).audio_s
+
     async def finish(self) -> None:
         """Finalise the open utterance (reason "stop") and wait until every utterance's final and
         SpeechEnded were emitted."""

@@ -8,8 +8,11 @@ so neither has a branch per transport.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
 
 from agent.events import PipelineEvent
 from control.schema import LiveKitCredentials, ProtocolError, ReadyAudio
@@ -17,6 +20,26 @@ from tokens import IssuedToken
 
 if TYPE_CHECKING:
     from control.session import Session
+
+
+class SessionPipeline(Protocol):
+    """What a session needs of one speaker's transcription pipeline (agent.pipeline.TranscriptionPipeline)."""
+
+    def feed(self, samples: np.ndarray, sample_rate: int, channels: int = 1) -> None:
+        """Add one frame of interleaved audio (on the event loop)."""
+
+    def queued_final_audio_s(self) -> float:
+        """Seconds of audio in its finals waiting for the model."""
+
+    async def finish(self) -> None:
+        """Finalise the open utterance and wait for every final."""
+
+    async def aclose(self) -> None:
+        """Stop, cancelling outstanding work."""
+
+
+#: Makes a speaker's pipeline: (where its events go, the participant it transcribes or None).
+PipelineFactory = Callable[[Callable[[PipelineEvent], None], str | None], SessionPipeline]
 
 
 @dataclass(frozen=True)

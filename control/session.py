@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from agent.events import InterimTranscript, PipelineEvent
-from control.media import MediaTransport, ReadyMedia, SessionMedia
+from control.media import MediaTransport, PipelineFactory, ReadyMedia, SessionMedia, SessionPipeline
 from control.protocol import event_message
 from control.rooms import room_name
 from control.schema import (
@@ -39,7 +39,6 @@ from control.schema import (
 from control.ws_media import WsTransport
 
 if TYPE_CHECKING:
-    from agent.pipeline import TranscriptionPipeline
     from control.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
@@ -57,7 +56,6 @@ class Outbox(Protocol):
     def send_bytes(self, data: bytes) -> None: ...
 
 
-PipelineFactory = Callable[[Callable[[PipelineEvent], None], str | None], "TranscriptionPipeline"]
 
 
 @dataclass
@@ -95,7 +93,7 @@ class Session:
         self._log: deque[Numbered] = deque(maxlen=replay_limit)
         self._evicted_upto = 0
         self._pipeline_factory = pipeline_factory
-        self._pipelines: dict[str | None, TranscriptionPipeline] = {}
+        self._pipelines: dict[str | None, SessionPipeline] = {}
         #: Monitor subscriptions watching this session.
         self.watchers: set[Subscription] = set()
         self.grace_task: asyncio.Task[None] | None = None
@@ -145,7 +143,7 @@ class Session:
             self.outbox.send_message(message, droppable=droppable)
 
     # -- pipelines -----------------------------------------------------------------------------
-    def pipeline(self, participant: str | None = None) -> TranscriptionPipeline:
+    def pipeline(self, participant: str | None = None) -> SessionPipeline:
         """The pipeline for one speaker (None: the session's single user), created on first use."""
         pipeline = self._pipelines.get(participant)
         if pipeline is None:

@@ -113,8 +113,7 @@ class WsSessionMedia(SessionMedia):
 
     def _queued_final_s(self) -> float:
         """Seconds of audio in this session's finals waiting for the model."""
-        pipeline = self.session.pipeline()
-        return pipeline.engine.scheduler.owner_backlog(pipeline.owner).audio_s
+        return self.session.pipeline().queued_final_audio_s()
 
     def accept_audio(self, data: bytes, socket: AudioSocket) -> None:
         """Count the frame, echo it if asked, and feed its whole samples to the pipeline."""

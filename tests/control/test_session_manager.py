@@ -10,6 +10,7 @@ import asyncio
 import json
 from typing import Any
 
+import numpy as np
 import pytest
 
 from agent.events import FinalTranscript, InterimTranscript, SpeechEnded, SpeechStarted
@@ -48,6 +49,12 @@ class StandInPipeline:
         self.on_event(FinalTranscript(uid, text, self.n, self.n + 1, "silence"))
         self.on_event(SpeechEnded(uid, self.n + 1))
 
+    def feed(self, samples: np.ndarray, sample_rate: int, channels: int = 1) -> None:
+        pass
+
+    def queued_final_audio_s(self) -> float:
+        return 0.0
+
     async def finish(self) -> None:
         self.finished += 1
 
@@ -61,7 +68,7 @@ class StandInPipeline:
 
 def manager(grace: float = 5.0, replay_limit: int = 100) -> SessionManager:
     return SessionManager(
-        pipeline_factory=StandInPipeline,  # type: ignore[arg-type]  # the pipeline's interface, not its class
+        pipeline_factory=StandInPipeline,
         grace_period_s=grace,
         replay_limit=replay_limit,
     )
@@ -180,7 +187,7 @@ class FinalInFlightPipeline(StandInPipeline):
 
 def in_flight_manager(grace: float = 5.0, decode_s: float = 0.05, finish_timeout_s: float = 10.0) -> SessionManager:
     return SessionManager(
-        pipeline_factory=lambda on_event, participant: FinalInFlightPipeline(on_event, participant, decode_s),  # type: ignore[arg-type,return-value]  # the pipeline's interface, not its class
+        pipeline_factory=lambda on_event, participant: FinalInFlightPipeline(on_event, participant, decode_s),
         grace_period_s=grace,
         finish_timeout_s=finish_timeout_s,
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,33 +22,25 @@ pytestmark = pytest.mark.timeout(180)
 
 
 # -- the backlog hold, without sockets --------------------------------------------------------------
-@dataclass
 class Backlog:
-    audio_s: float
-
-
-class FakeScheduler:
-    """Reports a settable backlog; `polled` is set each time it is asked."""
+    """The queued finals' audio a stand-in pipeline reports; `polled` is set each time it is asked."""
 
     def __init__(self) -> None:
         self.audio_s = 0.0
         self.polls = 0
         self.polled = asyncio.Event()
 
-    def owner_backlog(self, owner: str) -> Backlog:
-        self.polls += 1
-        self.polled.set()
-        return Backlog(self.audio_s)
-
 
 class BacklogPipeline:
-    """A stand-in pipeline on a stand-in engine whose scheduler reports `FakeScheduler`'s backlog."""
+    """A stand-in pipeline whose queued finals are `backlog`'s."""
 
-    scheduler = FakeScheduler()
+    def __init__(self, backlog: Backlog) -> None:
+        self.backlog = backlog
 
-    def __init__(self, on_event: Any, participant: str | None) -> None:
-        self.owner = "pipeline-test"
-        self.engine = self
+    def queued_final_audio_s(self) -> float:
+        self.backlog.polls += 1
+        self.backlog.polled.set()
+        return self.backlog.audio_s
 
     def feed(self, samples: np.ndarray, sample_rate: int, channels: int = 1) -> None:
         pass
@@ -62,9 +53,9 @@ class BacklogPipeline:
 
 
 async def test_audio_waits_while_the_sessions_queued_finals_exceed_the_bound() -> None:
-    scheduler = BacklogPipeline.scheduler = FakeScheduler()
+    backlog = Backlog()
     manager = SessionManager(
-        pipeline_factory=BacklogPipeline,  # type: ignore[arg-type]  # the pipeline's interface, not its class
+        pipeline_factory=lambda on_event, participant: BacklogPipeline(backlog),
         grace_period_s=5.0,
         transports={"ws": WsTransport(max_backlog_s=10.0)},
     )
@@ -72,13 +63,13 @@ async def test_audio_waits_while_the_sessions_queued_finals_exceed_the_bound() -
     media = session.media
     assert isinstance(media, WsSessionMedia)
     await media.pace(640)  # nothing queued: at once
-    scheduler.audio_s = 12.0
+    backlog.audio_s = 12.0
     held = asyncio.ensure_future(media.pace(640))
-    while scheduler.polls < 3:  # the frame is held and the backlog checked again and again
-        scheduler.polled.clear()
-        await scheduler.polled.wait()
+    while backlog.polls < 3:  # the frame is held and the backlog checked again and again
+        backlog.polled.clear()
+        await backlog.polled.wait()
     assert not held.done()
-    scheduler.audio_s = 4.0
+    backlog.audio_s = 4.0
     await asyncio.wait_for(held, 5)
     assert media.backlog_held_s > 0
 
