@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from browser_support import CHROMIUM, CHROMIUM_FLAGS, ROOT, require_browser
+from browser_support import CHROMIUM, CHROMIUM_FLAGS, ROOT, ControlFrames, require_browser
 
 ARTIFACTS = ROOT / "artifacts"
 
@@ -35,7 +35,8 @@ document.addEventListener('DOMContentLoaded', () => {
 
 @contextlib.asynccontextmanager
 async def browser_page(mic_wav: Path | None = None) -> AsyncIterator[Any]:
-    """A fresh headless Chromium page; its microphone plays `mic_wav` in a loop."""
+    """A fresh headless Chromium page; its microphone plays `mic_wav` in a loop. Every control
+    message it sends or receives is checked against the wire schema when the block ends."""
     from playwright.async_api import async_playwright
 
     args = list(CHROMIUM_FLAGS)
@@ -49,7 +50,11 @@ async def browser_page(mic_wav: Path | None = None) -> AsyncIterator[Any]:
             page = await ctx.new_page()
             page.on("console", lambda m: print("[page]", m.type, m.text))
             page.on("pageerror", lambda e: print("[page error]", e))
+            frames = ControlFrames()
+            page.on("websocket", frames.watch)
             yield page
+            assert not frames.off_schema, f"control messages outside the wire schema: {frames.off_schema}"
+            print(f"control frames checked against the schema: {frames.sent} sent, {frames.received} received")
         finally:
             await browser.close()
 
