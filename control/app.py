@@ -16,7 +16,7 @@ from control.admission import Limits, SocketCount
 from control.config import Settings
 from control.connection import ControlConnection
 from control.protocol import PROTOCOL_VERSION
-from control.schema import CLOSE_TRY_AGAIN_LATER, Error, ProtocolError, encode
+from control.schema import CLOSE_TRY_AGAIN_LATER, ProtocolError, encode
 from control.session import SessionManager
 from control.web import add_web_routes
 from tokens import AuthError, verify_control_token
@@ -74,9 +74,8 @@ async def control_socket(request: web.Request) -> web.StreamResponse:
 
 async def _refuse(ws: web.WebSocketResponse, error: ProtocolError) -> None:
     """Tell a socket over a cap why (instead of `hello`), then close it: try again later."""
-    message = Error(code=error.code, message=error.message, retry_after=error.retry_after)
     with contextlib.suppress(ConnectionError):  # the client may be gone already
-        await ws.send_str(encode(message).decode())
+        await ws.send_str(encode(error.to_message()).decode())
     await ws.close(code=CLOSE_TRY_AGAIN_LATER, message=error.code.encode())
 
 

@@ -30,7 +30,6 @@ from control.schema import (
     AuthExpiring,
     AuthRefresh,
     AuthRefreshed,
-    Error,
     Hello,
     Ping,
     Pong,
@@ -136,15 +135,7 @@ class ControlConnection:
             return
         self._error_window = (window_start, count + 1)
         suppressed, self._errors_suppressed = self._errors_suppressed or None, 0
-        self.send_message(
-            Error(
-                id=error.request_id,
-                code=error.code,
-                message=error.message,
-                suppressed=suppressed,
-                retry_after=error.retry_after,
-            )
-        )
+        self.send_message(error.to_message(suppressed=suppressed))
 
     async def _sender(self) -> None:
         while True:
@@ -208,7 +199,7 @@ class ControlConnection:
             return
         error = self.limits.start_timeout_error()
         log.info("control socket of user %r closed: %s", self.claims.user, error.code)
-        self.send_message(Error(code=error.code, message=error.message), force=True)
+        self.send_message(error.to_message(), force=True)
         self._closing = True
         self._close_task = asyncio.get_running_loop().create_task(self._close_after_drain(CLOSE_START_TIMEOUT, error.code))
 

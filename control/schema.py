@@ -102,6 +102,12 @@ class ProtocolError(Exception):
         #: Seconds to wait before trying again (over a capacity limit).
         self.retry_after = retry_after
 
+    def to_message(self, *, suppressed: int | None = None) -> Error:
+        """The `error` message that tells the client (`suppressed`: errors not sent since the last)."""
+        return Error(
+            id=self.request_id, code=self.code, message=self.message, suppressed=suppressed, retry_after=self.retry_after
+        )
+
 
 def tag_of(cls: type[Struct]) -> str:
     """The `type` a message class is tagged with."""

@@ -56,8 +56,6 @@ class Outbox(Protocol):
     def send_bytes(self, data: bytes) -> None: ...
 
 
-
-
 @dataclass
 class SessionOptions:
     transport: str
@@ -405,8 +403,8 @@ class SessionManager:
 
     def drop_subscriptions(self, outbox: Outbox) -> None:
         """Forget every subscription of a socket that went away."""
-        for subscription_id in [k for k, s in self._subscriptions.items() if s.outbox is outbox]:
-            self.unsubscribe(subscription_id, outbox)
+        for subscription in self.subscriptions_of(outbox):
+            self.unsubscribe(subscription.id, outbox)
 
     async def close(self) -> None:
         """End every session (server shutdown), all at once: each finalises its open utterances first."""

@@ -107,13 +107,9 @@ class WsSessionMedia(SessionMedia):
             return
         started = time.monotonic()
         # The scheduler is thread-safe, not asyncio: there is no event to wait for, so poll it.
-        while not self.session.ended and self._queued_final_s() > self.max_backlog_s:  # noqa: ASYNC110
+        while not self.session.ended and self.session.pipeline().queued_final_audio_s() > self.max_backlog_s:  # noqa: ASYNC110
             await asyncio.sleep(BACKLOG_POLL_S)
         self.backlog_held_s += time.monotonic() - started
-
-    def _queued_final_s(self) -> float:
-        """Seconds of audio in this session's finals waiting for the model."""
-        return self.session.pipeline().queued_final_audio_s()
 
     def accept_audio(self, data: bytes, socket: AudioSocket) -> None:
         """Count the frame, echo it if asked, and feed its whole samples to the pipeline."""

@@ -33,12 +33,13 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from control.schema import Ping
 from roomscribe.bench.corpus import Clip, example_corpus
 from roomscribe.bench.metrics import percentile, score_session, summarise
 from roomscribe.bench.plan import SessionPlan, build_plan
 from roomscribe.bench.runner import run_sessions
 from roomscribe.bench.server import BenchServer, InProcessServer, SubprocessServer, unknown_settings
-from roomscribe.bench.transport import Endpoint, SessionRecord
+from roomscribe.bench.transport import Endpoint, SessionRecord, send_request
 from roomscribe.bench.ws_transport import WsTransport
 
 Progress = Callable[[str], None]
@@ -121,7 +122,7 @@ async def hold_idle_socket(
             reader = asyncio.create_task(read())
             await stop.wait()
             if not reader.done():
-                await ws.send_json({"type": "ping", "id": "soak"})
+                await send_request(ws, Ping(id="soak"))
                 try:
                     await asyncio.wait_for(asyncio.shield(pong), 10.0)
                     rec.answered_ping = True
