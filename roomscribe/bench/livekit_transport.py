@@ -67,6 +67,7 @@ class LiveKitTransport:
                 listening.set()
 
         room = rtc.Room()
+        publish: PublishLoop | None = None
         async with aiohttp.ClientSession() as http:
             async with http.ws_connect(self.endpoint.url, headers=headers, max_msg_size=0) as ws:
                 read_task = asyncio.create_task(
@@ -97,4 +98,6 @@ class LiveKitTransport:
                 finally:
                     read_task.cancel()
                     await room.disconnect()
+                    if publish is not None:  # the SDK's audio source task ends with the session
+                        await publish.aclose()
         return record

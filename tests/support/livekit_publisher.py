@@ -40,20 +40,21 @@ async def publish_samples(
     lead_silence_s: float = 0.8,
     queue_size_ms: int = 100,
     speak: asyncio.Future[object] | None = None,
-) -> rtc.LocalTrackPublication:
+) -> PublishLoop:
     """Publish samples as a microphone track in 10 ms frames, paced by the SDK; wait for playout.
+    Returns the loop, for the caller to `aclose()` once it has left the room.
 
     The lead-in silence stands for the moment before a person speaks: audio sent before the
     agent's subscription is set up is not heard (as with any LiveKit server). With `speak` it
     lasts until that future is done (at least `lead_silence_s`, at most LEAD_MAX_S)."""
     loop = PublishLoop(sample_rate, channels, queue_size_ms=queue_size_ms)
-    publication = await loop.publish_to(room)
+    await loop.publish_to(room)
     tail = np.zeros(int(tail_silence_s * sample_rate) * channels, dtype=np.int16)
     padded = np.concatenate([samples, tail])
     await loop.run(
         ten_ms_frames(padded, sample_rate, channels), speak, lead_in_min_s=lead_silence_s, lead_in_max_s=LEAD_MAX_S
     )
-    return publication
+    return loop
 
 
 async def publish_wav_subprocess(
@@ -129,14 +130,17 @@ async def _main(args: argparse.Namespace) -> None:
     speak = _line_on_stdin() if args.speak_on_stdin else None
     room = rtc.Room()
     await room.connect(args.url, args.token, rtc.RoomOptions(auto_subscribe=False))
+    publisher: PublishLoop | None = None
     try:
-        await publish_samples(
+        publisher = await publish_samples(
             room, audio.samples, audio.sample_rate, audio.channels, tail_silence_s=args.tail_silence,
             queue_size_ms=args.queue_ms, speak=speak,
         )
         await asyncio.sleep(args.linger)
     finally:
         await room.disconnect()
+        if publisher is not None:  # as roomscribe.client does: no SDK audio task left running at exit
+            await publisher.aclose()
 
 
 if __name__ == "__main__":
