@@ -615,3 +615,121 @@ def json_schema() -> dict[str, Any]:
         "$defs": {**components, "ClientMessage": client, "ServerMessage": server},
         "anyOf": [{"$ref": "#/$defs/ClientMessage"}, {"$ref": "#/$defs/ServerMessage"}],
     }
+
+
+# -- between processes: control replicas and transcription workers (docs/deploy.md) ----------------
+#: The version of the messages below. A process reads every version up to its own and writes its
+#: own, so during a rolling upgrade an old and a new process understand each other as long as a new
+#: version only adds fields (with defaults) or message types.
+ClusterVersion = Literal[1]
+CLUSTER_VERSION: int = get_args(ClusterVersion)[0]
+
+
+class ClusterMessage(Struct, tag_field="type", kw_only=True, omit_defaults=True, forbid_unknown_fields=False):
+    """Base of every message between control replicas and workers (JSON in Redis)."""
+
+    v: int = CLUSTER_VERSION
+
+
+class SessionRecord(ClusterMessage, tag="session.record", kw_only=True):
+    """A session in the registry: what any control replica needs to resume it, any worker to run it."""
+
+    session_id: str
+    user: str
+    room: str
+    transport: Transport
+    audio: AudioFormat | None = None
+    interim: bool = True
+    echo: bool = False
+    multi_user: bool = False
+    created_at: float
+
+
+class WorkerState(ClusterMessage, tag="worker.state", kw_only=True):
+    """A worker's heartbeat: its capacity and load (a worker not heard from in 3 heartbeats is dead)."""
+
+    worker_id: str
+    capacity: Annotated[int, Meta(description="sessions it takes at most")]
+    active: Annotated[int, Meta(description="sessions it runs now")]
+    queued_final_audio_s: Annotated[float, Meta(description="audio in finals waiting for its model")] = 0.0
+    draining: Annotated[bool, Meta(description="takes no new session (SIGTERM)")] = False
+    at: Annotated[float, Meta(description="wall time of this heartbeat")]
+
+
+class SessionJob(ClusterMessage, tag="session.job", kw_only=True):
+    """control → worker (the worker's job stream): run this session's transcription."""
+
+    session_id: str
+    #: Read the session's input stream after this entry id ("0": from the start).
+    input_after: str = "0"
+
+
+class AudioIn(ClusterMessage, tag="audio", kw_only=True):
+    """control → worker (the session's input stream): PCM samples; the bytes travel beside it."""
+
+    sample_rate: int
+    channels: int = 1
+    dtype: Literal["int16", "float32"] = "int16"
+    participant: str | None = None
+
+
+class FinishIn(ClusterMessage, tag="finish", kw_only=True):
+    """control → worker: finalise the open utterance(s) (one participant's, or all: None)."""
+
+    request: str
+    participant: str | None = None
+    all: bool = False
+
+
+class EndIn(ClusterMessage, tag="end", kw_only=True):
+    """control → worker: the session ended; finalise nothing more, release it."""
+
+    reason: str
+
+
+class Accepted(ClusterMessage, tag="accepted", kw_only=True):
+    """worker → control (the session's output stream): the worker runs the session now."""
+
+    worker_id: str
+
+
+class Refused(ClusterMessage, tag="refused", kw_only=True):
+    """worker → control: the worker is full or draining; try another."""
+
+    worker_id: str
+    reason: str
+
+
+class EventOut(ClusterMessage, tag="event", kw_only=True):
+    """worker → control: one session event (a server message whose `seq` the control tier sets)."""
+
+    message: msgspec.Raw
+
+
+class Finished(ClusterMessage, tag="finished", kw_only=True):
+    """worker → control: a `finish` request is done (its finals came before this)."""
+
+    request: str
+
+
+class Released(ClusterMessage, tag="released", kw_only=True):
+    """worker → control: the worker let the session go (after `end`, or draining)."""
+
+    worker_id: str
+
+
+CLUSTER_MESSAGES: tuple[type[ClusterMessage], ...] = (
+    SessionRecord, WorkerState, SessionJob, AudioIn, FinishIn, EndIn, Accepted, Refused, EventOut, Finished, Released,
+)  # fmt: skip
+_CLUSTER_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(reduce(operator.or_, CLUSTER_MESSAGES))
+
+
+def encode_cluster(message: ClusterMessage) -> bytes:
+    """A message between processes as JSON bytes."""
+    return _ENCODER.encode(message)
+
+
+def decode_cluster(data: bytes | str) -> ClusterMessage:
+    """Decode a message between processes (msgspec.ValidationError / DecodeError when it is not one)."""
+    message: ClusterMessage = _CLUSTER_DECODER.decode(data)
+    return message
