@@ -1,0 +1,290 @@
+"""The cluster's state and bus in Redis: session registry, event journals, per-session streams, workers.
+
+Every key starts with the store's prefix (default `roomscribe:`). Per session `{sid}`:
+
+- `session:{sid}` (hash): `record` (a SessionRecord), `worker`, `owner` (the control replica holding its
+  socket, if any), `epoch` (raised by every new owner: only the owner of the current epoch may write
+  the journal), `seq` (the last journaled event), `cursor` (the output-stream entry the journal has
+  consumed), `bytes` (ws audio bytes taken from the client), `evicted` (journal entries trimmed);
+- `journal:{sid}` (stream): the numbered events a resume replays, bounded like the in-process replay log;
+- `in:{sid}` (stream): control → worker, audio and finish/end requests, in order;
+- `out:{sid}` (stream): worker → control, session events and acknowledgements, in order;
+- `user:{user}` (string): the user's current session id.
+
+Workers: `workers` (hash worker id → WorkerState) and `jobs:{worker id}` (stream of SessionJob).
+Every session key expires `ttl_s` after the last `touch`, so a session no process looks after is gone
+after its grace period. All I/O is here; what the messages mean is control/schema.py's.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from control.schema import ClusterMessage, SessionJob, SessionRecord, WorkerState, decode_cluster, encode_cluster
+
+#: Entries an input or output stream keeps at most (about 2 minutes of 100 ms frames): a bound, not
+#: a buffer that is meant to fill; the control tier holds audio back when its worker falls behind.
+STREAM_MAXLEN = 1200
+
+# Journal an event only while `epoch` is the session's current one; returns 1, or 0 when fenced out.
+_JOURNAL_SCRIPT = """
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], ARGV[2] .. '-0', 'm', ARGV[3])
+redis.call('HSET', KEYS[1], 'seq', ARGV[2])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'cursor', ARGV[4]) end
+return 1
+"""
+
+
+T = TypeVar("T")
+
+
+async def _reply(result: Awaitable[T] | T) -> T:
+    """The reply of a redis-py command that is typed for both its clients (on the asyncio one it is awaitable)."""
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+class ClusterUnavailable(Exception):
+    """Redis cannot be reached (or failed a command)."""
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """A session's registry entry."""
+
+    record: SessionRecord
+    worker: str | None
+    owner: str | None
+    epoch: int
+    seq: int
+    cursor: str
+    audio_bytes: int
+
+
+@dataclass(frozen=True)
+class StreamEntry:
+    """One entry of an input or output stream: its id, message, and (audio) bytes."""
+
+    id: str
+    message: ClusterMessage
+    pcm: bytes | None = None
+
+
+class ClusterStore:
+    """The Redis operations of control replicas and workers (one instance per process)."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str = "roomscribe:") -> None:
+        self.redis = client
+        self.prefix = prefix
+        self._journal = client.register_script(_JOURNAL_SCRIPT)
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "roomscribe:") -> ClusterStore:
+        """A store on the Redis at `url` (redis://host:port/db)."""
+        client = aioredis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=None, health_check_interval=10)
+        return cls(client, prefix=prefix)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def _session_keys(self, session_id: str) -> list[str]:
+        return [self._key(name, session_id) for name in ("session", "journal", "in", "out")]
+
+    async def ping(self) -> None:
+        """ClusterUnavailable unless Redis answers."""
+        try:
+            await self.redis.ping()
+        except (RedisError, OSError) as exc:
+            raise ClusterUnavailable(f"Redis did not answer: {type(exc).__name__}: {exc}") from None
+
+    # -- session registry ---------------------------------------------------------------------------------
+    async def create_session(self, record: SessionRecord, *, owner: str, ttl_s: float) -> int:
+        """Register a new session owned by `owner`, as the user's current one; returns its epoch (1)."""
+        key = self._key("session", record.session_id)
+        ttl_ms = _ms(ttl_s)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                key, mapping={"record": encode_cluster(record), "owner": owner, "epoch": 1, "seq": 0, "cursor": "0-0", "bytes": 0}
+            )
+            pipe.pexpire(key, ttl_ms)
+            pipe.set(self._key("user", record.user), record.session_id, px=ttl_ms)
+            await pipe.execute()
+        return 1
+
+    async def session(self, session_id: str) -> SessionState | None:
+        """The session's registry entry, or None when there is none (ended, or expired)."""
+        data: dict[bytes, bytes] = await _reply(self.redis.hgetall(self._key("session", session_id)))
+        if b"record" not in data:
+            return None
+        record = decode_cluster(data[b"record"])
+        if not isinstance(record, SessionRecord):
+            return None
+        worker = data.get(b"worker")
+        owner = data.get(b"owner")
+        return SessionState(
+            record=record,
+            worker=worker.decode() if worker else None,
+            owner=owner.decode() if owner else None,
+            epoch=int(data.get(b"epoch", b"0")),
+            seq=int(data.get(b"seq", b"0")),
+            cursor=data.get(b"cursor", b"0-0").decode(),
+            audio_bytes=int(data.get(b"bytes", b"0")),
+        )
+
+    async def user_session(self, user: str) -> str | None:
+        """The id of the user's current session, if any."""
+        value = await self.redis.get(self._key("user", user))
+        return value.decode() if value else None
+
+    async def take_ownership(self, session_id: str, owner: str) -> int:
+        """Make `owner` the session's control replica; returns the new epoch (the old owner is fenced out)."""
+        key = self._key("session", session_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, "owner", owner)
+            pipe.hincrby(key, "epoch", 1)
+            _, epoch = await pipe.execute()
+        return int(epoch)
+
+    async def release_ownership(self, session_id: str, epoch: int) -> None:
+        """The owner's socket went away: no owner (unless another one took it meanwhile)."""
+        key = self._key("session", session_id)
+        state = await _reply(self.redis.hget(key, "epoch"))
+        if state is not None and int(state) == epoch:
+            await _reply(self.redis.hdel(key, "owner"))
+
+    async def set_worker(self, session_id: str, worker_id: str | None) -> None:
+        key = self._key("session", session_id)
+        if worker_id is None:
+            await _reply(self.redis.hdel(key, "worker"))
+        else:
+            await _reply(self.redis.hset(key, "worker", worker_id))
+
+    async def touch(self, session_id: str, user: str, ttl_s: float) -> bool:
+        """Keep every key of the session (and its user's pointer) for `ttl_s` more; False if it is gone."""
+        ttl_ms = _ms(ttl_s)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in self._session_keys(session_id):
+                pipe.pexpire(key, ttl_ms)
+            pipe.pexpire(self._key("user", user), ttl_ms)
+            results = await pipe.execute()
+        return bool(results[0])
+
+    async def delete_session(self, session_id: str, user: str) -> None:
+        """Forget the session (and the user's pointer to it, unless the user has a newer one)."""
+        await self.redis.delete(*self._session_keys(session_id))
+        user_key = self._key("user", user)
+        if await self.redis.get(user_key) == session_id.encode():
+            await self.redis.delete(user_key)
+
+    # -- journal -----------------------------------------------------------------------------------------
+    async def journal_append(
+        self, session_id: str, epoch: int, seq: int, message: bytes, *, cursor: str | None, maxlen: int
+    ) -> bool:
+        """Journal event `seq` (JSON bytes) if `epoch` still owns the session, with the output-stream
+        entry it came from (`cursor`); False when another replica owns the session now."""
+        keys = [self._key("session", session_id), self._key("journal", session_id)]
+        result = await self._journal(keys=keys, args=[epoch, seq, message, cursor or "", maxlen])
+        return bool(result)
+
+    async def journal(self, session_id: str, after_seq: int) -> tuple[list[tuple[int, bytes]], int]:
+        """The journaled events after `after_seq`, in order, and the lowest seq still kept (0: none)."""
+        entries = await self.redis.xrange(self._key("journal", session_id), min=f"{after_seq + 1}-0", max="+")
+        first = await self.redis.xrange(self._key("journal", session_id), min="-", max="+", count=1)
+        lowest = int(first[0][0].split(b"-")[0]) if first else 0
+        return [(int(entry_id.split(b"-")[0]), fields[b"m"]) for entry_id, fields in entries], lowest
+
+    # -- per-session streams -------------------------------------------------------------------------------
+    async def send_input(
+        self, session_id: str, message: ClusterMessage, pcm: bytes | None = None, *, client_bytes: int = 0
+    ) -> str:
+        """Append to the session's input stream; `client_bytes` of ws audio are counted as taken."""
+        fields: dict[str, bytes] = {"m": encode_cluster(message)}
+        if pcm is not None:
+            fields["pcm"] = pcm
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self._key("in", session_id), fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]  # redis-py types fields as str-keyed Mapping of str
+            if client_bytes:
+                pipe.hincrby(self._key("session", session_id), "bytes", client_bytes)
+            results = await pipe.execute()
+        entry_id: bytes = results[0]
+        return entry_id.decode()
+
+    async def read_input(
+        self, session_id: str, after: str, *, block_ms: int | None = None, count: int = 100
+    ) -> list[StreamEntry]:
+        """Input entries after `after` (waits up to `block_ms` for one when there is none)."""
+        return await self._read(self._key("in", session_id), after, block_ms, count)
+
+    async def send_output(self, session_id: str, message: ClusterMessage) -> str:
+        """Append to the session's output stream (worker → control)."""
+        entry_id: bytes = await self.redis.xadd(
+            self._key("out", session_id), {"m": encode_cluster(message)}, maxlen=STREAM_MAXLEN, approximate=True
+        )
+        return entry_id.decode()
+
+    async def read_output(
+        self, session_id: str, after: str, *, block_ms: int | None = None, count: int = 100
+    ) -> list[StreamEntry]:
+        """Output entries after `after` (waits up to `block_ms` for one when there is none)."""
+        return await self._read(self._key("out", session_id), after, block_ms, count)
+
+    async def _read(self, key: str, after: str, block_ms: int | None, count: int) -> list[StreamEntry]:
+        reply = await self.redis.xread({key: after}, count=count, block=block_ms)
+        return [_entry(entry_id, fields) for _, entries in reply for entry_id, fields in entries]
+
+    # -- workers ---------------------------------------------------------------------------------------
+    async def heartbeat(self, state: WorkerState) -> None:
+        await _reply(self.redis.hset(self._key("workers"), state.worker_id, encode_cluster(state).decode()))
+
+    async def workers(self) -> list[WorkerState]:
+        """Every worker's last heartbeat (dead ones included: see control.dispatch)."""
+        data: dict[bytes, bytes] = await _reply(self.redis.hgetall(self._key("workers")))
+        states = []
+        for raw in data.values():
+            try:
+                state = decode_cluster(raw)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                continue  # a newer worker's state this process cannot read: not a candidate
+            if isinstance(state, WorkerState):
+                states.append(state)
+        return states
+
+    async def remove_worker(self, worker_id: str) -> None:
+        await _reply(self.redis.hdel(self._key("workers"), worker_id))
+
+    async def send_job(self, worker_id: str, job: SessionJob) -> None:
+        await self.redis.xadd(self._key("jobs", worker_id), {"m": encode_cluster(job)}, maxlen=STREAM_MAXLEN, approximate=True)
+
+    async def read_jobs(self, worker_id: str, after: str, *, block_ms: int | None = None) -> list[StreamEntry]:
+        return await self._read(self._key("jobs", worker_id), after, block_ms, 100)
+
+    async def last_job_id(self, worker_id: str) -> str:
+        """The newest entry of the worker's job stream ("0-0": none), where a starting worker begins."""
+        info: Sequence[Any] = await self.redis.xrevrange(self._key("jobs", worker_id), count=1)
+        return info[0][0].decode() if info else "0-0"
+
+
+def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> StreamEntry:
+    return StreamEntry(id=entry_id.decode(), message=decode_cluster(fields[b"m"]), pcm=fields.get(b"pcm"))
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def now() -> float:
+    """Wall time, as heartbeats carry it."""
+    return time.time()

@@ -1,0 +1,110 @@
+"""The cluster store against a real redis-server: registry, journal fencing, streams, workers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+import pytest
+
+from control.cluster_store import ClusterStore, ClusterUnavailable
+from control.schema import (
+    AudioFormat,
+    AudioIn,
+    EventOut,
+    FinishIn,
+    SessionJob,
+    SessionRecord,
+    WorkerState,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _record(session_id: str = "s_1", user: str = "alice") -> SessionRecord:
+    return SessionRecord(session_id=session_id, user=user, room="r", transport="ws", audio=AudioFormat(), created_at=time.time())
+
+
+async def test_a_registered_session_reads_back_and_is_the_users(store: ClusterStore) -> None:
+    epoch = await store.create_session(_record(), owner="control-a", ttl_s=30)
+    state = await store.session("s_1")
+    assert state is not None
+    assert (state.record.user, state.owner, state.epoch, state.seq, state.audio_bytes) == ("alice", "control-a", epoch, 0, 0)
+    assert await store.user_session("alice") == "s_1"
+    await store.delete_session("s_1", "alice")
+    assert await store.session("s_1") is None
+    assert await store.user_session("alice") is None
+
+
+async def test_a_session_nobody_touches_expires(store: ClusterStore) -> None:
+    await store.redis.config_set("notify-keyspace-events", "Ex")
+    async with store.redis.pubsub() as pubsub:
+        await pubsub.subscribe("__keyevent@0__:expired")
+        await store.create_session(_record(), owner="control-a", ttl_s=0.2)
+        assert await store.touch("s_1", "alice", 0.2)
+        session_key = (store.prefix + "session:s_1").encode()
+        async with asyncio.timeout(10):  # Redis announces the expiry: no polling
+            while (message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)) is None or (
+                message["data"] != session_key
+            ):
+                pass
+    assert await store.session("s_1") is None
+    assert not await store.touch("s_1", "alice", 0.2)
+
+
+async def test_the_journal_replays_in_order_and_fences_out_an_old_owner(store: ClusterStore) -> None:
+    epoch_a = await store.create_session(_record(), owner="control-a", ttl_s=30)
+    for seq in (1, 2, 3):
+        assert await store.journal_append("s_1", epoch_a, seq, b'{"n":%d}' % seq, cursor=f"{seq}-0", maxlen=100)
+    epoch_b = await store.take_ownership("s_1", "control-b")
+    assert epoch_b > epoch_a
+    # Control replica A still believes it owns the session: its write is refused, not interleaved.
+    assert not await store.journal_append("s_1", epoch_a, 4, b'{"n":4}', cursor="4-0", maxlen=100)
+    assert await store.journal_append("s_1", epoch_b, 4, b'{"n":44}', cursor="5-0", maxlen=100)
+    events, lowest = await store.journal("s_1", after_seq=1)
+    assert [seq for seq, _ in events] == [2, 3, 4]
+    assert events[-1][1] == b'{"n":44}'
+    assert lowest == 1
+    state = await store.session("s_1")
+    assert state is not None and (state.seq, state.cursor, state.owner) == (4, "5-0", "control-b")
+
+
+async def test_input_and_output_streams_carry_messages_and_audio_in_order(store: ClusterStore) -> None:
+    await store.create_session(_record(), owner="control-a", ttl_s=30)
+    first = await store.send_input("s_1", AudioIn(sample_rate=16000), b"\x01\x00" * 160, client_bytes=320)
+    await store.send_input("s_1", FinishIn(request="f1", all=True))
+    entries = await store.read_input("s_1", "0")
+    assert [type(e.message) for e in entries] == [AudioIn, FinishIn]
+    assert entries[0].id == first and entries[0].pcm == b"\x01\x00" * 160 and entries[1].pcm is None
+    assert await store.read_input("s_1", entries[-1].id) == []
+    state = await store.session("s_1")
+    assert state is not None and state.audio_bytes == 320
+
+    # The output stream is empty: the read waits for the entry (or gives up after 5 s).
+    reader = asyncio.create_task(store.read_output("s_1", "0", block_ms=5000))
+    await store.send_output("s_1", EventOut(message=msgspec.Raw(b'{"type":"speech.start"}')))
+    (out,) = await asyncio.wait_for(reader, 5)
+    assert isinstance(out.message, EventOut) and bytes(out.message.message) == b'{"type":"speech.start"}'
+
+
+async def test_workers_heartbeat_and_take_jobs(store: ClusterStore) -> None:
+    now = time.time()
+    await store.heartbeat(WorkerState(worker_id="w1", capacity=2, active=0, at=now))
+    await store.heartbeat(WorkerState(worker_id="w2", capacity=1, active=1, at=now))
+    assert sorted(w.worker_id for w in await store.workers()) == ["w1", "w2"]
+    start = await store.last_job_id("w1")
+    await store.send_job("w1", SessionJob(session_id="s_1"))
+    (job,) = await store.read_jobs("w1", start, block_ms=1000)
+    assert isinstance(job.message, SessionJob) and job.message.session_id == "s_1"
+    await store.remove_worker("w2")
+    assert [w.worker_id for w in await store.workers()] == ["w1"]
+
+
+async def test_an_unreachable_redis_is_a_cluster_unavailable_error(key_prefix: str) -> None:
+    from redis_server import free_port
+
+    store = ClusterStore.from_url(f"redis://127.0.0.1:{free_port()}/0", prefix=key_prefix)
+    with pytest.raises(ClusterUnavailable):
+        await store.ping()
+    await store.close()
