@@ -34,10 +34,13 @@ from control.schema import ClusterMessage, SessionJob, SessionRecord, WorkerStat
 #: a buffer that is meant to fill; the control tier holds audio back when its worker falls behind.
 STREAM_MAXLEN = 1200
 
-# Journal an event only while `epoch` is the session's current one; returns 1, or 0 when fenced out.
+# Number an event only while `epoch` is the session's current one (returns 1; 0 when fenced out);
+# keep it for replay when ARGV[6] is 1 (interims and tokens are numbered but not replayed).
 _JOURNAL_SCRIPT = """
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], ARGV[2] .. '-0', 'm', ARGV[3])
+if ARGV[6] == '1' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], ARGV[2] .. '-0', 'm', ARGV[3])
+end
 redis.call('HSET', KEYS[1], 'seq', ARGV[2])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'cursor', ARGV[4]) end
 return 1
@@ -191,12 +194,13 @@ class ClusterStore:
 
     # -- journal -----------------------------------------------------------------------------------------
     async def journal_append(
-        self, session_id: str, epoch: int, seq: int, message: bytes, *, cursor: str | None, maxlen: int
+        self, session_id: str, epoch: int, seq: int, message: bytes, *, cursor: str | None, maxlen: int, keep: bool = True
     ) -> bool:
-        """Journal event `seq` (JSON bytes) if `epoch` still owns the session, with the output-stream
-        entry it came from (`cursor`); False when another replica owns the session now."""
+        """Record event `seq` (JSON bytes) as sent if `epoch` still owns the session, with the
+        output-stream entry it came from (`cursor`), and keep it for replay when `keep`; False when
+        another replica owns the session now."""
         keys = [self._key("session", session_id), self._key("journal", session_id)]
-        result = await self._journal(keys=keys, args=[epoch, seq, message, cursor or "", maxlen])
+        result = await self._journal(keys=keys, args=[epoch, seq, message, cursor or "", maxlen, int(keep)])
         return bool(result)
 
     async def journal(self, session_id: str, after_seq: int) -> tuple[list[tuple[int, bytes]], int]:
@@ -208,16 +212,17 @@ class ClusterStore:
 
     # -- per-session streams -------------------------------------------------------------------------------
     async def send_input(
-        self, session_id: str, message: ClusterMessage, pcm: bytes | None = None, *, client_bytes: int = 0
+        self, session_id: str, message: ClusterMessage, pcm: bytes | None = None, *, audio_bytes: int | None = None
     ) -> str:
-        """Append to the session's input stream; `client_bytes` of ws audio are counted as taken."""
+        """Append to the session's input stream; with it, `audio_bytes` (the ws audio bytes taken from
+        the client so far, what a resume on any replica reports) is recorded in the same transaction."""
         fields: dict[str, bytes] = {"m": encode_cluster(message)}
         if pcm is not None:
             fields["pcm"] = pcm
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(self._key("in", session_id), fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]  # redis-py types fields as str-keyed Mapping of str
-            if client_bytes:
-                pipe.hincrby(self._key("session", session_id), "bytes", client_bytes)
+            if audio_bytes is not None:
+                pipe.hset(self._key("session", session_id), "bytes", audio_bytes)
             results = await pipe.execute()
         entry_id: bytes = results[0]
         return entry_id.decode()

@@ -117,11 +117,16 @@ class Session:
             if len(self._log) == self._log.maxlen:
                 self._evicted_upto = self._log[0].seq
             self._log.append(message)
+        self.deliver(message)
+        return self.seq
+
+    def deliver(self, message: Numbered) -> None:
+        """Send a numbered event to the attached socket and the watchers (a cluster session journals
+        it in Redis first: control/cluster_session.py)."""
         if self.outbox is not None:
             self.outbox.send_message(message, droppable=message.droppable)
         if isinstance(message, Forwardable):
             self._notify_watchers(message)
-        return self.seq
 
     def _notify_watchers(self, message: Forwardable) -> None:
         for watcher in list(self.watchers):
@@ -261,20 +266,16 @@ class SessionManager:
     ) -> Session:
         """A new session for `user` (its media not yet open: see `open_media`); an existing one of
         the same user is ended as 'replaced'."""
-        media_transport = self.transport(options.transport)
+        self.transport(options.transport)  # ProtocolError when this server does not offer it
         # Ending waits for the open utterance's final: another start of the same user may have
         # registered its session meanwhile, and is replaced in turn.
         while (previous := self._by_user.get(user)) is not None:
             await self.end(previous, "replaced")
-        session = Session(
-            session_id="s_" + secrets.token_urlsafe(12),
-            user=user,
-            room=room or room_name(self.room_strategy, self.room_prefix, user),
-            options=options,
-            pipeline_factory=self._pipeline_factory,
-            replay_limit=self.replay_limit,
-            media_transport=media_transport,
+        session = await self.new_session(
+            "s_" + secrets.token_urlsafe(12), user, room or room_name(self.room_strategy, self.room_prefix, user), options
         )
+        while (previous := self._by_user.get(user)) is not None:  # registered while this one was made
+            await self.end(previous, "replaced")
         self.sessions[session.id] = session
         self._by_user[user] = session
         session.watchers.update(s for s in self._subscriptions.values() if s.user == user)
@@ -282,6 +283,22 @@ class SessionManager:
         if self.max_session_s > 0:
             session.limit_task = asyncio.get_running_loop().create_task(self._limit(session))
         return session
+
+    async def new_session(self, session_id: str, user: str, room: str, options: SessionOptions) -> Session:
+        """Make a new session (not yet registered here); a cluster manager also registers it in Redis."""
+        return Session(
+            session_id=session_id,
+            user=user,
+            room=room,
+            options=options,
+            pipeline_factory=self._pipeline_factory,
+            replay_limit=self.replay_limit,
+            media_transport=self.transport(options.transport),
+        )
+
+    async def fetch(self, session_id: str) -> None:
+        """Before a resume: make sure a session this process does not hold yet is here if it exists
+        (a cluster manager loads it from Redis; in one process every session is here already)."""
 
     async def open_media(self, session: Session) -> ReadyMedia:
         """Open a new session's media; what session.ready announces. If it fails the session ends."""

@@ -62,17 +62,19 @@ async def test_the_journal_replays_in_order_and_fences_out_an_old_owner(store: C
     # Control replica A still believes it owns the session: its write is refused, not interleaved.
     assert not await store.journal_append("s_1", epoch_a, 4, b'{"n":4}', cursor="4-0", maxlen=100)
     assert await store.journal_append("s_1", epoch_b, 4, b'{"n":44}', cursor="5-0", maxlen=100)
+    # An interim: numbered (the seq advances) but not kept for replay.
+    assert await store.journal_append("s_1", epoch_b, 5, b'{"n":5}', cursor="6-0", maxlen=100, keep=False)
     events, lowest = await store.journal("s_1", after_seq=1)
     assert [seq for seq, _ in events] == [2, 3, 4]
     assert events[-1][1] == b'{"n":44}'
     assert lowest == 1
     state = await store.session("s_1")
-    assert state is not None and (state.seq, state.cursor, state.owner) == (4, "5-0", "control-b")
+    assert state is not None and (state.seq, state.cursor, state.owner) == (5, "6-0", "control-b")
 
 
 async def test_input_and_output_streams_carry_messages_and_audio_in_order(store: ClusterStore) -> None:
     await store.create_session(_record(), owner="control-a", ttl_s=30)
-    first = await store.send_input("s_1", AudioIn(sample_rate=16000), b"\x01\x00" * 160, client_bytes=320)
+    first = await store.send_input("s_1", AudioIn(sample_rate=16000), b"\x01\x00" * 160, audio_bytes=320)
     await store.send_input("s_1", FinishIn(request="f1", all=True))
     entries = await store.read_input("s_1", "0")
     assert [type(e.message) for e in entries] == [AudioIn, FinishIn]
