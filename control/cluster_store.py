@@ -222,7 +222,7 @@ class ClusterStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(self._key("in", session_id), fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]  # redis-py types fields as str-keyed Mapping of str
             if audio_bytes is not None:
-                pipe.hset(self._key("session", session_id), "bytes", audio_bytes)
+                pipe.hset(self._key("session", session_id), "bytes", str(audio_bytes))
             results = await pipe.execute()
         entry_id: bytes = results[0]
         return entry_id.decode()
