@@ -1,8 +1,9 @@
 """docs/protocol.md's message tables, rendered from the wire schema (control/schema.py).
 
 Each generated block sits between `<!-- schema:NAME -->` and `<!-- /schema:NAME -->`; the prose
-around the blocks is written by hand. `python -m control.schema_docs` rewrites the blocks in place;
-`--check` only says whether the file is up to date (exit 1 when not; a test does the same).
+around the blocks is written by hand. `python -m control.schema_docs` rewrites the blocks in place,
+and writes the web page's examples/web/protocol.js (control/schema_js.py); `--check` only says
+whether both files are up to date (exit 1 when not; tests do the same).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import msgspec.inspect as mi
 
+from control import schema_js
 from control.schema import (
     ERROR_CODES,
     REQUESTS,
@@ -157,19 +159,19 @@ def render(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m control.schema_docs", description=__doc__)
     parser.add_argument("path", nargs="?", type=Path, default=DOC, help=f"the document (default {DOC})")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the document is not up to date")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a generated file is not up to date")
     args = parser.parse_args(argv)
-    current = args.path.read_text(encoding="utf-8")
-    wanted = render(current)
-    if args.check:
-        if wanted != current:
-            print(f"{args.path} is out of date: run python -m control.schema_docs", file=sys.stderr)
-            return 1
-        return 0
-    if wanted != current:
-        args.path.write_text(wanted, encoding="utf-8")
-        print(f"updated {args.path}")
-    return 0
+    doc = args.path.read_text(encoding="utf-8")
+    js = schema_js.JS.read_text(encoding="utf-8") if schema_js.JS.exists() else ""
+    stale = [(path, wanted) for path, current, wanted in ((args.path, doc, render(doc)), (schema_js.JS, js, schema_js.render()))
+             if wanted != current]  # fmt: skip
+    for path, wanted in stale:
+        if args.check:
+            print(f"{path} is out of date: run python -m control.schema_docs", file=sys.stderr)
+        else:
+            path.write_text(wanted, encoding="utf-8")
+            print(f"updated {path}")
+    return 1 if args.check and stale else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 // roomscribe web example: the microphone → LiveKit (or the ws fallback) → live transcripts.
 //
 // Control protocol: docs/protocol.md. Plain ES module, no build step. The LiveKit browser SDK is
-// the UMD build loaded by index.html from /vendor/livekit-client/ (window.LivekitClient).
+// the UMD build loaded by index.html from /vendor/livekit-client/ (window.LivekitClient). Message
+// types come from protocol.js, generated from the server's wire schema (control/schema.py).
+
+import { MessageType, PROTOCOL_VERSION, RequestType } from './protocol.js';
 
 const LK = window.LivekitClient || null;
 const params = new URLSearchParams(location.search);
@@ -303,7 +306,7 @@ function connectControl() {
         log('the server sent something that is not JSON', 'error');
         return;
       }
-      if (msg.type === 'hello' && !helloSeen) {
+      if (msg.type === MessageType.Hello && !helloSeen) {
         helloSeen = true;
         state.hello = msg;
         resolve(msg);
@@ -343,7 +346,7 @@ function startPings() {
       if (state.ws) state.ws.close(4000, 'no pong');
       return;
     }
-    if (send({ type: 'ping', id: nextId('ping') }) && !state.pongDeadline) state.pongDeadline = Date.now() + PONG_TIMEOUT_MS;
+    if (send({ type: RequestType.Ping, id: nextId('ping') }) && !state.pongDeadline) state.pongDeadline = Date.now() + PONG_TIMEOUT_MS;
   }, PING_EVERY_MS);
 }
 
@@ -356,7 +359,7 @@ function stopPings() {
 function sendSessionStart() {
   const id = nextId('start');
   state.pendingStartId = id;
-  const msg = { type: 'session.start', id, protocol: 1, transport: state.transport };
+  const msg = { type: RequestType.SessionStart, id, protocol: PROTOCOL_VERSION, transport: state.transport };
   if (state.sessionId) {
     msg.resume = { session_id: state.sessionId, last_seq: state.lastSeq };
     log(`resuming session ${state.sessionId} after event ${state.lastSeq}`);
@@ -368,61 +371,61 @@ function sendSessionStart() {
 
 function onControlMessage(msg) {
   window.roomscribe.events.push(msg);
-  if (typeof msg.seq === 'number' && msg.type !== 'session.ready') {
+  if (typeof msg.seq === 'number' && msg.type !== MessageType.SessionReady) {
     if (msg.seq <= state.lastSeq) return; // already seen (a replay after resume)
     state.lastSeq = msg.seq;
   }
   switch (msg.type) {
-    case 'hello':
+    case MessageType.Hello:
       log(`connected as ${msg.user}; transports ${msg.transports.join(', ')}`);
       break;
-    case 'session.ready':
+    case MessageType.SessionReady:
       onSessionReady(msg);
       break;
-    case 'speech.start':
+    case MessageType.SpeechStart:
       setStatus('Hearing speech…', 'live');
       break;
-    case 'transcript.interim':
+    case MessageType.InterimTranscript:
       showInterim(msg);
       break;
-    case 'transcript.final':
+    case MessageType.FinalTranscript:
       addFinal(msg);
       break;
-    case 'speech.end':
+    case MessageType.SpeechEnd:
       clearInterim(`${state.sessionId}:${msg.utterance_id}`);
       if (state.phase === 'running') setStatus(listeningText(), 'live');
       break;
-    case 'publish.start':
+    case MessageType.PublishStart:
       log(`server: publish the microphone (${msg.reason || ''})`);
       state.publishWanted = true;
       applyPublish();
       break;
-    case 'publish.stop':
+    case MessageType.PublishStop:
       log(`server: stop publishing (${msg.reason || ''})`);
       state.publishWanted = false;
       applyPublish();
       if (msg.reason === 'inactivity') showNotice('No speech for a while: the microphone is muted until you speak again.');
       break;
-    case 'token':
+    case MessageType.Token:
       onLiveKitToken(msg.token, msg.expires_at);
       break;
-    case 'status':
+    case MessageType.Status:
       onServerStatus(msg);
       break;
-    case 'session.ended':
+    case MessageType.SessionEnded:
       onSessionEnded(msg);
       break;
-    case 'pong':
+    case MessageType.Pong:
       state.pongDeadline = null;
       break;
-    case 'error':
+    case MessageType.Error:
       onServerError(msg);
       break;
-    case 'auth.expiring':
-    case 'auth.expired':
+    case MessageType.AuthExpiring:
+    case MessageType.AuthExpired:
       refreshControlToken();
       break;
-    case 'auth.refreshed':
+    case MessageType.AuthRefreshed:
       log('control token refreshed');
       break;
     default:
@@ -438,7 +441,7 @@ async function refreshControlToken() {
   state.refreshingToken = true;
   try {
     await acquireToken();
-    send({ type: 'auth.refresh', token: state.token });
+    send({ type: RequestType.AuthRefresh, token: state.token });
   } catch (e) {
     log(`could not refresh the control token: ${e.message}`, 'error');
   } finally {
@@ -477,7 +480,7 @@ async function onSessionReady(msg) {
     state.lk = { ...msg.livekit }; // a copy: the event log keeps what the server sent
     onLiveKitToken(msg.livekit.token, msg.livekit.expires_at);
     if (!state.room) connectLiveKit();
-    if (resumed && state.vad.sent !== null) send({ type: 'vad', speaking: state.vad.speaking });
+    if (resumed && state.vad.sent !== null) send({ type: RequestType.Vad, speaking: state.vad.speaking });
   }
   render();
 }
@@ -828,7 +831,7 @@ function onLevel(rms) {
   else if (v.speaking && v.below >= 20) v.speaking = false;
   const gated = state.lk && state.lk.publish_gating === 'vad' && state.sessionTransport === 'livekit';
   if (gated && state.sessionReady && v.sent !== v.speaking) {
-    if (send({ type: 'vad', speaking: v.speaking })) v.sent = v.speaking;
+    if (send({ type: RequestType.Vad, speaking: v.speaking })) v.sent = v.speaking;
   }
 }
 
@@ -930,7 +933,7 @@ async function stop({ reason = 'user', quiet = false } = {}) {
       const check = () => (state.sessionId === null || Date.now() - t0 > 30000 ? resolve() : setTimeout(check, 100));
       check();
     });
-    send({ type: 'session.stop', id: nextId('stop') });
+    send({ type: RequestType.SessionStop, id: nextId('stop') });
     await ended;
   }
   teardown();
@@ -953,7 +956,7 @@ $('transport-ws').addEventListener('change', () => {
 $('start').addEventListener('click', start);
 $('stop').addEventListener('click', () => stop());
 window.addEventListener('pagehide', () => {
-  if (state.sessionReady) send({ type: 'session.stop' });
+  if (state.sessionReady) send({ type: RequestType.SessionStop });
 });
 
 if (!LK) {

@@ -8,6 +8,10 @@ most `lead_in_max_s`, at least `lead_in_min_s` so the SDK's sender is running); 
 paced like a microphone are taken on time (send lateness ≈ 0). The agent's session clock starts
 when its subscription does, so server times are shifted against the bench's;
 `bench.metrics.timeline_shift` estimates the shift for matching (latency never uses server times).
+
+The control socket is the client library's `Link` and every message a wire-schema struct; the bench
+does not use `ControlClient` (see `roomscribe.bench.transport`: its heartbeat, reconnect and resume
+would hide a dropped socket the bench must report).
 """
 
 from __future__ import annotations
@@ -17,15 +21,15 @@ import time
 
 import aiohttp
 
-from control.schema import SessionStart, SessionStop
+from control.schema import ServerMessage, SessionEnded, SessionReady, SessionStart, SessionStop, Status
 from roomscribe.bench.plan import SessionPlan
 from roomscribe.bench.transport import (
     Endpoint,
     SessionRecord,
     TransportUnavailable,
+    control_link,
     pace_frames,
     read_control_events,
-    send_request,
 )
 from roomscribe.common.audio import SAMPLE_RATE
 
@@ -56,48 +60,48 @@ class LiveKitTransport:
 
         record = SessionRecord(plan, user, self.name, speed)
         frames = list(ten_ms_frames(plan.audio, SAMPLE_RATE))
-        headers = {"Authorization": f"Bearer {self.endpoint.token_for(user)}"}
         loop = asyncio.get_running_loop()
-        ready: asyncio.Future[dict] = loop.create_future()
-        ended: asyncio.Future[dict] = loop.create_future()
+        ready: asyncio.Future[SessionReady] = loop.create_future()
+        ended: asyncio.Future[SessionEnded] = loop.create_future()
         listening = asyncio.Event()
 
-        def _on_listening(event: dict) -> None:
-            if event.get("type") == "status" and event.get("code") == "listening":
+        def _on_listening(event: ServerMessage) -> None:
+            if isinstance(event, Status) and event.code == "listening":
                 listening.set()
 
         room = rtc.Room()
         publish: PublishLoop | None = None
-        async with aiohttp.ClientSession() as http:
-            async with http.ws_connect(self.endpoint.url, headers=headers, max_msg_size=0) as ws:
-                read_task = asyncio.create_task(
-                    read_control_events(ws, record, ready, ended, unavailable=TransportUnavailable, on_event=_on_listening)
-                )
-                try:
-                    await send_request(ws, SessionStart(id="start", transport="livekit", interim=interim))
-                    lk = (await asyncio.wait_for(ready, 30.0))["livekit"]
-                    await room.connect(lk["url"], lk["token"], rtc.RoomOptions(auto_subscribe=False))
-                    publish = PublishLoop(SAMPLE_RATE, 1, queue_size_ms=50)
-                    await publish.publish_to(room)
+        async with control_link(self.endpoint, user) as link:
+            read_task = asyncio.create_task(
+                read_control_events(link, record, ready, ended, unavailable=TransportUnavailable, on_event=_on_listening)
+            )
+            try:
+                await link.send_request(SessionStart(id="start", transport="livekit", interim=interim))
+                lk = (await asyncio.wait_for(ready, 30.0)).livekit
+                if lk is None:
+                    raise RuntimeError("session.ready carries no LiveKit credentials")
+                await room.connect(lk.url, lk.token, rtc.RoomOptions(auto_subscribe=False))
+                publish = PublishLoop(SAMPLE_RATE, 1, queue_size_ms=50)
+                await publish.publish_to(room)
 
-                    lead_in_s = await publish.lead_in(listening, min_s=self.lead_in_min_s, max_s=self.lead_in_max_s)
-                    record.max_shift_s = lead_in_s  # the agent cannot have heard more than this
-                    heard = "heard" if listening.is_set() else "NOT reported as heard"
-                    record.notes.append(f"lead-in silence {lead_in_s:.2f} s; track {heard}")
+                lead_in_s = await publish.lead_in(listening, min_s=self.lead_in_min_s, max_s=self.lead_in_max_s)
+                record.max_shift_s = lead_in_s  # the agent cannot have heard more than this
+                heard = "heard" if listening.is_set() else "NOT reported as heard"
+                record.notes.append(f"lead-in silence {lead_in_s:.2f} s; track {heard}")
 
-                    record.t0 = time.monotonic() + start_delay_s
-                    await pace_frames(record, frames, FRAME_MS / 1000, publish.capture)
-                    await publish.wait_for_playout()
-                    await send_request(ws, SessionStop(id="stop"))
-                    await asyncio.wait_for(ended, max(self.drain_timeout_s, plan.duration_s))
-                    record.completed = True
-                except TransportUnavailable:
-                    raise
-                except (TimeoutError, RuntimeError, aiohttp.ClientError, ConnectionError) as exc:
-                    record.error = f"{type(exc).__name__}: {exc}"
-                finally:
-                    read_task.cancel()
-                    await room.disconnect()
-                    if publish is not None:  # the SDK's audio source task ends with the session
-                        await publish.aclose()
+                record.t0 = time.monotonic() + start_delay_s
+                await pace_frames(record, frames, FRAME_MS / 1000, publish.capture)
+                await publish.wait_for_playout()
+                await link.send_request(SessionStop(id="stop"))
+                await asyncio.wait_for(ended, max(self.drain_timeout_s, plan.duration_s))
+                record.completed = True
+            except TransportUnavailable:
+                raise
+            except (TimeoutError, RuntimeError, aiohttp.ClientError, ConnectionError) as exc:
+                record.error = f"{type(exc).__name__}: {exc}"
+            finally:
+                read_task.cancel()
+                await room.disconnect()
+                if publish is not None:  # the SDK's audio source task ends with the session
+                    await publish.aclose()
         return record

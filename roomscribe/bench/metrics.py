@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from control.schema import Error, FinalTranscript, InterimTranscript, Status
 from roomscribe.bench.transport import SessionRecord
 
 TOLERANCE_S = 0.35
@@ -45,8 +46,8 @@ class ClipOutcome:
         return self.final_latency_s is None
 
 
-def _overlaps(event: dict[str, Any], lo: float, hi: float, shift: float = 0.0) -> bool:
-    return event["start"] - shift < hi + TOLERANCE_S and event["end"] - shift > lo - TOLERANCE_S
+def _overlaps(event: FinalTranscript | InterimTranscript, lo: float, hi: float, shift: float = 0.0) -> bool:
+    return event.start - shift < hi + TOLERANCE_S and event.end - shift > lo - TOLERANCE_S
 
 
 def timeline_shift(record: SessionRecord) -> float:
@@ -54,15 +55,15 @@ def timeline_shift(record: SessionRecord) -> float:
     the first finals and clips, within [−0.5 s, record.max_shift_s + 0.5 s] (ws: ~0; LiveKit: at
     most the lead-in); the winner matches the most clips, then has the smallest summed distance
     between each matched clip's onset and its first final's start."""
-    finals = [e for _, e in record.of_type("transcript.final")]
+    finals = [e for _, e in record.of_type(FinalTranscript)]
     clips = record.plan.clips
     lo, hi = -SHIFT_SLACK_S, record.max_shift_s + SHIFT_SLACK_S  # never a whole clip spacing
-    candidates = {0.0} | {d for f in finals[:5] for c in clips[:5] if lo <= (d := f["start"] - c.onset_s) <= hi}
+    candidates = {0.0} | {d for f in finals[:5] for c in clips[:5] if lo <= (d := f.start - c.onset_s) <= hi}
 
     def score(shift: float) -> tuple[int, float]:
         matched, distance = 0, 0.0
         for c in clips:
-            starts = [f["start"] - shift for f in finals if _overlaps(f, c.onset_s, c.end_s, shift)]
+            starts = [f.start - shift for f in finals if _overlaps(f, c.onset_s, c.end_s, shift)]
             if starts:
                 matched += 1
                 distance += abs(min(starts) - c.onset_s)
@@ -74,19 +75,19 @@ def timeline_shift(record: SessionRecord) -> float:
 def score_session(record: SessionRecord, shift: float | None = None) -> list[ClipOutcome]:
     """One outcome per planned clip, in order."""
     shift = timeline_shift(record) if shift is None else shift
-    finals = record.of_type("transcript.final")
-    interims = record.of_type("transcript.interim")
+    finals = record.of_type(FinalTranscript)
+    interims = record.of_type(InterimTranscript)
     clips = record.plan.clips
     out = []
     for pc in clips:
         mine = [(t, e) for t, e in finals if _overlaps(e, pc.onset_s, pc.end_s, shift)]
         latency = merged = end_error = from_send = None
         if mine:
-            t_last, last = max(mine, key=lambda te: te[1]["end"])
+            t_last, last = max(mine, key=lambda te: te[1].end)
             latency = t_last - (record.t0 + pc.end_s)
             from_send = t_last - _sent_at(record, pc.end_s)
             merged = any(o is not pc and _overlaps(last, o.onset_s, o.end_s, shift) for o in clips)
-            end_error = round(last["end"] - shift - pc.end_s, 3)
+            end_error = round(last.end - shift - pc.end_s, 3)
         first = min((t for t, e in interims if _overlaps(e, pc.onset_s, pc.end_s, shift)), default=None)
         interim_latency = None if first is None else first - (record.t0 + pc.onset_s)
         out.append(ClipOutcome(pc.clip.id, latency, interim_latency, len(mine), bool(merged), end_error, from_send))
@@ -104,14 +105,14 @@ def _sent_at(record: SessionRecord, t: float) -> float:
 def clip_texts(record: SessionRecord) -> list[str]:
     """Per clip, the text of the finals overlapping it (for diagnostics; WER uses `final_text`)."""
     shift = timeline_shift(record)
-    finals = sorted((e for _, e in record.of_type("transcript.final")), key=lambda e: e.get("seq", 0))
-    return [" ".join(e["text"].strip() for e in finals if _overlaps(e, c.onset_s, c.end_s, shift)) for c in record.plan.clips]
+    finals = sorted((e for _, e in record.of_type(FinalTranscript)), key=lambda e: e.seq)
+    return [" ".join(e.text.strip() for e in finals if _overlaps(e, c.onset_s, c.end_s, shift)) for c in record.plan.clips]
 
 
 def final_text(record: SessionRecord) -> str:
     """Every final's text in event order."""
-    finals = sorted((e for _, e in record.of_type("transcript.final")), key=lambda e: e.get("seq", 0))
-    return " ".join(e["text"].strip() for e in finals)
+    finals = sorted((e for _, e in record.of_type(FinalTranscript)), key=lambda e: e.seq)
+    return " ".join(e.text.strip() for e in finals)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -129,8 +130,8 @@ def summarise(records: Iterable[SessionRecord]) -> dict[str, Any]:
     from_send = [o.final_latency_from_send_s for o in outcomes if o.final_latency_from_send_s is not None]
     interims = [o.first_interim_latency_s for o in outcomes if o.first_interim_latency_s is not None]
     lateness = [x for r in records for x in r.send_lateness_s]
-    statuses = Counter(e.get("code", "?") for r in records for _, e in r.of_type("status"))
-    errors = Counter(e.get("code", "?") for r in records for _, e in r.of_type("error"))
+    statuses = Counter(e.code for r in records for _, e in r.of_type(Status))
+    errors = Counter(e.code for r in records for _, e in r.of_type(Error))
     r3 = lambda x: None if x is None else round(x, 3)  # noqa: E731
     return {
         "sessions": len(records),

@@ -22,7 +22,6 @@ sockets that never start a session (each must still answer a `ping` at the end).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections import Counter
@@ -33,14 +32,15 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from control.schema import Ping
+from control.schema import FinalTranscript, Ping, Pong, SpeechEnd, SpeechStart
 from roomscribe.bench.corpus import Clip, example_corpus
 from roomscribe.bench.metrics import percentile, score_session, summarise
 from roomscribe.bench.plan import SessionPlan, build_plan
 from roomscribe.bench.runner import run_sessions
 from roomscribe.bench.server import BenchServer, InProcessServer, SubprocessServer, unknown_settings
-from roomscribe.bench.transport import Endpoint, SessionRecord, send_request
+from roomscribe.bench.transport import Endpoint, SessionRecord, control_link
 from roomscribe.bench.ws_transport import WsTransport
+from roomscribe.client.events import parse_event
 
 Progress = Callable[[str], None]
 GAP_S = 1.0  # silence between clips: each clip ends its utterance
@@ -100,36 +100,36 @@ async def hold_idle_socket(
     http: aiohttp.ClientSession, endpoint: Endpoint, user: str, opened: asyncio.Future[None], stop: asyncio.Event
 ) -> IdleSocket:
     """Connect, read `hello`, then only read (the server's heartbeats are answered) until `stop`;
-    then `ping` and wait for the `pong`."""
+    then `ping` and wait for the `pong`. The socket is the client library's `Link` (not a
+    `ControlClient`, whose heartbeat would make the socket busy and whose reconnect would hide an
+    early close)."""
     rec = IdleSocket(user)
     loop = asyncio.get_running_loop()
     pong: asyncio.Future[None] = loop.create_future()
     try:
-        headers = {"Authorization": f"Bearer {endpoint.token_for(user)}"}
-        async with http.ws_connect(endpoint.url, headers=headers) as ws:
-            first = await asyncio.wait_for(ws.receive(), 30.0)
-            rec.hello = first.type == aiohttp.WSMsgType.TEXT and json.loads(first.data).get("type") == "hello"
+        async with control_link(endpoint, user, http=http) as link:
+            rec.hello = True  # the link opens once `hello` has arrived
             if not opened.done():
                 opened.set_result(None)
 
             async def read() -> None:
-                async for msg in ws:
-                    if msg.type == aiohttp.WSMsgType.TEXT and json.loads(msg.data).get("type") == "pong" and not pong.done():
+                async for raw in link.messages():
+                    if isinstance(parse_event(raw), Pong) and not pong.done():
                         pong.set_result(None)
                 if not stop.is_set():
-                    rec.closed_early = f"closed by the server (code {ws.close_code})"
+                    rec.closed_early = f"closed by the server (code {link.ws.close_code})"
 
             reader = asyncio.create_task(read())
             await stop.wait()
             if not reader.done():
-                await send_request(ws, Ping(id="soak"))
+                await link.send_request(Ping(id="soak"))
                 try:
                     await asyncio.wait_for(asyncio.shield(pong), 10.0)
                     rec.answered_ping = True
                 except TimeoutError:
                     pass
             reader.cancel()
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+    except (aiohttp.ClientError, TimeoutError, ValueError, RuntimeError) as exc:  # RuntimeError: the client's errors
         rec.closed_early = rec.closed_early or f"{type(exc).__name__}: {exc}"
     finally:
         if not opened.done():
@@ -162,9 +162,9 @@ def server_counts(records: Sequence[SessionRecord]) -> dict[str, Any]:
     """Per session: clips sent and the server's speech.start / transcript.final / speech.end."""
     rows: list[dict[str, Any]] = []
     for r in records:
-        kinds = Counter(e.get("type") for _, e in r.events)
-        rows.append({"user": r.user, "clips_sent": len(r.plan.clips), "utterances": kinds["speech.start"],
-                     "finals": kinds["transcript.final"], "speech_ends": kinds["speech.end"]})  # fmt: skip
+        kinds = Counter(type(e) for _, e in r.events)
+        rows.append({"user": r.user, "clips_sent": len(r.plan.clips), "utterances": kinds[SpeechStart],
+                     "finals": kinds[FinalTranscript], "speech_ends": kinds[SpeechEnd]})  # fmt: skip
     total = {k: sum(row[k] for row in rows) for k in ("clips_sent", "utterances", "finals", "speech_ends")}
     return {**total, "per_session": rows}
 

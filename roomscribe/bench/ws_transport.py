@@ -1,4 +1,9 @@
-"""The ws transport: raw PCM16 frames over the control socket (docs/protocol.md)."""
+"""The ws transport: raw PCM16 frames over the control socket (docs/protocol.md).
+
+The socket is the client library's `Link` and every message a wire-schema struct (see
+`roomscribe.bench.transport` for why the bench does not stream through `ControlClient`): each
+frame is written the moment the pacing says it has been spoken.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,16 @@ import time
 import aiohttp
 import msgspec
 
-from control.schema import AudioFormat, SessionStart, SessionStop
+from control.schema import AudioFormat, SessionEnded, SessionReady, SessionStart, SessionStop
 from roomscribe.bench.plan import SessionPlan
-from roomscribe.bench.transport import Endpoint, SessionRecord, pace_frames, read_control_events, send_request
+from roomscribe.bench.transport import (
+    Endpoint,
+    SessionRecord,
+    audio_sender,
+    control_link,
+    pace_frames,
+    read_control_events,
+)
 from roomscribe.common.audio import SAMPLE_RATE
 
 FRAME_MS = 20
@@ -33,24 +45,22 @@ class WsTransport:
         step = SAMPLE_RATE * self.frame_ms // 1000
         data = plan.audio.astype("<i2")
         frames = [data[i : i + step].tobytes() for i in range(0, len(data), step)]
-        headers = {"Authorization": f"Bearer {self.endpoint.token_for(user)}"}
         loop = asyncio.get_running_loop()
-        ready: asyncio.Future[dict] = loop.create_future()
-        ended: asyncio.Future[dict] = loop.create_future()
-        async with aiohttp.ClientSession() as http:
-            async with http.ws_connect(self.endpoint.url, headers=headers, max_msg_size=0) as ws:
-                read_task = asyncio.create_task(read_control_events(ws, record, ready, ended))
-                try:
-                    audio = msgspec.convert({"sample_rate": SAMPLE_RATE, "channels": 1}, AudioFormat)  # checked
-                    await send_request(ws, SessionStart(id="start", transport="ws", interim=interim, audio=audio))
-                    await asyncio.wait_for(ready, 30.0)
-                    record.t0 = time.monotonic() + start_delay_s
-                    await pace_frames(record, frames, self.frame_ms / 1000, ws.send_bytes)
-                    await send_request(ws, SessionStop(id="stop"))
-                    await asyncio.wait_for(ended, max(self.drain_timeout_s, plan.duration_s))
-                    record.completed = True
-                except (TimeoutError, RuntimeError, aiohttp.ClientError) as exc:
-                    record.error = f"{type(exc).__name__}: {exc}"
-                finally:
-                    read_task.cancel()
+        ready: asyncio.Future[SessionReady] = loop.create_future()
+        ended: asyncio.Future[SessionEnded] = loop.create_future()
+        async with control_link(self.endpoint, user) as link:
+            read_task = asyncio.create_task(read_control_events(link, record, ready, ended))
+            try:
+                audio = msgspec.convert({"sample_rate": SAMPLE_RATE, "channels": 1}, AudioFormat)  # checked
+                await link.send_request(SessionStart(id="start", transport="ws", interim=interim, audio=audio))
+                await asyncio.wait_for(ready, 30.0)
+                record.t0 = time.monotonic() + start_delay_s
+                await pace_frames(record, frames, self.frame_ms / 1000, audio_sender(link))
+                await link.send_request(SessionStop(id="stop"))
+                await asyncio.wait_for(ended, max(self.drain_timeout_s, plan.duration_s))
+                record.completed = True
+            except (TimeoutError, RuntimeError, aiohttp.ClientError) as exc:  # the client's errors are RuntimeErrors
+                record.error = f"{type(exc).__name__}: {exc}"
+            finally:
+                read_task.cancel()
         return record

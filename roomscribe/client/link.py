@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from control.schema import Request, encode
 from roomscribe.client.errors import AuthRejected
 
 CLOSE_TIMEOUT_S = 1.0
@@ -55,8 +56,13 @@ class Link:
     async def send_json(self, message: dict[str, Any]) -> None:
         await self.send(lambda: message)
 
-    async def send(self, make: Callable[[], dict[str, Any] | bytes | None]) -> bool:
-        """Write what `make()` returns (JSON object or binary frame), called under the send lock.
+    async def send_request(self, request: Request) -> None:
+        """Write one request of the wire schema (control/schema.py)."""
+        await self.send(lambda: request)
+
+    async def send(self, make: Callable[[], dict[str, Any] | Request | bytes | None]) -> bool:
+        """Write what `make()` returns (JSON object, schema request or binary frame), called under the
+        send lock.
 
         Building the message under the lock keeps it in order with everything written before it
         (a ping's acknowledgement mark, the next audio frame). Returns False when `make` gave None.
@@ -67,6 +73,8 @@ class Link:
                 return False
             if isinstance(payload, bytes):
                 await self.ws.send_bytes(payload)
+            elif isinstance(payload, Request):
+                await self.ws.send_str(encode(payload).decode())
             else:
                 await self.ws.send_str(json.dumps(payload, separators=(",", ":")))
             return True

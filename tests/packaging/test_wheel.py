@@ -174,7 +174,8 @@ def test_installed_server_serves_the_web_example(installed: Installed) -> None:
             await site.start()
             port = runner.addresses[0][1]
             async with aiohttp.ClientSession() as http:
-                for path in ("/", "/web/app.js", "/web/audio-worklet.js", "/vendor/livekit-client/livekit-client.umd.js"):
+                page = ("/", "/web/app.js", "/web/protocol.js", "/web/audio-worklet.js")
+                for path in (*page, "/vendor/livekit-client/livekit-client.umd.js"):
                     async with http.get(f"http://127.0.0.1:{port}{path}") as response:
                         print(path, response.status, len(await response.read()))
             await runner.cleanup()
@@ -184,7 +185,7 @@ def test_installed_server_serves_the_web_example(installed: Installed) -> None:
     out = installed.run("python", "-c", script, timeout=60)
     assert out.returncode == 0, out.stderr
     served = {path: (int(status), int(size)) for path, status, size in (line.split() for line in out.stdout.splitlines())}
-    for path in ("/", "/web/app.js", "/web/audio-worklet.js"):
+    for path in ("/", "/web/app.js", "/web/protocol.js", "/web/audio-worklet.js"):
         assert served[path][0] == 200 and served[path][1] > 0, served
     bundled = (LIVEKIT_CLIENT / "dist" / "livekit-client.umd.js").is_file()
     assert served["/vendor/livekit-client/livekit-client.umd.js"][0] == (200 if bundled else 404), served
