@@ -15,7 +15,17 @@ import numpy as np
 import pytest
 
 from control.cluster_store import ClusterStore
-from control.schema import Accepted, AudioFormat, AudioIn, EventOut, FinishIn, Finished, SessionJob, SessionRecord
+from control.schema import (
+    Accepted,
+    AudioFormat,
+    AudioIn,
+    ClusterMessage,
+    EventOut,
+    Finished,
+    FinishIn,
+    SessionJob,
+    SessionRecord,
+)
 from redis_server import RedisServer
 from roomscribe.client.audio_files import read_wav
 from speech_samples import JFK, JFK_TEXT, ROOT, wer
@@ -35,27 +45,30 @@ def _env() -> dict[str, str]:
 async def test_the_worker_command_transcribes_a_session_and_drains_on_sigterm(redis_server: RedisServer, tmp_path: Path) -> None:
     worker_id = f"cli-{os.getpid()}"
     store = ClusterStore.from_url(redis_server.url)  # the command's default key prefix
-    process = subprocess.Popen(
-        _command(tmp_path, "--redis", redis_server.url, "--capacity", "1", "--id", worker_id),
-        env=_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    process = await asyncio.create_subprocess_exec(
+        *_command(tmp_path, "--redis", redis_server.url, "--capacity", "1", "--id", worker_id),
+        env=_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        async with asyncio.timeout(60):  # the model loads first
-            while worker_id not in [w.worker_id for w in await store.workers()]:  # noqa: ASYNC110  # a heartbeat in Redis: nothing to wait on
-                assert process.poll() is None, process.communicate()
+        async with asyncio.timeout(60):  # the model loads first; then its heartbeat is in Redis
+            while worker_id not in [w.worker_id for w in await store.workers()]:
+                assert process.returncode is None, await process.communicate()
                 await asyncio.sleep(0.1)
         (state,) = [w for w in await store.workers() if w.worker_id == worker_id]
         assert (state.capacity, state.active, state.draining) == (1, 0, False)
 
         sid = f"s-{worker_id}"
-        record = SessionRecord(session_id=sid, user="alice", room="r", transport="ws", audio=AudioFormat(), created_at=time.time())
+        record = SessionRecord(
+            session_id=sid, user="alice", room="r", transport="ws", audio=AudioFormat(), created_at=time.time()
+        )
         await store.create_session(record, owner="control-test", ttl_s=60)
         await store.send_job(worker_id, SessionJob(session_id=sid))
         samples = np.concatenate([read_wav(JFK).samples, np.zeros(8000, np.int16)])
         for i in range(0, len(samples), 1600):
             await store.send_input(sid, AudioIn(sample_rate=16000), samples[i : i + 1600].astype("<i2").tobytes())
         await store.send_input(sid, FinishIn(request="f1", all=True))
-        messages, after = [], "0"
+        messages: list[ClusterMessage] = []
+        after = "0"
         async with asyncio.timeout(60):
             while not messages or not isinstance(messages[-1], Finished):
                 entries = await store.read_output(sid, after, block_ms=1000)
@@ -67,14 +80,14 @@ async def test_the_worker_command_transcribes_a_session_and_drains_on_sigterm(re
         assert wer(JFK_TEXT, text) <= 0.1, text
 
         process.send_signal(signal.SIGTERM)
-        stdout, stderr = await asyncio.to_thread(process.communicate, timeout=30)
-        assert process.returncode == 0, stdout + stderr
-        assert f"roomscribe worker {worker_id}" in stdout
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 0, out + err
+        assert f"roomscribe worker {worker_id}".encode() in out
         assert worker_id not in [w.worker_id for w in await store.workers()]  # it left the registry
     finally:
-        if process.poll() is None:
+        if process.returncode is None:
             process.kill()
-            process.communicate()
+            await process.communicate()
         await store.delete_session(f"s-{worker_id}", "alice")
         await store.close()
 
