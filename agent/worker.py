@@ -133,6 +133,8 @@ class TranscriptionWorker:
                     await self._take(entry.message)
                 except (RedisError, OSError) as exc:
                     log.warning("worker %s: job for %s failed (%s)", self.worker_id, entry.message.session_id, exc)
+                except Exception:
+                    log.exception("worker %s: job for %s failed", self.worker_id, entry.message.session_id)
 
     async def _take(self, job: SessionJob) -> None:
         sid = job.session_id
@@ -164,7 +166,11 @@ class TranscriptionWorker:
         if self.sessions.get(sid) is session:
             del self.sessions[sid]
         self._beat_now.set()
-        if not task.cancelled():
+        if task.cancelled():
+            return
+        if (error := task.exception()) is not None:
+            log.error("worker %s: session %s failed", self.worker_id, sid, exc_info=error)
+        else:
             log.info("worker %s: session %s %s", self.worker_id, sid, session.outcome)
 
 

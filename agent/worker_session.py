@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 #: taken over by another worker).
 Outcome = Literal["ended", "released", "gone"]
 _RETRY_MAX_S = 2.0
+#: How long a session that ends waits for its last output to be written (Redis may be down).
+_FLUSH_TIMEOUT_S = 10.0
 
 
 class WorkerSession:
@@ -136,7 +138,10 @@ class WorkerSession:
         # Released sessions are at rest; any event a failed one still has is the next worker's to emit.
         await self.pipeline.aclose()
         if self._writer is not None:
-            await asyncio.wait({self._writer})
+            await asyncio.wait({self._writer}, timeout=_FLUSH_TIMEOUT_S)
+            if not self._writer.done():
+                log.warning("session %s: its last output could not be written; dropped", self.session_id)
+                self._writer.cancel()
         return outcome
 
     async def _read_loop(self) -> Outcome:
@@ -164,6 +169,7 @@ class WorkerSession:
                     return "ended"
                 if self._release_at is not None and self.pipeline.resume_point() is not None:
                     return "released"
+                await asyncio.sleep(0)  # a backlog of entries never holds up the other sessions
 
     async def _read(self, after: str) -> list[StreamEntry]:
         try:

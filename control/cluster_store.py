@@ -95,6 +95,13 @@ class SessionState:
     audio_bytes: int
 
 
+class Unreadable(ClusterMessage, tag="unreadable", kw_only=True):
+    """A stream entry this process cannot read (a newer process's message type): readers skip it
+    by its id instead of failing on it. Never written."""
+
+    raw: bytes
+
+
 @dataclass(frozen=True)
 class StreamEntry:
     """One entry of an input or output stream: its id, message, and (audio) bytes."""
@@ -341,7 +348,12 @@ class ClusterStore:
 
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> StreamEntry:
-    return StreamEntry(id=entry_id.decode(), message=decode_cluster(fields[b"m"]), pcm=fields.get(b"pcm"))
+    raw = fields.get(b"m", b"")
+    try:
+        message = decode_cluster(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        message = Unreadable(raw=raw)
+    return StreamEntry(id=entry_id.decode(), message=message, pcm=fields.get(b"pcm"))
 
 
 def _ms(seconds: float) -> int:

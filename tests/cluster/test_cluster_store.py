@@ -8,7 +8,7 @@ import time
 import msgspec
 import pytest
 
-from control.cluster_store import ClusterStore, ClusterUnavailable
+from control.cluster_store import ClusterStore, ClusterUnavailable, Unreadable
 from control.schema import (
     Accepted,
     AudioFormat,
@@ -117,6 +117,15 @@ async def test_only_the_sessions_worker_writes_its_checkpoint_and_output(store: 
     assert not await store.set_checkpoint("s_1", "w2", checkpoint)
     assert await store.send_output_as("s_1", "w2", Accepted(worker_id="w2")) is None
     assert await store.redis.exists(store.prefix + "session:s_1", store.prefix + "out:s_1") == 0
+
+
+async def test_an_entry_of_a_newer_process_is_read_as_unreadable_not_an_error(store: ClusterStore) -> None:
+    await store.create_session(_record(), owner="control-a", ttl_s=30)
+    await store.redis.xadd(store.prefix + "in:s_1", {"m": b'{"type":"hologram","v":2}'})
+    await store.send_input("s_1", FinishIn(request="f1"))
+    first, second = await store.read_input("s_1", "0")
+    assert first.message == Unreadable(raw=b'{"type":"hologram","v":2}')
+    assert second.message == FinishIn(request="f1")
 
 
 async def test_workers_heartbeat_and_take_jobs(store: ClusterStore) -> None:

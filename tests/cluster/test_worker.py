@@ -197,6 +197,23 @@ async def test_a_full_or_draining_worker_refuses_and_a_gone_session_is_ignored(s
         ]  # fmt: skip
 
 
+async def test_bad_input_entries_are_skipped_and_the_session_goes_on(store: ClusterStore, engine: AsrEngine) -> None:
+    async with running(store, engine, "w1") as worker:
+        await _session(store, "s1")
+        out = OutputReader(store, "s1")
+        await store.send_job("w1", SessionJob(session_id="s1"))
+        await out.until(_is(Accepted))
+        await store.send_input("s1", AudioIn(sample_rate=16000), b"\x01")  # half a sample
+        await store.send_input("s1", AudioIn(sample_rate=16000, channels=2), b"\x01\x00" * 3)  # 1.5 frames
+        await store.send_input("s1", AudioIn(sample_rate=16000))  # no PCM at all
+        await store.redis.xadd(store.prefix + "in:s1", {"m": b'{"type":"from.the.future","v":9}'})
+        await _feed(store, "s1", np.concatenate([_samples(LIBRI), silence(0.5)]))
+        await store.send_input("s1", FinishIn(request="f1", all=True))
+        await out.until(_is(Finished, request="f1"))
+        assert wer(LIBRI_TEXT, " ".join(f["text"] for f in out.finals())) <= 0.15, out.finals()
+        assert "s1" in worker.sessions
+
+
 async def test_a_session_that_expired_is_closed_quietly(store: ClusterStore, engine: AsrEngine) -> None:
     async with running(store, engine, "w1") as worker:
         await _session(store, "s1", user="alice")
