@@ -75,9 +75,22 @@ class _Utterance:
     redo_audio: np.ndarray | None = None  # model input for a real final after a speculative one
 
 
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a fresh pipeline can take over a stream with the events this one would have emitted:
+    pass `start_s` and `first_utterance` to it and feed it the audio that follows."""
+
+    audio_s: float  # session seconds fed so far (the time of the next sample)
+    next_utterance: int  # the number of the next utterance id ("u<n>")
+
+
 class TranscriptionPipeline:
     """Streaming transcription of one participant's audio. `feed()` is cheap and never waits for
-    the model; results arrive through `on_event` (called on the event loop, in order)."""
+    the model; results arrive through `on_event` (called on the event loop, in order).
+
+    `start_s` and `first_utterance` continue a stream another pipeline began (see `resume_point()`):
+    event times are session seconds from `start_s`, utterance ids count from `first_utterance`.
+    """
 
     def __init__(
         self,
@@ -85,6 +98,9 @@ class TranscriptionPipeline:
         config: PipelineConfig | None,
         on_event: Callable[[PipelineEvent], None],
         participant: str | None = None,
+        *,
+        start_s: float = 0.0,
+        first_utterance: int = 1,
     ) -> None:
         self.engine = engine
         self.cfg = config or PipelineConfig()
@@ -106,7 +122,8 @@ class TranscriptionPipeline:
         self._min_interim = max(WINDOW, int(self.cfg.min_interim_audio_s * RATE))  # the first interim
         self._spec_delay = int(self.cfg.speculative_delay_s * RATE)
         self._lead_in = np.zeros(int(self.cfg.lead_in_s * RATE), dtype=np.float32)
-        self._utt_ids = itertools.count(1)
+        self._t0 = round(start_s * RATE)  # session samples before the first one fed here
+        self._next_utt = first_utterance
         self._open: deque[_Utterance] = deque()  # not yet closed in the event stream, in order
         self._current: _Utterance | None = None  # the utterance the segmenter has open
         self._tasks: set[asyncio.Task[None]] = set()
@@ -139,6 +156,13 @@ class TranscriptionPipeline:
         x = self._resampler.process(samples, sample_rate, channels)
         self._received += x.shape[0]
         self._ingest(x)
+
+    def resume_point(self) -> ResumePoint | None:
+        """Where another pipeline could continue this stream, or None while an utterance is open,
+        being confirmed or waiting for its final (what follows is then not yet accounted for)."""
+        if self._open or self._seg.state is not State.IDLE:
+            return None
+        return ResumePoint(self._sec(self._audio.end), self._next_utt)
 
     def queued_final_audio_s(self) -> float:
         """Seconds of audio in this pipeline's finals waiting for the model (for transport backpressure)."""
@@ -180,7 +204,7 @@ class TranscriptionPipeline:
             u = self._open.popleft()
             if u.started_emitted:
                 end = u.end if u.end is not None else self._seg.position
-                self._emit(SpeechEnded(u.id, end / RATE, self.participant))
+                self._emit(SpeechEnded(u.id, self._sec(end), self.participant))
         self._current = None
 
     @property
@@ -221,11 +245,12 @@ class TranscriptionPipeline:
         if isinstance(b, SpeechStart):
             audio_start = b.sample if b.continuation else max(0, b.sample - self._pre_roll)
             started = _Utterance(
-                id=f"u{next(self._utt_ids)}",
+                id=f"u{self._next_utt}",
                 start=b.sample,
                 audio_start=max(audio_start, self._audio.start),
                 next_interim_at=b.sample + self._min_interim,
             )
+            self._next_utt += 1
             self._stats["utterances"] += 1
             self._current = started
             self._open.append(started)
@@ -369,7 +394,7 @@ class TranscriptionPipeline:
         if not text or text == u.last_interim_text:
             return
         u.last_interim_seq, u.last_interim_text = seq, text
-        ev = InterimTranscript(u.id, text, u.start / RATE, end_sample / RATE, self.participant)
+        ev = InterimTranscript(u.id, text, self._sec(u.start), self._sec(end_sample), self.participant)
         if u.started_emitted and self._open and self._open[0] is u:
             self._stats["interims"] += 1
             self._emit(ev)
@@ -403,9 +428,9 @@ class TranscriptionPipeline:
             if self.cfg.word_timestamps and text:
                 words = self._session_words(u, segs)
         if text:
-            end = max(u.end, u.audio_start + 1) / RATE
+            end = self._sec(max(u.end, u.audio_start + 1))
             u.final_event = FinalTranscript(
-                u.id, text, u.start / RATE, end, u.reason, words, self.participant
+                u.id, text, self._sec(u.start), end, u.reason, words, self.participant
             )
         else:
             self._stats["empty_finals"] += 1
@@ -431,8 +456,8 @@ class TranscriptionPipeline:
 
     def _session_words(self, u: _Utterance, segs: Sequence[AsrSegment]) -> tuple[Word, ...]:
         """Word times in session seconds, clamped to the audio the model actually heard."""
-        off = (u.audio_start - self._lead_in.size) / RATE
-        lo, hi = u.audio_start / RATE, u.audio_end / RATE
+        off = self._sec(u.audio_start - self._lead_in.size)
+        lo, hi = self._sec(u.audio_start), self._sec(u.audio_end)
         out = []
         for seg in segs:
             for w in seg.words:
@@ -449,7 +474,7 @@ class TranscriptionPipeline:
             u = self._open[0]
             if not u.started_emitted:
                 u.started_emitted = True
-                self._emit(SpeechStarted(u.id, u.start / RATE, self.participant))
+                self._emit(SpeechStarted(u.id, self._sec(u.start), self.participant))
                 if u.held_interim is not None and u.end is None:
                     self._stats["interims"] += 1
                     self._emit(u.held_interim)
@@ -462,10 +487,14 @@ class TranscriptionPipeline:
                     self._latencies.append(time.perf_counter() - u.ended_wall)
                 self._emit(u.final_event)
             end = u.end if u.end is not None else self._seg.position  # set before final_done; as in finish()
-            self._emit(SpeechEnded(u.id, end / RATE, self.participant))
+            self._emit(SpeechEnded(u.id, self._sec(end), self.participant))
             self._open.popleft()
             if self._backlog_warned and self.stats["pending_finals"] < self.cfg.max_pending_finals:
                 self._backlog_warned = False
+
+    def _sec(self, sample: int) -> float:
+        """Session seconds of a sample position of this pipeline's audio."""
+        return (self._t0 + sample) / RATE
 
     def _emit(self, ev: PipelineEvent) -> None:
         try:

@@ -5,7 +5,8 @@ Every key starts with the store's prefix (default `roomscribe:`). Per session `{
 - `session:{sid}` (hash): `record` (a SessionRecord), `worker`, `owner` (the control replica holding its
   socket, if any), `epoch` (raised by every new owner: only the owner of the current epoch may write
   the journal), `seq` (the last journaled event), `cursor` (the output-stream entry the journal has
-  consumed), `bytes` (ws audio bytes taken from the client), `evicted` (journal entries trimmed);
+  consumed), `bytes` (ws audio bytes taken from the client), `evicted` (journal entries trimmed),
+  `checkpoint` (a Checkpoint: where a replacement worker continues);
 - `journal:{sid}` (stream): the numbered events a resume replays, bounded like the in-process replay log;
 - `in:{sid}` (stream): control → worker, audio and finish/end requests, in order;
 - `out:{sid}` (stream): worker → control, session events and acknowledgements, in order;
@@ -28,7 +29,15 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from control.schema import ClusterMessage, SessionJob, SessionRecord, WorkerState, decode_cluster, encode_cluster
+from control.schema import (
+    Checkpoint,
+    ClusterMessage,
+    SessionJob,
+    SessionRecord,
+    WorkerState,
+    decode_cluster,
+    encode_cluster,
+)
 
 #: Entries an input or output stream keeps at most (about 2 minutes of 100 ms frames): a bound, not
 #: a buffer that is meant to fill; the control tier holds audio back when its worker falls behind.
@@ -44,6 +53,18 @@ end
 redis.call('HSET', KEYS[1], 'seq', ARGV[2])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'cursor', ARGV[4]) end
 return 1
+"""
+
+# Worker writes, fenced: only while the session exists and `worker` is the writer (a worker that
+# lost the session, or one declared dead that still runs, writes nothing; no key is recreated).
+_CHECKPOINT_SCRIPT = """
+if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'checkpoint', ARGV[2])
+return 1
+"""
+_WORKER_OUTPUT_SCRIPT = """
+if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return false end
+return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[2])
 """
 
 
@@ -74,6 +95,13 @@ class SessionState:
     audio_bytes: int
 
 
+class Unreadable(ClusterMessage, tag="unreadable", kw_only=True):
+    """A stream entry this process cannot read (a newer process's message type): readers skip it
+    by its id instead of failing on it. Never written."""
+
+    raw: bytes
+
+
 @dataclass(frozen=True)
 class StreamEntry:
     """One entry of an input or output stream: its id, message, and (audio) bytes."""
@@ -90,6 +118,8 @@ class ClusterStore:
         self.redis = client
         self.prefix = prefix
         self._journal = client.register_script(_JOURNAL_SCRIPT)
+        self._checkpoint = client.register_script(_CHECKPOINT_SCRIPT)
+        self._worker_output = client.register_script(_WORKER_OUTPUT_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "roomscribe:") -> ClusterStore:
@@ -240,6 +270,13 @@ class ClusterStore:
         )
         return entry_id.decode()
 
+    async def send_output_as(self, session_id: str, worker_id: str, message: ClusterMessage) -> str | None:
+        """Append to the output stream as the session's worker `worker_id`; None (nothing written)
+        when the session is gone or another worker runs it now."""
+        keys = [self._key("session", session_id), self._key("out", session_id)]
+        entry_id: bytes | None = await self._worker_output(keys=keys, args=[worker_id, encode_cluster(message), STREAM_MAXLEN])
+        return entry_id.decode() if entry_id else None
+
     async def read_output(
         self, session_id: str, after: str, *, block_ms: int | None = None, count: int = 100
     ) -> list[StreamEntry]:
@@ -249,6 +286,34 @@ class ClusterStore:
     async def _read(self, key: str, after: str, block_ms: int | None, count: int) -> list[StreamEntry]:
         reply = await self.redis.xread({key: after}, count=count, block=block_ms)
         return [_entry(entry_id, fields) for _, entries in reply for entry_id, fields in entries]
+
+    # -- takeover -----------------------------------------------------------------------------------------
+    async def set_checkpoint(self, session_id: str, worker_id: str, checkpoint: Checkpoint) -> bool:
+        """Record the session's resume point, as its worker `worker_id`; False (nothing written) when
+        the session is gone or another worker runs it now."""
+        keys = [self._key("session", session_id)]
+        return bool(await self._checkpoint(keys=keys, args=[worker_id, encode_cluster(checkpoint)]))
+
+    async def checkpoint(self, session_id: str) -> Checkpoint | None:
+        """The session's last resume point (None: none yet, or no session)."""
+        raw = await _reply(self.redis.hget(self._key("session", session_id), "checkpoint"))
+        if raw is None:
+            return None
+        checkpoint = decode_cluster(raw)
+        return checkpoint if isinstance(checkpoint, Checkpoint) else None
+
+    async def takeover_job(self, session_id: str) -> SessionJob:
+        """The job that runs the session on from its checkpoint (from the start when it has none):
+        what a control replica sends a replacement worker."""
+        checkpoint = await self.checkpoint(session_id)
+        if checkpoint is None:
+            return SessionJob(session_id=session_id)
+        return SessionJob(
+            session_id=session_id,
+            input_after=checkpoint.input_id,
+            audio_s=checkpoint.audio_s,
+            first_utterance=checkpoint.next_utterance,
+        )
 
     # -- workers ---------------------------------------------------------------------------------------
     async def heartbeat(self, state: WorkerState) -> None:
@@ -283,7 +348,12 @@ class ClusterStore:
 
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> StreamEntry:
-    return StreamEntry(id=entry_id.decode(), message=decode_cluster(fields[b"m"]), pcm=fields.get(b"pcm"))
+    raw = fields.get(b"m", b"")
+    try:
+        message = decode_cluster(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        message = Unreadable(raw=raw)
+    return StreamEntry(id=entry_id.decode(), message=message, pcm=fields.get(b"pcm"))
 
 
 def _ms(seconds: float) -> int:

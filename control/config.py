@@ -120,6 +120,10 @@ class Settings:
     max_subscriptions_per_socket: int = 100
     start_timeout_s: float = 30.0  # connect → session.start (or subscribe)
     max_session_s: float = 0.0
+    # The cluster (docs/deploy.md): the Redis both roles use, and the sessions one worker takes
+    # (None: SESSIONS_PER_CORE × its usable cores, as for ROOMSCRIBE_MAX_SESSIONS).
+    redis_url: str = ""
+    worker_capacity: int | None = None
     asr: AsrConfig = field(default_factory=AsrConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
@@ -180,6 +184,8 @@ class Settings:
             ),
             start_timeout_s=_float(env, "ROOMSCRIBE_START_TIMEOUT_S", d.start_timeout_s),
             max_session_s=_float(env, "ROOMSCRIBE_MAX_SESSION_S", d.max_session_s),
+            redis_url=_get(env, "ROOMSCRIBE_REDIS_URL", d.redis_url),
+            worker_capacity=_optional_int(env, "ROOMSCRIBE_WORKER_CAPACITY"),
             asr=asr,
             pipeline=pipeline,
         )
@@ -224,6 +230,8 @@ class Settings:
         ):
             if value < 0:
                 raise ConfigError(f"{name} must not be negative")
+        if self.worker_capacity is not None and self.worker_capacity < 1:
+            raise ConfigError("ROOMSCRIBE_WORKER_CAPACITY must be at least 1 (or auto)")
         if 0 < self.ws_audio_rate < 1:
             raise ConfigError("ROOMSCRIBE_WS_AUDIO_RATE must be at least 1 (real time), or 0 to turn metering off")
 

@@ -662,6 +662,21 @@ class SessionJob(ClusterMessage, tag="session.job", kw_only=True):
     session_id: str
     #: Read the session's input stream after this entry id ("0": from the start).
     input_after: str = "0"
+    #: Continuing from a checkpoint (`ClusterStore.takeover_job`): the session time of the first
+    #: sample read, and the number of the next utterance id ("u<n>"), so events carry on seamlessly.
+    audio_s: float = 0.0
+    first_utterance: int = 1
+
+
+class Checkpoint(ClusterMessage, tag="checkpoint", kw_only=True):
+    """A worker's resume point for a session (kept in its registry entry): everything up to input
+    entry `input_id` is transcribed and its events are on the output stream, and no utterance is
+    open, so a replacement worker reads on after `input_id` with times from `audio_s` and
+    utterance ids from `next_utterance`."""
+
+    input_id: str
+    audio_s: float
+    next_utterance: int = 1
 
 
 class AudioIn(ClusterMessage, tag="audio", kw_only=True):
@@ -719,7 +734,8 @@ class Released(ClusterMessage, tag="released", kw_only=True):
 
 
 CLUSTER_MESSAGES: tuple[type[ClusterMessage], ...] = (
-    SessionRecord, WorkerState, SessionJob, AudioIn, FinishIn, EndIn, Accepted, Refused, EventOut, Finished, Released,
+    SessionRecord, WorkerState, SessionJob, Checkpoint, AudioIn, FinishIn, EndIn, Accepted, Refused, EventOut, Finished,
+    Released,
 )  # fmt: skip
 _CLUSTER_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(reduce(operator.or_, CLUSTER_MESSAGES))
 

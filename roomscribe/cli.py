@@ -1,4 +1,4 @@
-"""`roomscribe` command line: serve, token, secret, demo, schema, devserver."""
+"""`roomscribe` command line: serve, worker, token, secret, demo, schema, devserver."""
 
 from __future__ import annotations
 
@@ -134,6 +134,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(settings))
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    """A transcription worker: takes sessions from control replicas over Redis (agent/worker.py)."""
+    import socket
+
+    from agent.worker_process import run_worker
+
+    try:
+        settings = Settings.from_env()
+        if args.redis:
+            settings.redis_url = args.redis
+        if args.capacity is not None:
+            settings.worker_capacity = args.capacity
+        settings.validate()
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not settings.redis_url:
+        print("error: set ROOMSCRIBE_REDIS_URL or pass --redis redis://HOST:PORT/DB", file=sys.stderr)
+        return 2
+    return asyncio.run(run_worker(settings, args.worker_id or f"{socket.gethostname()}-{os.getpid()}"))
+
+
 def _cmd_schema() -> int:
     """Print the control protocol's JSON Schema: `$defs.ClientMessage` and `$defs.ServerMessage`."""
     import json
@@ -183,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (default ROOMSCRIBE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default ROOMSCRIBE_PORT or 8080)")
 
+    worker = sub.add_parser("worker", help="run a transcription worker that takes sessions over Redis")
+    worker.add_argument("--redis", help="Redis URL, redis://HOST:PORT/DB (default ROOMSCRIBE_REDIS_URL)")
+    worker.add_argument("--capacity", type=int, help="sessions it takes at most (default ROOMSCRIBE_WORKER_CAPACITY)")
+    worker.add_argument("--id", dest="worker_id", help="its id in the cluster (default HOST-PID)")
+
     token = sub.add_parser("token", help="print a control-socket token signed with ROOMSCRIBE_CONTROL_SECRET")
     token.add_argument("--user", required=True, help="user id (the token's 'sub')")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
@@ -224,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_token(args)
     if args.command == "serve":
         return _cmd_serve(args)
+    if args.command == "worker":
+        return _cmd_worker(args)
     if args.command == "demo":
         return asyncio.run(_demo(args))
     if args.command == "schema":

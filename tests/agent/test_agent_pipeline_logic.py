@@ -165,3 +165,52 @@ async def test_audio_buffer_stays_bounded_on_a_long_stream():
     assert longest <= 16000 * (cfg.max_utterance_s + cfg.pre_roll_s + 1.0)
     assert len(p._audio) <= 16000 * 1.0  # idle: only the pre-roll is kept
     assert any(e.reason == "max_length" for e in events if isinstance(e, FinalTranscript))
+
+
+async def test_a_pipeline_resuming_another_ones_stream_emits_what_it_would_have():
+    """resume_point(): a fresh pipeline given it (times from `start_s`, ids from `first_utterance`)
+    and the audio after it carries the stream on (how a worker replaces a dead one)."""
+    eng, _ = await _engine()
+    libri = load_wav("libri_61-70968-0000.wav")
+    audio = np.concatenate([libri, np.zeros(int(16000 * 1.5), np.int16), libri, np.zeros(16000, np.int16)])
+    cfg = PipelineConfig(interims=False, speculative_finals=False)  # the fake's text: the audio it heard
+
+    whole: list[PipelineEvent] = []
+    reference = TranscriptionPipeline(eng, cfg, whole.append)
+    await feed_paced(reference, audio, 16000, speed=float("inf"))
+    await reference.finish()
+
+    first: list[PipelineEvent] = []
+    first_ended = asyncio.Event()
+
+    def on_first(event: PipelineEvent) -> None:
+        first.append(event)
+        if isinstance(event, SpeechEnded):
+            first_ended.set()
+
+    a = TranscriptionPipeline(eng, cfg, on_first)
+    await feed_paced(a, audio[: 16000 * 2], 16000, speed=float("inf"))
+    assert a.resume_point() is None  # mid-utterance
+    cut = (len(libri) + 16000 * 3 // 4) // 512 * 512  # in the pause, on a VAD window
+    await feed_paced(a, audio[16000 * 2 : cut], 16000, speed=float("inf"))
+    await asyncio.wait_for(first_ended.wait(), 10)  # the first utterance's final is out
+    point = a.resume_point()
+    assert point is not None and (point.audio_s, point.next_utterance) == (cut / 16000, 2)
+    await a.aclose()
+
+    rest: list[PipelineEvent] = []
+    b = TranscriptionPipeline(eng, cfg, rest.append, start_s=point.audio_s, first_utterance=point.next_utterance)
+    await feed_paced(b, audio[cut:], 16000, speed=float("inf"))
+    await b.finish()
+    await eng.close()
+    check_event_order(first + rest)
+    def kinds(events: list[PipelineEvent]) -> list[tuple[str, str | None]]:
+        return [(type(e).__name__, getattr(e, "utterance_id", None)) for e in events]
+
+    assert kinds(first + rest) == kinds(whole)
+    got_finals = [e for e in rest if isinstance(e, FinalTranscript)]
+    want_finals = [e for e in whole if isinstance(e, FinalTranscript)][1:]
+    assert [(f.utterance_id, f.reason) for f in got_finals] == [("u2", "silence")]
+    assert [(f.utterance_id, f.reason) for f in want_finals] == [("u2", "silence")]
+    assert got_finals[0].start == pytest.approx(want_finals[0].start, abs=0.04)
+    assert got_finals[0].end == pytest.approx(want_finals[0].end, abs=0.04)

@@ -8,10 +8,12 @@ import time
 import msgspec
 import pytest
 
-from control.cluster_store import ClusterStore, ClusterUnavailable
+from control.cluster_store import ClusterStore, ClusterUnavailable, Unreadable
 from control.schema import (
+    Accepted,
     AudioFormat,
     AudioIn,
+    Checkpoint,
     EventOut,
     FinishIn,
     SessionJob,
@@ -88,6 +90,42 @@ async def test_input_and_output_streams_carry_messages_and_audio_in_order(store:
     await store.send_output("s_1", EventOut(message=msgspec.Raw(b'{"type":"speech.start"}')))
     (out,) = await asyncio.wait_for(reader, 5)
     assert isinstance(out.message, EventOut) and bytes(out.message.message) == b'{"type":"speech.start"}'
+
+
+async def test_only_the_sessions_worker_writes_its_checkpoint_and_output(store: ClusterStore) -> None:
+    await store.create_session(_record(), owner="control-a", ttl_s=30)
+    assert await store.checkpoint("s_1") is None
+    assert await store.takeover_job("s_1") == SessionJob(session_id="s_1")
+    checkpoint = Checkpoint(input_id="5-0", audio_s=1.25, next_utterance=3)
+    assert not await store.set_checkpoint("s_1", "w1", checkpoint)  # not its worker (yet)
+    assert await store.send_output_as("s_1", "w1", Accepted(worker_id="w1")) is None
+    await store.set_worker("s_1", "w1")
+    assert await store.set_checkpoint("s_1", "w1", checkpoint)
+    entry_id = await store.send_output_as("s_1", "w1", Accepted(worker_id="w1"))
+    assert entry_id is not None
+    (out,) = await store.read_output("s_1", "0")
+    assert out.id == entry_id and out.message == Accepted(worker_id="w1")
+    assert await store.checkpoint("s_1") == checkpoint
+    assert await store.takeover_job("s_1") == SessionJob(session_id="s_1", input_after="5-0", audio_s=1.25, first_utterance=3)
+    # Another worker took the session over: the first one is fenced out.
+    await store.set_worker("s_1", "w2")
+    assert not await store.set_checkpoint("s_1", "w1", Checkpoint(input_id="9-0", audio_s=2.0))
+    assert await store.send_output_as("s_1", "w1", Accepted(worker_id="w1")) is None
+    assert await store.checkpoint("s_1") == checkpoint
+    # A session that is gone is not brought back by a late write (its keys would never expire).
+    await store.delete_session("s_1", "alice")
+    assert not await store.set_checkpoint("s_1", "w2", checkpoint)
+    assert await store.send_output_as("s_1", "w2", Accepted(worker_id="w2")) is None
+    assert await store.redis.exists(store.prefix + "session:s_1", store.prefix + "out:s_1") == 0
+
+
+async def test_an_entry_of_a_newer_process_is_read_as_unreadable_not_an_error(store: ClusterStore) -> None:
+    await store.create_session(_record(), owner="control-a", ttl_s=30)
+    await store.redis.xadd(store.prefix + "in:s_1", {"m": b'{"type":"hologram","v":2}'})
+    await store.send_input("s_1", FinishIn(request="f1"))
+    first, second = await store.read_input("s_1", "0")
+    assert first.message == Unreadable(raw=b'{"type":"hologram","v":2}')
+    assert second.message == FinishIn(request="f1")
 
 
 async def test_workers_heartbeat_and_take_jobs(store: ClusterStore) -> None:
