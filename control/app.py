@@ -82,9 +82,9 @@ async def _refuse(ws: web.WebSocketResponse, error: ProtocolError) -> None:
 async def healthz(request: web.Request) -> web.Response:
     manager = request.app[MANAGER_KEY]
     sockets = request.app[SOCKET_COUNT_KEY].total
-    return web.json_response(
-        {"status": "ok", "protocol": PROTOCOL_VERSION, "sessions": len(manager.sessions), "sockets": sockets}
-    )
+    report = {"status": "ok", "protocol": PROTOCOL_VERSION, "sessions": len(manager.sessions), "sockets": sockets}
+    report.update(await manager.health())
+    return web.json_response(report, status=200 if report["status"] == "ok" else 503)
 
 
 async def _close_sockets(app: web.Application) -> None:

@@ -322,7 +322,7 @@ class ControlConnection:
             )
         if message.resume is not None:
             replay_from: int | None = message.resume.last_seq
-            await self.manager.fetch(message.resume.session_id)
+            await self.manager.fetch(message.resume.session_id, self.claims.user)
             session = self.manager.resume(self.claims.user, message.resume.session_id, message.resume.last_seq, self)
             media = await session.media.resume()
         else:

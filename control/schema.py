@@ -84,6 +84,10 @@ ERROR_CODES: dict[str, str] = {
     "instead of `hello`, then close code 1013",
     "limit.subscriptions": "`subscribe` on a socket that holds its most subscriptions "
     "(`ROOMSCRIBE_MAX_SUBSCRIPTIONS_PER_SOCKET`); `unsubscribe` first",
+    "server.busy": "`session.start` while no transcription worker has room (cluster mode): the socket stays open; "
+    "try again after `retry_after`",
+    "cluster.unavailable": "`session.start` or a resume while the cluster's Redis cannot be reached (cluster mode); "
+    "try again after `retry_after`",
     "session.start_timeout": "neither `session.start` nor `subscribe` within `ROOMSCRIBE_START_TIMEOUT_S` of "
     "connecting: then close code 4008",
 }

@@ -12,6 +12,8 @@ from aiohttp import web
 from agent.asr import AsrEngine
 from agent.pipeline import TranscriptionPipeline
 from control.app import create_app
+from control.cluster_manager import ClusterSessionManager
+from control.cluster_store import ClusterStore
 from control.config import Settings
 from control.livekit_media import LiveKitTransport
 from control.media import MediaTransport
@@ -31,15 +33,25 @@ class ControlServer:
     and no LIVEKIT_API_KEY/SECRET they hold the random key pair made for this run.
     """
 
-    def __init__(self, settings: Settings, *, engine: AsrEngine | None = None) -> None:
+    def __init__(self, settings: Settings, *, engine: AsrEngine | None = None, cluster: ClusterStore | None = None) -> None:
+        """With `cluster`, this is a control replica (`roomscribe control`): no model here, sessions
+        in Redis, transcription on workers (ws transport only, for now)."""
         self.settings = settings
-        self._own_engine = engine is None
-        self.engine = engine or AsrEngine(settings.asr)
+        self.cluster = cluster
+        self._own_engine = engine is None and cluster is None
+        self._engine = engine if engine is not None or cluster is not None else AsrEngine(settings.asr)
         self.manager: SessionManager | None = None
         self._runner: web.AppRunner | None = None
         self.port = settings.port
         self.devserver: DevServer | None = None
         self.livekit_url = settings.livekit_url
+
+    @property
+    def engine(self) -> AsrEngine:
+        """The model (not on a control replica, which has none)."""
+        if self._engine is None:
+            raise RuntimeError("a control replica has no model: its sessions are transcribed on workers")
+        return self._engine
 
     def _new_pipeline(self, on_event, participant: str | None) -> TranscriptionPipeline:
         return TranscriptionPipeline(self.engine, self.settings.pipeline, on_event, participant=participant)
@@ -48,14 +60,10 @@ class ControlServer:
         self.settings.check_serving()  # ConfigError: weak secret, dev conveniences off loopback
         if self._own_engine:
             await self.engine.start()
-        transports: dict[str, MediaTransport] = {
-            "ws": WsTransport(
-                self.settings.max_frame_s,
-                rate=self.settings.ws_audio_rate,
-                burst_s=self.settings.ws_audio_burst_s,
-                max_backlog_s=self.settings.ws_max_backlog_s,
-            )
-        }
+        if self.cluster is not None:
+            await self._start_site(await self._cluster_manager(self.cluster))
+            return
+        transports: dict[str, MediaTransport] = {"ws": self._ws_transport()}
         if self.settings.livekit_enabled:
             transports["livekit"] = await self._start_livekit()
         self.manager = SessionManager(
@@ -68,7 +76,37 @@ class ControlServer:
             transports=transports,
             max_session_s=self.settings.max_session_s,
         )
-        app = create_app(self.settings, self.manager)
+        await self._start_site(self.manager)
+
+    async def _cluster_manager(self, store: ClusterStore) -> ClusterSessionManager:
+        """A control replica's manager: ws sessions registered in Redis and run on workers."""
+        if self.settings.audio_transport != "ws":
+            log.warning("cluster mode transcribes ws sessions only for now: the default transport is ws")
+            self.settings = dataclasses.replace(self.settings, audio_transport="ws")
+        manager = ClusterSessionManager(
+            store,
+            grace_period_s=self.settings.grace_period_s,
+            room_strategy=self.settings.room_strategy,
+            room_prefix=self.settings.room_prefix,
+            replay_limit=self.settings.replay_limit,
+            finish_timeout_s=self.settings.finish_timeout_s,
+            transports={"ws": self._ws_transport()},
+            max_session_s=self.settings.max_session_s,
+        )
+        await manager.start_keeper()
+        self.manager = manager
+        return manager
+
+    def _ws_transport(self) -> WsTransport:
+        return WsTransport(
+            self.settings.max_frame_s,
+            rate=self.settings.ws_audio_rate,
+            burst_s=self.settings.ws_audio_burst_s,
+            max_backlog_s=self.settings.ws_max_backlog_s,
+        )
+
+    async def _start_site(self, manager: SessionManager) -> None:
+        app = create_app(self.settings, manager)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)

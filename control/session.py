@@ -296,9 +296,13 @@ class SessionManager:
             media_transport=self.transport(options.transport),
         )
 
-    async def fetch(self, session_id: str) -> None:
-        """Before a resume: make sure a session this process does not hold yet is here if it exists
-        (a cluster manager loads it from Redis; in one process every session is here already)."""
+    async def fetch(self, session_id: str, user: str) -> None:
+        """Before `user` resumes a session: make sure it is here if it exists (a cluster manager
+        loads it from Redis; in one process every session is here already)."""
+
+    async def health(self) -> dict[str, Any]:
+        """What /healthz adds about the state this manager depends on (a cluster's Redis and workers)."""
+        return {}
 
     async def open_media(self, session: Session) -> ReadyMedia:
         """Open a new session's media; what session.ready announces. If it fails the session ends."""

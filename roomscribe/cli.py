@@ -1,4 +1,4 @@
-"""`roomscribe` command line: serve, worker, token, secret, demo, schema, devserver."""
+"""`roomscribe` command line: serve, control, worker, token, secret, demo, schema, devserver, …"""
 
 from __future__ import annotations
 
@@ -156,6 +156,42 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return asyncio.run(run_worker(settings, args.worker_id or f"{socket.gethostname()}-{os.getpid()}"))
 
 
+def _cmd_control(args: argparse.Namespace) -> int:
+    """A control replica: sockets, auth and sessions in Redis; transcription on `roomscribe worker`s."""
+    try:
+        settings = Settings.from_env()
+        if args.redis:
+            settings.redis_url = args.redis
+        if args.host:
+            settings.host = args.host
+        if args.port is not None:
+            settings.port = args.port
+        settings.check_serving()
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not settings.redis_url:
+        print("error: set ROOMSCRIBE_REDIS_URL or pass --redis redis://HOST:PORT/DB", file=sys.stderr)
+        return 2
+    return asyncio.run(_control(settings, settings.redis_url))
+
+
+async def _control(settings: Settings, redis_url: str) -> int:
+    from control.cluster_store import ClusterStore
+    from control.server import ControlServer
+
+    store = ClusterStore.from_url(redis_url)
+    server = ControlServer(settings, cluster=store)
+    await server.start()
+    print(f"roomscribe control replica on {server.url} (Redis {redis_url}; health: {server.http_url}/healthz)", flush=True)
+    try:
+        await _run_until_signal()
+    finally:
+        await server.stop()
+        await store.close()
+    return 0
+
+
 def _cmd_schema() -> int:
     """Print the control protocol's JSON Schema: `$defs.ClientMessage` and `$defs.ServerMessage`."""
     import json
@@ -209,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--redis", help="Redis URL, redis://HOST:PORT/DB (default ROOMSCRIBE_REDIS_URL)")
     worker.add_argument("--capacity", type=int, help="sessions it takes at most (default ROOMSCRIBE_WORKER_CAPACITY)")
     worker.add_argument("--id", dest="worker_id", help="its id in the cluster (default HOST-PID)")
+    control = sub.add_parser("control", help="run a control replica of a cluster (sessions in Redis, transcription on workers)")
+    control.add_argument("--redis", help="Redis URL (default ROOMSCRIBE_REDIS_URL), e.g. redis://127.0.0.1:6379/0")
+    control.add_argument("--host", help="listen address (default ROOMSCRIBE_HOST or 127.0.0.1)")
+    control.add_argument("--port", type=int, help="listen port (default ROOMSCRIBE_PORT or 8080)")
 
     token = sub.add_parser("token", help="print a control-socket token signed with ROOMSCRIBE_CONTROL_SECRET")
     token.add_argument("--user", required=True, help="user id (the token's 'sub')")
@@ -253,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_serve(args)
     if args.command == "worker":
         return _cmd_worker(args)
+    if args.command == "control":
+        return _cmd_control(args)
     if args.command == "demo":
         return asyncio.run(_demo(args))
     if args.command == "schema":

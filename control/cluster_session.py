@@ -1,0 +1,409 @@
+"""Sessions of a control replica in a cluster: transcription on a worker, state in Redis.
+
+A `ClusterSession` is a `Session` whose pipelines run on a worker (`RemotePipeline` sends audio and
+finish requests down the session's input stream) and whose events come back up its output stream.
+Every numbered event is recorded in Redis (`ClusterStore.journal_append`) before it goes to the
+socket, with the output-stream entry it came from, so any replica can resume the session: it loads
+the journal, takes ownership (the old owner is fenced out of the journal) and reads the worker's
+events from where the journal stopped. Nothing is sent twice and nothing is lost when a replica dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+import msgspec
+import numpy as np
+from redis.exceptions import RedisError
+
+from control.cluster_store import ClusterStore, StreamEntry
+from control.dispatch import BUSY_RETRY_AFTER_S, alive, candidates
+from control.media import MediaTransport
+from control.schema import (
+    Accepted,
+    AudioIn,
+    ClusterMessage,
+    EndIn,
+    EventOut,
+    FinalTranscript,
+    Finished,
+    FinishIn,
+    InterimTranscript,
+    Numbered,
+    ProtocolError,
+    Refused,
+    ServerMessage,
+    SessionEnded,
+    SessionEvent,
+    SessionJob,
+    SpeechEnd,
+    SpeechStart,
+    Status,
+    Token,
+    decode_server_message,
+    encode,
+)
+from control.session import Session
+from control.ws_media import WsSessionMedia
+
+if TYPE_CHECKING:
+    from control.session import SessionOptions
+
+log = logging.getLogger(__name__)
+
+#: How long a worker has to accept a session before the next one is asked.
+ACCEPT_TIMEOUT_S = 5.0
+#: How long an output-stream read waits for an entry before it looks again.
+READ_BLOCK_MS = 1000
+#: Pause before retrying a Redis command that failed (Redis restarting): nothing is dropped meanwhile.
+RETRY_S = 0.5
+#: How often a session checks that its worker is alive.
+WATCH_S = 1.0
+
+T = TypeVar("T")
+
+
+def cluster_unavailable(exc: BaseException) -> ProtocolError:
+    """The error a request gets while Redis cannot be reached."""
+    return ProtocolError(
+        "cluster.unavailable",
+        f"the cluster's Redis cannot be reached ({type(exc).__name__}); try again shortly",
+        retry_after=BUSY_RETRY_AFTER_S,
+    )
+
+
+async def retrying(call: Callable[[], Awaitable[T]]) -> T:
+    """Run a Redis call until it succeeds (Redis may be restarting); the caller's order is kept."""
+    while True:
+        try:
+            return await call()
+        except (RedisError, OSError) as exc:
+            log.warning("Redis call failed (%s); retrying in %.1f s", type(exc).__name__, RETRY_S)
+            await asyncio.sleep(RETRY_S)
+
+
+class UtteranceLedger:
+    """Which utterances a session has opened and closed, to drop what a replacement worker repeats:
+    it re-sends the events a dead worker sent after its last checkpoint, with the same ids."""
+
+    def __init__(self) -> None:
+        self._started: set[tuple[str | None, str]] = set()
+        self._final: set[tuple[str | None, str]] = set()
+        self._ended: set[tuple[str | None, str]] = set()
+
+    def repeated(self, message: ServerMessage) -> bool:
+        """Whether `message` repeats what was already sent (and note it if not)."""
+        utterance = getattr(message, "utterance_id", None)
+        if utterance is None or isinstance(message, Status):
+            return False
+        key = (getattr(message, "participant", None), utterance)
+        if key in self._ended:
+            return True
+        if isinstance(message, SpeechStart):
+            if key in self._started:
+                return True
+            self._started.add(key)
+        elif isinstance(message, FinalTranscript):
+            if key in self._final:
+                return True
+            self._final.add(key)
+        elif isinstance(message, SpeechEnd):
+            self._ended.add(key)
+        return False
+
+
+class RemotePipeline:
+    """A SessionPipeline whose transcription runs on the session's worker."""
+
+    def __init__(self, session: ClusterSession, participant: str | None) -> None:
+        self.session = session
+        self.participant = participant
+
+    def feed(self, samples: np.ndarray, sample_rate: int, channels: int = 1) -> None:
+        dtype: Literal["int16", "float32"] = "float32" if samples.dtype == np.float32 else "int16"
+        pcm = np.ascontiguousarray(samples, dtype=dtype).tobytes()
+        message = AudioIn(sample_rate=sample_rate, channels=channels, dtype=dtype, participant=self.participant)
+        seconds = len(samples) / (channels * sample_rate)
+        self.session.send_input(message, pcm, seconds)
+
+    def queued_final_audio_s(self) -> float:
+        """Audio not yet handed to Redis (the worker's own backlog is its heartbeat's)."""
+        return self.session.queued_audio_s
+
+    async def finish(self) -> None:
+        await self.session.finish_remote(self.participant)
+
+    async def aclose(self) -> None:
+        """Nothing here: the worker releases the session when it ends (ClusterSession.close_pipelines)."""
+
+
+class ClusterSession(Session):
+    """A session whose pipelines run on a worker and whose events are journaled in Redis."""
+
+    def __init__(
+        self,
+        *,
+        store: ClusterStore,
+        epoch: int,
+        cursor: str,
+        worker: str | None,
+        on_fenced: Callable[[ClusterSession], None],
+        session_id: str,
+        user: str,
+        room: str,
+        options: SessionOptions,
+        replay_limit: int,
+        media_transport: MediaTransport,
+    ) -> None:
+        super().__init__(
+            session_id=session_id,
+            user=user,
+            room=room,
+            options=options,
+            pipeline_factory=self._no_local_pipeline,
+            replay_limit=replay_limit,
+            media_transport=media_transport,
+        )
+        self.store = store
+        self.replay_limit = replay_limit
+        self.epoch = epoch
+        self.cursor = cursor
+        self.worker = worker
+        self.fenced = False
+        self.queued_audio_s = 0.0
+        self._on_fenced = on_fenced
+        self._event_cursor: str | None = None
+        self._seen = UtteranceLedger()
+        self._input: asyncio.Queue[tuple[ClusterMessage, bytes | None, int | None, float]] = asyncio.Queue()
+        self._journal: asyncio.Queue[tuple[Numbered, str | None]] = asyncio.Queue()
+        self._finishes: dict[str, asyncio.Future[None]] = {}
+        self._answer: asyncio.Future[ClusterMessage] | None = None
+        self._request_ids = itertools.count(1)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @staticmethod
+    def _no_local_pipeline(*_: object) -> RemotePipeline:
+        raise AssertionError("a cluster session's pipelines are RemotePipelines (see ClusterSession.pipeline)")
+
+    # -- pipelines on the worker -----------------------------------------------------------------------
+    def pipeline(self, participant: str | None = None) -> RemotePipeline:
+        pipeline = self._pipelines.get(participant)
+        if not isinstance(pipeline, RemotePipeline):
+            pipeline = RemotePipeline(self, participant)
+            self._pipelines[participant] = pipeline
+        return pipeline
+
+    def send_input(self, message: ClusterMessage, pcm: bytes | None = None, seconds: float = 0.0) -> None:
+        """Queue an input entry for the worker (written in order; a Redis outage delays it, never drops it)."""
+        audio_bytes = self.media.bytes_received if isinstance(self.media, WsSessionMedia) and pcm is not None else None
+        self.queued_audio_s += seconds
+        self._input.put_nowait((message, pcm, audio_bytes, seconds))
+
+    async def finish_remote(self, participant: str | None) -> None:
+        """Ask the worker to finalise open utterances; returns once their finals went out."""
+        request = f"f{next(self._request_ids)}"
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._finishes[request] = done
+        self.send_input(FinishIn(request=request, participant=participant, all=participant is None))
+        try:
+            await done
+        finally:
+            self._finishes.pop(request, None)
+
+    async def finish_all(self, timeout_s: float | None = None) -> bool:
+        if self.worker is None and not self._pipelines:
+            return True  # never ran on a worker (none had room): nothing to finalise
+        try:
+            await asyncio.wait_for(self.finish_remote(None), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- events: journaled, then sent ---------------------------------------------------------------------
+    def deliver(self, message: Numbered) -> None:
+        self._journal.put_nowait((message, self._event_cursor))
+
+    def on_worker_message(self, message: ServerMessage, cursor: str) -> None:
+        """A session event from the worker (its `seq` is set here)."""
+        if not isinstance(message, SessionEvent):
+            log.error("session %s: the worker sent %s, which is not a session event; skipped", self.id, message.type)
+            return
+        if self.ended or (isinstance(message, InterimTranscript) and not self.options.interim):
+            return
+        if self._seen.repeated(message):
+            return
+        self._event_cursor = cursor
+        try:
+            self.emit(lambda seq: msgspec.structs.replace(message, seq=seq))
+        finally:
+            self._event_cursor = None
+
+    def load_journal(self, entries: list[tuple[int, bytes]], seq: int) -> None:
+        """Continue a session another replica held: its replayable events and its last seq."""
+        for _, raw in entries:
+            message = decode_server_message(msgspec.json.decode(raw))
+            if isinstance(message, (SessionEvent, Token)):
+                self._log.append(message)
+                self._seen.repeated(message)
+        self.seq = seq
+
+    # -- tasks ----------------------------------------------------------------------------------------
+    def start_link(self) -> None:
+        """Start writing input and journal, reading the worker's output, and watching the worker."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._write_input()),
+            loop.create_task(self._write_journal()),
+            loop.create_task(self._read_output()),
+            loop.create_task(self._watch_worker()),
+        ]
+
+    async def stop_link(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def flush(self) -> None:
+        """Wait until every queued input entry and event is written."""
+        await self._input.join()
+        await self._journal.join()
+
+    async def _write_input(self) -> None:
+        while True:
+            message, pcm, audio_bytes, seconds = await self._input.get()
+            await retrying(partial(self.store.send_input, self.id, message, pcm, audio_bytes=audio_bytes))
+            self.queued_audio_s = max(0.0, self.queued_audio_s - seconds)
+            self._input.task_done()
+
+    async def _write_journal(self) -> None:
+        while True:
+            message, cursor = await self._journal.get()
+            seq = message.seq or 0
+            append = partial(
+                self.store.journal_append,
+                self.id, self.epoch, seq, encode(message), cursor=cursor, maxlen=self.replay_limit, keep=message.replayed,
+            )  # fmt: skip
+            owned = await retrying(append)
+            self._journal.task_done()
+            if not owned:
+                self.fenced = True
+                self._on_fenced(self)
+                return
+            Session.deliver(self, message)
+
+    async def _read_output(self) -> None:
+        while True:
+            entries = await retrying(partial(self.store.read_output, self.id, self.cursor, block_ms=READ_BLOCK_MS))
+            for entry in entries:
+                self.cursor = entry.id
+                self._on_output(entry)
+
+    def _on_output(self, entry: StreamEntry) -> None:
+        message = entry.message
+        if isinstance(message, EventOut):
+            try:
+                event = decode_server_message(msgspec.json.decode(message.message))
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                log.error("session %s: a worker event this replica cannot read was skipped: %s", self.id, exc)
+                return
+            self.on_worker_message(event, entry.id)
+        elif isinstance(message, Finished):
+            done = self._finishes.get(message.request)
+            if done is not None and not done.done():
+                # Its finals are queued for the journal before this: resolve once they are written.
+                asyncio.get_running_loop().create_task(self._resolve_after_journal(done))
+        elif isinstance(message, (Accepted, Refused)) and self._answer is not None and not self._answer.done():
+            self._answer.set_result(message)
+
+    async def _resolve_after_journal(self, done: asyncio.Future[None]) -> None:
+        await self._journal.join()
+        if not done.done():
+            done.set_result(None)
+
+    # -- dispatch and takeover ------------------------------------------------------------------------
+    async def dispatch(self, job: SessionJob | None = None) -> None:
+        """Give the session to the least loaded worker with room (`job`: where it continues, after a
+        takeover); `server.busy` when none has any."""
+        job = job or SessionJob(session_id=self.id)
+        tried: set[str] = set()
+        while True:
+            states = await self.store.workers()
+            choices = candidates(states, time.time(), exclude=tried)
+            if not choices:
+                raise ProtocolError(
+                    "server.busy",
+                    f"no transcription worker has room for a session ({len(states)} known); try again later",
+                    retry_after=BUSY_RETRY_AFTER_S,
+                )
+            worker = choices[0].worker_id
+            tried.add(worker)
+            self._answer = asyncio.get_running_loop().create_future()
+            await self.store.send_job(worker, job)
+            try:
+                answer = await asyncio.wait_for(self._answer, ACCEPT_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("session %s: worker %s did not answer within %.0f s", self.id, worker, ACCEPT_TIMEOUT_S)
+                continue
+            finally:
+                self._answer = None
+            if isinstance(answer, Accepted):
+                self.worker = answer.worker_id
+                log.info("session %s runs on worker %s", self.id, self.worker)
+                return
+            log.info("session %s: worker %s refused it (%s)", self.id, worker, getattr(answer, "reason", "?"))
+
+    async def _watch_worker(self) -> None:
+        """Move the session to another worker when its worker stops heartbeating."""
+        while True:
+            await asyncio.sleep(WATCH_S)
+            if self.worker is None or self.ending is not None:
+                continue
+            try:
+                states = {s.worker_id: s for s in await self.store.workers()}
+            except (RedisError, OSError):
+                continue
+            state = states.get(self.worker)
+            if state is not None and alive(state, time.time()):
+                continue
+            await self._take_over()
+
+    async def _take_over(self) -> None:
+        dead, self.worker = self.worker, None
+        log.warning("session %s: worker %s is gone; moving the session", self.id, dead)
+        try:
+            await self.dispatch(await self.store.takeover_job(self.id))
+        except ProtocolError as exc:
+            log.error("session %s: no worker can take it over (%s); trying again", self.id, exc.code)
+        except (RedisError, OSError) as exc:
+            log.error("session %s: cannot move it while Redis is unreachable (%s); trying again", self.id, type(exc).__name__)
+
+    # -- end --------------------------------------------------------------------------------------------
+    async def close_pipelines(self) -> None:
+        """The session ended: the worker releases it, and its state leaves Redis."""
+        self._pipelines.clear()
+        if not self.fenced and self.worker is not None:
+            self.send_input(EndIn(reason="ended"))
+            try:
+                await asyncio.wait_for(self.flush(), 10.0)
+            except TimeoutError:
+                log.warning("session %s: Redis did not take its last messages within 10 s", self.id)
+        await self.stop_link()
+        if not self.fenced:
+            try:
+                await self.store.delete_session(self.id, self.user)
+            except (RedisError, OSError) as exc:
+                log.warning("session %s: could not remove it from Redis (%s); it expires", self.id, type(exc).__name__)
+
+    def moved_away(self) -> None:
+        """Another replica took the session over: tell this replica's socket, if any, and let go."""
+        if self.outbox is not None:
+            self.outbox.send_message(SessionEnded(session_id=self.id, reason="resumed_elsewhere"))
+            self.outbox = None
+        self.ended = True
