@@ -305,3 +305,28 @@ async def test_a_killed_worker_s_session_continues_on_another_with_no_final_lost
             doomed.kill()
         doomed.wait()
         redis.close()
+
+
+async def test_a_draining_worker_hands_its_session_over(cluster: Cluster) -> None:
+    """SIGTERM on a worker (drain): it takes nothing new, settles what it has, and the session
+    carries on on another worker with the whole transcript."""
+    replica = await cluster.replica()
+    draining = await cluster.worker()
+    client = await replica.connect("frank")
+    await client.send(type="session.start", id="s", transport="ws")
+    await client.wait_type("session.ready", id="s")
+    await cluster.worker()  # joins after the session started on the first one
+    frames = pcm_frames(np.concatenate([speech(LIBRI), speech(JFK)]))
+    half = len(frames) // 2
+    await stream(client, frames[:half], speed=4.0)
+    drain = asyncio.create_task(draining.drain())
+    await stream(client, frames[half:], speed=4.0)
+    await drain
+    await client.send(type="session.stop", id="stop")
+    await client.wait_type("session.ended", timeout=60)
+    finals = client.of_type("transcript.final")
+    assert len({f["utterance_id"] for f in finals}) == len(finals), "a final came twice"
+    seqs = [e["seq"] for e in numbered(client)]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert wer(LIBRI_TEXT + " " + JFK_TEXT, " ".join(f["text"] for f in finals)) <= 0.12
+    await client.close()
