@@ -131,6 +131,7 @@ async def test_a_session_resumes_on_another_replica_with_every_final_once(cluste
     replica_a = await cluster.replica()
     replica_b = await cluster.replica()
     await cluster.worker()
+    await cluster.worker()
     first = await replica_a.connect("bob")
     await first.send(type="session.start", transport="ws")
     ready = await first.wait_type("session.ready")
