@@ -82,16 +82,36 @@ async def _demo(args: argparse.Namespace) -> int:
             await _run_until_signal()
             return 0
         token = mint_control_token(settings.control_secret, "demo-user", ttl_s=600)
+        transport = args.transport or "livekit"
         how = (
             "raw PCM over the control socket"
-            if args.transport == "ws"
+            if transport == "ws"
             else "LiveKit (the livekit SDK publishes it as a microphone)"
         )
         file = args.file or str(sample_audio("jfk.wav"))
         print(f"Streaming {file} via {how}:", flush=True)
-        return await push(server.url, token, file=file, transport=args.transport, fast=args.fast, queue_ms=args.queue_ms)
+        return await push(server.url, token, file=file, transport=transport, fast=args.fast, queue_ms=args.queue_ms)
     finally:
         await server.stop()
+
+
+def _cmd_demo_cluster(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """`demo --cluster`: redis-server, workers and control replicas as child processes (roomscribe/cluster_demo.py)."""
+    from roomscribe.cluster_demo import run_cluster_demo
+
+    if args.web or args.transport == "livekit":
+        parser.error("demo --cluster runs the ws transport only (workers do not run LiveKit sessions yet), without --web")
+    try:
+        Settings.from_env()  # a bad setting is refused here, not by each child
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    file = args.file or str(sample_audio("jfk.wav"))
+    try:
+        return asyncio.run(run_cluster_demo(file=file, fast=args.fast, env_file=args.env_file, verbose=args.verbose))
+    except KeyboardInterrupt:
+        print("interrupted: the cluster was stopped", file=sys.stderr)
+        return 130
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
@@ -264,11 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="start everything in-process and transcribe a sample")
     demo.add_argument("file", nargs="?", help="16-bit PCM WAV (default: the bundled examples/audio/jfk.wav)")
-    demo.add_argument("--transport", choices=("livekit", "ws"), default="livekit", help="audio path (default livekit)")
+    demo.add_argument("--transport", choices=("livekit", "ws"), help="audio path (default livekit; ws with --cluster)")
     demo.add_argument("--fast", action="store_true", help="ws: stream faster than real time")
     demo.add_argument("--queue-ms", type=int, default=100, help="livekit: the SDK's audio queue (default 100 ms)")
     demo.add_argument("--web", action="store_true", help="serve the web example instead and print its address")
     demo.add_argument("--port", type=int, default=8080, help="with --web: the page's port (default 8080)")
+    demo.add_argument(
+        "--cluster",
+        action="store_true",
+        help="run a cluster on loopback instead: redis-server, 2 workers, 2 control replicas (ws transport)",
+    )
 
     sub.add_parser("schema", help="print the control protocol's JSON Schema (both directions)")
 
@@ -295,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_worker(args)
     if args.command == "control":
         return _cmd_control(args)
+    if args.command == "demo" and args.cluster:
+        return _cmd_demo_cluster(args, parser)
     if args.command == "demo":
         return asyncio.run(_demo(args))
     if args.command == "schema":
