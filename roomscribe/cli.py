@@ -186,6 +186,10 @@ def _cmd_control(args: argparse.Namespace) -> int:
             settings.host = args.host
         if args.port is not None:
             settings.port = args.port
+        if settings.audio_transport != "ws":
+            # A replica serves ws sessions only (for now): no LiveKit, so no embedded dev server to refuse.
+            log.warning("cluster mode transcribes ws sessions only for now: the default transport is ws")
+            settings.audio_transport = "ws"
         settings.check_serving()
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
