@@ -166,6 +166,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             settings.redis_url = args.redis
         if args.capacity is not None:
             settings.worker_capacity = args.capacity
+        if args.health_port is not None:
+            settings.worker_health_port = args.health_port
         settings.validate()
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -269,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--redis", help="Redis URL, redis://HOST:PORT/DB (default ROOMSCRIBE_REDIS_URL)")
     worker.add_argument("--capacity", type=int, help="sessions it takes at most (default ROOMSCRIBE_WORKER_CAPACITY)")
     worker.add_argument("--id", dest="worker_id", help="its id in the cluster (default HOST-PID)")
+    worker.add_argument(
+        "--health-port", type=int, help="GET /healthz on ROOMSCRIBE_HOST:PORT (default ROOMSCRIBE_WORKER_HEALTH_PORT; 0: off)"
+    )
     control = sub.add_parser("control", help="run a control replica of a cluster (sessions in Redis, transcription on workers)")
     control.add_argument("--redis", help="Redis URL (default ROOMSCRIBE_REDIS_URL), e.g. redis://127.0.0.1:6379/0")
     control.add_argument("--host", help="listen address (default ROOMSCRIBE_HOST or 127.0.0.1)")
