@@ -31,22 +31,28 @@ def _setup_logging(verbose: bool, quiet: bool = False) -> None:
     logging.getLogger("faster_whisper").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-async def _run_until_signal() -> None:
+def _stop_on_signal() -> asyncio.Event:
+    """An event set by SIGINT/SIGTERM: install it before saying "ready", so no signal finds the default handler."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def _run_until_signal() -> None:
+    await _stop_on_signal().wait()
 
 
 async def _serve(settings: Settings) -> int:
     from control.server import ControlServer
 
     server = ControlServer(settings)
+    stop = _stop_on_signal()
     await server.start()
     print(f"roomscribe control plane on {server.url} (health: {server.http_url}/healthz)", flush=True)
     try:
-        await _run_until_signal()
+        await stop.wait()
     finally:
         await server.stop()
     return 0
@@ -208,10 +214,11 @@ async def _control(settings: Settings, redis_url: str) -> int:
 
     store = ClusterStore.from_url(redis_url)
     server = ControlServer(settings, cluster=store)
+    stop = _stop_on_signal()
     await server.start()
     print(f"roomscribe control replica on {server.url} (Redis {redis_url}; health: {server.http_url}/healthz)", flush=True)
     try:
-        await _run_until_signal()
+        await stop.wait()
     finally:
         await server.stop()
         await store.close()
