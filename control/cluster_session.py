@@ -363,8 +363,8 @@ class ClusterSession(Session):
         """Move the session to another worker when its worker stops heartbeating."""
         while True:
             await asyncio.sleep(WATCH_S)
-            if self.worker is None or self.ending is not None:
-                continue
+            if self.worker is None:
+                continue  # being dispatched (or never was): nothing to watch yet
             try:
                 states = {s.worker_id: s for s in await self.store.workers()}
             except (RedisError, OSError):

@@ -8,8 +8,13 @@ restart and a Redis outage; workers' capacity is respected.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,7 +29,7 @@ from control.server import ControlServer
 from control_harness import RawClient, ServerHandle, make_settings
 from redis_server import RedisServer
 from roomscribe.client.audio_files import read_wav
-from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, pcm_frames, silence, wer
+from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, ROOT, pcm_frames, silence, wer
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -125,6 +130,7 @@ async def test_a_session_runs_on_a_worker_and_ends_cleanly(cluster: Cluster) -> 
 async def test_a_session_resumes_on_another_replica_with_every_final_once(cluster: Cluster) -> None:
     replica_a = await cluster.replica()
     replica_b = await cluster.replica()
+    await cluster.worker()
     await cluster.worker()
     first = await replica_a.connect("bob")
     await first.send(type="session.start", transport="ws")
@@ -247,3 +253,81 @@ async def test_redis_down_gives_coded_errors_and_the_cluster_recovers(
                 await c.close()
     finally:
         redis.close()
+
+
+async def test_a_killed_worker_s_session_continues_on_another_with_no_final_lost_or_repeated(
+    engine: AsrEngine, tmp_path: Path
+) -> None:
+    """kill -9 of the worker process during speech: another worker takes the session over from the
+    dead one's last checkpoint; the transcript is whole, every final once, seqs in order."""
+    redis = RedisServer()
+    redis.start()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ROOMSCRIBE_REDIS_URL": redis.url}
+    doomed = subprocess.Popen(  # noqa: ASYNC220  # started once, before the loop has work; killed with a signal
+        [sys.executable, "-m", "roomscribe.cli", "worker", "--id", "doomed", "--capacity", "4"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as http:
+            c = Cluster(redis.url, "roomscribe:", engine, http)
+            try:
+                replica = await c.replica()
+                store = c._stores[0]
+                async with asyncio.timeout(60):  # the worker process loads its model, then heartbeats
+                    while not await store.workers():  # noqa: ASYNC110  # its first heartbeat is the event; Redis has no push for a hash
+                        await asyncio.sleep(0.2)
+                client = await replica.connect("erin")
+                await client.send(type="session.start", id="s", transport="ws")
+                ready = await client.wait_type("session.ready", id="s")
+                assert (await store.session(ready["session_id"])).worker == "doomed"  # type: ignore[union-attr]  # the session exists
+                await c.worker()  # the survivor: it joins now, so the session went to the doomed one
+                frames = pcm_frames(np.concatenate([speech(LIBRI), speech(JFK)]))
+                half = len(frames) // 2
+                await stream(client, frames[:half], speed=4.0)
+                await client.wait_type("transcript.final")  # the doomed worker has been transcribing
+                doomed.send_signal(signal.SIGKILL)
+                await stream(client, frames[half:], speed=4.0)
+                await client.send(type="session.stop", id="stop")
+                await client.wait_type("session.ended", timeout=60)
+                finals = client.of_type("transcript.final")
+                assert len({f["utterance_id"] for f in finals}) == len(finals), "a final came twice"
+                starts = [(e["utterance_id"]) for e in client.of_type("speech.start")]
+                assert len(set(starts)) == len(starts)
+                seqs = [e["seq"] for e in numbered(client)]
+                assert seqs == list(range(1, len(seqs) + 1))
+                times = [f["start"] for f in finals]
+                assert times == sorted(times), "session times went back after the takeover"
+                assert wer(LIBRI_TEXT + " " + JFK_TEXT, " ".join(f["text"] for f in finals)) <= 0.12
+                await client.close()
+            finally:
+                await c.close()
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+        doomed.wait()
+        redis.close()
+
+
+async def test_a_draining_worker_hands_its_session_over(cluster: Cluster) -> None:
+    """SIGTERM on a worker (drain): it takes nothing new, settles what it has, and the session
+    carries on on another worker with the whole transcript."""
+    replica = await cluster.replica()
+    draining = await cluster.worker()
+    client = await replica.connect("frank")
+    await client.send(type="session.start", id="s", transport="ws")
+    await client.wait_type("session.ready", id="s")
+    await cluster.worker()  # joins after the session started on the first one
+    frames = pcm_frames(np.concatenate([speech(LIBRI), speech(JFK)]))
+    half = len(frames) // 2
+    await stream(client, frames[:half], speed=4.0)
+    drain = asyncio.create_task(draining.drain())
+    await stream(client, frames[half:], speed=4.0)
+    await drain
+    await client.send(type="session.stop", id="stop")
+    await client.wait_type("session.ended", timeout=60)
+    finals = client.of_type("transcript.final")
+    assert len({f["utterance_id"] for f in finals}) == len(finals), "a final came twice"
+    seqs = [e["seq"] for e in numbered(client)]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert wer(LIBRI_TEXT + " " + JFK_TEXT, " ".join(f["text"] for f in finals)) <= 0.12
+    await client.close()
