@@ -8,6 +8,7 @@ import signal
 
 from agent.asr import AsrEngine
 from agent.worker import TranscriptionWorker
+from agent.worker_health import HealthServer
 from control.admission import SESSIONS_PER_CORE, usable_cores
 from control.cluster_store import ClusterStore, ClusterUnavailable
 from control.config import Settings
@@ -32,13 +33,23 @@ async def run_worker(settings: Settings, worker_id: str) -> int:
     engine = AsrEngine(settings.asr)
     await engine.start()
     worker = TranscriptionWorker(store, engine, settings.pipeline, worker_id=worker_id, capacity=worker_capacity(settings))
+    health = HealthServer(worker, settings.host, settings.worker_health_port) if settings.worker_health_port else None
     signalled = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, signalled.set)
     try:
         await worker.start()
-        print(f"roomscribe worker {worker_id} taking up to {worker.capacity} sessions from {settings.redis_url}", flush=True)
+        if health is not None:
+            try:
+                await health.start()
+            except OSError as error:
+                print(f"error: cannot serve /healthz on {settings.host}:{settings.worker_health_port}: {error}", flush=True)
+                await worker.stop()
+                return 2
+        where = f"; health: {health.url}" if health is not None else ""
+        taking = f"taking up to {worker.capacity} sessions from {settings.redis_url}"
+        print(f"roomscribe worker {worker_id} {taking}{where}", flush=True)
         await signalled.wait()
         signalled.clear()
         draining = loop.create_task(worker.drain())
@@ -50,6 +61,8 @@ async def run_worker(settings: Settings, worker_id: str) -> int:
         again.cancel()
         await asyncio.gather(draining, again, return_exceptions=True)
     finally:
+        if health is not None:
+            await health.stop()
         await engine.close()
         await store.close()
     return 0

@@ -124,6 +124,7 @@ class Settings:
     # (None: SESSIONS_PER_CORE × its usable cores, as for ROOMSCRIBE_MAX_SESSIONS).
     redis_url: str = ""
     worker_capacity: int | None = None
+    worker_health_port: int = 0  # `roomscribe worker`'s GET /healthz on ROOMSCRIBE_HOST (0: off)
     asr: AsrConfig = field(default_factory=AsrConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
@@ -186,6 +187,7 @@ class Settings:
             max_session_s=_float(env, "ROOMSCRIBE_MAX_SESSION_S", d.max_session_s),
             redis_url=_get(env, "ROOMSCRIBE_REDIS_URL", d.redis_url),
             worker_capacity=_optional_int(env, "ROOMSCRIBE_WORKER_CAPACITY"),
+            worker_health_port=_int(env, "ROOMSCRIBE_WORKER_HEALTH_PORT", d.worker_health_port),
             asr=asr,
             pipeline=pipeline,
         )
@@ -232,6 +234,8 @@ class Settings:
                 raise ConfigError(f"{name} must not be negative")
         if self.worker_capacity is not None and self.worker_capacity < 1:
             raise ConfigError("ROOMSCRIBE_WORKER_CAPACITY must be at least 1 (or auto)")
+        if not 0 <= self.worker_health_port <= 65535:
+            raise ConfigError("ROOMSCRIBE_WORKER_HEALTH_PORT must be a port number (0: no health endpoint)")
         if 0 < self.ws_audio_rate < 1:
             raise ConfigError("ROOMSCRIBE_WS_AUDIO_RATE must be at least 1 (real time), or 0 to turn metering off")
 

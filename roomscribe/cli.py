@@ -31,22 +31,28 @@ def _setup_logging(verbose: bool, quiet: bool = False) -> None:
     logging.getLogger("faster_whisper").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-async def _run_until_signal() -> None:
+def _stop_on_signal() -> asyncio.Event:
+    """An event set by SIGINT/SIGTERM: install it before saying "ready", so no signal finds the default handler."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def _run_until_signal() -> None:
+    await _stop_on_signal().wait()
 
 
 async def _serve(settings: Settings) -> int:
     from control.server import ControlServer
 
     server = ControlServer(settings)
+    stop = _stop_on_signal()
     await server.start()
     print(f"roomscribe control plane on {server.url} (health: {server.http_url}/healthz)", flush=True)
     try:
-        await _run_until_signal()
+        await stop.wait()
     finally:
         await server.stop()
     return 0
@@ -82,16 +88,36 @@ async def _demo(args: argparse.Namespace) -> int:
             await _run_until_signal()
             return 0
         token = mint_control_token(settings.control_secret, "demo-user", ttl_s=600)
+        transport = args.transport or "livekit"
         how = (
             "raw PCM over the control socket"
-            if args.transport == "ws"
+            if transport == "ws"
             else "LiveKit (the livekit SDK publishes it as a microphone)"
         )
         file = args.file or str(sample_audio("jfk.wav"))
         print(f"Streaming {file} via {how}:", flush=True)
-        return await push(server.url, token, file=file, transport=args.transport, fast=args.fast, queue_ms=args.queue_ms)
+        return await push(server.url, token, file=file, transport=transport, fast=args.fast, queue_ms=args.queue_ms)
     finally:
         await server.stop()
+
+
+def _cmd_demo_cluster(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """`demo --cluster`: redis-server, workers and control replicas as child processes (roomscribe/cluster_demo.py)."""
+    from roomscribe.cluster_demo import run_cluster_demo
+
+    if args.web or args.transport == "livekit":
+        parser.error("demo --cluster runs the ws transport only (workers do not run LiveKit sessions yet), without --web")
+    try:
+        Settings.from_env()  # a bad setting is refused here, not by each child
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    file = args.file or str(sample_audio("jfk.wav"))
+    try:
+        return asyncio.run(run_cluster_demo(file=file, fast=args.fast, env_file=args.env_file, verbose=args.verbose))
+    except KeyboardInterrupt:
+        print("interrupted: the cluster was stopped", file=sys.stderr)
+        return 130
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
@@ -146,6 +172,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             settings.redis_url = args.redis
         if args.capacity is not None:
             settings.worker_capacity = args.capacity
+        if args.health_port is not None:
+            settings.worker_health_port = args.health_port
         settings.validate()
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -166,6 +194,10 @@ def _cmd_control(args: argparse.Namespace) -> int:
             settings.host = args.host
         if args.port is not None:
             settings.port = args.port
+        if settings.audio_transport != "ws":
+            # A replica serves ws sessions only (for now): no LiveKit, so no embedded dev server to refuse.
+            log.warning("cluster mode transcribes ws sessions only for now: the default transport is ws")
+            settings.audio_transport = "ws"
         settings.check_serving()
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -182,10 +214,11 @@ async def _control(settings: Settings, redis_url: str) -> int:
 
     store = ClusterStore.from_url(redis_url)
     server = ControlServer(settings, cluster=store)
+    stop = _stop_on_signal()
     await server.start()
     print(f"roomscribe control replica on {server.url} (Redis {redis_url}; health: {server.http_url}/healthz)", flush=True)
     try:
-        await _run_until_signal()
+        await stop.wait()
     finally:
         await server.stop()
         await store.close()
@@ -245,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--redis", help="Redis URL, redis://HOST:PORT/DB (default ROOMSCRIBE_REDIS_URL)")
     worker.add_argument("--capacity", type=int, help="sessions it takes at most (default ROOMSCRIBE_WORKER_CAPACITY)")
     worker.add_argument("--id", dest="worker_id", help="its id in the cluster (default HOST-PID)")
+    worker.add_argument(
+        "--health-port", type=int, help="GET /healthz on ROOMSCRIBE_HOST:PORT (default ROOMSCRIBE_WORKER_HEALTH_PORT; 0: off)"
+    )
     control = sub.add_parser("control", help="run a control replica of a cluster (sessions in Redis, transcription on workers)")
     control.add_argument("--redis", help="Redis URL (default ROOMSCRIBE_REDIS_URL), e.g. redis://127.0.0.1:6379/0")
     control.add_argument("--host", help="listen address (default ROOMSCRIBE_HOST or 127.0.0.1)")
@@ -264,11 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="start everything in-process and transcribe a sample")
     demo.add_argument("file", nargs="?", help="16-bit PCM WAV (default: the bundled examples/audio/jfk.wav)")
-    demo.add_argument("--transport", choices=("livekit", "ws"), default="livekit", help="audio path (default livekit)")
+    demo.add_argument("--transport", choices=("livekit", "ws"), help="audio path (default livekit; ws with --cluster)")
     demo.add_argument("--fast", action="store_true", help="ws: stream faster than real time")
     demo.add_argument("--queue-ms", type=int, default=100, help="livekit: the SDK's audio queue (default 100 ms)")
     demo.add_argument("--web", action="store_true", help="serve the web example instead and print its address")
     demo.add_argument("--port", type=int, default=8080, help="with --web: the page's port (default 8080)")
+    demo.add_argument(
+        "--cluster",
+        action="store_true",
+        help="run a cluster on loopback instead: redis-server, 2 workers, 2 control replicas (ws transport)",
+    )
 
     sub.add_parser("schema", help="print the control protocol's JSON Schema (both directions)")
 
@@ -295,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_worker(args)
     if args.command == "control":
         return _cmd_control(args)
+    if args.command == "demo" and args.cluster:
+        return _cmd_demo_cluster(args, parser)
     if args.command == "demo":
         return asyncio.run(_demo(args))
     if args.command == "schema":
