@@ -176,6 +176,8 @@ class ClusterSession(Session):
         self.cursor = cursor
         self.worker = worker
         self.fenced = False
+        #: Its worker died and no other took it yet (tried again every WATCH_S).
+        self.orphaned = False
         self.queued_audio_s = 0.0
         self._on_fenced = on_fenced
         self._event_cursor: str | None = None
@@ -363,6 +365,9 @@ class ClusterSession(Session):
         """Move the session to another worker when its worker stops heartbeating."""
         while True:
             await asyncio.sleep(WATCH_S)
+            if self.orphaned:
+                await self._take_over()  # the last attempt found no worker with room, or no Redis
+                continue
             if self.worker is None:
                 continue  # being dispatched (or never was): nothing to watch yet
             try:
@@ -376,9 +381,12 @@ class ClusterSession(Session):
 
     async def _take_over(self) -> None:
         dead, self.worker = self.worker, None
-        log.warning("session %s: worker %s is gone; moving the session", self.id, dead)
+        if dead is not None:
+            log.warning("session %s: worker %s is gone; moving the session", self.id, dead)
+        self.orphaned = True
         try:
             await self.dispatch(await self.store.takeover_job(self.id))
+            self.orphaned = False
         except ProtocolError as exc:
             log.error("session %s: no worker can take it over (%s); trying again", self.id, exc.code)
         except (RedisError, OSError) as exc:

@@ -39,9 +39,13 @@ from control.schema import (
     encode_cluster,
 )
 
-#: Entries an input or output stream keeps at most (about 2 minutes of 100 ms frames): a bound, not
-#: a buffer that is meant to fill; the control tier holds audio back when its worker falls behind.
+#: Entries an output stream keeps at most: a bound, not a buffer meant to fill (its reader keeps up).
 STREAM_MAXLEN = 1200
+#: Entries a session's input stream keeps at most: 10 minutes of 20 ms frames (the bundled clients'),
+#: about 19 MB of 16 kHz audio. Its worker trims it at every checkpoint (the input before one is
+#: never read again), so it holds only what is not yet settled: the bound matters only when a worker
+#: is stuck for minutes inside one utterance.
+INPUT_MAXLEN = 30_000
 
 # Number an event only while `epoch` is the session's current one (returns 1; 0 when fenced out);
 # keep it for replay when ARGV[6] is 1 (interims and tokens are numbered but not replayed).
@@ -57,9 +61,12 @@ return 1
 
 # Worker writes, fenced: only while the session exists and `worker` is the writer (a worker that
 # lost the session, or one declared dead that still runs, writes nothing; no key is recreated).
+# Record a worker's checkpoint (only as the session's worker) and drop the input before it: no
+# worker will read it again, so the input stream holds only what is not yet settled.
 _CHECKPOINT_SCRIPT = """
 if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'checkpoint', ARGV[2])
+redis.call('XTRIM', KEYS[2], 'MINID', ARGV[3])
 return 1
 """
 _WORKER_OUTPUT_SCRIPT = """
@@ -250,7 +257,7 @@ class ClusterStore:
         if pcm is not None:
             fields["pcm"] = pcm
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self._key("in", session_id), fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]  # redis-py types fields as str-keyed Mapping of str
+            pipe.xadd(self._key("in", session_id), fields, maxlen=INPUT_MAXLEN, approximate=True)  # type: ignore[arg-type]  # redis-py types fields as str-keyed Mapping of str
             if audio_bytes is not None:
                 pipe.hset(self._key("session", session_id), "bytes", str(audio_bytes))
             results = await pipe.execute()
@@ -291,8 +298,9 @@ class ClusterStore:
     async def set_checkpoint(self, session_id: str, worker_id: str, checkpoint: Checkpoint) -> bool:
         """Record the session's resume point, as its worker `worker_id`; False (nothing written) when
         the session is gone or another worker runs it now."""
-        keys = [self._key("session", session_id)]
-        return bool(await self._checkpoint(keys=keys, args=[worker_id, encode_cluster(checkpoint)]))
+        keys = [self._key("session", session_id), self._key("in", session_id)]
+        args: list[str | bytes] = [worker_id, encode_cluster(checkpoint), checkpoint.input_id]
+        return bool(await self._checkpoint(keys=keys, args=args))
 
     async def checkpoint(self, session_id: str) -> Checkpoint | None:
         """The session's last resume point (None: none yet, or no session)."""
