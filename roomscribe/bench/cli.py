@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -157,7 +158,23 @@ def compare_main(args: argparse.Namespace, cfg: BenchConfig, command: list[str])
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command; Ctrl-C (or SIGTERM) stops the bench and every process it started (status 130)."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted: the bench's processes are stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     load_dotenv(".env", override=False)  # as `roomscribe serve` does; the environment wins

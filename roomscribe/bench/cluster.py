@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -147,7 +148,8 @@ class ClusterServer:
                 cmd = [*cli, "worker", "--redis", self.redis_url, "--capacity", str(self.capacity), "--id", f"bench-w{i}"]
                 if self.cores is not None:
                     cmd = ["taskset", "-c", str(self.cores[i]), *cmd]
-                proc, log = spawn_logged(cmd, env, f"roomscribe-bench-worker{i}-")
+                # SIGKILL if the bench dies: its Redis dies too, and a draining worker would retry it.
+                proc, log = spawn_logged(cmd, env, f"roomscribe-bench-worker{i}-", death_signal=signal.SIGKILL)
                 self.procs.append(_Proc("worker", proc, log))
                 waits.append(wait_for_line(proc, log, _WORKER_LINE, self.startup_timeout_s, f"worker {i}"))
             await asyncio.gather(*waits)
@@ -163,9 +165,11 @@ class ClusterServer:
             raise
 
     async def stop(self) -> None:
-        """Replicas, then workers (SIGTERM: they drain), then Redis; idempotent."""
+        """Replicas, then workers (SIGTERM: they drain; a second after 5 s: they stop at once), then
+        Redis; idempotent."""
         for role in ("control", "worker", "redis"):
-            await asyncio.gather(*(stop_process(p.proc) for p in self.procs if p.role == role))
+            again = 5.0 if role == "worker" else None
+            await asyncio.gather(*(stop_process(p.proc, 15.0, again_after_s=again) for p in self.procs if p.role == role))
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def _live(self) -> list[_Proc]:

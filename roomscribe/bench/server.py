@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,13 +52,12 @@ class BenchServer(Protocol):
     def memory(self) -> dict[str, int]: ...
 
 
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM it when the bench process dies (no orphaned servers)."""
+def _die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """In the child: ask Linux to send it `sig` when the bench process dies (no orphaned servers)."""
     import ctypes
-    import signal
 
     PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, sig)
 
 
 def _token_factory(secret: str):
@@ -85,12 +86,16 @@ def unknown_settings(overrides: Mapping[str, Any]) -> list[str]:
     return apply_overrides(Settings(), overrides)
 
 
-def spawn_logged(cmd: list[str], env: Mapping[str, str], log_prefix: str) -> tuple[subprocess.Popen[bytes], Path]:
-    """Start `cmd` with its stdout and stderr in a new temporary log file; it dies with the bench."""
+def spawn_logged(
+    cmd: list[str], env: Mapping[str, str], log_prefix: str, *, death_signal: int = signal.SIGTERM
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start `cmd` with its stdout and stderr in a new temporary log file; it gets `death_signal`
+    when the bench dies."""
     fd, name = tempfile.mkstemp(prefix=log_prefix, suffix=".log")
+    on_death = functools.partial(_die_with_parent, death_signal) if sys.platform == "linux" else None
     # Popen only starts the process (no wait); preexec_fn rules out asyncio's subprocess transport.
     proc = subprocess.Popen(cmd, env=dict(env), stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # fmt: skip
+                            preexec_fn=on_death)  # fmt: skip
     os.close(fd)
     return proc, Path(name)
 
@@ -118,11 +123,20 @@ async def wait_for_line(
     raise RuntimeError(f"{what} did not start ({state}; log {log_path}):\n{tail}")
 
 
-async def stop_process(proc: subprocess.Popen[bytes] | None, timeout_s: float = 30.0) -> None:
-    """SIGTERM, then SIGKILL after `timeout_s`; nothing if it is not running."""
+async def stop_process(
+    proc: subprocess.Popen[bytes] | None, timeout_s: float = 30.0, *, again_after_s: float | None = None
+) -> None:
+    """SIGTERM (again after `again_after_s`, if given), then SIGKILL after `timeout_s`; nothing if
+    it is not running."""
     if proc is None or proc.poll() is not None:
         return
     proc.terminate()
+    if again_after_s is not None:
+        try:
+            await asyncio.to_thread(proc.wait, again_after_s)
+            return
+        except subprocess.TimeoutExpired:
+            proc.terminate()
     try:
         await asyncio.to_thread(proc.wait, timeout_s)
     except subprocess.TimeoutExpired:
