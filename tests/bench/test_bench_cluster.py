@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from roomscribe.bench.cluster import ClusterServer, RoundRobinTransport, pin_cores
-from roomscribe.bench.compare import comparison_rows, compare_configs, render_compare
+from roomscribe.bench.compare import compare_configs, comparison_rows, render_compare
 from roomscribe.bench.plan import SessionPlan
 from roomscribe.bench.report import render
 from roomscribe.bench.runner import BenchConfig, run_bench
@@ -114,3 +114,19 @@ def test_the_comparison_reports_the_hop_and_the_sessions_held() -> None:
     assert [r["max_sessions_passing"] for r in rows] == [2, 1, 2]
     text = render_compare({"comparison": rows})
     assert "+50 ms" in text and "cluster, 2 workers, pinned" in text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--topology", "cluster", "--transport", "livekit"],
+        ["--topology", "cluster", "--server", "inprocess"],
+        ["--topology", "cluster", "--workers", "0"],
+        ["--compare", "1,x"],
+    ],
+)
+def test_cluster_options_that_cannot_run_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from roomscribe.bench.cli import main
+
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("error: ")
