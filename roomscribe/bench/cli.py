@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from typing import Any
 from dotenv import load_dotenv
 
 from roomscribe.bench.report import render, target_rows
-from roomscribe.bench.runner import BenchConfig, run_bench
+from roomscribe.bench.runner import TOPOLOGIES, BenchConfig, run_bench
 from roomscribe.bench.transport import TRANSPORTS, TransportUnavailable
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout when run from one (site-packages when installed)
@@ -37,6 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", choices=["subprocess", "inprocess"], default="subprocess",
                    help="run `roomscribe serve` as a subprocess (default; CPU/RSS are the server's own) "
                         "or in-process")  # fmt: skip
+    cluster = p.add_argument_group("topology: what is measured (ws only for a cluster)")
+    cluster.add_argument("--topology", choices=TOPOLOGIES, default="serve",
+                         help="serve: one `roomscribe serve` (default); cluster: redis-server, N `roomscribe worker`s "
+                              "and 2 `roomscribe control` replicas, sessions round-robin over the replicas")  # fmt: skip
+    cluster.add_argument("--workers", type=int, default=2, help="cluster: worker processes (default 2)")
+    cluster.add_argument("--pin", action="store_true", help="cluster: each worker on its own core (taskset -c K)")
+    cluster.add_argument("--worker-capacity", type=int, help="cluster: sessions per worker (default: the top sweep level)")
+    cluster.add_argument("--compare", metavar="WORKERS", nargs="?", const="1,2",
+                         help="latency and sweep against serve, then a cluster of each worker count (default 1,2); "
+                              "no WER phase")  # fmt: skip
+    p.add_argument("--no-accuracy", action="store_true", help="skip the WER phase (streaming and offline)")
     p.add_argument("--levels", help="concurrency levels, e.g. 1,2,4,8,16")
     p.add_argument("--latency-clips", type=int, help="utterances in the latency session")
     p.add_argument("--sweep-clips", type=int, help="utterances per session in the sweep")
@@ -61,6 +73,11 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         "examples_only": args.examples_only,
         "offline": not args.no_offline,
         "seed": args.seed,
+        "topology": args.topology,
+        "workers": args.workers,
+        "pin": args.pin,
+        "worker_capacity": args.worker_capacity,
+        "accuracy": not args.no_accuracy,
     }
     if args.levels:
         overrides["sweep_levels"] = tuple(int(x) for x in args.levels.split(",") if x.strip())
@@ -108,7 +125,56 @@ def soak_main(args: argparse.Namespace, command: list[str]) -> int:
     return 0
 
 
+def cluster_problem(args: argparse.Namespace, cfg: BenchConfig) -> str | None:
+    """Why these cluster options cannot run, or None."""
+    if cfg.topology != "cluster" and not args.compare:
+        return None
+    if args.workers < 1 or (args.worker_capacity is not None and args.worker_capacity < 1):
+        return "--workers and --worker-capacity must be >= 1"
+    if cfg.transports != ("ws",):
+        return "a cluster transcribes ws sessions only for now: use --transport ws"
+    if args.server != "subprocess":
+        return "a cluster's processes are always subprocesses: --server inprocess is for --topology serve"
+    if args.compare and not all(x.strip().isdigit() and int(x) >= 1 for x in args.compare.split(",")):
+        return f"--compare takes worker counts, e.g. 1,2; got {args.compare!r}"
+    return None
+
+
+def compare_main(args: argparse.Namespace, cfg: BenchConfig, command: list[str]) -> int:
+    """`roomscribe bench --compare 1,2`: serve vs clusters; print (and with --json write) the table."""
+    from roomscribe.bench.compare import render_compare, run_compare
+
+    workers = [int(x) for x in args.compare.split(",")]
+    machine, git = machine_info(), git_info()
+    doc = asyncio.run(run_compare(cfg, workers, progress=lambda s: print(s, flush=True)))
+    machine["loadavg_end"] = round(os.getloadavg()[0], 2)
+    doc = {"bench": "roomscribe-compare", "format": 1, "command": command, "machine": machine, "git": git, **doc}
+    print()
+    print(f"{' '.join(command)} — {machine['cpus']} CPUs, load {machine['loadavg_start']} → {machine['loadavg_end']}")
+    print(render_compare(doc, cfg.max_p95_final_s))
+    if args.json:
+        Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"JSON written to {args.json}")
+    return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command; Ctrl-C (or SIGTERM) stops the bench and every process it started (status 130)."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted: the bench's processes are stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     load_dotenv(".env", override=False)  # as `roomscribe serve` does; the environment wins
@@ -119,6 +185,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or not cfg.transports:
         print(f"error: --transport takes {', '.join(TRANSPORTS)}; got {args.transport!r}", file=sys.stderr)
         return 2
+    if problem := cluster_problem(args, cfg):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    if args.compare:
+        return compare_main(args, cfg, ["roomscribe", "bench", *(sys.argv[1:] if argv is None else argv)])
     machine, git = machine_info(), git_info()
     try:
         result = asyncio.run(run_bench(cfg, progress=lambda s: print(s, flush=True)))

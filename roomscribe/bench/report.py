@@ -57,6 +57,16 @@ def target_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def topology_line(topo: dict[str, Any] | None) -> str:
+    """What was measured: one `roomscribe serve`, or the cluster's processes."""
+    if not topo or topo.get("topology") != "cluster":
+        return "topology: serve (one `roomscribe serve` process)"
+    cores = topo.get("pinned_cores")
+    pinned = f", pinned to cores {', '.join(map(str, cores))}" if cores else ", not pinned"
+    return (f"topology: cluster: redis-server + {topo['workers']} worker(s) (capacity {topo['worker_capacity']} each{pinned}) "
+            f"+ {topo['control_replicas']} control replicas, sessions round-robin over the replicas")  # fmt: skip
+
+
 def render(result: dict[str, Any]) -> str:
     """The human-readable report."""
     lines = []
@@ -67,6 +77,7 @@ def render(result: dict[str, Any]) -> str:
     lines.append(f"roomscribe bench ({result['config']['mode']}), {result.get('started_at', '')}, "
                  f"{machine.get('cpus', '?')} CPUs, load {machine.get('loadavg_start', '?')}, "
                  f"corpus: {corpus['description']}")  # fmt: skip
+    lines.append(topology_line(result.get("topology")))
     rows = target_rows(result)
     w = max(len(r["figure"]) for r in rows) if rows else 10
     m = max(len(r["shown"]) for r in rows) if rows else 10

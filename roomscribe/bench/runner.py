@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from roomscribe.bench import procstat
+from roomscribe.bench.cluster import ClusterServer, RoundRobinTransport
 from roomscribe.bench.corpus import Clip, Corpus, example_corpus, resolve_corpus
 from roomscribe.bench.metrics import clip_texts, final_text, score_session, summarise
 from roomscribe.bench.plan import SessionPlan, build_plan, pick_clips
@@ -28,7 +29,12 @@ class BenchConfig:
 
     mode: str = "full"
     transports: tuple[str, ...] = ("ws",)  # latency runs on each; sweep and accuracy on the first
-    server: str = "subprocess"  # "subprocess" | "inprocess"
+    server: str = "subprocess"  # "subprocess" | "inprocess" (topology "serve" only)
+    topology: str = "serve"  # "serve": one `roomscribe serve`; "cluster": redis + workers + 2 control replicas
+    workers: int = 2  # cluster: worker processes
+    pin: bool = False  # cluster: each worker on its own core (taskset -c K)
+    worker_capacity: int | None = None  # cluster: sessions per worker (None: the sweep's top level)
+    accuracy: bool = True  # the WER phase (streaming, and offline unless `offline` is off)
     corpus_dir: Path | None = None
     build_corpus: bool = True
     examples_only: bool = False  # use examples/audio as the corpus (tests; no download)
@@ -53,7 +59,15 @@ class BenchConfig:
         return cls(**base)
 
 
+TOPOLOGIES = ("serve", "cluster")
+
+
 def make_server(cfg: BenchConfig) -> BenchServer:
+    if cfg.topology == "cluster":
+        capacity = cfg.worker_capacity or max((*cfg.sweep_levels, 1))
+        return ClusterServer(workers=cfg.workers, capacity=capacity, pin=cfg.pin)
+    if cfg.topology != "serve":
+        raise ValueError(f"unknown topology {cfg.topology!r}; choose from {', '.join(TOPOLOGIES)}")
     if cfg.server == "subprocess":
         return SubprocessServer()
     if cfg.server == "inprocess":
@@ -129,6 +143,20 @@ def diagnose(summary: dict[str, Any], cost: dict[str, Any], limit_s: float) -> t
     return ok, text
 
 
+def make_transports(names: Sequence[str], server: BenchServer) -> list[Transport]:
+    """One transport per name; on a cluster each spreads its sessions over the replicas round-robin."""
+    if isinstance(server, ClusterServer):
+        return [RoundRobinTransport([make_transport(n, ep) for ep in server.endpoints]) for n in names]
+    return [make_transport(n, server.endpoint) for n in names]
+
+
+def topology_info(cfg: BenchConfig, server: BenchServer) -> dict[str, Any]:
+    """The processes measured (the JSON's `topology`)."""
+    if isinstance(server, ClusterServer):
+        return server.topology()
+    return {"topology": "serve", "server": cfg.server}
+
+
 async def _warm_up(transport: Transport, corpus: Corpus, seed: int) -> None:
     plan = build_plan("warm-up", pick_clips(corpus.clips, 1, seed=seed + 999), lead_s=0.2, tail_s=1.0)
     await transport.run_session(plan, "bench-warmup", speed=2.0)
@@ -200,6 +228,24 @@ async def stream_for_accuracy(transport: Transport, clips: Sequence[Clip], cfg: 
     return {"refs": refs, "hyps": hyps, "per_clip": per_clip, "lost": lost, "incomplete": sum(not r.completed for r in records)}
 
 
+async def accuracy_phase(
+    main: Transport, corpus: Corpus, cfg: BenchConfig, progress: Progress
+) -> dict[str, tuple[list[Clip], dict[str, Any]]]:
+    """Stream the accuracy clips (and examples/audio) for WER."""
+    acc_clips = (
+        list(corpus.clips)
+        if cfg.accuracy_clips is None
+        else pick_clips(corpus.clips, cfg.accuracy_clips, seed=cfg.seed + 7, min_s=0, max_s=1e9)
+    )
+    acc_clips = list(dict.fromkeys(acc_clips))  # no repeats (examples fallback)
+    progress(f"accuracy: streaming {len(acc_clips)} clips at {cfg.accuracy_speed}× real time…")
+    streamed = {"corpus": (acc_clips, await stream_for_accuracy(main, acc_clips, cfg, "corpus"))}
+    if cfg.include_examples and corpus.name != "examples":
+        ex = list(example_corpus().clips)
+        streamed["examples"] = (ex, await stream_for_accuracy(main, ex, cfg, "examples"))
+    return streamed
+
+
 def wer_block(stream: dict[str, Any], clips: Sequence[Clip], offline: list[str] | None) -> dict[str, Any]:
     """Streaming vs offline WER (numbers spelled out, and raw), and the streaming penalty."""
     out: dict[str, Any] = {"clips": len(clips), "minutes": round(sum(c.duration_s for c in clips) / 60, 2),
@@ -237,11 +283,15 @@ async def run_bench(cfg: BenchConfig, progress: Progress = print) -> dict[str, A
                         "minutes": round(corpus.duration_s / 60, 2), "fallback_reason": corpus.fallback_reason}  # fmt: skip
     result["server_settings"] = {"asr": asdict(settings.asr), "pipeline": asdict(settings.pipeline)}
     server = make_server(cfg)
-    progress(f"starting the server ({cfg.server})…")
+    pinned = " (pinned)" if cfg.pin else ""
+    progress(f"starting the server ({cfg.server})…" if cfg.topology == "serve" else
+             f"starting the cluster: redis-server, {cfg.workers} worker(s){pinned}, 2 control replicas…")  # fmt: skip
     await server.start()
     result["server_scope"] = server.scope
+    result["topology"] = topology_info(cfg, server)
+    streamed: dict[str, tuple[list[Clip], dict[str, Any]]] = {}
     try:
-        transports = [make_transport(name, server.endpoint) for name in cfg.transports]
+        transports = make_transports(cfg.transports, server)
         main = transports[0]
         if cfg.warm_up:
             await _warm_up(main, corpus, cfg.seed)
@@ -257,18 +307,11 @@ async def run_bench(cfg: BenchConfig, progress: Progress = print) -> dict[str, A
             levels = ", ".join(map(str, cfg.sweep_levels))
             progress(f"concurrency sweep over {main.name}: {levels} sessions × {cfg.sweep_clips} clips…")
             result["sweep"] = await sweep_phase(main, server, corpus, cfg, progress)
-        acc_clips = (
-            list(corpus.clips)
-            if cfg.accuracy_clips is None
-            else pick_clips(corpus.clips, cfg.accuracy_clips, seed=cfg.seed + 7, min_s=0, max_s=1e9)
-        )
-        acc_clips = list(dict.fromkeys(acc_clips))  # no repeats (examples fallback)
-        progress(f"accuracy: streaming {len(acc_clips)} clips at {cfg.accuracy_speed}× real time…")
-        streamed = {"corpus": (acc_clips, await stream_for_accuracy(main, acc_clips, cfg, "corpus"))}
-        if cfg.include_examples and corpus.name != "examples":
-            ex = list(example_corpus().clips)
-            streamed["examples"] = (ex, await stream_for_accuracy(main, ex, cfg, "examples"))
+        if cfg.accuracy:
+            streamed = await accuracy_phase(main, corpus, cfg, progress)
         result["server_memory_mb"] = {k: round(v / 2**20, 1) for k, v in server.memory().items()}
+        if isinstance(server, ClusterServer):
+            result["topology"]["peak_rss_mb_by_role"] = server.memory_by_role()
     finally:
         await server.stop()
     result["accuracy"] = {}

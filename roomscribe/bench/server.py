@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,13 +52,12 @@ class BenchServer(Protocol):
     def memory(self) -> dict[str, int]: ...
 
 
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM it when the bench process dies (no orphaned servers)."""
+def _die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """In the child: ask Linux to send it `sig` when the bench process dies (no orphaned servers)."""
     import ctypes
-    import signal
 
     PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, sig)
 
 
 def _token_factory(secret: str):
@@ -85,6 +86,64 @@ def unknown_settings(overrides: Mapping[str, Any]) -> list[str]:
     return apply_overrides(Settings(), overrides)
 
 
+def spawn_logged(
+    cmd: list[str], env: Mapping[str, str], log_prefix: str, *, death_signal: int = signal.SIGTERM
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start `cmd` with its stdout and stderr in a new temporary log file; it gets `death_signal`
+    when the bench dies."""
+    fd, name = tempfile.mkstemp(prefix=log_prefix, suffix=".log")
+    on_death = functools.partial(_die_with_parent, death_signal) if sys.platform == "linux" else None
+    # Popen only starts the process (no wait); preexec_fn rules out asyncio's subprocess transport.
+    proc = subprocess.Popen(cmd, env=dict(env), stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            preexec_fn=on_death)  # fmt: skip
+    os.close(fd)
+    return proc, Path(name)
+
+
+def _read_log(path: Path) -> str:
+    """A start-up log so far (a few KB: read in the loop's thread)."""
+    return path.read_text(errors="replace")
+
+
+async def wait_for_line(
+    proc: subprocess.Popen[bytes], log_path: Path, pattern: re.Pattern[str], timeout_s: float, what: str
+) -> str:
+    """Wait until `proc`'s log matches `pattern` and return the match's group 1 (or the whole match);
+    RuntimeError with the log's tail if it exits or the time runs out first (`proc` is left as it is)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        match = pattern.search(_read_log(log_path))
+        if match:
+            return match.group(1) if pattern.groups else match.group(0)
+        if proc.poll() is not None:
+            break
+        await asyncio.sleep(0.1)
+    tail = _read_log(log_path)[-2000:]
+    state = f"exited with code {proc.returncode}" if proc.poll() is not None else f"not ready after {timeout_s:.0f} s"
+    raise RuntimeError(f"{what} did not start ({state}; log {log_path}):\n{tail}")
+
+
+async def stop_process(
+    proc: subprocess.Popen[bytes] | None, timeout_s: float = 30.0, *, again_after_s: float | None = None
+) -> None:
+    """SIGTERM (again after `again_after_s`, if given), then SIGKILL after `timeout_s`; nothing if
+    it is not running."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    if again_after_s is not None:
+        try:
+            await asyncio.to_thread(proc.wait, again_after_s)
+            return
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+    try:
+        await asyncio.to_thread(proc.wait, timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        await asyncio.to_thread(proc.wait)
+
+
 class SubprocessServer:
     """`python -m roomscribe.cli serve --port 0` with a fresh secret, started in the current directory;
     settings otherwise come from the environment and `.env` like any `roomscribe serve`
@@ -111,37 +170,19 @@ class SubprocessServer:
             "ROOMSCRIBE_DEVSERVER_PORT": "0", "PYTHONUNBUFFERED": "1",
         })  # fmt: skip
         env.update(self.extra_env)
-        fd, name = tempfile.mkstemp(prefix="roomscribe-bench-server-", suffix=".log")
-        self.log_path = Path(name)
         cmd = [sys.executable, "-m", "roomscribe.cli", "serve", "--port", "0"]
         if self.overrides:
             cmd = [sys.executable, "-m", "roomscribe.bench.server", json.dumps(self.overrides)]
-        # Popen only starts the server (no wait); preexec_fn rules out asyncio's subprocess transport.
-        self.proc = subprocess.Popen(cmd, env=env, stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,  # noqa: ASYNC220
-                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # fmt: skip
-        os.close(fd)
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            match = _URL_LINE.search(self.log_path.read_text(errors="replace"))
-            if match:
-                self.endpoint = Endpoint(match.group(1), self.endpoint.token_for)
-                return
-            if self.proc.poll() is not None:
-                break
-            await asyncio.sleep(0.1)
-        tail = self.log_path.read_text(errors="replace")[-2000:]
-        await self.stop()
-        raise RuntimeError(f"`roomscribe serve` did not start (log {self.log_path}):\n{tail}")
+        self.proc, self.log_path = spawn_logged(cmd, env, "roomscribe-bench-server-")
+        try:
+            url = await wait_for_line(self.proc, self.log_path, _URL_LINE, self.startup_timeout_s, "`roomscribe serve`")
+        except BaseException:
+            await self.stop()
+            raise
+        self.endpoint = Endpoint(url, self.endpoint.token_for)
 
     async def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            await asyncio.to_thread(self.proc.wait, 30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            await asyncio.to_thread(self.proc.wait)
+        await stop_process(self.proc)
 
     def cpu_seconds(self) -> float:
         assert self.proc is not None
