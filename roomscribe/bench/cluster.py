@@ -19,11 +19,8 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,49 +37,11 @@ from roomscribe.bench.server import (
     wait_for_line,
 )
 from roomscribe.bench.transport import Endpoint, SessionRecord, Transport
+from roomscribe.common.redis_server import INSTALL_HINT, RedisServer
 
 CONTROL_REPLICAS = 2
 _REPLICA_LINE = re.compile(r"control replica on (ws://\S+/v1/control)")
 _WORKER_LINE = re.compile(r"roomscribe worker \S+ taking up to \d+ sessions")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _answers_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-async def start_redis(workdir: str, timeout_s: float = 10.0) -> tuple[subprocess.Popen[bytes], str]:
-    """`redis-server` on a free loopback port, as tests/support/redis_server.py starts it (no
-    persistence, its directory a temporary one); returns the process and its URL once it answers PING."""
-    if shutil.which("redis-server") is None:
-        raise RuntimeError("--topology cluster needs `redis-server` on PATH (Debian: apt-get install redis-server)")
-    port = free_port()
-    args = [
-        "redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-        "--dir", workdir, "--protected-mode", "yes", "--loglevel", "warning",
-    ]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,  # noqa: ASYNC220
-                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # fmt: skip
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited at start (code {proc.returncode}, port {port})")
-        if await asyncio.to_thread(_answers_ping, port):
-            return proc, f"redis://127.0.0.1:{port}/0"
-        await asyncio.sleep(0.05)
-    await stop_process(proc, 5.0)
-    raise RuntimeError(f"redis-server did not answer on port {port} within {timeout_s} s")
 
 
 def pin_cores(workers: int) -> list[int]:
@@ -120,7 +79,7 @@ class ClusterServer:
         if self.pin and shutil.which("taskset") is None:
             raise RuntimeError("--pin needs `taskset` (util-linux)")
         self.cores = pin_cores(self.workers) if self.pin else None
-        self._dir = tempfile.mkdtemp(prefix="roomscribe-bench-redis-")
+        self._redis: RedisServer | None = None
         self.endpoint = Endpoint("", _token_factory(self.secret))
 
     def topology(self) -> dict[str, Any]:
@@ -140,8 +99,13 @@ class ClusterServer:
         """Redis, then the workers (in parallel: each loads the model), then the replicas; on any
         failure (or cancellation) everything started so far is stopped."""
         try:
-            redis, self.redis_url = await start_redis(self._dir)
-            self.procs.append(_Proc("redis", redis))
+            if not RedisServer.available():
+                raise RuntimeError(f"--topology cluster needs `redis-server` on PATH ({INSTALL_HINT})")
+            self._redis = RedisServer(preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+            await self._redis.astart()
+            self.redis_url = self._redis.url
+            assert self._redis.process is not None
+            self.procs.append(_Proc("redis", self._redis.process))
             env, cli = self._env(), [sys.executable, "-m", "roomscribe.cli"]
             waits = []
             for i in range(self.workers):
@@ -167,10 +131,12 @@ class ClusterServer:
     async def stop(self) -> None:
         """Replicas, then workers (SIGTERM: they drain; a second after 5 s: they stop at once), then
         Redis; idempotent."""
-        for role in ("control", "worker", "redis"):
+        for role in ("control", "worker"):
             again = 5.0 if role == "worker" else None
             await asyncio.gather(*(stop_process(p.proc, 15.0, again_after_s=again) for p in self.procs if p.role == role))
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self._redis is not None:
+            await self._redis.astop()
+            self._redis.close()
 
     def _live(self) -> list[_Proc]:
         return [p for p in self.procs if p.proc.poll() is None]

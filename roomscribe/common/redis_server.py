@@ -66,6 +66,11 @@ class RedisServer:
         self.stop()
         raise TimeoutError(f"redis-server did not answer on port {self.port} within {timeout_s} s")
 
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The running redis-server (None when stopped)."""
+        return self._process
+
     def stop(self) -> None:
         """Stop it (SIGTERM, then SIGKILL); its data is gone (no persistence)."""
         process, self._process = self._process, None
