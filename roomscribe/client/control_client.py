@@ -301,12 +301,12 @@ class ControlClient:
     async def _request(self, link: Link, request: Request) -> Event:
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         wire = self._core.begin_request(request, future)
-        assert wire.id is not None
+        assert isinstance(wire.id, str)  # the core's ids
         try:
             await self._send(link, wire)
             return await asyncio.wait_for(asyncio.shield(future), self.options.request_timeout_s)
         finally:
-            self._core.end_request(str(wire.id))
+            self._core.end_request(wire.id)
 
     async def _send(self, link: Link, request: Request) -> None:
         try:
