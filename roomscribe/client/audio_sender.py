@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
+from control.schema import Ping
 from roomscribe.client.audio_buffer import AudioBuffer
 from roomscribe.client.link import Link
 from roomscribe.client.options import ClientOptions
@@ -58,13 +58,13 @@ class AudioSender:
         return int(s * self.bytes_per_second)
 
     # -- acknowledgement ------------------------------------------------------------------------------
-    def ping_message(self) -> dict[str, Any]:
+    def ping_message(self) -> Ping:
         """A ping to write now (under the link's send lock): its pong confirms the audio before it."""
         ping_id = self._new_id("p")
         mark = self.buffer.mark()
         self._pings[ping_id] = mark
         self._pinged_mark = max(self._pinged_mark, mark)
-        return {"type": "ping", "id": ping_id}
+        return Ping(id=ping_id)
 
     def on_pong(self, ping_id: str) -> None:
         mark = self._pings.pop(ping_id, None)

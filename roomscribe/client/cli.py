@@ -11,8 +11,10 @@ from collections.abc import Sequence
 
 from dotenv import load_dotenv
 
+from control.schema import tag_of
 from roomscribe.client.control_client import ControlClient, TokenSource
 from roomscribe.client.errors import ClientError
+from roomscribe.client.events import SessionEnded
 from roomscribe.client.options import ClientOptions
 from roomscribe.client.printer import EventPrinter
 from roomscribe.client.sources import MicrophoneUnavailable, PcmStream, microphone_stream, wav_stream
@@ -185,7 +187,7 @@ async def _listen(args: argparse.Namespace) -> int:
     client.on(EventPrinter())
     ended = asyncio.Event()
     if args.session_id:
-        client.on(lambda event: ended.set() if event.subscription_id else None, ("session.ended",))
+        client.on(lambda event: ended.set() if event.subscription_id else None, (tag_of(SessionEnded),))
     events = args.events.split(",") if args.events else None
     try:
         await client.connect()

@@ -14,19 +14,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
-from control.schema import CLOSE_START_TIMEOUT
+from control.schema import (
+    CLOSE_START_TIMEOUT,
+    AudioFormat,
+    Channels,
+    Ping,
+    ProtocolError,
+    Request,
+    SampleRate,
+    SessionStart,
+    SessionStop,
+    TokenRefresh,
+    Transport,
+    Vad,
+    decode_request,
+)
 from roomscribe.client.audio_sender import AudioSender
 from roomscribe.client.core import LIVE, ClientCore, Subscription
 from roomscribe.client.errors import AuthRejected, ClientError, ConnectionLost, GaveUp, ServerError
-from roomscribe.client.events import Event, SessionEnded, SessionReady, notice, parse_event
+from roomscribe.client.events import Event, NoticeCode, SessionEnded, SessionReady, notice, parse_event
 from roomscribe.client.hub import Callback, EventHub
 from roomscribe.client.link import Link
 from roomscribe.client.options import ClientOptions, ClientStats, ConnectionState, SessionState
@@ -159,15 +174,19 @@ class ControlClient:
         interim: bool = True,
         **extra: Any,
     ) -> SessionReady:
-        """Start a session (`sample_rate`/`channels` describe the PCM16 you will send over ws)."""
+        """Start a session (`sample_rate`/`channels` describe the PCM16 you will send over ws; `extra`:
+        further `session.start` fields, e.g. `room`, `echo`).
+
+        The server checks the values: one it does not take is a `ServerError` with the protocol's code.
+        """
         if self.session_state not in (SessionState.NONE, SessionState.ENDED):
             raise ClientError(f"a session is already {self.session_state.value}")
-        request: dict[str, Any] = {"type": "session.start", "transport": transport, "interim": interim, **extra}
-        if transport == "ws":
-            request["audio"] = {"encoding": "pcm_s16le", "sample_rate": sample_rate, "channels": channels}
+        audio = None
+        self._audio = None
+        if transport == "ws":  # the casts: values are checked by the server, which answers with a coded error
+            audio = AudioFormat(sample_rate=cast(SampleRate, sample_rate), channels=cast(Channels, channels))
             self._audio = AudioSender(sample_rate, channels, self.options, self._core.new_id)
-        else:
-            self._audio = None
+        request = SessionStart(transport=cast(Transport, transport), interim=interim, audio=audio, **extra)
         self._core.begin_session(request)
         self._dropped_seen = 0
         self._ended = asyncio.get_running_loop().create_future()
@@ -245,11 +264,11 @@ class ControlClient:
 
     async def refresh_token(self) -> Event:
         """LiveKit sessions: ask for a fresh LiveKit token (answered by a `token` event)."""
-        return await self.request({"type": "token.refresh"})
+        return await self.request(TokenRefresh())
 
     async def send_vad(self, speaking: bool) -> None:
         """LiveKit sessions with VAD gating: report the client's own voice activity."""
-        await self._send(await self._wait_connected(), {"type": "vad", "speaking": speaking})
+        await self._send(await self._wait_connected(), Vad(speaking=speaking))
 
     # -- monitor subscriptions --------------------------------------------------------------------
     async def subscribe(
@@ -264,33 +283,36 @@ class ControlClient:
         await self.request(self._core.unsubscribed(subscription))
 
     # -- requests ----------------------------------------------------------------------------------
-    async def request(self, message: dict[str, Any]) -> Event:
-        """Send a request once connected and return its reply event (ServerError on `error`)."""
-        return await self._request(await self._wait_connected(), message)
+    async def request(self, message: Request | dict[str, Any]) -> Event:
+        """Send a request (a `control.schema` request struct) once connected and return its reply event
+        (ServerError on `error`). A JSON object is checked against the schema first: one the server
+        would refuse raises the same ServerError without being sent."""
+        return await self._request(await self._wait_connected(), _as_request(message))
 
     async def ping(self) -> float:
         """Round-trip time of a `ping` in seconds."""
         started = time.monotonic()
-        await self.request({"type": "ping"})
+        await self.request(Ping())
         return time.monotonic() - started
 
     def _new_id(self, kind: str) -> str:
         return self._core.new_id(kind)
 
-    async def _request(self, link: Link, message: dict[str, Any]) -> Event:
+    async def _request(self, link: Link, request: Request) -> Event:
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        wire = self._core.begin_request(message, future)
+        wire = self._core.begin_request(request, future)
+        assert isinstance(wire.id, str)  # the core's ids
         try:
             await self._send(link, wire)
             return await asyncio.wait_for(asyncio.shield(future), self.options.request_timeout_s)
         finally:
-            self._core.end_request(wire["id"])
+            self._core.end_request(wire.id)
 
-    async def _send(self, link: Link, message: dict[str, Any]) -> None:
+    async def _send(self, link: Link, request: Request) -> None:
         try:
-            await link.send_json(message)
+            await link.send_request(request)
         except (ConnectionError, aiohttp.ClientError, RuntimeError) as error:
-            raise ConnectionLost(f"could not send {message.get('type')}: {error}") from None
+            raise ConnectionLost(f"could not send {request.type}: {error}") from None
 
     async def _wait_connected(self) -> Link:
         """The current link once it is up and restored; raises if the client gave up or was closed."""
@@ -365,7 +387,7 @@ class ControlClient:
         self._fail_pending(error)
         if not first.done():
             first.set_exception(error)
-        self._publish_notice("connection.failed", str(error))
+        self._publish_notice(NoticeCode.CONNECTION_FAILED, str(error))
         self._set_connection(ConnectionState.DISCONNECTED)
 
     async def _serve_link(self, link: Link, first: asyncio.Future[None]) -> bool:
@@ -447,7 +469,7 @@ class ControlClient:
         if self._audio is not None:
             assert isinstance(ready, SessionReady)
             self.stats.frames_resent -= self._audio.resumed(received_bytes)
-        self._publish_notice("session.resumed", f"resumed {self.session_id} after seq {self.last_seq}",
+        self._publish_notice(NoticeCode.SESSION_RESUMED, f"resumed {self.session_id} after seq {self.last_seq}",
                              session_id=self.session_id, last_seq=self.last_seq)
 
     async def _session_lost(self, link: Link, was: SessionState) -> None:
@@ -464,28 +486,28 @@ class ControlClient:
         if self._audio is not None:
             self._audio.restarted()
         self._core.restarted()
-        self._publish_notice("session.restarted", f"session {lost_id} could not be resumed; started {self.session_id}",
+        self._publish_notice(NoticeCode.SESSION_RESTARTED, f"session {lost_id} could not be resumed; started {self.session_id}",
                              lost_session_id=lost_id, session_id=self.session_id)
 
     def _lose_session(self, message: str) -> None:
         """End the session locally (reason `lost`): events after `last_seq` may be missing."""
         lost_id = self.session_id or ""
         self._end_session(SessionEnded(session_id=lost_id, reason="lost"))
-        self._publish_notice("session.lost", message, session_id=lost_id, last_seq=self.last_seq)
+        self._publish_notice(NoticeCode.SESSION_LOST, message, session_id=lost_id, last_seq=self.last_seq)
 
     async def _send_stop(self, link: Link) -> None:
-        await self._send(link, {"type": "session.stop", "id": self._new_id("stop")})
+        await self._send(link, SessionStop(id=self._new_id("stop")))
 
     async def _renew(self, link: Link, subscription: Subscription) -> None:
         self._core.renewing(subscription)
         try:
             reply = await self._request(link, subscription.request)
         except ServerError as error:
-            self._publish_notice("subscription.lost", f"could not renew {subscription.id}: {error}",
+            self._publish_notice(NoticeCode.SUBSCRIPTION_LOST, f"could not renew {subscription.id}: {error}",
                                  subscription_id=subscription.id)
             return
         old_id = self._core.renewed(subscription, reply)
-        self._publish_notice("subscription.renewed", f"{old_id} is now {subscription.id}",
+        self._publish_notice(NoticeCode.SUBSCRIPTION_RENEWED, f"{old_id} is now {subscription.id}",
                              old_subscription_id=old_id, subscription_id=subscription.id)
 
     # -- per-link tasks ------------------------------------------------------------------------------
@@ -508,7 +530,7 @@ class ControlClient:
             if silent > limit:
                 self.stats.dead_links += 1
                 state = self.session_state.value
-                self._publish_notice("connection.dead", f"no message for {silent:.1f} s ({state}); reconnecting")
+                self._publish_notice(NoticeCode.CONNECTION_DEAD, f"no message for {silent:.1f} s ({state}); reconnecting")
                 dead.set_result(None)
                 return
             with contextlib.suppress(ConnectionLost):
@@ -517,7 +539,7 @@ class ControlClient:
     async def _ping(self, link: Link) -> None:
         """A ping; in a ws session its pong also confirms every audio frame written before it."""
         audio = self._audio
-        make = audio.ping_message if audio is not None else (lambda: {"type": "ping", "id": self._new_id("p")})
+        make = audio.ping_message if audio is not None else (lambda: Ping(id=self._new_id("p")))
         try:
             await link.send(make)
         except (ConnectionError, aiohttp.ClientError, RuntimeError) as error:
@@ -578,7 +600,7 @@ class ControlClient:
         except asyncio.CancelledError:
             raise
         except Exception as error:  # the server closes the socket at expiry; the reconnect asks the provider again
-            self._publish_notice("auth.refresh_failed", f"could not refresh the control token: {error}")
+            self._publish_notice(NoticeCode.AUTH_REFRESH_FAILED, f"could not refresh the control token: {error}")
 
     def _end_session(self, ended: SessionEnded) -> None:
         if self._core.end_session(ended):
@@ -598,7 +620,7 @@ class ControlClient:
         if self.connection_state is ConnectionState.CLOSING and state is not ConnectionState.DISCONNECTED:
             return
         self.connection_state = state
-        self._publish_notice("connection.state", state.value, state=state.value, **data)
+        self._publish_notice(NoticeCode.CONNECTION_STATE, state.value, state=state.value, **data)
 
     def _note_drops(self) -> None:
         if self._audio is None or self._audio.buffer.dropped_frames == self._dropped_seen:
@@ -607,8 +629,18 @@ class ControlClient:
         self.stats.audio_seconds_dropped = self._audio.dropped_seconds
         if self._dropped_seen == 0:
             full = f"audio buffer full ({self.options.audio_buffer_s:g} s): dropping the oldest audio"
-            self._publish_notice("audio.dropped", full)
+            self._publish_notice(NoticeCode.AUDIO_DROPPED, full)
         self._dropped_seen = self._audio.buffer.dropped_frames
 
-    def _publish_notice(self, code: str, message: str, **data: Any) -> None:
+    def _publish_notice(self, code: NoticeCode, message: str, **data: Any) -> None:
         self._hub.publish(notice(code, message, **data))
+
+
+def _as_request(message: Request | dict[str, Any]) -> Request:
+    """`message` as a schema request; a JSON object the server would refuse raises its ServerError."""
+    if isinstance(message, Request):
+        return message
+    try:
+        return decode_request(json.dumps(message))
+    except ProtocolError as error:
+        raise ServerError(error.code, error.message, error.to_message().raw) from None

@@ -5,8 +5,9 @@ byte count the server reports on a resume), drops events already delivered (by `
 and per watched session), matches replies to the requests waiting for them (request id → future),
 and keeps the monitor subscriptions to renew after a reconnect. It never touches a socket, a timer
 or a task: `receive()` takes a decoded message and returns what the shell must do with it
-(`Incoming`), and the request builders return the messages to send. `ControlClient` is the I/O
-shell around it (connect, reconnect supervisor, heartbeat, audio writer).
+(`Incoming`), and the request builders return the wire schema's request structs to send
+(control/schema.py). `ControlClient` is the I/O shell around it (connect, reconnect supervisor,
+heartbeat, audio writer).
 """
 
 from __future__ import annotations
@@ -15,25 +16,37 @@ import asyncio
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from control.schema import REQUESTS, AuthExpired, AuthExpiring, Error, Forwardable, tag_of
+import msgspec
+
+from control.schema import (
+    AuthExpired,
+    AuthExpiring,
+    AuthRefresh,
+    Error,
+    Forwardable,
+    Pong,
+    Request,
+    Resume,
+    SessionStart,
+    Subscribe,
+    Unsubscribe,
+)
 from roomscribe.client.errors import ClientError, ServerError
 from roomscribe.client.events import Event, SessionEnded, SessionReady, Subscribed, Unknown, parse_event
 from roomscribe.client.options import SessionState
 
 #: Session states in which a session exists on the server (and is resumed after a drop).
 LIVE = (SessionState.ACTIVE, SessionState.STOPPING, SessionState.RESUMING)
-#: Requests the server answers only after slow work (joining a room, finalising an utterance); it
-#: reads a socket's messages one at a time, so pings wait behind them.
-SLOW_REQUESTS = frozenset(tag_of(cls) for cls in REQUESTS if cls.slow)
+RequestT = TypeVar("RequestT", bound=Request)
 
 
 @dataclass
 class Subscription:
     """A monitor subscription; `id` changes when it is renewed after a reconnect."""
 
-    request: dict[str, Any]
+    request: Subscribe
     id: str
     reply: Subscribed = field(repr=False)
 
@@ -65,7 +78,7 @@ class ClientCore:
         #: The highest `seq` of this session's events delivered to the caller.
         self.last_seq = 0
         #: The `session.start` that began the session (sent again if a resume is refused).
-        self.start_request: dict[str, Any] | None = None
+        self.start_request: SessionStart | None = None
         #: Requests waiting for their reply, by id.
         self.pending: dict[str, asyncio.Future[Event]] = {}
         self.subscriptions: dict[str, Subscription] = {}
@@ -78,13 +91,13 @@ class ClientCore:
     def new_id(self, kind: str) -> str:
         return f"c{kind}{next(self._ids)}"
 
-    def begin_request(self, message: dict[str, Any], reply: asyncio.Future[Event]) -> dict[str, Any]:
-        """Give `message` a fresh id whose reply settles `reply`; returns the message to send."""
-        request_id = self.new_id(str(message["type"]).split(".")[-1])
+    def begin_request(self, request: RequestT, reply: asyncio.Future[Event]) -> RequestT:
+        """A copy of `request` with a fresh id whose reply settles `reply`: the request to send."""
+        request_id = self.new_id(request.type.split(".")[-1])
         self.pending[request_id] = reply
-        if message["type"] in SLOW_REQUESTS:
+        if request.slow:  # answered after slow work; the server reads a socket's requests in turn, so pings wait
             self._slow.add(request_id)
-        return {**message, "id": request_id}
+        return msgspec.structs.replace(request, id=request_id)
 
     def end_request(self, request_id: str) -> None:
         """The caller stopped waiting (answered, timed out or cancelled)."""
@@ -109,7 +122,7 @@ class ClientCore:
         """A session exists on the server (it is resumed after a drop)."""
         return self.session_state in LIVE
 
-    def begin_session(self, request: dict[str, Any]) -> None:
+    def begin_session(self, request: SessionStart) -> None:
         """`request` (a session.start) is about to be sent; raises if a session is under way."""
         if self.session_state not in (SessionState.NONE, SessionState.ENDED):
             raise ClientError(f"a session is already {self.session_state.value}")
@@ -133,13 +146,13 @@ class ClientCore:
     def needs_resume(self) -> bool:
         return self.live and self.session_id is not None
 
-    def resume_request(self) -> dict[str, Any]:
+    def resume_request(self) -> SessionStart:
         """The session.start that resumes the session after `last_seq`; the session is RESUMING until
         `resume_done` (its previous state comes back whatever the outcome)."""
         assert self.start_request is not None and self.session_id is not None
         self._resuming_from = self.session_state
         self.session_state = SessionState.RESUMING
-        return {"type": "session.start", "resume": {"session_id": self.session_id, "last_seq": self.last_seq}}
+        return SessionStart(resume=Resume(session_id=self.session_id, last_seq=self.last_seq))
 
     def resume_done(self, ready: Event | None = None) -> tuple[SessionState, int | None]:
         """The resume was answered (`ready`) or failed (None): the state before it, and the number of
@@ -161,33 +174,32 @@ class ClientCore:
 
     # -- control token ---------------------------------------------------------------------------------
     @staticmethod
-    def auth_refresh_request(token: str) -> dict[str, Any]:
+    def auth_refresh_request(token: str) -> AuthRefresh:
         """The request that hands the socket a fresh control token (answered by `auth.refreshed`)."""
-        return {"type": "auth.refresh", "token": token}
+        return AuthRefresh(token=token)
 
     # -- subscriptions ---------------------------------------------------------------------------------
     @staticmethod
     def subscribe_request(
         session_id: str | None = None, user: str | None = None, events: Iterable[str] | None = None
-    ) -> dict[str, Any]:
+    ) -> Subscribe:
+        """Watch one session or every session of one user (`events`: default all)."""
         if (session_id is None) == (user is None):
             raise ValueError("subscribe needs exactly one of session_id or user")
-        request: dict[str, Any] = {"type": "subscribe"}
-        request.update({"session_id": session_id} if session_id is not None else {"user": user})
-        if events is not None:
-            request["events"] = list(events)
-        return request
+        if events is None:
+            return Subscribe(session_id=session_id, user=user)
+        return Subscribe(session_id=session_id, user=user, events=list(events))
 
-    def subscribed(self, request: dict[str, Any], reply: Event) -> Subscription:
+    def subscribed(self, request: Subscribe, reply: Event) -> Subscription:
         assert isinstance(reply, Subscribed)
         subscription = Subscription(request, reply.subscription_id, reply)
         self.subscriptions[reply.subscription_id] = subscription
         return subscription
 
-    def unsubscribed(self, subscription: Subscription) -> dict[str, Any]:
+    def unsubscribed(self, subscription: Subscription) -> Unsubscribe:
         """Forget `subscription`; returns the unsubscribe request to send."""
         self.subscriptions.pop(subscription.id, None)
-        return {"type": "unsubscribe", "subscription_id": subscription.id}
+        return Unsubscribe(subscription_id=subscription.id)
 
     def renewing(self, subscription: Subscription) -> None:
         """`subscription` is asked for again on a new link: forgotten until `renewed`."""
@@ -204,9 +216,8 @@ class ClientCore:
     def receive(self, raw: dict[str, Any]) -> Incoming:
         """Take one decoded server message: update the state, settle its request, say what to do."""
         event = parse_event(raw)
-        kind = event.type
         request = self.pending.get(str(raw.get("id"))) if raw.get("id") is not None else None
-        pong_id = str(raw.get("id")) if kind == "pong" else None
+        pong_id = str(raw.get("id")) if isinstance(event, Pong) else None
         if not self.is_new(event):
             return Incoming(event, deliver=False, duplicate=True, pong_id=pong_id)
         ended: SessionEnded | None = None
@@ -217,7 +228,7 @@ class ClientCore:
         elif (
             isinstance(event, SessionEnded)
             and event.subscription_id in self.subscriptions
-            and self.subscriptions[event.subscription_id].request.get("session_id")
+            and self.subscriptions[event.subscription_id].request.session_id is not None
         ):
             del self.subscriptions[event.subscription_id]  # the watched session is over
         if isinstance(event, (AuthExpiring, AuthExpired)):
@@ -230,7 +241,7 @@ class ClientCore:
                 request.set_exception(ClientError(f"the server's reply does not fit the protocol: {event.error}"))
                 return Incoming(event, deliver=False, pong_id=pong_id, ended=ended)
             request.set_result(event)
-        return Incoming(event, deliver=kind != "pong", pong_id=pong_id, ended=ended)
+        return Incoming(event, deliver=not isinstance(event, Pong), pong_id=pong_id, ended=ended)
 
     def is_new(self, event: Event) -> bool:
         """False for an event already delivered (by `seq`: per session, and per watched session)."""

@@ -13,6 +13,7 @@ import aiohttp
 
 from control.schema import Request, encode
 from roomscribe.client.errors import AuthRejected
+from roomscribe.client.events import Hello, parse_event
 
 CLOSE_TIMEOUT_S = 1.0
 
@@ -45,24 +46,20 @@ class Link:
             raise
         try:
             msg = await ws.receive(timeout=timeout_s)
-            hello = json.loads(msg.data) if msg.type == aiohttp.WSMsgType.TEXT else {}
-            if hello.get("type") != "hello":
+            hello = _json_object(msg.data) if msg.type == aiohttp.WSMsgType.TEXT else None
+            if hello is None or not isinstance(parse_event(hello), Hello):
                 raise aiohttp.ClientError(f"expected hello, got {msg.type.name} {str(msg.data)[:80]!r}")
         except BaseException:
             await cls._abort(ws)
             raise
         return cls(ws, hello)
 
-    async def send_json(self, message: dict[str, Any]) -> None:
-        await self.send(lambda: message)
-
     async def send_request(self, request: Request) -> None:
         """Write one request of the wire schema (control/schema.py)."""
         await self.send(lambda: request)
 
-    async def send(self, make: Callable[[], dict[str, Any] | Request | bytes | None]) -> bool:
-        """Write what `make()` returns (JSON object, schema request or binary frame), called under the
-        send lock.
+    async def send(self, make: Callable[[], Request | bytes | None]) -> bool:
+        """Write what `make()` returns (a schema request or a binary frame), called under the send lock.
 
         Building the message under the lock keeps it in order with everything written before it
         (a ping's acknowledgement mark, the next audio frame). Returns False when `make` gave None.
@@ -73,10 +70,8 @@ class Link:
                 return False
             if isinstance(payload, bytes):
                 await self.ws.send_bytes(payload)
-            elif isinstance(payload, Request):
-                await self.ws.send_str(encode(payload).decode())
             else:
-                await self.ws.send_str(json.dumps(payload, separators=(",", ":")))
+                await self.ws.send_str(encode(payload).decode())
             return True
 
     async def messages(self) -> AsyncIterator[dict[str, Any]]:
@@ -84,11 +79,8 @@ class Link:
         async for msg in self.ws:
             self.last_received = time.monotonic()
             if msg.type == aiohttp.WSMsgType.TEXT:
-                try:
-                    message = json.loads(msg.data)
-                except ValueError:
-                    continue
-                if isinstance(message, dict):
+                message = _json_object(msg.data)
+                if message is not None:
                     yield message
             elif msg.type == aiohttp.WSMsgType.ERROR:
                 return
@@ -101,3 +93,12 @@ class Link:
         """Close politely if the peer answers within a second, else drop the connection."""
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT_S)
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object in a text frame (None when the frame is not one)."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None

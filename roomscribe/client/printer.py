@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from roomscribe.client.events import Event
+from control.schema import tag_of
+from roomscribe.client.events import TYPE_FIELD, Error, Event, FinalTranscript, InterimTranscript
 from roomscribe.client.stream import format_event
 
 
@@ -20,13 +21,13 @@ class EventPrinter:
 
     def __call__(self, event: Event | dict[str, Any]) -> None:
         raw = event.raw if isinstance(event, Event) else event
-        kind = raw.get("type")
-        self.finals += kind == "transcript.final"
-        self.errors += kind == "error"
+        kind = raw.get(TYPE_FIELD)
+        self.finals += kind == tag_of(FinalTranscript)
+        self.errors += kind == tag_of(Error)
         line = format_event(raw)
         if line is None:
             return
-        interim = kind == "transcript.interim"
+        interim = kind == tag_of(InterimTranscript)
         if self.tty:
             self.stream.write("\r\033[K" + line + ("" if interim else "\n"))
         elif not interim:

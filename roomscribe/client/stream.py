@@ -11,8 +11,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from control.schema import tag_of
 from roomscribe.client.control_client import ControlClient
-from roomscribe.client.events import ClientNotice, Event
+from roomscribe.client.events import (
+    TYPE_FIELD,
+    ClientNotice,
+    Error,
+    Event,
+    FinalTranscript,
+    InterimTranscript,
+    NoticeCode,
+    SessionEnded,
+    Subscribed,
+    Unsubscribed,
+)
 from roomscribe.client.options import ClientOptions
 from roomscribe.client.sources import PcmStream, wav_stream
 
@@ -74,27 +86,31 @@ async def stream_wav_ws(
     return events
 
 
-_NOTICES = {"connection.dead", "session.resumed", "session.restarted", "session.lost", "audio.dropped", "connection.failed"}
+#: Client notices worth a line of their own.
+_PRINTED_NOTICES = frozenset({
+    NoticeCode.CONNECTION_DEAD, NoticeCode.SESSION_RESUMED, NoticeCode.SESSION_RESTARTED, NoticeCode.SESSION_LOST,
+    NoticeCode.AUDIO_DROPPED, NoticeCode.CONNECTION_FAILED,
+})  # fmt: skip
 
 
 def format_event(event: dict[str, Any]) -> str | None:
     """A one-line human rendering of a transcript event, or None for events not worth printing."""
-    kind = event.get("type")
+    kind = event.get(TYPE_FIELD)
     who = f"[{event['participant']}] " if event.get("participant") else ""
-    if event.get("subscription_id") and kind not in ("subscribed", "unsubscribed"):
+    if event.get("subscription_id") and kind not in (tag_of(Subscribed), tag_of(Unsubscribed)):
         who = f"<{event.get('user')}> {who}"
-    if kind == "transcript.interim":
+    if kind == tag_of(InterimTranscript):
         return f"  … {who}{event['text']}"
-    if kind == "transcript.final":
+    if kind == tag_of(FinalTranscript):
         return f"[{event['start']:6.2f}–{event['end']:6.2f}] {who}{event['text']}"
-    if kind == "error":
+    if kind == tag_of(Error):
         return f"error {event['code']}: {event['message']}"
-    if kind == "session.ended":
+    if kind == tag_of(SessionEnded):
         return f"{who}session ended ({event.get('reason')})"
-    if kind == "client.notice":
+    if kind == tag_of(ClientNotice):
         code = event.get("code")
-        if code in _NOTICES:
+        if code in _PRINTED_NOTICES:
             return f"({code}: {event.get('message')})"
-        if code == "connection.state" and event.get("retry_in_s") is not None:
+        if code == NoticeCode.CONNECTION_STATE and event.get("retry_in_s") is not None:
             return f"(disconnected; retrying in {event['retry_in_s']:.1f} s)"
     return None

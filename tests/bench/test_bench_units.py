@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 import roomscribe.bench
-from control import schema
 from control.schema import FinalTranscript
+from message_literals import hand_written_types, scan_package
 from roomscribe.bench.corpus import Clip, example_corpus
 from roomscribe.bench.metrics import score_session, summarise, timeline_shift
 from roomscribe.bench.plan import PlannedClip, SessionPlan
@@ -109,33 +109,9 @@ def test_the_fairness_benchs_stand_in_model_sleeps_per_batch_and_answers_a_fixed
     assert [r.text for r in results] == ["words"] * 4 and [r.audio_s for r in results] == [1.0, 2.0, 3.0, 4.0]
 
 
-def _hand_written_types(tree: ast.AST) -> list[str]:
-    """Where a module compares, looks up or filters by a message type written as a string, or
-    reads a message's `type` field out of a dict."""
-    types = set(schema.CLIENT_MESSAGE_TYPES) | set(schema.SERVER_MESSAGE_TYPES)
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Compare):
-            candidates = [node.left, *node.comparators]
-        elif isinstance(node, ast.Subscript):
-            candidates = [node.slice]
-        elif isinstance(node, ast.MatchValue):
-            candidates = [node.value]
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("get", "of_type"):
-            candidates = list(node.args[:1])
-        else:
-            continue
-        for c in candidates:
-            if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value in types | {"type"}:
-                found.append(f"line {c.lineno}: {c.value!r}")
-    return found
-
-
 def test_the_bench_writes_no_message_type_by_hand() -> None:
     """The bench reads and writes messages through the wire schema's structs (issue 10)."""
-    bench = Path(roomscribe.bench.__file__).parent
-    offenders = {p.name: found for p in bench.glob("*.py") if (found := _hand_written_types(ast.parse(p.read_text())))}
-    assert not offenders, offenders
+    assert scan_package(Path(roomscribe.bench.__file__).parent) == {}
     # the scan bites: these are the forms the bench used before
     before = 'kind = e.get("type")\nif kind == "session.ready": pass\nn = kinds["speech.start"]\nr.of_type("transcript.final")'
-    assert len(_hand_written_types(ast.parse(before))) == 4
+    assert len(hand_written_types(ast.parse(before))) == 4

@@ -6,8 +6,21 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 import pytest
 
+from control.schema import (
+    SUBSCRIBABLE,
+    AudioFormat,
+    AuthRefresh,
+    Ping,
+    Request,
+    Resume,
+    SessionStart,
+    Subscribe,
+    TokenRefresh,
+    Unsubscribe,
+)
 from roomscribe.client.core import ClientCore
 from roomscribe.client.errors import ClientError, ServerError
 from roomscribe.client.events import Event, FinalTranscript, SessionReady, Subscribed, Unknown
@@ -19,7 +32,7 @@ READY: dict[str, Any] = {"type": "session.ready", "session_id": "s_1", "transpor
                          "resumed": False, "last_seq": 0}
 FINAL: dict[str, Any] = {"type": "transcript.final", "utterance_id": "u", "text": "x", "start": 0, "end": 1,
                          "reason": "silence"}
-START: dict[str, Any] = {"type": "session.start", "transport": "ws", "interim": True}
+START = SessionStart(transport="ws", audio=AudioFormat())
 
 
 def started(core: ClientCore) -> None:
@@ -38,6 +51,12 @@ def future() -> asyncio.Future[Event]:
     return asyncio.get_running_loop().create_future()
 
 
+def id_of(request: Request) -> str:
+    """The id `begin_request` gave a request (the client's ids are strings)."""
+    assert isinstance(request.id, str)
+    return request.id
+
+
 async def test_a_session_start_and_its_ready_reply() -> None:
     core = ClientCore()
     core.begin_session(START)
@@ -46,10 +65,11 @@ async def test_a_session_start_and_its_ready_reply() -> None:
         core.begin_session(START)
     reply = future()
     wire = core.begin_request(START, reply)
-    assert wire == {**START, "id": wire["id"]} and wire["id"] in core.pending and core.slow_requests == 1
-    incoming = core.receive({**READY, "id": wire["id"]})
+    assert wire == msgspec.structs.replace(START, id=id_of(wire)) and START.id is None  # a copy with an id
+    assert id_of(wire) in core.pending and core.slow_requests == 1
+    incoming = core.receive({**READY, "id": id_of(wire)})
     assert incoming.deliver and isinstance(reply.result(), SessionReady) and core.session_id == "s_1"
-    core.end_request(wire["id"])
+    core.end_request(id_of(wire))
     assert not core.pending and core.slow_requests == 0
     core.session_started()
     assert state(core) is SessionState.ACTIVE and core.live
@@ -76,7 +96,7 @@ def test_resume_asks_from_last_seq_and_keeps_numbering() -> None:
     for seq in (1, 2, 3):
         core.receive({**FINAL, "seq": seq})
     assert core.needs_resume
-    assert core.resume_request() == {"type": "session.start", "resume": {"session_id": "s_1", "last_seq": 3}}
+    assert core.resume_request() == SessionStart(resume=Resume(session_id="s_1", last_seq=3))
     assert state(core) is SessionState.RESUMING and core.live
     ready = core.receive({**READY, "resumed": True, "last_seq": 5, "audio_bytes_received": 6400})
     assert core.last_seq == 3, "a resumed session keeps its numbering: the replay after it is deduplicated"
@@ -112,11 +132,11 @@ def test_session_ended_ends_only_this_session() -> None:
 async def test_replies_settle_their_requests_by_id() -> None:
     core = ClientCore()
     ping, other = future(), future()
-    ping_wire = core.begin_request({"type": "ping"}, ping)
-    other_wire = core.begin_request({"type": "ping"}, other)
-    assert ping_wire["id"] != other_wire["id"] and core.slow_requests == 0
-    pong = core.receive({"type": "pong", "id": ping_wire["id"], "time": 1.0})
-    assert pong.pong_id == ping_wire["id"] and not pong.deliver  # pongs are not events for the caller
+    ping_wire = core.begin_request(Ping(), ping)
+    other_wire = core.begin_request(Ping(), other)
+    assert id_of(ping_wire) != id_of(other_wire) and core.slow_requests == 0
+    pong = core.receive({"type": "pong", "id": id_of(ping_wire), "time": 1.0})
+    assert pong.pong_id == id_of(ping_wire) and not pong.deliver  # pongs are not events for the caller
     assert ping.done() and not other.done()
     unrequested = core.receive({"type": "pong", "id": "nobody", "time": 1.0})
     assert unrequested.pong_id == "nobody" and not other.done()
@@ -125,8 +145,8 @@ async def test_replies_settle_their_requests_by_id() -> None:
 async def test_an_error_reply_fails_its_request_and_is_not_delivered() -> None:
     core = ClientCore()
     reply = future()
-    wire = core.begin_request({"type": "subscribe", "user": "bob"}, reply)
-    incoming = core.receive({"type": "error", "id": wire["id"], "code": "not_allowed", "message": "no monitor claim"})
+    wire = core.begin_request(Subscribe(user="bob"), reply)
+    incoming = core.receive({"type": "error", "id": id_of(wire), "code": "not_allowed", "message": "no monitor claim"})
     assert not incoming.deliver
     with pytest.raises(ServerError) as raised:
         reply.result()
@@ -136,8 +156,8 @@ async def test_an_error_reply_fails_its_request_and_is_not_delivered() -> None:
 async def test_a_reply_that_fails_validation_fails_its_request() -> None:
     core = ClientCore()
     reply = future()
-    wire = core.begin_request({"type": "subscribe", "user": "bob"}, reply)
-    incoming = core.receive({"type": "subscribed", "id": wire["id"], "subscription_id": "sub_1"})  # fields missing
+    wire = core.begin_request(Subscribe(user="bob"), reply)
+    incoming = core.receive({"type": "subscribed", "id": id_of(wire), "subscription_id": "sub_1"})  # fields missing
     assert isinstance(incoming.event, Unknown) and incoming.event.error is not None and not incoming.deliver
     with pytest.raises(ClientError, match="does not fit"):
         reply.result()
@@ -150,7 +170,7 @@ async def test_pending_requests_fail_together() -> None:
     core = ClientCore()
     replies = [future(), future()]
     for reply in replies:
-        core.begin_request({"type": "token.refresh"}, reply)
+        core.begin_request(TokenRefresh(), reply)
     assert core.slow_requests == 2
     core.fail_pending(ClientError("dropped"))
     assert not core.pending and all(isinstance(r.exception(), ClientError) for r in replies)
@@ -160,8 +180,9 @@ def test_subscriptions_are_kept_renewed_and_dropped() -> None:
     core = ClientCore()
     with pytest.raises(ValueError):
         core.subscribe_request()
+    assert sorted(core.subscribe_request(user="bob").events) == sorted(SUBSCRIBABLE)  # default: every event
     request = core.subscribe_request(session_id="s_9", events=["transcript.final"])
-    assert request == {"type": "subscribe", "session_id": "s_9", "events": ["transcript.final"]}
+    assert request == Subscribe(session_id="s_9", events=["transcript.final"])
     granted = core.receive({"type": "subscribed", "subscription_id": "sub_1", "session_id": "s_9", "user": None,
                             "events": ["transcript.final"]}).event
     subscription = core.subscribed(request, granted)
@@ -175,7 +196,7 @@ def test_subscriptions_are_kept_renewed_and_dropped() -> None:
     # The watched session ends: the subscription is gone (a user subscription would stay).
     ended = core.receive({"type": "session.ended", "session_id": "s_9", "reason": "stopped", "subscription_id": "sub_2"})
     assert ended.deliver and ended.ended is None and not core.subscriptions
-    assert core.unsubscribed(subscription) == {"type": "unsubscribe", "subscription_id": "sub_2"}
+    assert core.unsubscribed(subscription) == Unsubscribe(subscription_id="sub_2")
 
 
 def test_a_final_is_typed() -> None:
@@ -190,4 +211,4 @@ def test_auth_notices_ask_the_shell_for_a_fresh_token() -> None:
         incoming = core.receive(raw)
         assert incoming.refresh_auth and incoming.deliver and incoming.event.type == raw["type"]
     assert not core.receive({"type": "pong", "time": 1.0}).refresh_auth
-    assert core.auth_refresh_request("tok") == {"type": "auth.refresh", "token": "tok"}
+    assert core.auth_refresh_request("tok") == AuthRefresh(token="tok")
