@@ -2,8 +2,9 @@
 
 It announces itself with a heartbeat (capacity, sessions running, audio queued for the model,
 draining), takes jobs from its job stream (`jobs:{worker id}`) and runs each session it accepts
-(agent/worker_session.py). A job is refused (`refused`) when the worker is full or draining, or
-the session is of a kind it does not run yet; a job for a session that no longer exists is ignored.
+(agent/worker_session.py; a LiveKit session's agent joins its room from here: agent/worker_livekit.py).
+A job is refused (`refused`) when the worker is full or draining, a LiveKit session's when it has no
+LiveKit server configured or its agent cannot join; a job for a session that no longer exists is ignored.
 Control replicas talk to it only through the store (control/cluster_store.py).
 """
 
@@ -18,9 +19,11 @@ from redis.exceptions import RedisError
 
 from agent.asr import AsrEngine
 from agent.config import PipelineConfig
+from agent.worker_livekit import LiveKitWorkerSession
 from agent.worker_session import Outcome, WorkerSession
 from control.cluster_store import ClusterStore
-from control.schema import Accepted, Refused, SessionJob, WorkerState
+from control.livekit_media import LiveKitTransport
+from control.schema import Accepted, Refused, SessionJob, SessionRecord, WorkerState
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,9 @@ class TranscriptionWorker:
         capacity: int,
         heartbeat_s: float = 1.0,
         session_check_s: float = 2.0,
+        livekit: LiveKitTransport | None = None,
     ) -> None:
+        """`livekit`: the LiveKit server this worker's agents join (None: it runs ws sessions only)."""
         self.store = store
         self.engine = engine
         self.pipeline_config = pipeline_config
@@ -50,6 +55,7 @@ class TranscriptionWorker:
         self.capacity = capacity
         self.heartbeat_s = heartbeat_s
         self.session_check_s = session_check_s
+        self.livekit = livekit
         self.sessions: dict[str, WorkerSession] = {}
         self.draining = False
         self._beat_now = asyncio.Event()
@@ -146,21 +152,44 @@ class TranscriptionWorker:
         if state is None:
             log.info("worker %s: session %s is gone; job ignored", self.worker_id, sid)
             return
-        if refusal is None and (state.record.transport != "ws" or state.record.multi_user):
-            refusal = "transport"  # LiveKit sessions are not run by workers yet
-        if refusal is not None:
-            await self.store.send_output(sid, Refused(worker_id=self.worker_id, reason=refusal))
+        if refusal is None and state.record.transport == "livekit" and self.livekit is None:
+            refusal = "transport"  # this worker has no LiveKit server configured
+        session: WorkerSession | None = None
+        if refusal is None:
+            session = await self._session(job, state.record)
+            if session is None:
+                refusal = "livekit.unavailable"
+        if refusal is not None or session is None:
+            await self.store.send_output(sid, Refused(worker_id=self.worker_id, reason=refusal or "?"))
             return
         await self.store.set_worker(sid, self.worker_id)
         if await self.store.send_output_as(sid, self.worker_id, Accepted(worker_id=self.worker_id)) is None:
+            if isinstance(session, LiveKitWorkerSession):
+                await session.leave()
             return  # gone meanwhile, or given to another worker
-        session = WorkerSession(
-            self.store, self.engine, self.pipeline_config, job, worker_id=self.worker_id, check_every_s=self.session_check_s
-        )
         self.sessions[sid] = session
         session.start().add_done_callback(lambda task: self._session_done(sid, session, task))
         self._beat_now.set()
         log.info("worker %s: runs session %s (input after %s)", self.worker_id, sid, job.input_after)
+
+    async def _session(self, job: SessionJob, record: SessionRecord) -> WorkerSession | None:
+        """The session's runner; a LiveKit session's agent is in the room when it returns (None:
+        it could not join)."""
+        if record.transport != "livekit" or self.livekit is None:
+            return WorkerSession(
+                self.store, self.engine, self.pipeline_config, job, worker_id=self.worker_id, check_every_s=self.session_check_s
+            )
+        session = LiveKitWorkerSession(
+            self.store, self.engine, self.pipeline_config, job, record, self.livekit,
+            worker_id=self.worker_id, check_every_s=self.session_check_s,
+        )  # fmt: skip
+        try:
+            await session.join()
+        except Exception:
+            log.exception("worker %s: session %s: the agent could not join room %r", self.worker_id, job.session_id, record.room)
+            await session.leave()
+            return None
+        return session
 
     def _session_done(self, sid: str, session: WorkerSession, task: asyncio.Task[Outcome]) -> None:
         if self.sessions.get(sid) is session:

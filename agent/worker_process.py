@@ -12,6 +12,7 @@ from agent.worker_health import HealthServer
 from control.admission import SESSIONS_PER_CORE, usable_cores
 from control.cluster_store import ClusterStore, ClusterUnavailable
 from control.config import Settings
+from control.livekit_media import LiveKitTransport
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,11 @@ async def run_worker(settings: Settings, worker_id: str) -> int:
         return 2
     engine = AsrEngine(settings.asr)
     await engine.start()
-    worker = TranscriptionWorker(store, engine, settings.pipeline, worker_id=worker_id, capacity=worker_capacity(settings))
+    # LiveKit sessions: this worker's agents join the rooms (no embedded dev server in a cluster).
+    livekit = LiveKitTransport(settings, settings.livekit_url) if settings.livekit_url else None
+    worker = TranscriptionWorker(
+        store, engine, settings.pipeline, worker_id=worker_id, capacity=worker_capacity(settings), livekit=livekit
+    )
     health = HealthServer(worker, settings.host, settings.worker_health_port) if settings.worker_health_port else None
     signalled = asyncio.Event()
     loop = asyncio.get_running_loop()

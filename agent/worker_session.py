@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Literal
+from typing import Literal, Protocol
 
 import msgspec
 import numpy as np
@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from agent.asr import AsrEngine
 from agent.config import PipelineConfig
 from agent.events import PipelineEvent, SpeechEnded
-from agent.pipeline import TranscriptionPipeline
+from agent.pipeline import ResumePoint, TranscriptionPipeline
 from control.cluster_store import ClusterStore, StreamEntry
 from control.protocol import event_message
 from control.schema import (
@@ -44,6 +44,20 @@ from control.schema import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class WorkerPipeline(Protocol):
+    """What a worker session needs of its transcription (agent.pipeline.TranscriptionPipeline, or a
+    LiveKit session's pipelines: agent/worker_livekit.py)."""
+
+    participant: str | None
+
+    def feed(self, samples: np.ndarray, sample_rate: int, channels: int = 1) -> None: ...
+    def resume_point(self) -> ResumePoint | None: ...
+    def queued_final_audio_s(self) -> float: ...
+    async def finish(self) -> None: ...
+    async def aclose(self) -> None: ...
+
 
 #: How the session's run ended: `end` from control, released (drain/stop), or gone (expired,
 #: taken over by another worker).
@@ -73,9 +87,7 @@ class WorkerSession:
         self.job = job
         self.check_every_s = check_every_s
         self.read_block_ms = read_block_ms
-        self.pipeline = TranscriptionPipeline(
-            engine, pipeline_config, self._on_event, start_s=job.audio_s, first_utterance=job.first_utterance
-        )
+        self.pipeline: WorkerPipeline = self._new_pipeline(engine, pipeline_config)
         self.outcome: Outcome | None = None
         self._fed = job.input_after  # the last input entry applied
         self._checkpointed = job.input_after  # the last one a checkpoint was queued for
@@ -87,6 +99,13 @@ class WorkerSession:
         self._out_ready = asyncio.Event()
         self._task: asyncio.Task[Outcome] | None = None
         self._writer: asyncio.Task[None] | None = None
+
+    def _new_pipeline(self, engine: AsrEngine, pipeline_config: PipelineConfig | None) -> WorkerPipeline:
+        """The session's one pipeline, continuing where the job says."""
+        job = self.job
+        return TranscriptionPipeline(
+            engine, pipeline_config, self._on_event, start_s=job.audio_s, first_utterance=job.first_utterance
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> asyncio.Task[Outcome]:
@@ -126,6 +145,7 @@ class WorkerSession:
             log.exception("session %s: worker failed; letting it go", self.session_id)
             outcome = "released"
         self.outcome = outcome
+        await self._closing(outcome)
         if outcome == "ended":
             await self.pipeline.aclose()  # started utterances get their speech.end
         elif outcome == "released":
@@ -143,6 +163,9 @@ class WorkerSession:
                 log.warning("session %s: its last output could not be written; dropped", self.session_id)
                 self._writer.cancel()
         return outcome
+
+    async def _closing(self, outcome: Outcome) -> None:
+        """The run is over (before the pipeline closes): what a subclass lets go of first."""
 
     async def _read_loop(self) -> Outcome:
         after = self.job.input_after

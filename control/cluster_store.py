@@ -315,9 +315,10 @@ class ClusterStore:
         what a control replica sends a replacement worker."""
         checkpoint = await self.checkpoint(session_id)
         if checkpoint is None:
-            return SessionJob(session_id=session_id)
+            return SessionJob(session_id=session_id, takeover=True)
         return SessionJob(
             session_id=session_id,
+            takeover=True,
             input_after=checkpoint.input_id,
             audio_s=checkpoint.audio_s,
             first_utterance=checkpoint.next_utterance,

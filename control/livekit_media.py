@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import msgspec
 from livekit import api
@@ -24,10 +25,10 @@ from agent.events import FinalTranscript, InterimTranscript, PipelineEvent, Spee
 from agent.jitter_buffer import Settled
 from agent.room_agent import RoomAgent
 from control.config import Settings
-from control.media import AudioSocket, ReadyMedia, SessionMedia
+from control.media import AudioSocket, ReadyMedia, SessionMedia, SessionPipeline
 from control.room_users import RoomUsers
 from control.schema import LiveKitCredentials, ProtocolError, PublishStart, PublishStop, Token
-from control.session import Session
+from control.session import EventFactory, Session, SessionOptions
 from roomscribe.common.tasks import BackgroundTasks
 from tokens import IssuedToken, mint_agent_token, mint_client_token
 
@@ -38,6 +39,22 @@ AGENT_IDENTITY_PREFIX = "roomscribe-agent-"
 TOKEN_PUSH_LEAD_S = 60.0
 #: LiveKit's text-stream topic and attributes for transcriptions (what its front-end components read).
 TRANSCRIPTION_TOPIC = "lk.transcription"
+
+
+class LiveKitSession(Protocol):
+    """What LiveKitSessionMedia uses of its session: a `Session` in one process, a worker's
+    `RoomPipelines` in a cluster (agent/worker_livekit.py)."""
+
+    id: str
+    user: str
+    room: str
+    options: SessionOptions
+    ended: bool
+
+    def pipeline(self, participant: str | None = None) -> SessionPipeline: ...
+    async def finish_speech(self, participant: str | None = None) -> None: ...
+    async def finish_all(self, timeout_s: float | None = None) -> bool: ...
+    def emit(self, event: EventFactory | dict[str, Any]) -> int: ...
 
 
 def agent_identity(session_id: str) -> str:
@@ -53,9 +70,11 @@ def http_url(ws_url: str) -> str:
 class LiveKitSessionMedia(SessionMedia):
     """A LiveKit session's media state: its agent, credentials, token timer and publish gate."""
 
-    def __init__(self, backend: LiveKitTransport, session: Session) -> None:
+    def __init__(self, backend: LiveKitTransport, session: LiveKitSession) -> None:
         self.backend = backend
         self.session = session
+        #: The agent's LiveKit identity (a cluster's replacement worker uses its own: see agent/worker_livekit.py).
+        self.identity = agent_identity(session.id)
         self.agent: RoomAgent | None = None
         #: The `livekit` object of session.ready (set by open).
         self.credentials: LiveKitCredentials | None = None
@@ -70,9 +89,8 @@ class LiveKitSessionMedia(SessionMedia):
     # -- lifecycle ------------------------------------------------------------------------------------
     async def open(self) -> ReadyMedia:
         """Start the room agent and mint the client's token; livekit.unavailable if the agent cannot join."""
-        await self.backend.rooms.acquire(self.session.room, self.session.id)
         try:
-            await self._start_agent()
+            await self.join()
             issued = self.new_client_token()
         except Exception as exc:
             log.exception("session %s: could not open LiveKit media", self.session.id)
@@ -87,6 +105,11 @@ class LiveKitSessionMedia(SessionMedia):
         )
         return ReadyMedia(livekit=self.credentials)
 
+    async def join(self) -> None:
+        """The session's agent joins its room (on a cluster's worker: all that opening is there)."""
+        await self.backend.rooms.acquire(self.session.room, self.session.id)
+        await self._start_agent()
+
     async def _start_agent(self) -> None:
         session, settings = self.session, self.backend.settings
         self.agent = RoomAgent(
@@ -95,7 +118,7 @@ class LiveKitSessionMedia(SessionMedia):
             mint_token=lambda: mint_agent_token(
                 settings.livekit_api_key,
                 settings.livekit_api_secret,
-                identity=agent_identity(session.id),
+                identity=self.identity,
                 room=session.room,
                 ttl_s=settings.agent_token_ttl_s,
                 can_publish_data=settings.publish_transcripts,
@@ -125,16 +148,25 @@ class LiveKitSessionMedia(SessionMedia):
 
     async def close(self) -> None:
         """Stop the timers, let the agent leave, and delete the room unless another session uses it."""
+        await self._stop(self._delete_room)
+
+    async def leave(self) -> None:
+        """Stop the timers and let the agent leave; the room stays (a cluster's session moving to
+        another worker goes on in it)."""
+        await self._stop(_keep_room)
+
+    async def _stop(self, after_last: Callable[[], Awaitable[None]]) -> None:
         for task in (self._token_timer, self._hangover, self._inactivity):
             if task is not None:
                 task.cancel()
         if self.agent is not None:
             await self.agent.close()
-        await self.backend.rooms.release(self.session.room, self.session.id, self._delete_room)
+            self.agent = None
+        await self.backend.rooms.release(self.session.room, self.session.id, after_last)
 
     async def _delete_room(self) -> None:
         """A single-user room goes; a multi-user room only when no one but this agent is left in it."""
-        besides = agent_identity(self.session.id) if self.session.options.multi_user else None
+        besides = self.identity if self.session.options.multi_user else None
         await self.backend.delete_room(self.session.room, unless_occupied_besides=besides)
 
     # -- credentials ------------------------------------------------------------------------------
@@ -171,6 +203,15 @@ class LiveKitSessionMedia(SessionMedia):
         """After session.ready: say whether to publish now."""
         if self.gating == "always":
             await self._start_publishing("always")
+
+    async def continue_publishing(self) -> None:
+        """The session moved to this agent (a cluster's worker died): its client may be publishing
+        already, so receive as if it were (no publish.start: the client heard it before)."""
+        self.publishing = True
+        if self.agent is not None:
+            await self.agent.set_receiving(True)
+        if self.gating == "vad":
+            self._arm_inactivity()
 
     async def on_client_vad(self, speaking: bool) -> None:
         """The client's own VAD: start publishing on speech; stop after the hangover."""
@@ -263,6 +304,10 @@ class LiveKitSessionMedia(SessionMedia):
     def status(self, code: str, message: str, **details: Any) -> None:
         if not self.session.ended:
             self.session.emit({"type": "status", "code": code, "message": message, **details})
+
+
+async def _keep_room() -> None:
+    """The room outlives this agent (see LiveKitSessionMedia.leave)."""
 
 
 class LiveKitTransport:

@@ -308,7 +308,8 @@ class Status(SessionEvent, tag="status", kw_only=True):
     """something to know that is not an error: `listening` (`participant`: the agent now receives that
     microphone — audio published before it is not heard), `livekit.degraded` / `livekit.recovered` /
     `livekit.failed` (the agent's own LiveKit connection), `interims_dropped` and `asr_backlog` (the model
-    is behind), `asr_error`, `replay.truncated`"""
+    is behind), `asr_error`, `replay.truncated`, `transcription.gap` (a cluster's LiveKit session moved to
+    another worker: the room's audio between `from` and `to` was not transcribed)"""
 
     seq: int | None = None  # type: ignore[assignment]  # only replay.truncated, sent outside the numbering, has none
     code: str
@@ -322,6 +323,13 @@ class Status(SessionEvent, tag="status", kw_only=True):
     dropped: Annotated[int | None, Meta(description="interims_dropped: since the last notice")] = None
     dropped_total: Annotated[int | None, Meta(description="interims_dropped: in this session")] = None
     pending_finals: Annotated[int | None, Meta(description="asr_backlog")] = None
+    from_: Annotated[
+        float | None,
+        Meta(description="transcription.gap: session time (s) where transcription stopped (its worker died)"),
+    ] = msgspec.field(default=None, name="from")
+    to: Annotated[
+        float | None, Meta(description="transcription.gap: session time (s) where it resumed (on another worker)")
+    ] = None
 
 
 class SessionEnded(Forwardable, tag="session.ended"):
@@ -594,7 +602,7 @@ def decode_server_message(data: dict[str, Any], *, exact: bool = False) -> Serve
     """
     message: ServerMessage = msgspec.convert(data, _SERVER_UNION)
     if exact:
-        undeclared = set(data) - set(message.__struct_fields__) - {"type"}
+        undeclared = set(data) - set(message.__struct_encode_fields__) - {"type"}
         if undeclared:
             raise msgspec.ValidationError(
                 f"{message.type} has no field {', '.join(sorted(undeclared))}: declare it in control/schema.py"
@@ -670,6 +678,8 @@ class SessionJob(ClusterMessage, tag="session.job", kw_only=True):
     #: sample read, and the number of the next utterance id ("u<n>"), so events carry on seamlessly.
     audio_s: float = 0.0
     first_utterance: int = 1
+    #: Another worker ran the session before (a LiveKit session then reports the gap in its audio).
+    takeover: bool = False
 
 
 class Checkpoint(ClusterMessage, tag="checkpoint", kw_only=True):
@@ -698,6 +708,16 @@ class FinishIn(ClusterMessage, tag="finish", kw_only=True):
     request: str
     participant: str | None = None
     all: bool = False
+
+
+class VadIn(ClusterMessage, tag="vad", kw_only=True):
+    """control → worker: the client's own voice activity (a LiveKit session's `vad` request)."""
+
+    speaking: bool
+
+
+class ReadyIn(ClusterMessage, tag="ready", kw_only=True):
+    """control → worker: session.ready of a new LiveKit session went out (publishing may start)."""
 
 
 class EndIn(ClusterMessage, tag="end", kw_only=True):
@@ -738,8 +758,8 @@ class Released(ClusterMessage, tag="released", kw_only=True):
 
 
 CLUSTER_MESSAGES: tuple[type[ClusterMessage], ...] = (
-    SessionRecord, WorkerState, SessionJob, Checkpoint, AudioIn, FinishIn, EndIn, Accepted, Refused, EventOut, Finished,
-    Released,
+    SessionRecord, WorkerState, SessionJob, Checkpoint, AudioIn, FinishIn, VadIn, ReadyIn, EndIn, Accepted, Refused,
+    EventOut, Finished, Released,
 )  # fmt: skip
 _CLUSTER_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(reduce(operator.or_, CLUSTER_MESSAGES))
 

@@ -12,6 +12,7 @@ from aiohttp import web
 from agent.asr import AsrEngine
 from agent.pipeline import TranscriptionPipeline
 from control.app import create_app
+from control.cluster_livekit import ClusterLiveKitTransport
 from control.cluster_manager import ClusterSessionManager
 from control.cluster_store import ClusterStore
 from control.config import Settings
@@ -35,7 +36,7 @@ class ControlServer:
 
     def __init__(self, settings: Settings, *, engine: AsrEngine | None = None, cluster: ClusterStore | None = None) -> None:
         """With `cluster`, this is a control replica (`roomscribe control`): no model here, sessions
-        in Redis, transcription on workers (ws transport only, for now)."""
+        in Redis, transcription on workers (LiveKit too when LIVEKIT_URL is set)."""
         self.settings = settings
         self.cluster = cluster
         self._own_engine = engine is None and cluster is None
@@ -79,9 +80,15 @@ class ControlServer:
         await self._start_site(self.manager)
 
     async def _cluster_manager(self, store: ClusterStore) -> ClusterSessionManager:
-        """A control replica's manager: ws sessions registered in Redis and run on workers."""
-        if self.settings.audio_transport != "ws":
-            log.warning("cluster mode transcribes ws sessions only for now: the default transport is ws")
+        """A control replica's manager: sessions registered in Redis and run on workers; LiveKit
+        sessions too when LIVEKIT_URL is set (a cluster starts no embedded dev server: run
+        `roomscribe devserver` for development)."""
+        transports: dict[str, MediaTransport] = {"ws": self._ws_transport()}
+        if self.settings.livekit_url:
+            transports["livekit"] = ClusterLiveKitTransport(self.settings, self.settings.livekit_url)
+            log.info("LiveKit sessions join the LiveKit server at %s (from their workers)", self.settings.livekit_url)
+        if self.settings.audio_transport not in transports:
+            log.warning("cluster mode: LIVEKIT_URL is not set, so the default transport is ws")
             self.settings = dataclasses.replace(self.settings, audio_transport="ws")
         manager = ClusterSessionManager(
             store,
@@ -90,7 +97,7 @@ class ControlServer:
             room_prefix=self.settings.room_prefix,
             replay_limit=self.settings.replay_limit,
             finish_timeout_s=self.settings.finish_timeout_s,
-            transports={"ws": self._ws_transport()},
+            transports=transports,
             max_session_s=self.settings.max_session_s,
         )
         await manager.start_keeper()

@@ -194,9 +194,9 @@ def _cmd_control(args: argparse.Namespace) -> int:
             settings.host = args.host
         if args.port is not None:
             settings.port = args.port
-        if settings.audio_transport != "ws":
-            # A replica serves ws sessions only (for now): no LiveKit, so no embedded dev server to refuse.
-            log.warning("cluster mode transcribes ws sessions only for now: the default transport is ws")
+        if not settings.livekit_url and settings.audio_transport != "ws":
+            # A replica never starts the embedded dev server: without LIVEKIT_URL it serves ws only.
+            log.warning("LIVEKIT_URL is not set: this replica serves ws sessions only (the default transport is ws)")
             settings.audio_transport = "ws"
         settings.check_serving()
     except ConfigError as error:

@@ -95,7 +95,7 @@ async def test_input_and_output_streams_carry_messages_and_audio_in_order(store:
 async def test_only_the_sessions_worker_writes_its_checkpoint_and_output(store: ClusterStore) -> None:
     await store.create_session(_record(), owner="control-a", ttl_s=30)
     assert await store.checkpoint("s_1") is None
-    assert await store.takeover_job("s_1") == SessionJob(session_id="s_1")
+    assert await store.takeover_job("s_1") == SessionJob(session_id="s_1", takeover=True)
     checkpoint = Checkpoint(input_id="5-0", audio_s=1.25, next_utterance=3)
     assert not await store.set_checkpoint("s_1", "w1", checkpoint)  # not its worker (yet)
     assert await store.send_output_as("s_1", "w1", Accepted(worker_id="w1")) is None
@@ -106,7 +106,9 @@ async def test_only_the_sessions_worker_writes_its_checkpoint_and_output(store: 
     (out,) = await store.read_output("s_1", "0")
     assert out.id == entry_id and out.message == Accepted(worker_id="w1")
     assert await store.checkpoint("s_1") == checkpoint
-    assert await store.takeover_job("s_1") == SessionJob(session_id="s_1", input_after="5-0", audio_s=1.25, first_utterance=3)
+    assert await store.takeover_job("s_1") == SessionJob(
+        session_id="s_1", takeover=True, input_after="5-0", audio_s=1.25, first_utterance=3
+    )
     # Another worker took the session over: the first one is fenced out.
     await store.set_worker("s_1", "w2")
     assert not await store.set_checkpoint("s_1", "w1", Checkpoint(input_id="9-0", audio_s=2.0))
