@@ -43,6 +43,7 @@ class ControlServer:
         self._engine = engine if engine is not None or cluster is not None else AsrEngine(settings.asr)
         self.manager: SessionManager | None = None
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self.port = settings.port
         self.devserver: DevServer | None = None
         self.livekit_url = settings.livekit_url
@@ -116,7 +117,7 @@ class ControlServer:
         app = create_app(self.settings, manager)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        site = self._site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []  # aiohttp exposes no public accessor
         if sockets:
@@ -164,6 +165,11 @@ class ControlServer:
         return f"http://{self.settings.host}:{self.port}"
 
     async def stop(self) -> None:
+        """Stop taking connections, end (or, on a control replica, let go of) every session, then
+        close the sockets."""
+        if self._site is not None:
+            await self._site.stop()  # no new socket while the sessions wind down (a client would reconnect)
+            self._site = None
         if self.manager is not None:
             await self.manager.close()
         if self._runner is not None:
