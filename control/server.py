@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -68,16 +68,7 @@ class ControlServer:
         transports: dict[str, MediaTransport] = {"ws": self._ws_transport()}
         if self.settings.livekit_enabled:
             transports["livekit"] = await self._start_livekit()
-        self.manager = SessionManager(
-            pipeline_factory=self._new_pipeline,
-            grace_period_s=self.settings.grace_period_s,
-            room_strategy=self.settings.room_strategy,
-            room_prefix=self.settings.room_prefix,
-            replay_limit=self.settings.replay_limit,
-            finish_timeout_s=self.settings.finish_timeout_s,
-            transports=transports,
-            max_session_s=self.settings.max_session_s,
-        )
+        self.manager = SessionManager(pipeline_factory=self._new_pipeline, transports=transports, **self._session_settings())
         await self._start_site(self.manager)
 
     async def _cluster_manager(self, store: ClusterStore) -> ClusterSessionManager:
@@ -91,19 +82,22 @@ class ControlServer:
         if self.settings.audio_transport not in transports:
             log.warning("cluster mode: LIVEKIT_URL is not set, so the default transport is ws")
             self.settings = dataclasses.replace(self.settings, audio_transport="ws")
-        manager = ClusterSessionManager(
-            store,
-            grace_period_s=self.settings.grace_period_s,
-            room_strategy=self.settings.room_strategy,
-            room_prefix=self.settings.room_prefix,
-            replay_limit=self.settings.replay_limit,
-            finish_timeout_s=self.settings.finish_timeout_s,
-            transports=transports,
-            max_session_s=self.settings.max_session_s,
-        )
+        manager = ClusterSessionManager(store, transports=transports, **self._session_settings())
         await manager.start_keeper()
         self.manager = manager
         return manager
+
+    def _session_settings(self) -> dict[str, Any]:
+        """The session manager's settings, the same for `serve` and a control replica."""
+        s = self.settings
+        return {
+            "grace_period_s": s.grace_period_s,
+            "room_strategy": s.room_strategy,
+            "room_prefix": s.room_prefix,
+            "replay_limit": s.replay_limit,
+            "finish_timeout_s": s.finish_timeout_s,
+            "max_session_s": s.max_session_s,
+        }
 
     def _ws_transport(self) -> WsTransport:
         return WsTransport(

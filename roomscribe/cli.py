@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from dotenv import load_dotenv
 
@@ -146,14 +146,33 @@ def _cmd_secret() -> int:
     return 0
 
 
+#: Command-line options that override a setting (option's dest → Settings field), where a command has them.
+_SETTING_OPTIONS = {
+    "host": "host", "port": "port", "redis": "redis_url", "capacity": "worker_capacity", "health_port": "worker_health_port",
+}  # fmt: skip
+_NO_REDIS = "error: set ROOMSCRIBE_REDIS_URL or pass --redis redis://HOST:PORT/DB"
+
+
+def _settings(args: argparse.Namespace, *, serving: bool, adjust: Callable[[Settings], None] | None = None) -> Settings:
+    """Settings from the environment with the command's options applied, then checked (as for
+    serving sockets when `serving`); ConfigError when they are not usable."""
+    settings = Settings.from_env()
+    for option, name in _SETTING_OPTIONS.items():
+        value = getattr(args, option, None)
+        if value is not None and value != "":
+            setattr(settings, name, value)
+    if adjust is not None:
+        adjust(settings)
+    if serving:
+        settings.check_serving()  # ControlServer.start() checks too; here the refusal is a message, not a traceback
+    else:
+        settings.validate()
+    return settings
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
-        settings = Settings.from_env()
-        if args.host:
-            settings.host = args.host
-        if args.port is not None:
-            settings.port = args.port
-        settings.check_serving()  # ControlServer.start() checks too; here the refusal is a message, not a traceback
+        settings = _settings(args, serving=True)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -167,43 +186,32 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from agent.worker_process import run_worker
 
     try:
-        settings = Settings.from_env()
-        if args.redis:
-            settings.redis_url = args.redis
-        if args.capacity is not None:
-            settings.worker_capacity = args.capacity
-        if args.health_port is not None:
-            settings.worker_health_port = args.health_port
-        settings.validate()
+        settings = _settings(args, serving=False)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not settings.redis_url:
-        print("error: set ROOMSCRIBE_REDIS_URL or pass --redis redis://HOST:PORT/DB", file=sys.stderr)
+        print(_NO_REDIS, file=sys.stderr)
         return 2
     return asyncio.run(run_worker(settings, args.worker_id or f"{socket.gethostname()}-{os.getpid()}"))
+
+
+def _replica_transport(settings: Settings) -> None:
+    """A replica never starts the embedded dev server: without LIVEKIT_URL it serves ws only."""
+    if not settings.livekit_url and settings.audio_transport != "ws":
+        log.warning("LIVEKIT_URL is not set: this replica serves ws sessions only (the default transport is ws)")
+        settings.audio_transport = "ws"
 
 
 def _cmd_control(args: argparse.Namespace) -> int:
     """A control replica: sockets, auth and sessions in Redis; transcription on `roomscribe worker`s."""
     try:
-        settings = Settings.from_env()
-        if args.redis:
-            settings.redis_url = args.redis
-        if args.host:
-            settings.host = args.host
-        if args.port is not None:
-            settings.port = args.port
-        if not settings.livekit_url and settings.audio_transport != "ws":
-            # A replica never starts the embedded dev server: without LIVEKIT_URL it serves ws only.
-            log.warning("LIVEKIT_URL is not set: this replica serves ws sessions only (the default transport is ws)")
-            settings.audio_transport = "ws"
-        settings.check_serving()
+        settings = _settings(args, serving=True, adjust=_replica_transport)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not settings.redis_url:
-        print("error: set ROOMSCRIBE_REDIS_URL or pass --redis redis://HOST:PORT/DB", file=sys.stderr)
+        print(_NO_REDIS, file=sys.stderr)
         return 2
     return asyncio.run(_control(settings, settings.redis_url))
 
