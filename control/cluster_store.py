@@ -20,7 +20,6 @@ after its grace period. All I/O is here; what the messages mean is control/schem
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -367,8 +366,3 @@ def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> StreamEntry:
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
-
-
-def now() -> float:
-    """Wall time, as heartbeats carry it."""
-    return time.time()
