@@ -22,11 +22,17 @@ from control.cluster_session import ClusterSession, cluster_unavailable
 from control.cluster_store import ClusterStore
 from control.dispatch import alive
 from control.media import MediaTransport, ReadyMedia
-from control.schema import SessionRecord
-from control.session import Session, SessionManager, SessionOptions
+from control.schema import ReplaceIn, SessionRecord
+from control.session import Outbox, Session, SessionManager, SessionOptions
 from control.ws_media import WsSessionMedia
+from roomscribe.common.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
+
+#: How long a new session waits for the replica holding the user's previous one to end it (it
+#: finalises the open utterance first), before taking that session over and ending it itself.
+REPLACE_TIMEOUT_S = 15.0
+REPLACE_POLL_S = 0.1
 
 
 def _no_local_pipelines(*_: object) -> Any:
@@ -51,6 +57,7 @@ class ClusterSessionManager(SessionManager):
         #: Redis keeps a session this long after the last sign of life from its replica.
         self.ttl_s = max(grace_period_s, 5.0)
         self._keeper: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks(log, "cluster session task")
 
     async def start_keeper(self) -> None:
         """Keep this replica's sessions alive in Redis (they expire a grace period after it dies)."""
@@ -79,6 +86,7 @@ class ClusterSessionManager(SessionManager):
             cursor=cursor,
             worker=worker,
             on_fenced=self._moved_away,
+            on_replaced=self._replaced,
             session_id=record.session_id,
             user=record.user,
             room=record.room,
@@ -86,6 +94,40 @@ class ClusterSessionManager(SessionManager):
             replay_limit=self.replay_limit,
             media_transport=self.transport(record.transport),
         )
+
+    async def start(self, user: str, options: SessionOptions, outbox: Outbox, room: str | None = None) -> Session:
+        """A new session for `user`; the user's session on another replica, if any, ends first as
+        'replaced' there (one session per user in the cluster, as in one process)."""
+        try:
+            await self._replace_elsewhere(user)
+        except (RedisError, OSError) as exc:
+            raise cluster_unavailable(exc) from None
+        return await super().start(user, options, outbox, room)
+
+    async def _replace_elsewhere(self, user: str) -> None:
+        """Ask the replica holding the user's session to end it, and wait until it has (it finalises
+        the open utterance for its client first); if no replica does within REPLACE_TIMEOUT_S
+        (none holds it, or the one that did is dead), take the session over and end it here."""
+        previous = await self.store.user_session(user)
+        if previous is None or previous in self.sessions:
+            return  # none, or here: the base class replaces it
+        state = await self.store.session(previous)
+        if state is None:
+            return
+        if state.owner is not None:
+            await self.store.send_output(previous, ReplaceIn(by=self.replica_id))
+            deadline = time.monotonic() + REPLACE_TIMEOUT_S
+            while time.monotonic() < deadline:
+                if await self.store.session(previous) is None:
+                    return
+                await asyncio.sleep(REPLACE_POLL_S)
+            log.warning("session %s: replica %s did not end it; ending it here", previous, state.owner)
+        await self.fetch(previous, user)  # the base class's start then ends it as 'replaced'
+
+    def _replaced(self, session: ClusterSession) -> None:
+        """The user started a session on another replica: end this one as 'replaced'."""
+        if self.sessions.get(session.id) is session:
+            self._tasks.spawn(self.end(session, "replaced"))
 
     async def new_session(self, session_id: str, user: str, room: str, options: SessionOptions) -> Session:
         record = SessionRecord(
@@ -147,7 +189,7 @@ class ClusterSessionManager(SessionManager):
         log.info("session %s continues on another replica", session.id)
         session.moved_away()
         self._forget(session)
-        asyncio.get_running_loop().create_task(session.stop_link())
+        self._tasks.spawn(session.stop_link())
 
     def _forget(self, session: Session) -> None:
         for timer in (session.grace_task, session.limit_task):

@@ -14,7 +14,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Literal, TypeVar
 
@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 from redis.exceptions import RedisError
 
-from control.cluster_store import ClusterStore, StreamEntry
+from control.cluster_store import ClusterStore, StreamEntry, until_redis_answers
 from control.dispatch import BUSY_RETRY_AFTER_S, alive, candidates
 from control.media import MediaTransport
 from control.schema import (
@@ -38,6 +38,7 @@ from control.schema import (
     Numbered,
     ProtocolError,
     Refused,
+    ReplaceIn,
     ServerMessage,
     SessionEnded,
     SessionEvent,
@@ -61,8 +62,6 @@ log = logging.getLogger(__name__)
 ACCEPT_TIMEOUT_S = 5.0
 #: How long an output-stream read waits for an entry before it looks again.
 READ_BLOCK_MS = 1000
-#: Pause before retrying a Redis command that failed (Redis restarting): nothing is dropped meanwhile.
-RETRY_S = 0.5
 #: How often a session checks that its worker is alive.
 WATCH_S = 1.0
 
@@ -76,16 +75,6 @@ def cluster_unavailable(exc: BaseException) -> ProtocolError:
         f"the cluster's Redis cannot be reached ({type(exc).__name__}); try again shortly",
         retry_after=BUSY_RETRY_AFTER_S,
     )
-
-
-async def retrying(call: Callable[[], Awaitable[T]]) -> T:
-    """Run a Redis call until it succeeds (Redis may be restarting); the caller's order is kept."""
-    while True:
-        try:
-            return await call()
-        except (RedisError, OSError) as exc:
-            log.warning("Redis call failed (%s); retrying in %.1f s", type(exc).__name__, RETRY_S)
-            await asyncio.sleep(RETRY_S)
 
 
 class UtteranceLedger:
@@ -154,6 +143,7 @@ class ClusterSession(Session):
         cursor: str,
         worker: str | None,
         on_fenced: Callable[[ClusterSession], None],
+        on_replaced: Callable[[ClusterSession], None],
         session_id: str,
         user: str,
         room: str,
@@ -180,6 +170,7 @@ class ClusterSession(Session):
         self.orphaned = False
         self.queued_audio_s = 0.0
         self._on_fenced = on_fenced
+        self._on_replaced = on_replaced
         self._event_cursor: str | None = None
         self._seen = UtteranceLedger()
         self._input: asyncio.Queue[tuple[ClusterMessage, bytes | None, int | None, float]] = asyncio.Queue()
@@ -280,7 +271,10 @@ class ClusterSession(Session):
     async def _write_input(self) -> None:
         while True:
             message, pcm, audio_bytes, seconds = await self._input.get()
-            await retrying(partial(self.store.send_input, self.id, message, pcm, audio_bytes=audio_bytes))
+            await until_redis_answers(
+                partial(self.store.send_input, self.id, message, pcm, audio_bytes=audio_bytes),
+                f"session {self.id}: sending input",
+            )
             self.queued_audio_s = max(0.0, self.queued_audio_s - seconds)
             self._input.task_done()
 
@@ -292,7 +286,7 @@ class ClusterSession(Session):
                 self.store.journal_append,
                 self.id, self.epoch, seq, encode(message), cursor=cursor, maxlen=self.replay_limit, keep=message.replayed,
             )  # fmt: skip
-            owned = await retrying(append)
+            owned = await until_redis_answers(append, f"session {self.id}: journaling an event")
             self._journal.task_done()
             if not owned:
                 self.fenced = True
@@ -302,7 +296,10 @@ class ClusterSession(Session):
 
     async def _read_output(self) -> None:
         while True:
-            entries = await retrying(partial(self.store.read_output, self.id, self.cursor, block_ms=READ_BLOCK_MS))
+            entries = await until_redis_answers(
+                partial(self.store.read_output, self.id, self.cursor, block_ms=READ_BLOCK_MS),
+                f"session {self.id}: reading output",
+            )
             for entry in entries:
                 self.cursor = entry.id
                 self._on_output(entry)
@@ -321,6 +318,9 @@ class ClusterSession(Session):
             if done is not None and not done.done():
                 # Its finals are queued for the journal before this: resolve once they are written.
                 asyncio.get_running_loop().create_task(self._resolve_after_journal(done))
+        elif isinstance(message, ReplaceIn):
+            log.info("session %s: its user started a session on %s; ending this one", self.id, message.by)
+            self._on_replaced(self)
         elif isinstance(message, (Accepted, Refused)) and self._answer is not None and not self._answer.done():
             self._answer.set_result(message)
 

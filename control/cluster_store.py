@@ -19,8 +19,10 @@ after its grace period. All I/O is here; what the messages mean is control/schem
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Awaitable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -37,6 +39,31 @@ from control.schema import (
     decode_cluster,
     encode_cluster,
 )
+from roomscribe.common.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+#: What a Redis call raises while Redis is unreachable or restarting.
+REDIS_ERRORS = (RedisError, OSError)
+#: Pauses between retries of a failed Redis call: 0.1 s doubling to 2 s (Redis restarting takes seconds).
+REDIS_RETRY = Backoff(base_s=0.1, cap_s=2.0, attempts=None, jitter=0.25)
+
+T = TypeVar("T")
+
+
+async def until_redis_answers(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run a Redis call until it succeeds (Redis may be restarting); nothing is dropped meanwhile
+    and the caller's order is kept. `what` names the call in the warning."""
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except REDIS_ERRORS as exc:
+            delay = REDIS_RETRY.delay(attempt)
+            attempt += 1
+            log.warning("%s failed (%s); retrying in %.1f s", what, type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+
 
 #: Entries an output stream keeps at most: a bound, not a buffer meant to fill (its reader keeps up).
 STREAM_MAXLEN = 1200
@@ -72,9 +99,6 @@ _WORKER_OUTPUT_SCRIPT = """
 if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return false end
 return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[2])
 """
-
-
-T = TypeVar("T")
 
 
 async def _reply(result: Awaitable[T] | T) -> T:

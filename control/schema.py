@@ -757,9 +757,16 @@ class Released(ClusterMessage, tag="released", kw_only=True):
     worker_id: str
 
 
+class ReplaceIn(ClusterMessage, tag="replace", kw_only=True):
+    """control → control (the session's output stream, which its replica reads): the user started a
+    new session on another replica; end this one as `replaced` (one session per user in the cluster)."""
+
+    by: Annotated[str, Meta(description="the replica where the user's new session starts")]
+
+
 CLUSTER_MESSAGES: tuple[type[ClusterMessage], ...] = (
     SessionRecord, WorkerState, SessionJob, Checkpoint, AudioIn, FinishIn, VadIn, ReadyIn, EndIn, Accepted, Refused,
-    EventOut, Finished, Released,
+    EventOut, Finished, Released, ReplaceIn,
 )  # fmt: skip
 _CLUSTER_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(reduce(operator.or_, CLUSTER_MESSAGES))
 

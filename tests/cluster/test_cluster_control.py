@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -22,11 +21,8 @@ import numpy as np
 import pytest
 
 from agent.asr import AsrEngine
-from agent.config import PipelineConfig
-from agent.worker import TranscriptionWorker
-from control.cluster_store import ClusterStore
-from control.server import ControlServer
-from control_harness import RawClient, ServerHandle, make_settings
+from cluster_harness import ClusterHarness, key_event
+from control_harness import RawClient
 from redis_server import RedisServer
 from roomscribe.client.audio_files import read_wav
 from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, ROOT, pcm_frames, silence, wer
@@ -34,47 +30,8 @@ from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, ROOT, pcm_frames, s
 pytestmark = pytest.mark.timeout(180)
 
 
-class Cluster:
-    """Control replicas and workers sharing one Redis key prefix (and one control secret)."""
-
-    def __init__(self, redis_url: str, prefix: str, engine: AsrEngine, http: aiohttp.ClientSession) -> None:
-        self.redis_url = redis_url
-        self.prefix = prefix
-        self.engine = engine
-        self.http = http
-        self.secret = secrets.token_urlsafe(32)
-        self.replicas: list[ControlServer] = []
-        self.workers: list[TranscriptionWorker] = []
-        self._stores: list[ClusterStore] = []
-
-    def _store(self) -> ClusterStore:
-        store = ClusterStore.from_url(self.redis_url, prefix=self.prefix)
-        self._stores.append(store)
-        return store
-
-    async def replica(self, **overrides: Any) -> ServerHandle:
-        overrides.setdefault("grace_period_s", 30.0)
-        settings = make_settings(control_secret=self.secret, **overrides)
-        server = ControlServer(settings, cluster=self._store())
-        await server.start()
-        self.replicas.append(server)
-        return ServerHandle(server, self.http)
-
-    async def worker(self, capacity: int = 4) -> TranscriptionWorker:
-        worker = TranscriptionWorker(
-            self._store(), self.engine, PipelineConfig(), worker_id=f"w{len(self.workers) + 1}", capacity=capacity
-        )
-        await worker.start()
-        self.workers.append(worker)
-        return worker
-
-    async def close(self) -> None:
-        for server in self.replicas:
-            await server.stop()
-        for worker in self.workers:
-            await worker.stop()
-        for store in self._stores:
-            await store.close()
+class Cluster(ClusterHarness):
+    """Control replicas and workers (ws sessions) on one Redis."""
 
 
 @pytest.fixture
@@ -108,18 +65,10 @@ async def test_a_session_runs_on_a_worker_and_ends_cleanly(cluster: Cluster) -> 
     await client.send(type="session.start", id="s", transport="ws")
     ready = await client.wait_type("session.ready", id="s")
     await stream(client, pcm_frames(speech(JFK)))
-    store = cluster._stores[0]
-    await store.redis.config_set("notify-keyspace-events", "Eg")
-    async with store.redis.pubsub() as deletions:
-        await deletions.subscribe("__keyevent@0__:del")
+    async with key_event(cluster.stores[0], "del", f"session:{ready['session_id']}") as deleted:
         await client.send(type="session.stop", id="stop")
         await client.wait_type("session.ended")
-        session_key = f"{store.prefix}session:{ready['session_id']}".encode()
-        async with asyncio.timeout(10):  # its state leaves Redis once it ended
-            while (message := await deletions.get_message(ignore_subscribe_messages=True, timeout=5)) is None or (
-                message["data"] != session_key
-            ):
-                pass
+        await deleted()  # its state leaves Redis once it ended
     finals = client.of_type("transcript.final")
     assert wer(JFK_TEXT, " ".join(f["text"] for f in finals)) <= 0.10
     seqs = [e["seq"] for e in numbered(client)]
@@ -157,6 +106,33 @@ async def test_a_session_resumes_on_another_replica_with_every_final_once(cluste
     finals = [e for e in events if e["type"] == "transcript.final"]
     assert len({f["utterance_id"] for f in finals}) == len(finals)
     assert wer(LIBRI_TEXT + " " + JFK_TEXT, " ".join(f["text"] for f in finals)) <= 0.10
+    await second.close()
+
+
+async def test_a_new_session_on_another_replica_replaces_the_users_session_there(cluster: Cluster) -> None:
+    """One session per user in the cluster, as in one process: the old socket gets the final of its
+    open utterance, then `session.ended {reason: "replaced"}`; the new session is the user's."""
+    replica_a = await cluster.replica()
+    replica_b = await cluster.replica()
+    await cluster.worker()
+    first = await replica_a.connect("carol")
+    await first.send(type="session.start", transport="ws")
+    old = await first.wait_type("session.ready")
+    await stream(first, pcm_frames(read_wav(JFK).samples))  # no trailing silence: the utterance stays open
+    await first.wait_type("speech.start")
+
+    second = await replica_b.connect("carol")
+    await second.send(type="session.start", id="new", transport="ws")
+    new = await second.wait_type("session.ready", id="new")
+    ended = await first.wait_type("session.ended")
+    assert ended["reason"] == "replaced" and ended["session_id"] == old["session_id"]
+    finals = first.of_type("transcript.final")
+    assert finals and wer(JFK_TEXT, " ".join(f["text"] for f in finals)) <= 0.10  # finalised, not lost
+    assert first.events.index(finals[-1]) < first.events.index(ended)
+    store = cluster.stores[0]
+    assert await store.user_session("carol") == new["session_id"]
+    assert await store.session(old["session_id"]) is None
+    await first.close()
     await second.close()
 
 
@@ -240,7 +216,7 @@ async def test_redis_down_gives_coded_errors_and_the_cluster_recovers(
                     # Nothing announces Redis's return to a test: poll what a load balancer would.
                     while (await http.get(replica.server.http_url + "/healthz")).status != 200:  # noqa: ASYNC110
                         await asyncio.sleep(0.2)
-                    while not await c._stores[0].workers():  # noqa: ASYNC110  # the worker's heartbeat is back
+                    while not await c.stores[0].workers():  # noqa: ASYNC110  # the worker's heartbeat is back
                         await asyncio.sleep(0.2)
                 await client.send(type="session.start", id="s2", transport="ws")
                 await client.wait_type("session.ready", id="s2")
@@ -272,7 +248,7 @@ async def test_a_killed_worker_s_session_continues_on_another_with_no_final_lost
             c = Cluster(redis.url, "roomscribe:", engine, http)
             try:
                 replica = await c.replica()
-                store = c._stores[0]
+                store = c.stores[0]
                 async with asyncio.timeout(60):  # the worker process loads its model, then heartbeats
                     while not await store.workers():  # noqa: ASYNC110  # its first heartbeat is the event; Redis has no push for a hash
                         await asyncio.sleep(0.2)
