@@ -68,9 +68,13 @@ class ClusterSessionManager(SessionManager):
             await asyncio.sleep(self.ttl_s / 3)
             for session in list(self.sessions.values()):
                 try:
-                    await self.store.touch(session.id, session.user, self.ttl_s)
+                    kept = await self.store.touch(session.id, session.user, self.ttl_s)
                 except (RedisError, OSError) as exc:
                     log.warning("could not keep session %s alive in Redis: %s", session.id, type(exc).__name__)
+                    continue
+                if not kept and self.sessions.get(session.id) is session:
+                    assert isinstance(session, ClusterSession)
+                    self._lost(session)
 
     def _session(self, record: SessionRecord, epoch: int, cursor: str, worker: str | None) -> ClusterSession:
         options = SessionOptions(
@@ -85,7 +89,7 @@ class ClusterSessionManager(SessionManager):
             epoch=epoch,
             cursor=cursor,
             worker=worker,
-            on_fenced=self._moved_away,
+            on_fenced=self._fenced,
             on_replaced=self._replaced,
             session_id=record.session_id,
             user=record.user,
@@ -184,10 +188,31 @@ class ClusterSessionManager(SessionManager):
         session.start_link()
         log.info("session %s taken over by %s (seq %d, worker %s)", session.id, self.replica_id, session.seq, state.worker)
 
-    def _moved_away(self, session: ClusterSession) -> None:
-        """Another replica resumed the session: drop it here without ending it."""
-        log.info("session %s continues on another replica", session.id)
-        session.moved_away()
+    def _fenced(self, session: ClusterSession) -> None:
+        """The journal refused the session's event: another replica took it over, or Redis lost it."""
+        self._tasks.spawn(self._after_fence(session))
+
+    async def _after_fence(self, session: ClusterSession) -> None:
+        try:
+            gone = await self.store.session(session.id) is None
+        except (RedisError, OSError):
+            gone = False  # it was there a moment ago, for the fence to be checked
+        if gone:
+            self._lost(session)
+        else:
+            log.info("session %s continues on another replica", session.id)
+            self._let_go(session, "resumed_elsewhere")
+
+    def _lost(self, session: ClusterSession) -> None:
+        """The session's state vanished from Redis (Redis restarted without its data, or the session
+        expired while this replica could not reach it): it cannot go on, and its client is told."""
+        log.error("session %s is gone from Redis (restarted without its data?); ending it as 'lost'", session.id)
+        self._let_go(session, "lost")
+
+    def _let_go(self, session: ClusterSession, reason: str) -> None:
+        if self.sessions.get(session.id) is not session:
+            return
+        session.let_go(reason)
         self._forget(session)
         self._tasks.spawn(session.stop_link())
 

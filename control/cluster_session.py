@@ -409,9 +409,13 @@ class ClusterSession(Session):
             except (RedisError, OSError) as exc:
                 log.warning("session %s: could not remove it from Redis (%s); it expires", self.id, type(exc).__name__)
 
-    def moved_away(self) -> None:
-        """Another replica took the session over: tell this replica's socket, if any, and let go."""
+    def let_go(self, reason: str) -> None:
+        """This replica is done with the session (another took it over: "resumed_elsewhere"; Redis
+        lost it: "lost"): tell this replica's socket, if any, and let go."""
+        ended = SessionEnded(session_id=self.id, reason=reason)
         if self.outbox is not None:
-            self.outbox.send_message(SessionEnded(session_id=self.id, reason="resumed_elsewhere"))
+            self.outbox.send_message(ended)
             self.outbox = None
+        if reason == "lost":
+            self._notify_watchers(ended)
         self.ended = True

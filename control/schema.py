@@ -341,7 +341,8 @@ class SessionEnded(Forwardable, tag="session.ended"):
         Meta(
             description='"stopped" (`session.stop`), "replaced" (the same user started another session), '
             '"resumed_elsewhere" (the session goes on, on the socket that resumed it; only this socket sees it), '
-            '"server_shutdown", "max_duration" (`ROOMSCRIBE_MAX_SESSION_S`), and, seen only by subscribers as no '
+            '"server_shutdown", "max_duration" (`ROOMSCRIBE_MAX_SESSION_S`), "lost" (cluster: Redis lost the session\'s '
+            'state, e.g. it restarted without its data; start a new session), and, seen only by subscribers as no '
             'socket is attached then, "grace_expired" (no resume within the grace period) and "error" (the session '
             'could not open its media)'
         ),

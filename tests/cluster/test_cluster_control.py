@@ -231,6 +231,40 @@ async def test_redis_down_gives_coded_errors_and_the_cluster_recovers(
         redis.close()
 
 
+async def test_a_redis_that_restarts_empty_ends_the_session_as_lost_and_a_new_one_works(
+    engine: AsrEngine, key_prefix: str
+) -> None:
+    """Redis restarted without its data (no persistence): the session cannot go on, and its client
+    is told so with `session.ended {reason: "lost"}` instead of waiting in silence."""
+    redis = RedisServer()
+    redis.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            c = Cluster(redis.url, key_prefix, engine, http)
+            try:
+                replica = await c.replica(grace_period_s=6.0)  # its keeper looks every 2 s
+                await c.worker()
+                client = await replica.connect("erin")
+                await client.send(type="session.start", id="s", transport="ws")
+                ready = await client.wait_type("session.ready", id="s")
+                await stream(client, pcm_frames(speech(JFK)))
+                await client.wait_type("transcript.final")
+                await redis.astop()
+                await redis.astart()  # empty: the test server keeps nothing on disk
+                ended = await client.wait_type("session.ended", timeout=60)
+                assert ended["reason"] == "lost" and ended["session_id"] == ready["session_id"]
+                async with asyncio.timeout(30):  # until then a start gets server.busy (no worker known)
+                    while not await c.stores[0].workers():  # noqa: ASYNC110  # the worker's heartbeat is back
+                        await asyncio.sleep(0.2)
+                await client.send(type="session.start", id="s2", transport="ws")
+                await client.wait_type("session.ready", id="s2", timeout=60)
+                await client.close()
+            finally:
+                await c.close()
+    finally:
+        redis.close()
+
+
 async def test_a_killed_worker_s_session_continues_on_another_with_no_final_lost_or_repeated(
     engine: AsrEngine, tmp_path: Path
 ) -> None:
