@@ -25,6 +25,10 @@ from cluster_harness import ClusterHarness, key_event
 from control_harness import RawClient
 from redis_server import RedisServer
 from roomscribe.client.audio_files import read_wav
+from roomscribe.client.control_client import ControlClient
+from roomscribe.client.events import ClientNotice, Event
+from roomscribe.client.sources import numpy_stream
+from roomscribe.client.stream import send_stream
 from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, ROOT, pcm_frames, silence, wer
 
 pytestmark = pytest.mark.timeout(180)
@@ -259,6 +263,46 @@ async def test_a_redis_that_restarts_empty_ends_the_session_as_lost_and_a_new_on
                 await client.send(type="session.start", id="s2", transport="ws")
                 await client.wait_type("session.ready", id="s2", timeout=60)
                 await client.close()
+            finally:
+                await c.close()
+    finally:
+        redis.close()
+
+
+async def test_the_client_library_starts_a_new_session_when_redis_lost_its_own(engine: AsrEngine, key_prefix: str) -> None:
+    """`ControlClient` (restart_lost_session, the default) carries on in a new session after
+    `session.ended {reason: "lost"}`, and what it sends next is transcribed."""
+    redis = RedisServer()
+    redis.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            c = Cluster(redis.url, key_prefix, engine, http)
+            try:
+                replica = await c.replica(grace_period_s=6.0)
+                await c.worker()
+                client = ControlClient(replica.server.url, replica.token("gus"))
+                notices: list[ClientNotice] = []
+                restarted = asyncio.get_running_loop().create_future()
+
+                def on_event(event: Event) -> None:
+                    if isinstance(event, ClientNotice):
+                        notices.append(event)
+                        if event.code == "session.restarted" and not restarted.done():
+                            restarted.set_result(event)
+
+                client.on(on_event)
+                await client.connect()
+                first = await client.start_session(transport="ws")
+                await redis.astop()
+                await redis.astart()  # empty
+                notice = await asyncio.wait_for(restarted, 60)
+                assert notice.raw["lost_session_id"] == first.session_id and client.session_id != first.session_id
+                finals: list[Event] = []
+                client.on(finals.append, ("transcript.final",))
+                await send_stream(client, numpy_stream(speech(JFK), 16000, speed=0))
+                await client.stop_session(timeout_s=60)
+                await client.close()
+                assert wer(JFK_TEXT, " ".join(f.raw["text"] for f in finals)) <= 0.10
             finally:
                 await c.close()
     finally:
