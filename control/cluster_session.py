@@ -11,6 +11,7 @@ events from where the journal stopped. Nothing is sent twice and nothing is lost
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -34,6 +35,7 @@ from control.schema import (
     FinalTranscript,
     Finished,
     FinishIn,
+    Forwardable,
     InterimTranscript,
     Numbered,
     ProtocolError,
@@ -47,6 +49,7 @@ from control.schema import (
     SpeechStart,
     Status,
     Token,
+    Watched,
     decode_server_message,
     encode,
 )
@@ -143,7 +146,7 @@ class ClusterSession(Session):
         cursor: str,
         worker: str | None,
         on_fenced: Callable[[ClusterSession], None],
-        on_replaced: Callable[[ClusterSession], None],
+        on_replaced: Callable[[ClusterSession, str], None],
         session_id: str,
         user: str,
         room: str,
@@ -175,6 +178,7 @@ class ClusterSession(Session):
         self._seen = UtteranceLedger()
         self._input: asyncio.Queue[tuple[ClusterMessage, bytes | None, int | None, float]] = asyncio.Queue()
         self._journal: asyncio.Queue[tuple[Numbered, str | None]] = asyncio.Queue()
+        self._watched: asyncio.Queue[Forwardable] = asyncio.Queue()
         self._finishes: dict[str, asyncio.Future[None]] = {}
         self._answer: asyncio.Future[ClusterMessage] | None = None
         self._request_ids = itertools.count(1)
@@ -255,18 +259,36 @@ class ClusterSession(Session):
             loop.create_task(self._write_journal()),
             loop.create_task(self._read_output()),
             loop.create_task(self._watch_worker()),
+            loop.create_task(self._publish_watched()),
         ]
 
     async def stop_link(self) -> None:
+        """Stop the session's Redis tasks (what monitors are owed is published first, 5 s at most)."""
+        if self._tasks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._watched.join(), 5.0)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
     async def flush(self) -> None:
-        """Wait until every queued input entry and event is written."""
+        """Wait until every queued input entry and event is written (and published to monitors)."""
         await self._input.join()
         await self._journal.join()
+        await self._watched.join()
+
+    def _notify_watchers(self, message: Forwardable) -> None:
+        """Monitors may be on any replica: publish the event on the user's watch channel (in order)
+        for control/cluster_watch.py to deliver; none is delivered from here directly."""
+        self._watched.put_nowait(message)
+
+    async def _publish_watched(self) -> None:
+        while True:
+            message = await self._watched.get()
+            watched = Watched(session_id=self.id, user=self.user, message=msgspec.Raw(encode(message)))
+            await until_redis_answers(partial(self.store.publish_watched, watched), f"session {self.id}: publishing to monitors")
+            self._watched.task_done()
 
     async def _write_input(self) -> None:
         while True:
@@ -320,7 +342,7 @@ class ClusterSession(Session):
                 asyncio.get_running_loop().create_task(self._resolve_after_journal(done))
         elif isinstance(message, ReplaceIn):
             log.info("session %s: its user started a session on %s; ending this one", self.id, message.by)
-            self._on_replaced(self)
+            self._on_replaced(self, message.by)
         elif isinstance(message, (Accepted, Refused)) and self._answer is not None and not self._answer.done():
             self._answer.set_result(message)
 
@@ -396,8 +418,9 @@ class ClusterSession(Session):
     async def close_pipelines(self) -> None:
         """The session ended: the worker releases it, and its state leaves Redis."""
         self._pipelines.clear()
-        if not self.fenced and self.worker is not None:
-            self.send_input(EndIn(reason="ended"))
+        if not self.fenced:
+            if self.worker is not None:
+                self.send_input(EndIn(reason="ended"))
             try:
                 await asyncio.wait_for(self.flush(), 10.0)
             except TimeoutError:
@@ -405,7 +428,7 @@ class ClusterSession(Session):
         await self.stop_link()
         if not self.fenced:
             try:
-                await self.store.delete_session(self.id, self.user)
+                await self.store.delete_session(self.id, self.user, epoch=self.epoch)
             except (RedisError, OSError) as exc:
                 log.warning("session %s: could not remove it from Redis (%s); it expires", self.id, type(exc).__name__)
 

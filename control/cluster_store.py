@@ -13,6 +13,8 @@ Every key starts with the store's prefix (default `roomscribe:`). Per session `{
 - `user:{user}` (string): the user's current session id.
 
 Workers: `workers` (hash worker id → WorkerState) and `jobs:{worker id}` (stream of SessionJob).
+Control replicas: `replica:{replica id}` (string), there while the replica lives. Monitors:
+`watch:{user}` (pub/sub channel of `Watched`): every event of the user's sessions.
 Every session key expires `ttl_s` after the last `touch`, so a session no process looks after is gone
 after its grace period. All I/O is here; what the messages mean is control/schema.py's.
 """
@@ -35,6 +37,7 @@ from control.schema import (
     ClusterMessage,
     SessionJob,
     SessionRecord,
+    Watched,
     WorkerState,
     decode_cluster,
     encode_cluster,
@@ -95,6 +98,16 @@ redis.call('HSET', KEYS[1], 'checkpoint', ARGV[2])
 redis.call('XTRIM', KEYS[2], 'MINID', ARGV[3])
 return 1
 """
+# Delete a session's keys (KEYS[1] its hash, KEYS[#KEYS] the user's pointer, removed only if it still
+# names ARGV[1]); with ARGV[2] set, only while that epoch owns the session (returns 0 otherwise).
+_DELETE_SCRIPT = """
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[2] then return 0 end
+local user = KEYS[#KEYS]
+if redis.call('GET', user) == ARGV[1] then redis.call('DEL', user) end
+for i = 1, #KEYS - 1 do redis.call('DEL', KEYS[i]) end
+return 1
+"""
+
 _WORKER_OUTPUT_SCRIPT = """
 if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return false end
 return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[2])
@@ -150,6 +163,7 @@ class ClusterStore:
         self._journal = client.register_script(_JOURNAL_SCRIPT)
         self._checkpoint = client.register_script(_CHECKPOINT_SCRIPT)
         self._worker_output = client.register_script(_WORKER_OUTPUT_SCRIPT)
+        self._delete = client.register_script(_DELETE_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "roomscribe:") -> ClusterStore:
@@ -245,12 +259,23 @@ class ClusterStore:
             results = await pipe.execute()
         return bool(results[0])
 
-    async def delete_session(self, session_id: str, user: str) -> None:
-        """Forget the session (and the user's pointer to it, unless the user has a newer one)."""
-        await self.redis.delete(*self._session_keys(session_id))
-        user_key = self._key("user", user)
-        if await self.redis.get(user_key) == session_id.encode():
-            await self.redis.delete(user_key)
+    async def delete_session(self, session_id: str, user: str, *, epoch: int | None = None) -> bool:
+        """Forget the session (and the user's pointer to it, unless the user has a newer one); with
+        `epoch`, only while that epoch owns it (False: another replica took it over, nothing deleted)."""
+        keys = [*self._session_keys(session_id), self._key("user", user)]
+        result = await self._delete(keys=keys, args=[session_id, "" if epoch is None else epoch])
+        return bool(result)
+
+    # -- control replicas ---------------------------------------------------------------------------------
+    async def keep_replica(self, replica_id: str, ttl_s: float) -> None:
+        """Say that control replica `replica_id` is alive for `ttl_s` more."""
+        await self.redis.set(self._key("replica", replica_id), "1", px=_ms(ttl_s))
+
+    async def replica_alive(self, replica_id: str) -> bool:
+        return bool(await self.redis.exists(self._key("replica", replica_id)))
+
+    async def remove_replica(self, replica_id: str) -> None:
+        await self.redis.delete(self._key("replica", replica_id))
 
     # -- journal -----------------------------------------------------------------------------------------
     async def journal_append(
@@ -269,6 +294,15 @@ class ClusterStore:
         first = await self.redis.xrange(self._key("journal", session_id), min="-", max="+", count=1)
         lowest = int(first[0][0].split(b"-")[0]) if first else 0
         return [(int(entry_id.split(b"-")[0]), fields[b"m"]) for entry_id, fields in entries], lowest
+
+    # -- monitor subscriptions across replicas ---------------------------------------------------------
+    def watch_channel(self, user: str) -> str:
+        """The pub/sub channel on which every event of `user`'s sessions is published (`Watched`)."""
+        return self._key("watch", user)
+
+    async def publish_watched(self, message: Watched) -> None:
+        """Publish a session event to the replicas whose monitors watch its user (none listening: a no-op)."""
+        await self.redis.publish(self.watch_channel(message.user), encode_cluster(message))
 
     # -- per-session streams -------------------------------------------------------------------------------
     async def send_input(

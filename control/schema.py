@@ -765,9 +765,18 @@ class ReplaceIn(ClusterMessage, tag="replace", kw_only=True):
     by: Annotated[str, Meta(description="the replica where the user's new session starts")]
 
 
+class Watched(ClusterMessage, tag="watched", kw_only=True):
+    """control → control (published on the user's watch channel): a session event for monitor
+    subscriptions on any replica (`subscribe`), sent by the replica that holds the session."""
+
+    session_id: str
+    user: str
+    message: msgspec.Raw
+
+
 CLUSTER_MESSAGES: tuple[type[ClusterMessage], ...] = (
     SessionRecord, WorkerState, SessionJob, Checkpoint, AudioIn, FinishIn, VadIn, ReadyIn, EndIn, Accepted, Refused,
-    EventOut, Finished, Released, ReplaceIn,
+    EventOut, Finished, Released, ReplaceIn, Watched,
 )  # fmt: skip
 _CLUSTER_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(reduce(operator.or_, CLUSTER_MESSAGES))
 

@@ -140,6 +140,52 @@ async def test_a_new_session_on_another_replica_replaces_the_users_session_there
     await second.close()
 
 
+async def test_monitors_on_another_replica_see_the_session_and_strangers_are_refused(cluster: Cluster) -> None:
+    replica_a = await cluster.replica()
+    replica_b = await cluster.replica()
+    await cluster.worker()
+    speaker = await replica_a.connect("hana")
+    monitor = await replica_b.connect(token=replica_b.token("ops", permissions=("monitor",)))
+    stranger = await replica_b.connect("mallory")
+    await monitor.send(type="subscribe", id="u", user="hana", events=["transcript.final", "session.ended"])
+    by_user = await monitor.wait_type("subscribed", id="u")
+
+    await speaker.send(type="session.start", transport="ws")
+    ready = await speaker.wait_type("session.ready")
+    await monitor.send(type="subscribe", id="s", session_id=ready["session_id"], events=["speech.start", "session.ended"])
+    by_session = await monitor.wait_type("subscribed", id="s")
+    await stranger.send(type="subscribe", id="x", session_id=ready["session_id"])
+    assert (await stranger.wait_type("error", id="x"))["code"] == "not_allowed"
+    await monitor.send(type="subscribe", id="n", session_id="s_nosuchsession")
+    assert (await monitor.wait_type("error", id="n"))["code"] == "session.not_found"
+
+    await stream(speaker, pcm_frames(speech(JFK)))
+    await speaker.send(type="session.stop")
+    await speaker.wait_type("session.ended")
+    ended = await monitor.wait_for(
+        lambda e: e["type"] == "session.ended" and e.get("subscription_id") == by_user["subscription_id"]
+    )
+    assert ended["session_id"] == ready["session_id"] and ended["user"] == "hana" and ended["reason"] == "stopped"
+    finals = [e for e in monitor.of_type("transcript.final") if e["subscription_id"] == by_user["subscription_id"]]
+    assert [f["text"] for f in finals] == [f["text"] for f in speaker.of_type("transcript.final")]  # each once, in order
+    assert [e["seq"] for e in finals] == [f["seq"] for f in speaker.of_type("transcript.final")]
+    await monitor.wait_for(lambda e: e["type"] == "session.ended" and e.get("subscription_id") == by_session["subscription_id"])
+    watched = [
+        e["type"]
+        for e in monitor.events
+        if e.get("subscription_id") == by_session["subscription_id"] and e["type"] != "subscribed"
+    ]
+    assert watched[0] == "speech.start" and watched[-1] == "session.ended"
+    # A subscription to one session ends with it; the one to the user goes on.
+    await monitor.send(type="unsubscribe", id="gone", subscription_id=by_session["subscription_id"])
+    assert (await monitor.wait_type("error", id="gone"))["code"] == "subscription.not_found"
+    await monitor.send(type="unsubscribe", id="kept", subscription_id=by_user["subscription_id"])
+    await monitor.wait_type("unsubscribed", id="kept")
+    assert not [e for e in stranger.events if e["type"].startswith("transcript")]
+    for client in (speaker, monitor, stranger):
+        await client.close()
+
+
 async def test_workers_capacity_is_respected_and_a_full_cluster_says_busy(cluster: Cluster) -> None:
     replica = await cluster.replica()
     await cluster.worker(capacity=1)
@@ -197,9 +243,7 @@ async def test_a_restarted_replica_resumes_and_replays_what_was_missed(cluster: 
     await second.close()
 
 
-async def test_redis_down_gives_coded_errors_and_the_cluster_recovers(
-    engine: AsrEngine, key_prefix: str
-) -> None:
+async def test_redis_down_gives_coded_errors_and_the_cluster_recovers(engine: AsrEngine, key_prefix: str) -> None:
     redis = RedisServer()
     redis.start()
     try:
