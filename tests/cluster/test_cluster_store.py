@@ -40,6 +40,20 @@ async def test_a_registered_session_reads_back_and_is_the_users(store: ClusterSt
     assert await store.user_session("alice") is None
 
 
+async def test_only_the_owning_epoch_deletes_a_session_and_replicas_mark_themselves_alive(store: ClusterStore) -> None:
+    epoch_a = await store.create_session(_record(), owner="control-a", ttl_s=30)
+    epoch_b = await store.take_ownership("s_1", "control-b")
+    assert not await store.delete_session("s_1", "alice", epoch=epoch_a)  # fenced out: nothing deleted
+    assert await store.session("s_1") is not None and await store.user_session("alice") == "s_1"
+    assert await store.delete_session("s_1", "alice", epoch=epoch_b)
+    assert await store.session("s_1") is None and await store.user_session("alice") is None
+    assert not await store.replica_alive("control-a")
+    await store.keep_replica("control-a", 30)
+    assert await store.replica_alive("control-a")
+    await store.remove_replica("control-a")
+    assert not await store.replica_alive("control-a")
+
+
 async def test_a_session_nobody_touches_expires(store: ClusterStore) -> None:
     async with key_event(store, "expired", "session:s_1") as expired:
         await store.create_session(_record(), owner="control-a", ttl_s=0.2)
