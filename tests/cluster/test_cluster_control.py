@@ -48,6 +48,29 @@ async def cluster(redis_server: RedisServer, key_prefix: str, engine: AsrEngine)
             await c.close()
 
 
+@pytest.fixture
+async def own_redis(engine: AsrEngine, key_prefix: str) -> AsyncIterator[tuple[RedisServer, Cluster]]:
+    """A cluster on a redis-server of its own, which the test may stop and start."""
+    redis = RedisServer()
+    redis.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            c = Cluster(redis.url, key_prefix, engine, http)
+            try:
+                yield redis, c
+            finally:
+                await c.close()
+    finally:
+        redis.close()
+
+
+async def workers_back(c: Cluster) -> None:
+    """Until a worker's heartbeat is in Redis again (nothing announces it: poll what dispatch reads)."""
+    async with asyncio.timeout(30):
+        while not await c.stores[0].workers():  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+
+
 async def stream(client: RawClient, frames: list[bytes], speed: float = 8.0, frame_ms: int = 20) -> None:
     for frame in frames:
         await client.ws.send_bytes(frame)
@@ -243,114 +266,83 @@ async def test_a_restarted_replica_resumes_and_replays_what_was_missed(cluster: 
     await second.close()
 
 
-async def test_redis_down_gives_coded_errors_and_the_cluster_recovers(engine: AsrEngine, key_prefix: str) -> None:
-    redis = RedisServer()
-    redis.start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            c = Cluster(redis.url, key_prefix, engine, http)
-            try:
-                replica = await c.replica()
-                await c.worker()
-                client = await replica.connect("dave")
-                await redis.astop()
-                health = await http.get(replica.server.http_url + "/healthz")
-                assert health.status == 503 and (await health.json())["redis"].startswith("unavailable")
-                await client.send(type="session.start", id="s", transport="ws")
-                error = await client.wait_type("error", id="s")
-                assert error["code"] == "cluster.unavailable" and error["retry_after"] > 0
-                await redis.astart()
-                async with asyncio.timeout(30):
-                    # Nothing announces Redis's return to a test: poll what a load balancer would.
-                    while (await http.get(replica.server.http_url + "/healthz")).status != 200:  # noqa: ASYNC110
-                        await asyncio.sleep(0.2)
-                    while not await c.stores[0].workers():  # noqa: ASYNC110  # the worker's heartbeat is back
-                        await asyncio.sleep(0.2)
-                await client.send(type="session.start", id="s2", transport="ws")
-                await client.wait_type("session.ready", id="s2")
-                await stream(client, pcm_frames(speech(JFK)))
-                await client.send(type="session.stop")
-                await client.wait_type("session.ended")
-                assert wer(JFK_TEXT, " ".join(f["text"] for f in client.of_type("transcript.final"))) <= 0.10
-                await client.close()
-            finally:
-                await c.close()
-    finally:
-        redis.close()
+async def test_redis_down_gives_coded_errors_and_the_cluster_recovers(own_redis: tuple[RedisServer, Cluster]) -> None:
+    redis, c = own_redis
+    replica = await c.replica()
+    await c.worker()
+    client = await replica.connect("dave")
+    await redis.astop()
+    health = await c.http.get(replica.server.http_url + "/healthz")
+    assert health.status == 503 and (await health.json())["redis"].startswith("unavailable")
+    await client.send(type="session.start", id="s", transport="ws")
+    error = await client.wait_type("error", id="s")
+    assert error["code"] == "cluster.unavailable" and error["retry_after"] > 0
+    await redis.astart()
+    async with asyncio.timeout(30):
+        # Nothing announces Redis's return to a test: poll what a load balancer would.
+        while (await c.http.get(replica.server.http_url + "/healthz")).status != 200:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+    await workers_back(c)
+    await client.send(type="session.start", id="s2", transport="ws")
+    await client.wait_type("session.ready", id="s2")
+    await stream(client, pcm_frames(speech(JFK)))
+    await client.send(type="session.stop")
+    await client.wait_type("session.ended")
+    assert wer(JFK_TEXT, " ".join(f["text"] for f in client.of_type("transcript.final"))) <= 0.10
+    await client.close()
 
 
 async def test_a_redis_that_restarts_empty_ends_the_session_as_lost_and_a_new_one_works(
-    engine: AsrEngine, key_prefix: str
+    own_redis: tuple[RedisServer, Cluster],
 ) -> None:
     """Redis restarted without its data (no persistence): the session cannot go on, and its client
     is told so with `session.ended {reason: "lost"}` instead of waiting in silence."""
-    redis = RedisServer()
-    redis.start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            c = Cluster(redis.url, key_prefix, engine, http)
-            try:
-                replica = await c.replica(grace_period_s=6.0)  # its keeper looks every 2 s
-                await c.worker()
-                client = await replica.connect("erin")
-                await client.send(type="session.start", id="s", transport="ws")
-                ready = await client.wait_type("session.ready", id="s")
-                await stream(client, pcm_frames(speech(JFK)))
-                await client.wait_type("transcript.final")
-                await redis.astop()
-                await redis.astart()  # empty: the test server keeps nothing on disk
-                ended = await client.wait_type("session.ended", timeout=60)
-                assert ended["reason"] == "lost" and ended["session_id"] == ready["session_id"]
-                async with asyncio.timeout(30):  # until then a start gets server.busy (no worker known)
-                    while not await c.stores[0].workers():  # noqa: ASYNC110  # the worker's heartbeat is back
-                        await asyncio.sleep(0.2)
-                await client.send(type="session.start", id="s2", transport="ws")
-                await client.wait_type("session.ready", id="s2", timeout=60)
-                await client.close()
-            finally:
-                await c.close()
-    finally:
-        redis.close()
+    redis, c = own_redis
+    replica = await c.replica(grace_period_s=6.0)  # its keeper looks every 2 s
+    await c.worker()
+    client = await replica.connect("erin")
+    await client.send(type="session.start", id="s", transport="ws")
+    ready = await client.wait_type("session.ready", id="s")
+    await stream(client, pcm_frames(speech(JFK)))
+    await client.wait_type("transcript.final")
+    await redis.astop()
+    await redis.astart()  # empty: the test server keeps nothing on disk
+    ended = await client.wait_type("session.ended", timeout=60)
+    assert ended["reason"] == "lost" and ended["session_id"] == ready["session_id"]
+    await workers_back(c)  # until then a start gets server.busy (no worker known)
+    await client.send(type="session.start", id="s2", transport="ws")
+    await client.wait_type("session.ready", id="s2", timeout=60)
+    await client.close()
 
 
-async def test_the_client_library_starts_a_new_session_when_redis_lost_its_own(engine: AsrEngine, key_prefix: str) -> None:
+async def test_the_client_library_starts_a_new_session_when_redis_lost_its_own(
+    own_redis: tuple[RedisServer, Cluster],
+) -> None:
     """`ControlClient` (restart_lost_session, the default) carries on in a new session after
     `session.ended {reason: "lost"}`, and what it sends next is transcribed."""
-    redis = RedisServer()
-    redis.start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            c = Cluster(redis.url, key_prefix, engine, http)
-            try:
-                replica = await c.replica(grace_period_s=6.0)
-                await c.worker()
-                client = ControlClient(replica.server.url, replica.token("gus"))
-                notices: list[ClientNotice] = []
-                restarted = asyncio.get_running_loop().create_future()
+    redis, c = own_redis
+    replica = await c.replica(grace_period_s=6.0)
+    await c.worker()
+    client = ControlClient(replica.server.url, replica.token("gus"))
+    restarted = asyncio.get_running_loop().create_future()
 
-                def on_event(event: Event) -> None:
-                    if isinstance(event, ClientNotice):
-                        notices.append(event)
-                        if event.code == "session.restarted" and not restarted.done():
-                            restarted.set_result(event)
+    def on_notice(event: Event) -> None:
+        if isinstance(event, ClientNotice) and event.code == "session.restarted" and not restarted.done():
+            restarted.set_result(event)
 
-                client.on(on_event)
-                await client.connect()
-                first = await client.start_session(transport="ws")
-                await redis.astop()
-                await redis.astart()  # empty
-                notice = await asyncio.wait_for(restarted, 60)
-                assert notice.raw["lost_session_id"] == first.session_id and client.session_id != first.session_id
-                finals: list[Event] = []
-                client.on(finals.append, ("transcript.final",))
-                await send_stream(client, numpy_stream(speech(JFK), 16000, speed=0))
-                await client.stop_session(timeout_s=60)
-                await client.close()
-                assert wer(JFK_TEXT, " ".join(f.raw["text"] for f in finals)) <= 0.10
-            finally:
-                await c.close()
-    finally:
-        redis.close()
+    client.on(on_notice)
+    await client.connect()
+    first = await client.start_session(transport="ws")
+    await redis.astop()
+    await redis.astart()  # empty
+    notice = await asyncio.wait_for(restarted, 60)
+    assert notice.raw["lost_session_id"] == first.session_id and client.session_id != first.session_id
+    finals: list[Event] = []
+    client.on(finals.append, ("transcript.final",))
+    await send_stream(client, numpy_stream(speech(JFK), 16000, speed=0))
+    await client.stop_session(timeout_s=60)
+    await client.close()
+    assert wer(JFK_TEXT, " ".join(f.raw["text"] for f in finals)) <= 0.10
 
 
 async def test_a_killed_worker_s_session_continues_on_another_with_no_final_lost_or_repeated(
