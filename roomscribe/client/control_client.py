@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from functools import partial
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -49,6 +50,13 @@ from roomscribe.client.options import ClientOptions, ClientStats, ConnectionStat
 log = logging.getLogger(__name__)
 
 TokenSource = str | Callable[[], str | Awaitable[str]]
+
+
+def http_origin(control_url: str) -> str:
+    """`http(s)://host:port` of a control socket URL (`ws(s)://host:port/v1/control`)."""
+    parts = urlsplit(control_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return f"{scheme}://{parts.netloc}"
 __all__ = ["ControlClient", "Subscription", "TokenSource"]
 
 
@@ -269,6 +277,23 @@ class ControlClient:
     async def send_vad(self, speaking: bool) -> None:
         """LiveKit sessions with VAD gating: report the client's own voice activity."""
         await self._send(await self._wait_connected(), Vad(speaking=speaking))
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+    async def download(self, path: str) -> bytes:
+        """GET `path` on the server's HTTP origin with the control token, e.g. `recording.ready`'s
+        `url` or `transcript_url`; a refusal is a ServerError with the server's code."""
+        if self._http is None:
+            raise ClientError("connect() first")
+        url = http_origin(self.url) + path
+        async with self._http.get(url, headers={"Authorization": f"Bearer {await self._token_now()}"}) as response:
+            body = await response.read()
+            if response.status == 200:
+                return body
+            try:
+                error = json.loads(body)["error"]
+                raise ServerError(str(error["code"]), str(error["message"]), error)
+            except (ValueError, KeyError, TypeError):
+                raise ServerError("http_error", f"GET {path} answered HTTP {response.status}") from None
 
     # -- monitor subscriptions --------------------------------------------------------------------
     async def subscribe(

@@ -271,3 +271,44 @@ async def test_killing_the_server_mid_session_leaves_readable_files(engine, tmp_
         assert status == 200 and np.array_equal(decode(body), audio)
         status, body, _ = await get(handle, f"/v1/sessions/{ready['session_id']}/transcript", token)
         assert status == 200 and json.loads(body)["finals"] == finals
+
+
+# -- the command line -------------------------------------------------------------------------------
+async def test_push_record_saves_the_audio_and_transcript_locally(engine, tmp_path: Path, monkeypatch, capsys) -> None:
+    from roomscribe.client.cli import push_main
+
+    async with serving(engine, recordings_dir=str(tmp_path / "server")) as handle:
+        monkeypatch.setenv("ROOMSCRIBE_CONTROL_SECRET", handle.secret)  # push mints its token, with `record`
+        argv = [str(LIBRI), "--url", handle.server.url, "--fast", "--record", "--save-dir", str(tmp_path / "mine"),
+                "--env-file", str(tmp_path / "none.env")]  # fmt: skip
+        code = await asyncio.to_thread(push_main, argv)
+        captured = capsys.readouterr()
+        assert code == 0, captured
+    (session_dir,) = (tmp_path / "server").iterdir()
+    saved = sorted(p.name for p in (tmp_path / "mine").iterdir())
+    assert saved == [f"{session_dir.name}.{ext}" for ext in ("flac", "json", "vtt")]
+    assert all(f"saved {tmp_path / 'mine' / name}" in captured.err for name in saved)
+    mine = tmp_path / "mine" / session_dir.name
+    assert mine.with_suffix(".flac").read_bytes() == (session_dir / "audio.flac").read_bytes()
+    audio = decode(mine.with_suffix(".flac"))
+    libri = read_wav(LIBRI).samples
+    assert np.array_equal(audio[: len(libri)], libri) and not audio[len(libri) :].any()  # push adds 1 s of silence
+    finals = json.loads(mine.with_suffix(".json").read_text())["finals"]
+    assert finals == finals_on_disk(session_dir)
+    assert wer(LIBRI_TEXT, " ".join(f["text"] for f in finals)) <= 0.15
+    assert mine.with_suffix(".vtt").read_text().startswith("WEBVTT")
+
+
+def test_token_record_mints_the_record_claim(tmp_path: Path) -> None:
+    import subprocess
+
+    from tokens import verify_control_token
+
+    secret = new_control_secret()
+    out = subprocess.run(
+        [sys.executable, "-m", "roomscribe.cli", "--env-file", str(tmp_path / "none.env"), "token", "--user", "ivy",
+         "--record"],
+        env={**os.environ, "ROOMSCRIBE_CONTROL_SECRET": secret}, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    claims = verify_control_token(secret, out.stdout.strip())
+    assert claims.user == "ivy" and claims.allows("record") and not claims.allows("monitor")
