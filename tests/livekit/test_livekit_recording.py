@@ -22,8 +22,9 @@ pytestmark = pytest.mark.timeout(150)
 
 
 def seconds_of(flac: bytes) -> float:
-    with av.open(io.BytesIO(flac)) as container:
-        return sum(frame.samples for frame in container.decode(audio=0)) / 16000
+    with av.open(io.BytesIO(flac), "r") as container:
+        samples: int = sum(frame.samples for frame in container.decode(audio=0))
+    return samples / 16000
 
 
 async def test_a_recorded_room_keeps_each_speakers_audio_and_finals(engine, tmp_path: Path) -> None:
