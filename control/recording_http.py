@@ -9,6 +9,7 @@ the same 404 `recording.not_found`, so the answer reveals nothing about other us
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -58,11 +59,12 @@ class RecordingRoutes:
         wanted = request.query.get("participant")
         entry = next((f for f in files if wanted is None or f.get("participant") == wanted), None)
         directory = self.recordings.session_dir(session_id)
-        if entry is None or directory is None or not (directory / entry["file"]).is_file():
+        name = str(entry.get("file", "")) if entry is not None else ""
+        if not name or Path(name).name != name or directory is None or not (directory / name).is_file():
             what = f"participant {wanted!r}" if wanted is not None else "this session"
             return _error(404, "recording.not_found", f"no audio was recorded for {what}")
         return web.FileResponse(
-            directory / entry["file"],
+            directory / name,
             headers={
                 "Content-Type": "audio/flac",
                 "Content-Disposition": f'attachment; filename="{session_id}.flac"',

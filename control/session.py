@@ -89,6 +89,9 @@ class Session:
         self.seq = 0
         self.outbox: Outbox | None = None
         self.ended = False
+        #: Set once ending finalised its open utterances: pipeline events after that are not sent
+        #: (while its recording is finished, before `ended`).
+        self.finalised = False
         #: Set once ending began (its open utterances are being finalised; no resume any more).
         self.ending: asyncio.Task[None] | None = None
         self._log: deque[Numbered] = deque(maxlen=replay_limit)
@@ -155,7 +158,7 @@ class Session:
             watcher.deliver(self.id, self.user, message)
 
     def on_pipeline_event(self, event: PipelineEvent) -> None:
-        if self.ended:
+        if self.ended or self.finalised:
             return
         self.media.observe(event)
         if isinstance(event, InterimTranscript) and not self.options.interim:
@@ -417,6 +420,7 @@ class SessionManager:
                 )
         except Exception:
             log.exception("session %s (%s): finalising open utterances failed", session.id, reason)
+        session.finalised = True
         if session.recording is not None and self.recordings is not None:
             summary = await self.recordings.finish(session.recording, reason)
             if summary is not None and reason != "error":  # "error": the session never started

@@ -23,6 +23,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import aiohttp
+import msgspec
 
 from control.schema import (
     CLOSE_START_TIMEOUT,
@@ -50,6 +51,19 @@ from roomscribe.client.options import ClientOptions, ClientStats, ConnectionStat
 log = logging.getLogger(__name__)
 
 TokenSource = str | Callable[[], str | Awaitable[str]]
+
+
+class HttpRefusal(msgspec.Struct):
+    """What the server says when it refuses an HTTP request: a code and a message."""
+
+    code: str
+    message: str
+
+
+class HttpErrorBody(msgspec.Struct):
+    """The JSON body of a refused HTTP request."""
+
+    error: HttpRefusal
 
 
 def http_origin(control_url: str) -> str:
@@ -290,10 +304,10 @@ class ControlClient:
             if response.status == 200:
                 return body
             try:
-                error = json.loads(body)["error"]
-                raise ServerError(str(error["code"]), str(error["message"]), error)
-            except (ValueError, KeyError, TypeError):
+                refusal = msgspec.json.decode(body, type=HttpErrorBody).error
+            except msgspec.DecodeError:  # ValidationError included: not the server's coded answer
                 raise ServerError("http_error", f"GET {path} answered HTTP {response.status}") from None
+            raise ServerError(refusal.code, refusal.message, msgspec.to_builtins(refusal))
 
     # -- monitor subscriptions --------------------------------------------------------------------
     async def subscribe(

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from control_harness import ServerHandle, serving
+from roomscribe.client.control_client import ControlClient
+from roomscribe.client.errors import ServerError
 from roomscribe.client.audio_files import read_wav
 from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, ROOT, normalise, pcm_frames, silence, wer
 from tokens import mint_control_token, new_control_secret
@@ -146,8 +148,12 @@ async def test_record_needs_the_claim_unless_the_server_records_everything(engin
         await client.wait_type("session.ended")
         assert finals_on_disk(tmp_path / ready["session_id"]) == client.of_type("transcript.final")
         assert wer(LIBRI_TEXT, " ".join(f["text"] for f in client.of_type("transcript.final"))) <= 0.15
-        status, _, _ = await get(handle, recording["url"], handle.token("nora"))
-        assert status == 200
+        async with ControlClient(handle.server.url, handle.token("nora")) as owner:
+            assert decode(await owner.download(recording["url"])).size > 0
+        async with ControlClient(handle.server.url, handle.token("nils")) as stranger:
+            with pytest.raises(ServerError) as refused:
+                await stranger.download(recording["url"])
+            assert refused.value.code == "recording.not_found"
         await client.close()
 
 
