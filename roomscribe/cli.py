@@ -215,6 +215,9 @@ def _cmd_control(args: argparse.Namespace) -> int:
     if not settings.redis_url:
         print(_NO_REDIS, file=sys.stderr)
         return 2
+    if settings.record:
+        print("error: ROOMSCRIBE_RECORD: a cluster does not record sessions (only `roomscribe serve` does)", file=sys.stderr)
+        return 2
     return asyncio.run(_control(settings, settings.redis_url))
 
 
