@@ -129,6 +129,9 @@ class TranscriptionPipeline:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._received = 0  # 16 kHz samples produced from fed audio (excludes finish() padding)
+        #: Called on the event loop with every piece of 16 kHz mono float32 audio the pipeline hears
+        #: (after resampling, before any padding): a session's recording (control/recording.py).
+        self.audio_tap: Callable[[np.ndarray], None] | None = None
         self._latencies: deque[float] = deque(maxlen=1000)
         self._last_drop_notice_at: float | None = None
         self._drops_since_notice = 0
@@ -155,6 +158,8 @@ class TranscriptionPipeline:
             raise RuntimeError("pipeline is closed")
         x = self._resampler.process(samples, sample_rate, channels)
         self._received += x.shape[0]
+        if self.audio_tap is not None and x.shape[0]:
+            self.audio_tap(x)
         self._ingest(x)
 
     def resume_point(self) -> ResumePoint | None:
@@ -175,6 +180,8 @@ class TranscriptionPipeline:
             return
         tail = self._resampler.flush()
         self._received += tail.shape[0]
+        if self.audio_tap is not None and tail.shape[0]:
+            self.audio_tap(tail)
         self._ingest(tail)
         # Pad to a whole VAD window with silence so the last partial window is judged too.
         partial = self._audio.end % WINDOW

@@ -125,6 +125,11 @@ class Settings:
     redis_url: str = ""
     worker_capacity: int | None = None
     worker_health_port: int = 0  # `roomscribe worker`'s GET /healthz on ROOMSCRIBE_HOST (0: off)
+    # Session recording (control/recording.py): every session (`record`), or those that ask with a
+    # token that has the `record` claim; where ("": the user's data dir), and for how long (0: forever).
+    record: bool = False
+    recordings_dir: str = ""
+    recordings_retention_days: float = 30.0
     asr: AsrConfig = field(default_factory=AsrConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
@@ -188,6 +193,9 @@ class Settings:
             redis_url=_get(env, "ROOMSCRIBE_REDIS_URL", d.redis_url),
             worker_capacity=_optional_int(env, "ROOMSCRIBE_WORKER_CAPACITY"),
             worker_health_port=_int(env, "ROOMSCRIBE_WORKER_HEALTH_PORT", d.worker_health_port),
+            record=_bool(env, "ROOMSCRIBE_RECORD", d.record),
+            recordings_dir=_get(env, "ROOMSCRIBE_RECORDINGS_DIR", d.recordings_dir),
+            recordings_retention_days=_float(env, "ROOMSCRIBE_RECORDINGS_RETENTION_DAYS", d.recordings_retention_days),
             asr=asr,
             pipeline=pipeline,
         )
@@ -221,6 +229,7 @@ class Settings:
             ("ROOMSCRIBE_MAX_SUBSCRIPTIONS_PER_SOCKET", self.max_subscriptions_per_socket),
             ("ROOMSCRIBE_START_TIMEOUT_S", self.start_timeout_s),
             ("ROOMSCRIBE_MAX_SESSION_S", self.max_session_s),
+            ("ROOMSCRIBE_RECORDINGS_RETENTION_DAYS", self.recordings_retention_days),
         ):
             if value < 0:
                 raise ConfigError(f"{name} must not be negative (0 turns it off)")

@@ -344,6 +344,7 @@ class ControlConnection:
             livekit=media.livekit,
         )
         self.send_message(ready)
+        session.ready_sent()
         if replay_from is not None:
             session.replay(self, replay_from)
         else:
@@ -370,7 +371,8 @@ class ControlConnection:
         if request.room is not None:
             check_multi_user_room(request.room, self.manager.room_prefix, self.claims.rooms, request.id)
         options = SessionOptions(
-            transport=transport, audio=request.audio, interim=request.interim, echo=request.echo, multi_user=multi_user
+            transport=transport, audio=request.audio, interim=request.interim, echo=request.echo, multi_user=multi_user,
+            record=self._record(request),
         )
         refusal = self.limits.session_refusal(
             len(self.manager.sessions), replacing=self.manager.for_user(self.claims.user) is not None
@@ -378,6 +380,19 @@ class ControlConnection:
         if refusal is not None:
             raise refusal
         return await self.manager.start(self.claims.user, options, self, room=request.room)
+
+    def _record(self, request: SessionStart) -> bool:
+        """Whether to record the session: every session (ROOMSCRIBE_RECORD), or on request with the
+        token's `record` claim."""
+        if request.record and not self.settings.record and not self.claims.allows("record"):
+            raise ProtocolError("not_allowed", "this control token may not ask for a recording (no 'record' claim)", request.id)
+        record = request.record or self.settings.record
+        if record and self.manager.recordings is None:
+            raise ProtocolError(
+                "recording.unavailable", "this server does not record sessions (cluster mode); start without 'record'",
+                request.id,
+            )
+        return record
 
     async def _on_session_stop(self, message: SessionStop) -> None:
         session = self._live_session(message)

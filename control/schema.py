@@ -90,6 +90,10 @@ ERROR_CODES: dict[str, str] = {
     "try again after `retry_after`",
     "session.start_timeout": "neither `session.start` nor `subscribe` within `ROOMSCRIBE_START_TIMEOUT_S` of "
     "connecting: then close code 4008",
+    "recording.unavailable": "`session.start {record: true}` on a server that does not record (a cluster's control "
+    "replica); the session was not started",
+    "recording.not_found": "HTTP `GET /v1/sessions/{id}/recording` or `.../transcript` (404) of a recording that "
+    "does not exist, was pruned, or belongs to another user (the same answer for all three)",
 }
 
 
@@ -309,7 +313,8 @@ class Status(SessionEvent, tag="status", kw_only=True):
     microphone — audio published before it is not heard), `livekit.degraded` / `livekit.recovered` /
     `livekit.failed` (the agent's own LiveKit connection), `interims_dropped` and `asr_backlog` (the model
     is behind), `asr_error`, `replay.truncated`, `transcription.gap` (a cluster's LiveKit session moved to
-    another worker: the room's audio between `from` and `to` was not transcribed)"""
+    another worker: the room's audio between `from` and `to` was not transcribed), `recording.failed` (the
+session's recording could not be written — the disk; transcription goes on, the recording stops)"""
 
     seq: int | None = None  # type: ignore[assignment]  # only replay.truncated, sent outside the numbering, has none
     code: str
@@ -347,6 +352,25 @@ class SessionEnded(Forwardable, tag="session.ended"):
             'could not open its media)'
         ),
     ]
+
+
+class RecordingReady(SessionEvent, tag="recording.ready"):
+    """the session's recording is complete on the server (sessions recorded: `session.start {record: true}` or
+    `ROOMSCRIBE_RECORD`); comes right before `session.ended`"""
+
+    session_id: str
+    duration: Annotated[float, Meta(description="seconds of audio recorded (the longest participant's)")]
+    url: Annotated[
+        str,
+        Meta(description="the audio (FLAC, 16 kHz mono): a path on the control server's HTTP origin; GET it with "
+        "the control token"),
+    ]
+    transcript_url: Annotated[
+        str, Meta(description="the finals: add `?format=json` (default), `vtt` or `srt`")
+    ]
+    participants: Annotated[
+        list[str] | None, Meta(description="multi-user: whose audio was recorded (`url` + `?participant=`)")
+    ] = None
 
 
 class AuthExpiring(ServerMessage, tag="auth.expiring"):
@@ -405,6 +429,7 @@ class Error(Reply, tag="error"):
 SERVER_MESSAGES: tuple[type[ServerMessage], ...] = (
     Hello, SessionReady, SpeechStart, InterimTranscript, FinalTranscript, SpeechEnd, PublishStart, PublishStop,
     Token, Status, SessionEnded, Pong, Subscribed, Unsubscribed, Error, AuthExpiring, AuthExpired, AuthRefreshed,
+    RecordingReady,
 )  # fmt: skip
 SERVER_MESSAGE_TYPES: tuple[str, ...] = tuple(tag_of(cls) for cls in SERVER_MESSAGES)
 #: Event types a monitor subscription may ask for (never `token`: LiveKit credentials).
@@ -457,6 +482,10 @@ class SessionStart(Request, tag="session.start"):
         ),
     ] = None
     protocol: ProtocolVersion = 1
+    record: Annotated[
+        bool,
+        Meta(description="record the session's audio and finals on the server (`record` claim; see Recording)"),
+    ] = False
 
 
 class SessionStop(Request, tag="session.stop"):

@@ -15,9 +15,10 @@ from control.app import create_app
 from control.cluster_livekit import ClusterLiveKitTransport
 from control.cluster_manager import ClusterSessionManager
 from control.cluster_store import ClusterStore
-from control.config import Settings
+from control.config import ConfigError, Settings
 from control.livekit_media import LiveKitTransport
 from control.media import MediaTransport
+from control.recordings import Recordings
 from control.session import SessionManager
 from control.ws_media import WsTransport
 
@@ -47,6 +48,8 @@ class ControlServer:
         self.port = settings.port
         self.devserver: DevServer | None = None
         self.livekit_url = settings.livekit_url
+        #: The session recordings (`roomscribe serve`; a control replica records nothing).
+        self.recordings: Recordings | None = None
 
     @property
     def engine(self) -> AsrEngine:
@@ -60,6 +63,8 @@ class ControlServer:
 
     async def start(self) -> None:
         self.settings.check_serving()  # ConfigError: weak secret, dev conveniences off loopback
+        if self.cluster is not None and self.settings.record:
+            raise ConfigError("ROOMSCRIBE_RECORD: a cluster does not record sessions (only `roomscribe serve` does)")
         if self._own_engine:
             await self.engine.start()
         if self.cluster is not None:
@@ -68,7 +73,11 @@ class ControlServer:
         transports: dict[str, MediaTransport] = {"ws": self._ws_transport()}
         if self.settings.livekit_enabled:
             transports["livekit"] = await self._start_livekit()
-        self.manager = SessionManager(pipeline_factory=self._new_pipeline, transports=transports, **self._session_settings())
+        self.recordings = Recordings.from_settings(self.settings)
+        await self.recordings.start()
+        self.manager = SessionManager(
+            pipeline_factory=self._new_pipeline, transports=transports, recordings=self.recordings, **self._session_settings()
+        )
         await self._start_site(self.manager)
 
     async def _cluster_manager(self, store: ClusterStore) -> ClusterSessionManager:
@@ -166,6 +175,9 @@ class ControlServer:
             self._site = None
         if self.manager is not None:
             await self.manager.close()
+        if self.recordings is not None:
+            await self.recordings.close()
+            self.recordings = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -39,6 +39,8 @@ from control.schema import (
 from control.ws_media import WsTransport
 
 if TYPE_CHECKING:
+    from control.recording import SessionRecording
+    from control.recordings import Recordings
     from control.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class SessionOptions:
     interim: bool
     echo: bool
     multi_user: bool = False
+    record: bool = False  # record its audio and finals (control/recording.py)
 
 
 class Session:
@@ -86,6 +89,9 @@ class Session:
         self.seq = 0
         self.outbox: Outbox | None = None
         self.ended = False
+        #: Set once ending finalised its open utterances: pipeline events after that are not sent
+        #: (while its recording is finished, before `ended`).
+        self.finalised = False
         #: Set once ending began (its open utterances are being finalised; no resume any more).
         self.ending: asyncio.Task[None] | None = None
         self._log: deque[Numbered] = deque(maxlen=replay_limit)
@@ -99,6 +105,10 @@ class Session:
         self.limit_task: asyncio.Task[None] | None = None
         #: How the session's audio arrives (its transport's part of the session).
         self.media: SessionMedia = media_transport.session_media(self)
+        #: Its recording, when it is recorded.
+        self.recording: SessionRecording | None = None
+        #: Events held until session.ready went out (None once it has): see `emit_when_ready`.
+        self._held: list[EventFactory] | None = []
 
     @property
     def transport(self) -> str:
@@ -113,12 +123,27 @@ class Session:
         """
         self.seq += 1
         message = event(self.seq) if callable(event) else _numbered({**event, "seq": self.seq})
+        if self.recording is not None:
+            self.recording.observe(message)
         if message.replayed:
             if len(self._log) == self._log.maxlen:
                 self._evicted_upto = self._log[0].seq
             self._log.append(message)
         self.deliver(message)
         return self.seq
+
+    def emit_when_ready(self, event: EventFactory) -> None:
+        """Emit an event now, or right after session.ready if that has not gone out yet."""
+        if self._held is None:
+            self.emit(event)
+        else:
+            self._held.append(event)
+
+    def ready_sent(self) -> None:
+        """session.ready went out: the events held for it follow."""
+        held, self._held = self._held, None
+        for event in held or ():
+            self.emit(event)
 
     def deliver(self, message: Numbered) -> None:
         """Send a numbered event to the attached socket and the watchers (a cluster session journals
@@ -133,7 +158,7 @@ class Session:
             watcher.deliver(self.id, self.user, message)
 
     def on_pipeline_event(self, event: PipelineEvent) -> None:
-        if self.ended:
+        if self.ended or self.finalised:
             return
         self.media.observe(event)
         if isinstance(event, InterimTranscript) and not self.options.interim:
@@ -152,6 +177,8 @@ class Session:
         if pipeline is None:
             pipeline = self._pipeline_factory(self.on_pipeline_event, participant)
             self._pipelines[participant] = pipeline
+            if self.recording is not None:
+                self.recording.tap(pipeline, participant)
         return pipeline
 
     async def finish_speech(self, participant: str | None = None) -> None:
@@ -210,6 +237,12 @@ class Session:
         return False
 
 
+def _report_recording_error(session: Session, code: str, message: str) -> None:
+    """A session's recording failed: tell its client (after session.ready), unless it is over."""
+    if not session.ended:
+        session.emit_when_ready(lambda seq: Status(seq=seq, code=code, message=message))
+
+
 def _numbered(data: dict[str, Any]) -> Numbered:
     """A numbered event given as a dict, checked against the schema (undeclared fields included)."""
     try:
@@ -235,9 +268,11 @@ class SessionManager:
         transports: Mapping[str, MediaTransport] | None = None,
         finish_timeout_s: float = 60.0,
         max_session_s: float = 0.0,
+        recordings: Recordings | None = None,
     ) -> None:
         """`transports` by name (the schema's `Transport`); without it, only ws with its defaults.
-        A session is stopped (`max_duration`) after `max_session_s` (0: never)."""
+        A session is stopped (`max_duration`) after `max_session_s` (0: never). Sessions with
+        `record` are recorded in `recordings` (None: this server records nothing)."""
         self._pipeline_factory = pipeline_factory
         self.grace_period_s = grace_period_s
         self.finish_timeout_s = finish_timeout_s
@@ -245,6 +280,7 @@ class SessionManager:
         self.room_prefix = room_prefix
         self.replay_limit = replay_limit
         self.max_session_s = max_session_s
+        self.recordings = recordings
         self.transports: dict[str, MediaTransport] = dict(transports) if transports is not None else {"ws": WsTransport()}
         self.sessions: dict[str, Session] = {}
         self._by_user: dict[str, Session] = {}
@@ -274,6 +310,15 @@ class SessionManager:
         session = await self.new_session(
             "s_" + secrets.token_urlsafe(12), user, room or room_name(self.room_strategy, self.room_prefix, user), options
         )
+        if options.record and self.recordings is not None:
+            session.recording = await self.recordings.open(
+                session.id,
+                user=user,
+                room=session.room,
+                transport=options.transport,
+                multi_user=options.multi_user,
+                on_error=partial(_report_recording_error, session),
+            )
         while (previous := self._by_user.get(user)) is not None:  # registered while this one was made
             await self.end(previous, "replaced")
         self.sessions[session.id] = session
@@ -375,6 +420,11 @@ class SessionManager:
                 )
         except Exception:
             log.exception("session %s (%s): finalising open utterances failed", session.id, reason)
+        session.finalised = True
+        if session.recording is not None and self.recordings is not None:
+            summary = await self.recordings.finish(session.recording, reason)
+            if summary is not None and reason != "error":  # "error": the session never started
+                session.emit(summary.message)
         session.ended = True
         ended = SessionEnded(session_id=session.id, reason=reason)
         if notify:

@@ -8,6 +8,7 @@ import functools
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from dotenv import load_dotenv
 
@@ -17,6 +18,7 @@ from roomscribe.client.errors import ClientError
 from roomscribe.client.events import SessionEnded
 from roomscribe.client.options import ClientOptions
 from roomscribe.client.printer import EventPrinter
+from roomscribe.client.recording import RecordingCatcher, save_recording
 from roomscribe.client.sources import MicrophoneUnavailable, PcmStream, microphone_stream, wav_stream
 from roomscribe.client.stream import send_stream
 from roomscribe.common.backoff import Backoff
@@ -71,6 +73,10 @@ def push_parser() -> argparse.ArgumentParser:
     parser.add_argument("--user", default="cli", help="user id of the minted token (default cli)")
     parser.add_argument("--fast", action="store_true", help="ws: send the file as fast as the server takes it")
     parser.add_argument("--no-interim", action="store_true", help="finals only")
+    parser.add_argument("--record", action="store_true",
+                        help="have the server record the session, then save its audio and transcript here")
+    parser.add_argument("--save-dir", default=".",
+                        help="with --record: where to save <session_id>.flac, .json and .vtt (default: .)")
     parser.add_argument("--queue-ms", type=int, default=20,
                         help="livekit: the SDK's audio queue in ms (default 20; raise it on a loaded machine)")
     _common(parser)
@@ -78,7 +84,7 @@ def push_parser() -> argparse.ArgumentParser:
 
 
 def push_main(argv: list[str]) -> int:
-    """`roomscribe push FILE|--mic [--transport ws|livekit] [--url] [--token] [--user] [--fast]`."""
+    """`roomscribe push FILE|--mic [--transport ws|livekit] [--url] [--token] [--user] [--fast] [--record]`."""
     args = _prepare(push_parser(), argv)
     try:
         return asyncio.run(_push(args))
@@ -101,13 +107,14 @@ def _source(file: str | None, mic: bool, transport: str, fast: bool) -> PcmStrea
 async def _push(args: argparse.Namespace) -> int:
     return await push(
         args.url,
-        _token(args, args.user),
+        _token(args, args.user, ("record",) if args.record else ()),
         file=args.file,
         mic=args.mic,
         transport=args.transport,
         fast=args.fast,
         interim=not args.no_interim,
         queue_ms=args.queue_ms,
+        save_recording_to=Path(args.save_dir) if args.record else None,
     )
 
 
@@ -122,36 +129,46 @@ async def push(
     interim: bool = True,
     queue_ms: int = 20,
     printer: EventPrinter | None = None,
+    save_recording_to: Path | None = None,
 ) -> int:
     """Stream a file (or the microphone) as one session and print its events; 0 when a final
-    arrived and no error did. `transport=None` takes the server's default."""
+    arrived and no error did. `transport=None` takes the server's default. With
+    `save_recording_to`, the server records the session and its files are saved there at the end."""
     if mic:
         microphone_stream()  # fail early, with the install hint, before connecting
     printer = printer or EventPrinter()
     client = ControlClient(url, token)
     client.on(printer)
+    recording = RecordingCatcher()
+    client.on(recording)
+    record = save_recording_to is not None
     try:
         hello = await client.connect()
         transport = transport or hello.get("default_transport") or "ws"
         stream = _source(file, mic, transport, fast)
         if transport == "livekit":
-            await _push_livekit(client, stream, interim, queue_ms)
+            await _push_livekit(client, stream, interim, queue_ms, record)
         else:
             await client.start_session(transport="ws", sample_rate=stream.sample_rate, channels=stream.channels,
-                                       interim=interim)
+                                       interim=interim, **({"record": True} if record else {}))
             await send_stream(client, stream)
         await client.stop_session()
+        if save_recording_to is not None:
+            if recording.ready is None:
+                raise ClientError("the session ended without a recording (see the status messages above)")
+            for path in await save_recording(client, recording.ready, save_recording_to):
+                print(f"saved {path}", file=sys.stderr, flush=True)
     finally:
         await client.close()
     return 0 if printer.finals and not printer.errors else 1
 
 
-async def _push_livekit(client: ControlClient, stream: PcmStream, interim: bool, queue_ms: int) -> None:
+async def _push_livekit(client: ControlClient, stream: PcmStream, interim: bool, queue_ms: int, record: bool = False) -> None:
     from roomscribe.client.livekit_publisher import LiveKitPublisher
 
     publisher = LiveKitPublisher(client, queue_size_ms=queue_ms)
     try:
-        await client.start_session(transport="livekit", interim=interim)
+        await client.start_session(transport="livekit", interim=interim, **({"record": True} if record else {}))
         await publisher.publish(stream)
     finally:
         await publisher.close()

@@ -20,8 +20,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from functools import partial
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import aiohttp
+import msgspec
 
 from control.schema import (
     CLOSE_START_TIMEOUT,
@@ -49,6 +51,26 @@ from roomscribe.client.options import ClientOptions, ClientStats, ConnectionStat
 log = logging.getLogger(__name__)
 
 TokenSource = str | Callable[[], str | Awaitable[str]]
+
+
+class HttpRefusal(msgspec.Struct):
+    """What the server says when it refuses an HTTP request: a code and a message."""
+
+    code: str
+    message: str
+
+
+class HttpErrorBody(msgspec.Struct):
+    """The JSON body of a refused HTTP request."""
+
+    error: HttpRefusal
+
+
+def http_origin(control_url: str) -> str:
+    """`http(s)://host:port` of a control socket URL (`ws(s)://host:port/v1/control`)."""
+    parts = urlsplit(control_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return f"{scheme}://{parts.netloc}"
 __all__ = ["ControlClient", "Subscription", "TokenSource"]
 
 
@@ -272,6 +294,23 @@ class ControlClient:
     async def send_vad(self, speaking: bool) -> None:
         """LiveKit sessions with VAD gating: report the client's own voice activity."""
         await self._send(await self._wait_connected(), Vad(speaking=speaking))
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+    async def download(self, path: str) -> bytes:
+        """GET `path` on the server's HTTP origin with the control token, e.g. `recording.ready`'s
+        `url` or `transcript_url`; a refusal is a ServerError with the server's code."""
+        if self._http is None:
+            raise ClientError("connect() first")
+        url = http_origin(self.url) + path
+        async with self._http.get(url, headers={"Authorization": f"Bearer {await self._token_now()}"}) as response:
+            body = await response.read()
+            if response.status == 200:
+                return body
+            try:
+                refusal = msgspec.json.decode(body, type=HttpErrorBody).error
+            except msgspec.DecodeError:  # ValidationError included: not the server's coded answer
+                raise ServerError("http_error", f"GET {path} answered HTTP {response.status}") from None
+            raise ServerError(refusal.code, refusal.message, msgspec.to_builtins(refusal))
 
     # -- monitor subscriptions --------------------------------------------------------------------
     async def subscribe(

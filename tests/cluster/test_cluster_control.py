@@ -22,6 +22,7 @@ import pytest
 
 from agent.asr import AsrEngine
 from cluster_harness import ClusterHarness, key_event
+from control.config import ConfigError
 from control_harness import RawClient
 from redis_server import RedisServer
 from roomscribe.client.audio_files import read_wav
@@ -421,3 +422,20 @@ async def test_a_draining_worker_hands_its_session_over(cluster: Cluster) -> Non
     assert seqs == list(range(1, len(seqs) + 1))
     assert wer(LIBRI_TEXT + " " + JFK_TEXT, " ".join(f["text"] for f in finals)) <= 0.12
     await client.close()
+
+
+async def test_a_cluster_does_not_record_and_says_so(cluster: Cluster) -> None:
+    """Recording is `roomscribe serve`'s: a replica refuses `record: true` (coded), and will not
+    start with ROOMSCRIBE_RECORD (it would silently record nothing)."""
+    replica = await cluster.replica()
+    client = await replica.connect("rex", token=replica.token("rex", permissions=("record",)))
+    await client.send(type="session.start", id="s", transport="ws", record=True)
+    error = await client.wait_type("error", id="s")
+    assert error["code"] == "recording.unavailable"
+    assert replica.server.manager is not None and not replica.server.manager.sessions
+    for path in ("/v1/sessions/s_x/recording", "/v1/sessions/s_x/transcript"):  # no download routes
+        async with cluster.http.get(replica.server.http_url + path) as response:
+            assert response.status == 404
+    await client.close()
+    with pytest.raises(ConfigError, match="ROOMSCRIBE_RECORD"):
+        await cluster.replica(record=True)
