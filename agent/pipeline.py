@@ -477,9 +477,12 @@ class TranscriptionPipeline:
         )
 
     def _session_words(self, u: _Utterance, segs: Sequence[AsrSegment]) -> tuple[Word, ...]:
-        """Word times in session seconds, clamped to the audio the model actually heard."""
+        """Word times in session seconds, clamped to the utterance (the final's `start`..`end`: the
+        model hears a little pre-roll before it, and Whisper's last word tends to run on into the
+        silence after it)."""
         off = self._sec(u.audio_start - self._lead_in.size)
-        lo, hi = self._sec(u.audio_start), self._sec(u.audio_end)
+        assert u.end is not None
+        lo, hi = self._sec(u.start), self._sec(max(u.end, u.audio_start + 1))
         out = []
         for seg in segs:
             for w in seg.words:
