@@ -9,6 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from agent.config import PipelineConfig
+from control.config import ConfigError, Settings
+from control_harness import serving
 from roomscribe.client.audio_files import read_wav
 from speech_samples import JFK, ROOT, pcm_frames, silence
 
@@ -110,3 +113,29 @@ async def test_bad_options_get_coded_errors_and_the_socket_goes_on(control, fiel
     await client.wait_type("session.ready", id="good")
     client.check_schema()
     await client.close()
+
+
+async def test_the_servers_defaults_apply_unless_the_session_sets_its_own(engine) -> None:
+    defaults = PipelineConfig(keyterms=("Waldo",), word_timestamps=True)
+    async with serving(engine, pipeline=defaults) as server:
+        default, _ = await transcribe(server, "default", WALDO)
+        assert "Waldo's" in " ".join(f["text"] for f in default), default
+        assert all(f["words"] for f in default)
+        own, _ = await transcribe(server, "own", WALDO, keyterms=[], words=False)
+        assert "waldo" not in " ".join(f["text"] for f in own).lower(), own
+        assert all("words" not in f for f in own)
+
+
+def test_settings_read_the_defaults_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {"ROOMSCRIBE_KEYTERMS": " Waldo, Digium ,,", "ROOMSCRIBE_PROMPT": "A phone menu.", "ROOMSCRIBE_WORDS": "true"}
+    )
+    assert settings.pipeline.keyterms == ("Waldo", "Digium")
+    assert settings.pipeline.prompt == "A phone menu." and settings.pipeline.word_timestamps
+    assert Settings.from_env({}).pipeline == PipelineConfig()
+    with pytest.raises(ConfigError, match="ROOMSCRIBE_KEYTERMS"):
+        Settings.from_env({"ROOMSCRIBE_KEYTERMS": "x" * 51})
+    with pytest.raises(ConfigError, match="223"):
+        Settings.from_env({"ROOMSCRIBE_PROMPT": "zq " * 300})
+    with pytest.raises(ConfigError, match="ROOMSCRIBE_WORDS"):
+        Settings.from_env({"ROOMSCRIBE_WORDS": "maybe"})
