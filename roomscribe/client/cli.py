@@ -8,6 +8,7 @@ import functools
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from dotenv import load_dotenv
 
@@ -71,6 +72,10 @@ def push_parser() -> argparse.ArgumentParser:
     parser.add_argument("--user", default="cli", help="user id of the minted token (default cli)")
     parser.add_argument("--fast", action="store_true", help="ws: send the file as fast as the server takes it")
     parser.add_argument("--no-interim", action="store_true", help="finals only")
+    parser.add_argument("--keyterm", action="append", default=None, metavar="TERM",
+                        help="a word or name to spell right (repeatable; replaces the server's ROOMSCRIBE_KEYTERMS)")
+    parser.add_argument("--prompt", default=None, help="text the speech follows on from (a topic, spellings)")
+    parser.add_argument("--words", action="store_true", help="word times and confidences on every final (printed)")
     parser.add_argument("--queue-ms", type=int, default=20,
                         help="livekit: the SDK's audio queue in ms (default 20; raise it on a loaded machine)")
     _common(parser)
@@ -108,6 +113,9 @@ async def _push(args: argparse.Namespace) -> int:
         fast=args.fast,
         interim=not args.no_interim,
         queue_ms=args.queue_ms,
+        keyterms=args.keyterm,
+        prompt=args.prompt,
+        words=args.words or None,
     )
 
 
@@ -122,9 +130,13 @@ async def push(
     interim: bool = True,
     queue_ms: int = 20,
     printer: EventPrinter | None = None,
+    keyterms: list[str] | None = None,
+    prompt: str | None = None,
+    words: bool | None = None,
 ) -> int:
     """Stream a file (or the microphone) as one session and print its events; 0 when a final
-    arrived and no error did. `transport=None` takes the server's default."""
+    arrived and no error did. `transport=None` takes the server's default; `keyterms`, `prompt`,
+    `words`: the session's decoding options (None: the server's defaults)."""
     if mic:
         microphone_stream()  # fail early, with the install hint, before connecting
     printer = printer or EventPrinter()
@@ -134,11 +146,12 @@ async def push(
         hello = await client.connect()
         transport = transport or hello.get("default_transport") or "ws"
         stream = _source(file, mic, transport, fast)
+        decoding = {k: v for k, v in (("keyterms", keyterms), ("prompt", prompt), ("words", words)) if v is not None}
         if transport == "livekit":
-            await _push_livekit(client, stream, interim, queue_ms)
+            await _push_livekit(client, stream, interim, queue_ms, decoding)
         else:
             await client.start_session(transport="ws", sample_rate=stream.sample_rate, channels=stream.channels,
-                                       interim=interim)
+                                       interim=interim, **decoding)
             await send_stream(client, stream)
         await client.stop_session()
     finally:
@@ -146,12 +159,14 @@ async def push(
     return 0 if printer.finals and not printer.errors else 1
 
 
-async def _push_livekit(client: ControlClient, stream: PcmStream, interim: bool, queue_ms: int) -> None:
+async def _push_livekit(
+    client: ControlClient, stream: PcmStream, interim: bool, queue_ms: int, decoding: dict[str, Any]
+) -> None:
     from roomscribe.client.livekit_publisher import LiveKitPublisher
 
     publisher = LiveKitPublisher(client, queue_size_ms=queue_ms)
     try:
-        await client.start_session(transport="livekit", interim=interim)
+        await client.start_session(transport="livekit", interim=interim, **decoding)
         await publisher.publish(stream)
     finally:
         await publisher.close()
