@@ -38,7 +38,7 @@ async def test_push_with_keyterms_and_a_prompt(control, monkeypatch, capsys) -> 
     assert code == 0, out
     assert "Waldo's" in out, out
     code = await asyncio.to_thread(push_main, [waldo, "--url", control.server.url, "--keyterm", "", *NO_ENV_FILE])
-    assert code != 0 and "prompt.invalid" in capsys.readouterr().out
+    assert code == 2 and "prompt.invalid" in capsys.readouterr().err
 
 
 def test_push_passes_its_decoding_options_on(monkeypatch) -> None:
