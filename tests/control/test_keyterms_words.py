@@ -22,7 +22,9 @@ pytestmark = pytest.mark.timeout(180)
 WALDO = ROOT / "examples" / "audio" / "asterisk_waldo.wav"
 
 
-async def transcribe(control: Any, user: str, path: Any, **start: Any) -> tuple[list[dict[str, Any]], Any]:
+async def transcribe(
+    control: Any, user: str, path: Any, stop_timeout_s: float = 120.0, **start: Any
+) -> tuple[list[dict[str, Any]], Any]:
     """Stream a recording through a ws session started with `start`; its finals and the client."""
     client = await control.connect(user)
     await client.send(type="session.start", id="s", transport="ws", **start)
@@ -31,7 +33,7 @@ async def transcribe(control: Any, user: str, path: Any, **start: Any) -> tuple[
         await client.ws.send_bytes(frame)
         await asyncio.sleep(0.02 / 8)  # 8× real time
     await client.send(type="session.stop", id="stop")
-    await client.wait_type("session.ended")
+    await client.wait_type("session.ended", timeout=stop_timeout_s)
     await client.close()
     return client.of_type("transcript.final"), client
 
@@ -56,10 +58,13 @@ async def test_a_prompt_biases_the_decoder_too(control) -> None:
     assert "Waldo's" in text, text
 
 
-async def test_words_carry_times_in_the_utterance_and_confidences(control, engine) -> None:
-    finals, client = await transcribe(control, "words", JFK, words=True)
+@pytest.mark.timeout(360)
+async def test_words_carry_times_in_the_utterance_and_confidences(engine) -> None:
+    # Finals with words take the model's full 30-s window: give `session.stop` time on a loaded machine.
+    async with serving(engine, finish_timeout_s=240.0) as control:
+        finals, client = await transcribe(control, "words", JFK, words=True, interim=False, stop_timeout_s=240.0)
     client.check_schema()
-    assert finals
+    assert finals, client.events
     starts = {e["utterance_id"]: e["start"] for e in client.of_type("speech.start")}
     ends = {e["utterance_id"]: e["end"] for e in client.of_type("speech.end")}
     heard: list[dict[str, Any]] = []
@@ -82,6 +87,7 @@ async def test_words_carry_times_in_the_utterance_and_confidences(control, engin
     offline = [w for s in segments for w in (s.words or ())]
     expected = [w.start for w in offline if w.word.strip(" ,.").lower() == "country"]
     got = [w["start"] for w in heard if w["word"].strip(" ,.").lower() == "country"]
+    print("country offline vs streamed:", expected, got)
     assert len(expected) == len(got) == 2, (expected, got)
     for want, have in zip(expected, got, strict=True):
         assert abs(want - have) <= 0.3, (expected, got)
@@ -115,10 +121,11 @@ async def test_bad_options_get_coded_errors_and_the_socket_goes_on(control, fiel
     await client.close()
 
 
+@pytest.mark.timeout(360)
 async def test_the_servers_defaults_apply_unless_the_session_sets_its_own(engine) -> None:
     defaults = PipelineConfig(keyterms=("Waldo",), word_timestamps=True)
-    async with serving(engine, pipeline=defaults) as server:
-        default, _ = await transcribe(server, "default", WALDO)
+    async with serving(engine, pipeline=defaults, finish_timeout_s=240.0) as server:
+        default, _ = await transcribe(server, "default", WALDO, stop_timeout_s=240.0)
         assert "Waldo's" in " ".join(f["text"] for f in default), default
         assert all(f["words"] for f in default)
         own, _ = await transcribe(server, "own", WALDO, keyterms=[], words=False)
