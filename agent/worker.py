@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from functools import partial
 
 from redis.exceptions import RedisError
 
@@ -22,7 +23,7 @@ from agent.config import PipelineConfig
 from agent.prompting import session_config
 from agent.worker_livekit import LiveKitWorkerSession
 from agent.worker_session import Outcome, WorkerSession
-from control.cluster_store import ClusterStore
+from control.cluster_store import ClusterStore, until_redis_answers
 from control.livekit_media import LiveKitTransport
 from control.schema import Accepted, Refused, SessionJob, SessionRecord, WorkerState
 
@@ -125,12 +126,9 @@ class TranscriptionWorker:
     # -- jobs --------------------------------------------------------------------------------------
     async def _job_loop(self, after: str) -> None:
         while True:
-            try:
-                entries = await self.store.read_jobs(self.worker_id, after, block_ms=1000)
-            except (RedisError, OSError) as exc:
-                log.warning("worker %s: reading jobs failed (%s); retrying", self.worker_id, exc)
-                await asyncio.sleep(0.5)
-                continue
+            entries = await until_redis_answers(
+                partial(self.store.read_jobs, self.worker_id, after, block_ms=1000), f"worker {self.worker_id}: reading jobs"
+            )
             for entry in entries:
                 after = entry.id
                 if not isinstance(entry.message, SessionJob):

@@ -397,11 +397,7 @@ class ControlConnection:
 
     async def _on_subscribe(self, message: Subscribe) -> None:
         session_id, user, events = message.session_id, message.user, message.events
-        if session_id is not None:
-            target = self.manager.sessions.get(session_id)
-            owner = target.user if target is not None else None
-        else:
-            owner = user
+        owner = await self.manager.owner_of(session_id) if session_id is not None else user
         if owner != self.claims.user and not self.claims.allows("monitor"):
             # The same answer for "not yours" and "does not exist" reveals nothing about other users.
             raise ProtocolError(
@@ -411,7 +407,7 @@ class ControlConnection:
         if refusal is not None:
             raise refusal
         subscription = Subscription(outbox=self, events=frozenset(events), session_id=session_id, user=user)
-        self.manager.subscribe(subscription)
+        await self.manager.subscribe(subscription)
         self._started = True
         self.send_message(subscription.reply(message.id))
 

@@ -349,7 +349,8 @@ class SessionEnded(Forwardable, tag="session.ended"):
         Meta(
             description='"stopped" (`session.stop`), "replaced" (the same user started another session), '
             '"resumed_elsewhere" (the session goes on, on the socket that resumed it; only this socket sees it), '
-            '"server_shutdown", "max_duration" (`ROOMSCRIBE_MAX_SESSION_S`), and, seen only by subscribers as no '
+            '"server_shutdown", "max_duration" (`ROOMSCRIBE_MAX_SESSION_S`), "lost" (cluster: Redis lost the session\'s '
+            'state, e.g. it restarted without its data; start a new session), and, seen only by subscribers as no '
             'socket is attached then, "grace_expired" (no resume within the grace period) and "error" (the session '
             'could not open its media)'
         ),
@@ -790,9 +791,25 @@ class Released(ClusterMessage, tag="released", kw_only=True):
     worker_id: str
 
 
+class ReplaceIn(ClusterMessage, tag="replace", kw_only=True):
+    """control → control (the session's output stream, which its replica reads): the user started a
+    new session on another replica; end this one as `replaced` (one session per user in the cluster)."""
+
+    by: Annotated[str, Meta(description="the replica where the user's new session starts")]
+
+
+class Watched(ClusterMessage, tag="watched", kw_only=True):
+    """control → control (published on the user's watch channel): a session event for monitor
+    subscriptions on any replica (`subscribe`), sent by the replica that holds the session."""
+
+    session_id: str
+    user: str
+    message: msgspec.Raw
+
+
 CLUSTER_MESSAGES: tuple[type[ClusterMessage], ...] = (
     SessionRecord, WorkerState, SessionJob, Checkpoint, AudioIn, FinishIn, VadIn, ReadyIn, EndIn, Accepted, Refused,
-    EventOut, Finished, Released,
+    EventOut, Finished, Released, ReplaceIn, Watched,
 )  # fmt: skip
 _CLUSTER_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(reduce(operator.or_, CLUSTER_MESSAGES))
 

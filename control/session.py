@@ -399,7 +399,12 @@ class SessionManager:
         log.info("session %s ended (%s)", session.id, reason)
 
     # -- monitor subscriptions ----------------------------------------------------------------
-    def subscribe(self, subscription: Subscription) -> Session | None:
+    async def owner_of(self, session_id: str) -> str | None:
+        """The user whose live session `session_id` is (None: there is none)."""
+        session = self.sessions.get(session_id)
+        return session.user if session is not None and not session.ended else None
+
+    async def subscribe(self, subscription: Subscription) -> Session | None:
         """Register a subscription; returns the session it watches now, if any."""
         if subscription.session_id is not None:
             session = self.sessions.get(subscription.session_id)
