@@ -87,7 +87,7 @@ async def test_keyterms_and_words_travel_to_the_worker(cluster: Cluster) -> None
     client = await replica.connect("alice")
     await client.send(type="session.start", id="s", transport="ws", keyterms=["Waldo"], words=True)
     ready = await client.wait_type("session.ready", id="s")
-    state = await cluster._stores[0].session(ready["session_id"])
+    state = await cluster.store().session(ready["session_id"])
     assert state is not None and (state.record.keyterms, state.record.prompt, state.record.words) == (["Waldo"], None, True)
     await stream(client, pcm_frames(speech(ROOT / "examples" / "audio" / "asterisk_waldo.wav")))
     await client.send(type="session.stop", id="stop")
