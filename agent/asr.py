@@ -23,6 +23,7 @@ from roomscribe.common.audio import SAMPLE_RATE
 
 from .config import AsrConfig
 from .priority import lower_current_thread_priority, run_in_low_priority_thread
+from .prompting import DecoderPrompt
 from .scheduler import AsrJob, AsrScheduler, JobKind
 
 if TYPE_CHECKING:
@@ -139,6 +140,9 @@ class WhisperBackend:
             without_timestamps=not word_ts,
             word_timestamps=word_ts,
             vad_filter=False,
+            # The same inputs the adaptive backend builds its prompt from (agent/prompting.py).
+            initial_prompt=job.prompt.initial_prompt if job.prompt else None,
+            hotwords=job.prompt.hotwords if job.prompt else None,
         )
         out = []
         for s in segments:  # the generator does the decoding
@@ -246,12 +250,14 @@ class AsrEngine:
         word_timestamps: bool = False,
         is_stale: Callable[[], bool] | None = None,
         speculative: bool = False,
+        prompt: DecoderPrompt | None = None,
     ) -> AsrJob:
         """Thread-safe, non-blocking: queue a job and return it (`job.future` settles with an
         `AsrResult`, or None if the interim was dropped — then `job.drop_reason` says why).
 
         `speculative=True` (with `final=True`) queues a droppable final below real finals and above
-        interims; cancel it with `job.future.cancel()` while it is still queued.
+        interims; cancel it with `job.future.cancel()` while it is still queued. `prompt`: keyterms
+        and a prompt that bias this job's decoding (agent/prompting.py).
         """
         if not self._started:
             raise RuntimeError("AsrEngine.start() was not called")
@@ -264,6 +270,7 @@ class AsrEngine:
             owner=owner,
             audio=np.ascontiguousarray(audio, dtype=np.float32),
             word_timestamps=word_timestamps,
+            prompt=prompt or None,
             is_stale=None if kind is JobKind.FINAL else is_stale,
         )
         self.scheduler.submit(job)
@@ -277,10 +284,11 @@ class AsrEngine:
         owner: str,
         word_timestamps: bool = False,
         is_stale: Callable[[], bool] | None = None,
+        prompt: DecoderPrompt | None = None,
     ) -> AsrResult | None:
         """Queue a job and await its result (None = interim dropped)."""
         job = self.submit(
-            audio, final=final, owner=owner, word_timestamps=word_timestamps, is_stale=is_stale
+            audio, final=final, owner=owner, word_timestamps=word_timestamps, is_stale=is_stale, prompt=prompt
         )
         return await asyncio.wrap_future(job.future)
 

@@ -53,6 +53,9 @@ class PipelineConfig:
     speculative_delay_s: float = 0.1  # silence before the speculative decode starts
     speculative_min_logprob: float = -0.7  # a less confident speculative result is redone
     word_timestamps: bool = False  # word times on finals (costs extra decoding work)
+    # Decoder bias (agent/prompting.py): terms to spell right (hotwords) and text the speech follows.
+    keyterms: tuple[str, ...] = ()
+    prompt: str = ""
     max_pending_finals: int = 4  # per pipeline, before an "asr_backlog" notice (finals never drop)
     drop_notice_interval_s: float = 10.0  # of session audio between "interims_dropped" notices
     # Text guards against Whisper hallucinations.

@@ -12,6 +12,11 @@ without number normalisation): full window 10.8% at 0.61 CPU-s/clip; min 10 s 11
 min 5 s 14.4%; min 3 s 14.4%; min 10 s batched by 4: 11.6% at 0.14. On 20 chunks of 10-15 s the
 full and 10-s-minimum windows gave identical transcripts (9.4% WER) at 0.69 vs 0.32 CPU-s.
 Finals that need word timestamps use the full faster-whisper path.
+
+Keyterms and a prompt (agent/prompting.py) are per job: each job's decoder prompt is built as
+faster-whisper builds it, and a batch holds jobs whose prompts have the same length (CTranslate2
+needs <|startoftranscript|> at the same position in every item), so a session that asked for no
+bias decodes with the default prompt, batched as before.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 
 from .asr import AsrResult, AsrSegment, WhisperBackend
 from .config import AsrConfig
+from .prompting import DecoderPrompt, decoder_prompt
 from .scheduler import AsrJob
 
 if TYPE_CHECKING:  # untyped libraries (Any to mypy): named for the reader
@@ -43,6 +49,7 @@ class ShortWindowBackend(WhisperBackend):
         self._tokenizer: Tokenizer | None = None
         self._suppress: list[int] = []
         self._prompt: list[int] = []
+        self._prompts: dict[DecoderPrompt, list[int]] = {}  # biased prompts built so far (bounded)
 
     def load(self) -> None:
         super().load()
@@ -57,7 +64,21 @@ class ShortWindowBackend(WhisperBackend):
             language=self.config.language if m.model.is_multilingual else None,
         )
         self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
-        self._prompt = m.get_prompt(self._tokenizer, [], without_timestamps=True)
+        self._prompt = decoder_prompt(m, self._tokenizer, None, without_timestamps=True)
+
+    def prompt_for(self, job: AsrJob) -> list[int]:
+        """The job's decoder prompt tokens (the default one when it asked for no bias)."""
+        if not job.prompt:
+            return self._prompt
+        tokens = self._prompts.get(job.prompt)
+        if tokens is None:
+            if self._tokenizer is None:
+                raise RuntimeError("backend not loaded: call load() first")
+            if len(self._prompts) >= 256:
+                self._prompts.clear()
+            m = self.loaded_model()
+            tokens = self._prompts[job.prompt] = decoder_prompt(m, self._tokenizer, job.prompt, without_timestamps=True)
+        return tokens
 
     def frames_for(self, n_samples: int) -> int:
         """Encoder frames for a job: audio + padding, at least the minimum, a multiple of 100."""
@@ -75,10 +96,11 @@ class ShortWindowBackend(WhisperBackend):
             else:
                 batchable.append(k)
         # Jobs are batched with others of the same window size (padding a short job to a long
-        # job's window would cost as much as running it alone).
-        groups: dict[int, list[int]] = {}
+        # job's window would cost as much as running it alone) and prompt length.
+        groups: dict[tuple[int, int], list[int]] = {}
         for k in batchable:
-            groups.setdefault(self.frames_for(jobs[k].audio.shape[0]), []).append(k)
+            key = (self.frames_for(jobs[k].audio.shape[0]), len(self.prompt_for(jobs[k])))
+            groups.setdefault(key, []).append(k)
         for ks in groups.values():
             results.update(zip(ks, self._decode([jobs[k] for k in ks]), strict=False))
         return [results[k] for k in range(len(jobs))]
@@ -101,7 +123,7 @@ class ShortWindowBackend(WhisperBackend):
         return self.loaded_model().model.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
 
     def _generate(
-        self, enc: ctranslate2.StorageView, n: int, max_length: int, temperature: float = 0.0
+        self, enc: ctranslate2.StorageView, jobs: Sequence[AsrJob], max_length: int, temperature: float = 0.0
     ) -> list[ctranslate2.models.WhisperGenerationResult]:
         cfg = self.config
         kw: dict[str, Any]
@@ -112,7 +134,7 @@ class ShortWindowBackend(WhisperBackend):
             kw = {"beam_size": cfg.beam_size}
         generated: list[ctranslate2.models.WhisperGenerationResult] = self.loaded_model().model.generate(
             enc,
-            [self._prompt] * n,
+            [self.prompt_for(j) for j in jobs],
             max_length=max_length,
             return_scores=True,
             return_no_speech_prob=True,
@@ -125,7 +147,7 @@ class ShortWindowBackend(WhisperBackend):
     def _max_length(self, jobs: Sequence[AsrJob]) -> int:
         # Speech rarely exceeds ~7 tokens/s; the cap bounds the cost of a looping decode.
         audio_s = max(j.audio.shape[0] for j in jobs) / 16000
-        return min(448, len(self._prompt) + int(audio_s * 12) + 16)
+        return min(448, max(len(self.prompt_for(j)) for j in jobs) + int(audio_s * 12) + 16)
 
     def _segment(self, r: ctranslate2.models.WhisperGenerationResult, temperature: float, audio_s: float) -> AsrSegment:
         from faster_whisper.transcribe import get_compression_ratio
@@ -157,7 +179,7 @@ class ShortWindowBackend(WhisperBackend):
         t0 = time.perf_counter()
         features, frames = self._features(jobs)
         enc = self._encode(features)
-        out = self._generate(enc, len(jobs), self._max_length(jobs))
+        out = self._generate(enc, jobs, self._max_length(jobs))
         segs = [self._segment(r, 0.0, j.audio.shape[0] / 16000) for r, j in zip(out, jobs, strict=False)]
         for k, job in enumerate(jobs):
             if job.kind.decodes_as_final and self._needs_fallback(segs[k]):
@@ -187,7 +209,7 @@ class ShortWindowBackend(WhisperBackend):
         for t in self.config.final_temperatures:
             if t <= 0:
                 continue
-            r = self._generate(enc, 1, self._max_length([job]), temperature=t)[0]
+            r = self._generate(enc, [job], self._max_length([job]), temperature=t)[0]
             seg = self._segment(r, t, job.audio.shape[0] / 16000)
             tried.append(seg)
             if not self._needs_fallback(seg):

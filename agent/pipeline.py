@@ -38,6 +38,7 @@ from .events import (
     SpeechStarted,
     Word,
 )
+from .prompting import pipeline_prompt
 from .resample import StreamingResampler
 from .scheduler import AsrJob, JobKind
 from .segmenter import Segmenter, SpeechEnd, SpeechStart, State
@@ -122,6 +123,7 @@ class TranscriptionPipeline:
         self._min_interim = max(WINDOW, int(self.cfg.min_interim_audio_s * RATE))  # the first interim
         self._spec_delay = int(self.cfg.speculative_delay_s * RATE)
         self._lead_in = np.zeros(int(self.cfg.lead_in_s * RATE), dtype=np.float32)
+        self._prompt = pipeline_prompt(self.cfg)  # keyterms / prompt for every job (None: none)
         self._t0 = round(start_s * RATE)  # session samples before the first one fed here
         self._next_utt = first_utterance
         self._open: deque[_Utterance] = deque()  # not yet closed in the event stream, in order
@@ -289,6 +291,7 @@ class TranscriptionPipeline:
                 final=True,
                 owner=self.owner,
                 word_timestamps=self.cfg.word_timestamps,
+                prompt=self._prompt,
             )
         except RuntimeError as exc:  # engine closed or not started
             self._stats["asr_errors"] += 1
@@ -325,6 +328,7 @@ class TranscriptionPipeline:
                 owner=self.owner,
                 word_timestamps=self.cfg.word_timestamps,
                 is_stale=lambda: u.spec_token is not token,
+                prompt=self._prompt,
             )
         except RuntimeError:
             return
@@ -384,7 +388,7 @@ class TranscriptionPipeline:
             return u.end is not None or (self._current is u and seg.in_trailing_silence)
 
         try:
-            job = self.engine.submit(audio, final=False, owner=self.owner, is_stale=is_stale)
+            job = self.engine.submit(audio, final=False, owner=self.owner, is_stale=is_stale, prompt=self._prompt)
         except RuntimeError:  # engine closed: the final reports the error
             return
         self._stats["interims_requested"] += 1
@@ -480,9 +484,12 @@ class TranscriptionPipeline:
         )
 
     def _session_words(self, u: _Utterance, segs: Sequence[AsrSegment]) -> tuple[Word, ...]:
-        """Word times in session seconds, clamped to the audio the model actually heard."""
+        """Word times in session seconds, clamped to the utterance (the final's `start`..`end`: the
+        model hears a little pre-roll before it, and Whisper's last word tends to run on into the
+        silence after it)."""
         off = self._sec(u.audio_start - self._lead_in.size)
-        lo, hi = self._sec(u.audio_start), self._sec(u.audio_end)
+        assert u.end is not None
+        lo, hi = self._sec(u.start), self._sec(max(u.end, u.audio_start + 1))
         out = []
         for seg in segs:
             for w in seg.words:

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from agent.asr import AsrEngine
 from agent.config import PipelineConfig
+from agent.prompting import session_config
 from agent.worker_livekit import LiveKitWorkerSession
 from agent.worker_session import Outcome, WorkerSession
 from control.cluster_store import ClusterStore, until_redis_answers
@@ -173,12 +174,15 @@ class TranscriptionWorker:
     async def _session(self, job: SessionJob, record: SessionRecord) -> WorkerSession | None:
         """The session's runner; a LiveKit session's agent is in the room when it returns (None:
         it could not join)."""
+        config = session_config(
+            self.pipeline_config or PipelineConfig(), keyterms=record.keyterms, prompt=record.prompt, words=record.words
+        )
         if record.transport != "livekit" or self.livekit is None:
             return WorkerSession(
-                self.store, self.engine, self.pipeline_config, job, worker_id=self.worker_id, check_every_s=self.session_check_s
+                self.store, self.engine, config, job, worker_id=self.worker_id, check_every_s=self.session_check_s
             )
         session = LiveKitWorkerSession(
-            self.store, self.engine, self.pipeline_config, job, record, self.livekit,
+            self.store, self.engine, config, job, record, self.livekit,
             worker_id=self.worker_id, check_every_s=self.session_check_s,
         )  # fmt: skip
         try:

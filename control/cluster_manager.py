@@ -90,6 +90,9 @@ class ClusterSessionManager(SessionManager):
             interim=record.interim,
             echo=record.echo,
             multi_user=record.multi_user,
+            keyterms=record.keyterms,
+            prompt=record.prompt,
+            words=record.words,
         )
         return ClusterSession(
             store=self.store,
@@ -155,6 +158,9 @@ class ClusterSessionManager(SessionManager):
             echo=options.echo,
             multi_user=options.multi_user,
             created_at=time.time(),
+            keyterms=options.keyterms,
+            prompt=options.prompt,
+            words=options.words,
         )
         try:
             epoch = await self.store.create_session(record, owner=self.replica_id, ttl_s=self.ttl_s)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agent.config import AsrConfig, PipelineConfig
+from agent.prompting import DecoderPrompt, PromptError, check_prompt, token_counter
 from roomscribe.common.audio import CLIENT_AUDIO_BUFFER_S
 from roomscribe.common.net import is_loopback
 from tokens.control_secret import WeakSecretError, check_control_secret
@@ -151,6 +152,9 @@ class Settings:
             silence_hangover_s=_float(env, "ROOMSCRIBE_SILENCE_HANGOVER_S", d.pipeline.silence_hangover_s),
             max_utterance_s=_float(env, "ROOMSCRIBE_MAX_UTTERANCE_S", d.pipeline.max_utterance_s),
             vad_threshold=_float(env, "ROOMSCRIBE_VAD_THRESHOLD", d.pipeline.vad_threshold),
+            word_timestamps=_bool(env, "ROOMSCRIBE_WORDS", d.pipeline.word_timestamps),
+            keyterms=tuple(t.strip() for t in _get(env, "ROOMSCRIBE_KEYTERMS", "").split(",") if t.strip()),
+            prompt=_get(env, "ROOMSCRIBE_PROMPT", d.pipeline.prompt),
         )
         settings = cls(
             host=_get(env, "ROOMSCRIBE_HOST", d.host),
@@ -247,6 +251,17 @@ class Settings:
             raise ConfigError("ROOMSCRIBE_WORKER_HEALTH_PORT must be a port number (0: no health endpoint)")
         if 0 < self.ws_audio_rate < 1:
             raise ConfigError("ROOMSCRIBE_WS_AUDIO_RATE must be at least 1 (real time), or 0 to turn metering off")
+        self._validate_prompt()
+
+    def _validate_prompt(self) -> None:
+        """ROOMSCRIBE_KEYTERMS and ROOMSCRIBE_PROMPT within the bounds a session's are held to."""
+        prompt = DecoderPrompt(self.pipeline.keyterms, self.pipeline.prompt)
+        if not prompt:
+            return
+        try:
+            check_prompt(prompt, token_counter(self.asr.model_path))
+        except PromptError as error:
+            raise ConfigError(f"ROOMSCRIBE_KEYTERMS / ROOMSCRIBE_PROMPT: {error}") from None
 
     @property
     def embedded_devserver(self) -> bool:

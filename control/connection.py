@@ -20,6 +20,7 @@ from aiohttp import WSMsgType, web
 from control.admission import Limits
 from control.auth_expiry import TokenExpiry
 from control.config import Settings
+from control.prompt_check import check_session_prompt
 from control.rooms import check_multi_user_room
 from control.schema import (
     CLOSE_SLOW_CONSUMER,
@@ -370,10 +371,12 @@ class ControlConnection:
             raise ProtocolError("bad_request", "a multi-user room session needs the livekit transport", request.id)
         if request.room is not None:
             check_multi_user_room(request.room, self.manager.room_prefix, self.claims.rooms, request.id)
+        check_session_prompt(request, self.settings.asr.model_path)
         options = SessionOptions(
             transport=transport, audio=request.audio, interim=request.interim, echo=request.echo, multi_user=multi_user,
             record=self._record(request),
         )
+        options.keyterms, options.prompt, options.words = request.keyterms, request.prompt, request.words
         refusal = self.limits.session_refusal(
             len(self.manager.sessions), replacing=self.manager.for_user(self.claims.user) is not None
         )

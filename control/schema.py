@@ -88,6 +88,11 @@ ERROR_CODES: dict[str, str] = {
     "try again after `retry_after`",
     "cluster.unavailable": "`session.start` or a resume while the cluster's Redis cannot be reached (cluster mode); "
     "try again after `retry_after`",
+    "prompt.too_long": "`session.start` with `keyterms` and `prompt` over their bounds: at most 100 keyterms of "
+    "at most 50 characters, a prompt of at most 1000 characters, and together at most 223 tokens (the message "
+    "says how many they take)",
+    "prompt.invalid": "`session.start` with `keyterms` that are not a list of strings, an empty keyterm, a "
+    "`prompt` that is not a string, or either holding a control character",
     "session.start_timeout": "neither `session.start` nor `subscribe` within `ROOMSCRIBE_START_TIMEOUT_S` of "
     "connecting: then close code 4008",
     "recording.unavailable": "`session.start {record: true}` on a server that does not record (a cluster's control "
@@ -244,6 +249,9 @@ class Word(Struct, kw_only=True):
     start: float
     end: float
     probability: float
+    confidence: Annotated[
+        float | None, Meta(description="0 to 1: how sure the model is of the word (its tokens' mean probability)")
+    ] = None
 
 
 class SpeechStart(SessionEvent, tag="speech.start"):
@@ -486,6 +494,24 @@ class SessionStart(Request, tag="session.start"):
         bool,
         Meta(description="record the session's audio and finals on the server (`record` claim; see Recording)"),
     ] = False
+    keyterms: Annotated[
+        list[str] | None,
+        Meta(
+            description="words and names to spell right (decoder hotwords; at most 100 of at most 50 characters); "
+            "default: the server's (`ROOMSCRIBE_KEYTERMS`), `[]`: none"
+        ),
+    ] = None
+    prompt: Annotated[
+        str | None,
+        Meta(
+            description="text the speech follows on from (a topic, spellings; at most 1000 characters, and with the "
+            "keyterms at most 223 tokens); default: the server's (`ROOMSCRIBE_PROMPT`), `\"\"`: none"
+        ),
+    ] = None
+    words: Annotated[
+        bool | None,
+        Meta(description="every final carries `words` with times and confidences; default: the server's"),
+    ] = None
 
 
 class SessionStop(Request, tag="session.stop"):
@@ -559,6 +585,9 @@ _FIELD_ERRORS: dict[str, tuple[str, str]] = {
     ),
     "audio.channels": ("audio.unsupported_format", "use 1 (or 2)"),
     "subscription_id": ("subscription.not_found", "no subscription with that id on this socket"),
+    "keyterms": ("prompt.invalid", "use a list of strings"),
+    "prompt": ("prompt.invalid", "use a string"),
+    "words": ("bad_request", "use true or false"),
 }
 _ERROR_AT = re.compile(r"^(?P<detail>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
@@ -605,7 +634,7 @@ def _request_error(text: str | bytes, error: msgspec.ValidationError) -> Protoco
         known = ", ".join(CLIENT_MESSAGE_TYPES)
         return ProtocolError("unknown_type", f"unknown message type {msg_type[:64]!r}; known: {known}", request_id)
     path, detail = _locate(str(error))
-    code, hint = _FIELD_ERRORS.get(path, ("bad_request", ""))
+    code, hint = _FIELD_ERRORS.get(re.sub(r"\[\d+\]$", "", path), ("bad_request", ""))
     message = f"{msg_type}: '{path}' {detail}" if path else f"{msg_type}: {detail}"
     if hint:
         message += f"; {hint}"
@@ -685,6 +714,10 @@ class SessionRecord(ClusterMessage, tag="session.record", kw_only=True):
     echo: bool = False
     multi_user: bool = False
     created_at: float
+    #: The session's decoding options as `session.start` gave them (None: the worker's defaults).
+    keyterms: list[str] | None = None
+    prompt: str | None = None
+    words: bool | None = None
 
 
 class WorkerState(ClusterMessage, tag="worker.state", kw_only=True):

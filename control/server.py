@@ -11,6 +11,7 @@ from aiohttp import web
 
 from agent.asr import AsrEngine
 from agent.pipeline import TranscriptionPipeline
+from agent.prompting import session_config
 from control.app import create_app
 from control.cluster_livekit import ClusterLiveKitTransport
 from control.cluster_manager import ClusterSessionManager
@@ -19,7 +20,7 @@ from control.config import ConfigError, Settings
 from control.livekit_media import LiveKitTransport
 from control.media import MediaTransport
 from control.recordings import Recordings
-from control.session import SessionManager
+from control.session import SessionManager, SessionOptions
 from control.ws_media import WsTransport
 
 if TYPE_CHECKING:
@@ -58,8 +59,9 @@ class ControlServer:
             raise RuntimeError("a control replica has no model: its sessions are transcribed on workers")
         return self._engine
 
-    def _new_pipeline(self, on_event, participant: str | None) -> TranscriptionPipeline:
-        return TranscriptionPipeline(self.engine, self.settings.pipeline, on_event, participant=participant)
+    def _new_pipeline(self, on_event, participant: str | None, options: SessionOptions) -> TranscriptionPipeline:
+        config = session_config(self.settings.pipeline, keyterms=options.keyterms, prompt=options.prompt, words=options.words)
+        return TranscriptionPipeline(self.engine, config, on_event, participant=participant)
 
     async def start(self) -> None:
         self.settings.check_serving()  # ConfigError: weak secret, dev conveniences off loopback

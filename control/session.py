@@ -66,6 +66,10 @@ class SessionOptions:
     echo: bool
     multi_user: bool = False
     record: bool = False  # record its audio and finals (control/recording.py)
+    #: Decoding options as `session.start` gave them (None: the server's default).
+    keyterms: list[str] | None = None
+    prompt: str | None = None
+    words: bool | None = None
 
 
 class Session:
@@ -175,7 +179,7 @@ class Session:
         """The pipeline for one speaker (None: the session's single user), created on first use."""
         pipeline = self._pipelines.get(participant)
         if pipeline is None:
-            pipeline = self._pipeline_factory(self.on_pipeline_event, participant)
+            pipeline = self._pipeline_factory(self.on_pipeline_event, participant, self.options)
             self._pipelines[participant] = pipeline
             if self.recording is not None:
                 self.recording.tap(pipeline, participant)

@@ -139,6 +139,8 @@ function render() {
   $('stop').disabled = state.phase === 'stopping';
   $('start').textContent = state.phase === 'idle' ? 'Start' : 'Start again';
   $('transport-ws').disabled = running;
+  $('keyterms').disabled = running;
+  $('words').disabled = running;
 
   const control = {
     disconnected: 'not connected',
@@ -208,7 +210,18 @@ function addFinal(msg) {
     who.textContent = msg.participant;
     text.appendChild(who);
   }
-  text.appendChild(document.createTextNode(msg.text));
+  if (Array.isArray(msg.words) && msg.words.length) {
+    msg.words.forEach((w, i) => {
+      const word = document.createElement('span');
+      word.className = 'word';
+      word.textContent = w.word;
+      const confidence = typeof w.confidence === 'number' ? w.confidence : w.probability;
+      word.title = `${fmtSeconds(w.start)} – ${fmtSeconds(w.end)}, confidence ${confidence.toFixed(2)}`;
+      text.append(...(i ? [' ', word] : [word]));
+    });
+  } else {
+    text.appendChild(document.createTextNode(msg.text));
+  }
   li.append(time, text);
   $('finals').appendChild(li);
   li.scrollIntoView({ block: 'nearest' });
@@ -356,6 +369,15 @@ function stopPings() {
   state.pongDeadline = null;
 }
 
+/** session.start's keyterms (the box, comma-separated; left out when empty: the server's) and words. */
+function decodingOptions() {
+  const options = {};
+  const keyterms = $('keyterms').value.split(',').map((t) => t.trim()).filter((t) => t);
+  if (keyterms.length) options.keyterms = keyterms;
+  if ($('words').checked) options.words = true;
+  return options;
+}
+
 function sendSessionStart() {
   const id = nextId('start');
   state.pendingStartId = id;
@@ -363,8 +385,9 @@ function sendSessionStart() {
   if (state.sessionId) {
     msg.resume = { session_id: state.sessionId, last_seq: state.lastSeq };
     log(`resuming session ${state.sessionId} after event ${state.lastSeq}`);
-  } else if (state.transport === 'ws') {
-    msg.audio = PCM_FORMAT;
+  } else {
+    if (state.transport === 'ws') msg.audio = PCM_FORMAT;
+    Object.assign(msg, decodingOptions());
   }
   send(msg);
 }

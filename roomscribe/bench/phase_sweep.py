@@ -33,6 +33,7 @@ from roomscribe.bench.wer import normalise
 from roomscribe.client.audio_files import read_wav
 from roomscribe.common.package_data import sample_audio
 
+
 @dataclass(frozen=True)
 class PhaseResult:
     path: Path
@@ -94,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         exact += ok
         print(f"{r.path.name} shift {r.shift:3d}: {'exact' if ok else 'WRONG'} {r.first_final!r}", flush=True)
     command = "python -m roomscribe.bench.phase_sweep " + " ".join(sys.argv[1:] if argv is None else argv)
-    print(f"\nfirst phrase exact in {exact}/{len(results)} ({len(paths)} recordings x {args.phases} phases; command: {command.strip()})")
+    print(
+        f"\nfirst phrase exact in {exact}/{len(results)} "
+        f"({len(paths)} recordings x {args.phases} phases; command: {command.strip()})"
+    )
     return 0 if exact == len(results) else 1
 
 

@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from dotenv import load_dotenv
 
@@ -77,6 +78,10 @@ def push_parser() -> argparse.ArgumentParser:
                         help="have the server record the session, then save its audio and transcript here")
     parser.add_argument("--save-dir", default=".",
                         help="with --record: where to save <session_id>.flac, .json and .vtt (default: .)")
+    parser.add_argument("--keyterm", action="append", default=None, metavar="TERM",
+                        help="a word or name to spell right (repeatable; replaces the server's ROOMSCRIBE_KEYTERMS)")
+    parser.add_argument("--prompt", default=None, help="text the speech follows on from (a topic, spellings)")
+    parser.add_argument("--words", action="store_true", help="word times and confidences on every final (printed)")
     parser.add_argument("--queue-ms", type=int, default=20,
                         help="livekit: the SDK's audio queue in ms (default 20; raise it on a loaded machine)")
     _common(parser)
@@ -115,6 +120,9 @@ async def _push(args: argparse.Namespace) -> int:
         interim=not args.no_interim,
         queue_ms=args.queue_ms,
         save_recording_to=Path(args.save_dir) if args.record else None,
+        keyterms=args.keyterm,
+        prompt=args.prompt,
+        words=args.words or None,
     )
 
 
@@ -130,9 +138,13 @@ async def push(
     queue_ms: int = 20,
     printer: EventPrinter | None = None,
     save_recording_to: Path | None = None,
+    keyterms: list[str] | None = None,
+    prompt: str | None = None,
+    words: bool | None = None,
 ) -> int:
     """Stream a file (or the microphone) as one session and print its events; 0 when a final
-    arrived and no error did. `transport=None` takes the server's default. With
+    arrived and no error did. `transport=None` takes the server's default; `keyterms`, `prompt`,
+    `words`: the session's decoding options (None: the server's defaults). With
     `save_recording_to`, the server records the session and its files are saved there at the end."""
     if mic:
         microphone_stream()  # fail early, with the install hint, before connecting
@@ -146,11 +158,15 @@ async def push(
         hello = await client.connect()
         transport = transport or hello.get("default_transport") or "ws"
         stream = _source(file, mic, transport, fast)
+        chosen = (("keyterms", keyterms), ("prompt", prompt), ("words", words))
+        options: dict[str, Any] = {k: v for k, v in chosen if v is not None}
+        if record:
+            options["record"] = True
         if transport == "livekit":
-            await _push_livekit(client, stream, interim, queue_ms, record)
+            await _push_livekit(client, stream, interim, queue_ms, options)
         else:
             await client.start_session(transport="ws", sample_rate=stream.sample_rate, channels=stream.channels,
-                                       interim=interim, **({"record": True} if record else {}))
+                                       interim=interim, **options)
             await send_stream(client, stream)
         await client.stop_session()
         if save_recording_to is not None:
@@ -163,12 +179,14 @@ async def push(
     return 0 if printer.finals and not printer.errors else 1
 
 
-async def _push_livekit(client: ControlClient, stream: PcmStream, interim: bool, queue_ms: int, record: bool = False) -> None:
+async def _push_livekit(
+    client: ControlClient, stream: PcmStream, interim: bool, queue_ms: int, options: dict[str, Any]
+) -> None:
     from roomscribe.client.livekit_publisher import LiveKitPublisher
 
     publisher = LiveKitPublisher(client, queue_size_ms=queue_ms)
     try:
-        await client.start_session(transport="livekit", interim=interim, **({"record": True} if record else {}))
+        await client.start_session(transport="livekit", interim=interim, **options)
         await publisher.publish(stream)
     finally:
         await publisher.close()

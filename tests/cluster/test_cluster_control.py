@@ -104,6 +104,26 @@ async def test_a_session_runs_on_a_worker_and_ends_cleanly(cluster: Cluster) -> 
     await client.close()
 
 
+@pytest.mark.timeout(360)
+async def test_keyterms_and_words_travel_to_the_worker(cluster: Cluster) -> None:
+    replica = await cluster.replica(finish_timeout_s=240.0)  # words: the full 30-s window, slow when loaded
+    await cluster.worker()
+    client = await replica.connect("alice")
+    await client.send(type="session.start", id="s", transport="ws", keyterms=["Waldo"], words=True)
+    ready = await client.wait_type("session.ready", id="s")
+    state = await cluster.store().session(ready["session_id"])
+    assert state is not None and (state.record.keyterms, state.record.prompt, state.record.words) == (["Waldo"], None, True)
+    await stream(client, pcm_frames(speech(ROOT / "examples" / "audio" / "asterisk_waldo.wav")))
+    await client.send(type="session.stop", id="stop")
+    await client.wait_type("session.ended", timeout=240)
+    finals = client.of_type("transcript.final")
+    assert "Waldo's" in " ".join(f["text"] for f in finals), finals
+    assert all(f["words"] for f in finals)
+    await client.send(type="session.start", id="bad", transport="ws", keyterms=["x" * 51])
+    assert (await client.wait_type("error", id="bad"))["code"] == "prompt.too_long"
+    await client.close()
+
+
 async def test_a_session_resumes_on_another_replica_with_every_final_once(cluster: Cluster) -> None:
     replica_a = await cluster.replica()
     replica_b = await cluster.replica()

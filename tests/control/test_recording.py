@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from control_harness import ServerHandle, serving
+from roomscribe.client.audio_files import read_wav
 from roomscribe.client.control_client import ControlClient
 from roomscribe.client.errors import ServerError
-from roomscribe.client.audio_files import read_wav
 from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, ROOT, normalise, pcm_frames, silence, wer
 from tokens import mint_control_token, new_control_secret
 
