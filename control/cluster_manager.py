@@ -84,7 +84,7 @@ class ClusterSessionManager(SessionManager):
             echo=record.echo,
             multi_user=record.multi_user,
         )
-        return ClusterSession(
+        session = ClusterSession(
             store=self.store,
             epoch=epoch,
             cursor=cursor,
@@ -98,6 +98,8 @@ class ClusterSessionManager(SessionManager):
             replay_limit=self.replay_limit,
             media_transport=self.transport(record.transport),
         )
+        session.metrics = self.metrics
+        return session
 
     async def start(self, user: str, options: SessionOptions, outbox: Outbox, room: str | None = None) -> Session:
         """A new session for `user`; the user's session on another replica, if any, ends first as
@@ -144,6 +146,7 @@ class ClusterSessionManager(SessionManager):
             echo=options.echo,
             multi_user=options.multi_user,
             created_at=time.time(),
+            commands=options.commands.specs() if options.commands else None,
         )
         try:
             epoch = await self.store.create_session(record, owner=self.replica_id, ttl_s=self.ttl_s)

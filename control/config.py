@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agent.config import AsrConfig, PipelineConfig
+from control.commands import CommandError, CommandSet, default_commands, server_commands
 from roomscribe.common.audio import CLIENT_AUDIO_BUFFER_S
 from roomscribe.common.net import is_loopback
 from tokens.control_secret import WeakSecretError, check_control_secret
@@ -65,6 +66,13 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     if raw not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {raw!r}")
     return raw
+
+
+def _commands(setting: str) -> CommandSet:
+    try:
+        return server_commands(setting)
+    except CommandError as error:
+        raise ConfigError(f"ROOMSCRIBE_COMMANDS_FILE: {error}") from None
 
 
 @dataclass
@@ -127,6 +135,10 @@ class Settings:
     worker_health_port: int = 0  # `roomscribe worker`'s GET /healthz on ROOMSCRIBE_HOST (0: off)
     asr: AsrConfig = field(default_factory=AsrConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    # Voice commands (control/commands.py): ROOMSCRIBE_COMMANDS_FILE, read once at start; empty: the
+    # defaults that ship with the package, "off": none. A session's own `commands` replace them.
+    commands_file: str = ""
+    commands: CommandSet = field(default_factory=default_commands)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -190,6 +202,8 @@ class Settings:
             worker_health_port=_int(env, "ROOMSCRIBE_WORKER_HEALTH_PORT", d.worker_health_port),
             asr=asr,
             pipeline=pipeline,
+            commands_file=_get(env, "ROOMSCRIBE_COMMANDS_FILE", d.commands_file),
+            commands=_commands(_get(env, "ROOMSCRIBE_COMMANDS_FILE", d.commands_file)),
         )
         settings.validate()
         return settings

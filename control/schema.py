@@ -88,6 +88,8 @@ ERROR_CODES: dict[str, str] = {
     "try again after `retry_after`",
     "cluster.unavailable": "`session.start` or a resume while the cluster's Redis cannot be reached (cluster mode); "
     "try again after `retry_after`",
+    "commands.invalid": "`session.start.commands` is not a usable command set (the message says which command "
+    "and why: too many, a bad name, a phrase too long or with no words, a name twice)",
     "session.start_timeout": "neither `session.start` nor `subscribe` within `ROOMSCRIBE_START_TIMEOUT_S` of "
     "connecting: then close code 4008",
 }
@@ -275,6 +277,19 @@ class FinalTranscript(SessionEvent, tag="transcript.final"):
     participant: str | None = None
 
 
+class Command(SessionEvent, tag="command"):
+    """a configured voice command was said (see Voice commands): right after the `transcript.final` that
+    carried it"""
+
+    name: Annotated[str, Meta(description="the command's name")]
+    phrase: Annotated[str, Meta(description="the configured phrase that matched")]
+    text: Annotated[str, Meta(description="the final's whole text")]
+    utterance_id: str
+    start: Annotated[float, Meta(description="session time of the phrase (the final's times without word times)")]
+    end: float
+    participant: str | None = None
+
+
 class SpeechEnd(SessionEvent, tag="speech.end"):
     """closes every utterance that `speech.start` opened"""
 
@@ -405,6 +420,7 @@ class Error(Reply, tag="error"):
 SERVER_MESSAGES: tuple[type[ServerMessage], ...] = (
     Hello, SessionReady, SpeechStart, InterimTranscript, FinalTranscript, SpeechEnd, PublishStart, PublishStop,
     Token, Status, SessionEnded, Pong, Subscribed, Unsubscribed, Error, AuthExpiring, AuthExpired, AuthRefreshed,
+    Command,
 )  # fmt: skip
 SERVER_MESSAGE_TYPES: tuple[str, ...] = tuple(tag_of(cls) for cls in SERVER_MESSAGES)
 #: Event types a monitor subscription may ask for (never `token`: LiveKit credentials).
@@ -440,6 +456,13 @@ class Resume(Struct, frozen=True):
     last_seq: Annotated[int, Meta(ge=0)] = 0
 
 
+class CommandSpec(Struct, frozen=True):
+    """A voice command: its name and the phrases that say it (see Voice commands)."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.-]*$")]
+    phrases: Annotated[list[Annotated[str, Meta(min_length=1, max_length=100)]], Meta(min_length=1, max_length=4)]
+
+
 class SessionStart(Request, tag="session.start"):
     """Starts a session, or resumes one within its grace period. Answered by `session.ready` or `error`."""
 
@@ -457,6 +480,10 @@ class SessionStart(Request, tag="session.start"):
         ),
     ] = None
     protocol: ProtocolVersion = 1
+    commands: Annotated[
+        Annotated[list[CommandSpec], Meta(max_length=16)] | None,
+        Meta(description="this session's voice commands instead of the server's (`[]`: none)"),
+    ] = None
 
 
 class SessionStop(Request, tag="session.stop"):
@@ -530,6 +557,7 @@ _FIELD_ERRORS: dict[str, tuple[str, str]] = {
     ),
     "audio.channels": ("audio.unsupported_format", "use 1 (or 2)"),
     "subscription_id": ("subscription.not_found", "no subscription with that id on this socket"),
+    "commands": ("commands.invalid", "at most 16 commands of 1–4 phrases (≤ 100 characters) and names of a-z0-9_.-"),
 }
 _ERROR_AT = re.compile(r"^(?P<detail>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
@@ -576,7 +604,7 @@ def _request_error(text: str | bytes, error: msgspec.ValidationError) -> Protoco
         known = ", ".join(CLIENT_MESSAGE_TYPES)
         return ProtocolError("unknown_type", f"unknown message type {msg_type[:64]!r}; known: {known}", request_id)
     path, detail = _locate(str(error))
-    code, hint = _FIELD_ERRORS.get(path, ("bad_request", ""))
+    code, hint = _FIELD_ERRORS.get(path) or _FIELD_ERRORS.get(re.split(r"[.\[]", path)[0], ("bad_request", ""))
     message = f"{msg_type}: '{path}' {detail}" if path else f"{msg_type}: {detail}"
     if hint:
         message += f"; {hint}"
@@ -656,6 +684,8 @@ class SessionRecord(ClusterMessage, tag="session.record", kw_only=True):
     echo: bool = False
     multi_user: bool = False
     created_at: float
+    #: The session's voice commands, resolved by the control replica (None: none; the worker matches them).
+    commands: list[CommandSpec] | None = None
 
 
 class WorkerState(ClusterMessage, tag="worker.state", kw_only=True):

@@ -69,6 +69,8 @@ class ControlServer:
         if self.settings.livekit_enabled:
             transports["livekit"] = await self._start_livekit()
         self.manager = SessionManager(pipeline_factory=self._new_pipeline, transports=transports, **self._session_settings())
+        engine = self.engine
+        self.manager.metrics.watch(engine_stats=lambda: engine.stats)
         await self._start_site(self.manager)
 
     async def _cluster_manager(self, store: ClusterStore) -> ClusterSessionManager:

@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from agent.events import InterimTranscript, PipelineEvent
+from agent.events import FinalTranscript, InterimTranscript, PipelineEvent
+from control.commands import CommandSet
 from control.media import MediaTransport, PipelineFactory, ReadyMedia, SessionMedia, SessionPipeline
+from control.metrics import Metrics, SessionStats, observe_message
 from control.protocol import event_message
 from control.rooms import room_name
 from control.schema import (
@@ -63,6 +65,8 @@ class SessionOptions:
     interim: bool
     echo: bool
     multi_user: bool = False
+    #: Voice commands matched on this session's finals (None: none).
+    commands: CommandSet | None = None
 
 
 class Session:
@@ -99,6 +103,9 @@ class Session:
         self.limit_task: asyncio.Task[None] | None = None
         #: How the session's audio arrives (its transport's part of the session).
         self.media: SessionMedia = media_transport.session_media(self)
+        #: What the session did (logged when it ends), and the server's metrics (set by its manager).
+        self.stats = SessionStats()
+        self.metrics: Metrics | None = None
 
     @property
     def transport(self) -> str:
@@ -113,6 +120,7 @@ class Session:
         """
         self.seq += 1
         message = event(self.seq) if callable(event) else _numbered({**event, "seq": self.seq})
+        observe_message(message, self.stats, self.metrics)
         if message.replayed:
             if len(self._log) == self._log.maxlen:
                 self._evicted_upto = self._log[0].seq
@@ -135,10 +143,21 @@ class Session:
     def on_pipeline_event(self, event: PipelineEvent) -> None:
         if self.ended:
             return
+        if self.metrics is not None:
+            self.metrics.observe_pipeline_event(event)
         self.media.observe(event)
         if isinstance(event, InterimTranscript) and not self.options.interim:
             return
         self.emit(partial(event_message, event))
+        if isinstance(event, FinalTranscript) and self.options.commands:
+            for command in self.options.commands.messages(event):
+                self.emit(partial(_renumbered, command))
+
+    def count_audio(self, seconds: float) -> None:
+        """Audio received for this session (its media call this as they feed the pipeline)."""
+        self.stats.audio_s += seconds
+        if self.metrics is not None:
+            self.metrics.count_audio(self.transport, seconds)
 
     def send(self, message: ServerMessage, *, droppable: bool = False) -> None:
         """Send a message that is not a numbered event (replies, errors) if a socket is attached."""
@@ -210,6 +229,11 @@ class Session:
         return False
 
 
+def _renumbered(message: Numbered, seq: int) -> Numbered:
+    """`message` numbered `seq` (it was made with seq 0)."""
+    return msgspec.structs.replace(message, seq=seq)
+
+
 def _numbered(data: dict[str, Any]) -> Numbered:
     """A numbered event given as a dict, checked against the schema (undeclared fields included)."""
     try:
@@ -235,6 +259,7 @@ class SessionManager:
         transports: Mapping[str, MediaTransport] | None = None,
         finish_timeout_s: float = 60.0,
         max_session_s: float = 0.0,
+        metrics: Metrics | None = None,
     ) -> None:
         """`transports` by name (the schema's `Transport`); without it, only ws with its defaults.
         A session is stopped (`max_duration`) after `max_session_s` (0: never)."""
@@ -249,6 +274,7 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self._by_user: dict[str, Session] = {}
         self._subscriptions: dict[str, Subscription] = {}
+        self.metrics = metrics or Metrics()
 
     def for_user(self, user: str) -> Session | None:
         return self._by_user.get(user)
@@ -286,7 +312,7 @@ class SessionManager:
 
     async def new_session(self, session_id: str, user: str, room: str, options: SessionOptions) -> Session:
         """Make a new session (not yet registered here); a cluster manager also registers it in Redis."""
-        return Session(
+        session = Session(
             session_id=session_id,
             user=user,
             room=room,
@@ -295,6 +321,8 @@ class SessionManager:
             replay_limit=self.replay_limit,
             media_transport=self.transport(options.transport),
         )
+        session.metrics = self.metrics
+        return session
 
     async def fetch(self, session_id: str, user: str) -> None:
         """Before `user` resumes a session: make sure it is here if it exists (a cluster manager
@@ -311,6 +339,7 @@ class SessionManager:
         except Exception:
             await self.end(session, "error", notify=False)
             raise
+        self.metrics.sessions_started.labels(session.transport).inc()
         log.info(
             "session %s started for user %r (transport %s, room %r)", session.id, session.user, session.transport, session.room
         )
@@ -392,7 +421,10 @@ class SessionManager:
         except Exception:
             log.exception("session %s: closing media failed", session.id)
         await session.close_pipelines()
-        log.info("session %s ended (%s)", session.id, reason)
+        log.info(
+            "session %s ended (%s): %s", session.id, reason, session.stats.summary(),
+            extra={"stats": {"reason": reason, **session.stats.fields()}},
+        )
 
     # -- monitor subscriptions ----------------------------------------------------------------
     def subscribe(self, subscription: Subscription) -> Session | None:

@@ -16,6 +16,7 @@ from roomscribe.client.control_client import ControlClient
 from roomscribe.client.events import (
     TYPE_FIELD,
     ClientNotice,
+    Command,
     Error,
     Event,
     FinalTranscript,
@@ -103,6 +104,8 @@ def format_event(event: dict[str, Any]) -> str | None:
         return f"  … {who}{event['text']}"
     if kind == tag_of(FinalTranscript):
         return f"[{event['start']:6.2f}–{event['end']:6.2f}] {who}{event['text']}"
+    if kind == tag_of(Command):
+        return f"[{event['start']:6.2f}–{event['end']:6.2f}] {who}command {event['name']} ({event['phrase']!r})"
     if kind == tag_of(Error):
         return f"error {event['code']}: {event['message']}"
     if kind == tag_of(SessionEnded):
