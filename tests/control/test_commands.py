@@ -21,6 +21,7 @@ from control.commands import (
     server_commands,
     word_cost,
 )
+from control.config import ConfigError, Settings
 from control.schema import CommandSpec
 
 pytestmark = pytest.mark.timeout(30)
@@ -152,3 +153,16 @@ def test_toml_files(tmp_path: Path) -> None:
         parse_toml('[[commands]]\nname = "x"\n')
     with pytest.raises(CommandError, match="array of tables"):
         parse_toml('commands = "x"\n')
+
+
+def test_the_server_setting_reads_the_file_once_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    path = tmp_path / "commands.toml"
+    path.write_text('[[commands]]\nname = "mark"\nphrases = ["mark this"]\n', encoding="utf-8")
+    assert Settings.from_env({"ROOMSCRIBE_COMMANDS_FILE": str(path)}).commands == load_file(path)
+    assert Settings.from_env({}).commands == default_commands() == Settings().commands
+    assert not Settings.from_env({"ROOMSCRIBE_COMMANDS_FILE": "off"}).commands
+    path.write_text('[[commands]]\nname = "Mark"\nphrases = ["mark this"]\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"ROOMSCRIBE_COMMANDS_FILE: .*name 'Mark'"):
+        Settings.from_env({"ROOMSCRIBE_COMMANDS_FILE": str(path)})
+    with pytest.raises(ConfigError, match="cannot read"):
+        Settings.from_env({"ROOMSCRIBE_COMMANDS_FILE": str(tmp_path / "missing.toml")})

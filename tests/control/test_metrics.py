@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from control.metrics import Metrics, SessionStats, observe_message
+from control.schema import Command, Status
 from control_harness import ServerHandle, serving
 from roomscribe.client.audio_files import read_wav
 from speech_samples import JFK, pcm_frames, silence
@@ -99,3 +101,14 @@ async def test_a_session_s_statistics_are_logged_when_it_ends(control: ServerHan
             await asyncio.sleep(0.05)
     closed = next(r for r in caplog.records if r.getMessage().startswith("control socket closed for user 'bob'"))
     assert closed.stats["messages_sent"] >= 3  # type: ignore[attr-defined]  # set through `extra`
+
+
+def test_status_events_count_as_dropped_interims_and_livekit_reconnects() -> None:
+    metrics, stats = Metrics(), SessionStats()
+    observe_message(Status(seq=1, code="interims_dropped", message="behind", dropped=3, dropped_total=3), stats, metrics)
+    observe_message(Status(seq=2, code="livekit.recovered", message="back"), stats, metrics)
+    observe_message(Command(seq=3, name="a", phrase="p", text="p", utterance_id="u1", start=0.0, end=1.0), stats, metrics)
+    assert (stats.interims_dropped, stats.commands) == (3, 1)
+    text = metrics.render().decode()
+    assert 'roomscribe_interims_dropped_total{reason="load"} 3.0' in text
+    assert "roomscribe_livekit_reconnects_total 1.0" in text and "roomscribe_commands_total 1.0" in text
