@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from agent.config import AsrConfig, PipelineConfig
 from agent.prompting import DecoderPrompt, PromptError, check_prompt, token_counter
+from control.commands import CommandError, CommandSet, default_commands, server_commands
 from roomscribe.common.audio import CLIENT_AUDIO_BUFFER_S
 from roomscribe.common.net import is_loopback
 from tokens.control_secret import WeakSecretError, check_control_secret
@@ -66,6 +67,13 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     if raw not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {raw!r}")
     return raw
+
+
+def _commands(setting: str) -> CommandSet:
+    try:
+        return server_commands(setting)
+    except CommandError as error:
+        raise ConfigError(f"ROOMSCRIBE_COMMANDS_FILE: {error}") from None
 
 
 @dataclass
@@ -133,6 +141,10 @@ class Settings:
     recordings_retention_days: float = 30.0
     asr: AsrConfig = field(default_factory=AsrConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    # Voice commands (control/commands.py): ROOMSCRIBE_COMMANDS_FILE, read once at start; empty: the
+    # defaults that ship with the package, "off": none. A session's own `commands` replace them.
+    commands_file: str = ""
+    commands: CommandSet = field(default_factory=default_commands)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -202,6 +214,8 @@ class Settings:
             recordings_retention_days=_float(env, "ROOMSCRIBE_RECORDINGS_RETENTION_DAYS", d.recordings_retention_days),
             asr=asr,
             pipeline=pipeline,
+            commands_file=_get(env, "ROOMSCRIBE_COMMANDS_FILE", d.commands_file),
+            commands=_commands(_get(env, "ROOMSCRIBE_COMMANDS_FILE", d.commands_file)),
         )
         settings.validate()
         return settings

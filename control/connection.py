@@ -24,6 +24,7 @@ from aiohttp import WSMsgType, web
 
 from control.admission import Limits
 from control.auth_expiry import TokenExpiry
+from control.commands import CommandError, CommandSet
 from control.config import Settings
 from control.prompt_check import check_session_prompt
 from control.rooms import check_multi_user_room
@@ -37,6 +38,7 @@ from control.schema import (
     AuthRefresh,
     AuthRefreshed,
     Hello,
+    InterimTranscript,
     Ping,
     Pong,
     ProtocolError,
@@ -57,6 +59,7 @@ from control.schema import (
 )
 from control.session import Session, SessionManager, SessionOptions
 from control.subscriptions import Subscription
+from roomscribe.common.logs import log_context
 from tokens import AuthError, ControlClaims, verify_control_token
 
 log = logging.getLogger(__name__)
@@ -95,6 +98,10 @@ class ControlConnection:
         self._queued = asyncio.Event()
         self._closing = False
         self.dropped = 0
+        #: For the statistics logged when the socket closes.
+        self.opened_at = time.monotonic()
+        self.sent = 0
+        self.errors = 0
         self._error_window = (0.0, 0)
         self._errors_suppressed = 0
         self._expiry = TokenExpiry(
@@ -125,6 +132,8 @@ class ControlConnection:
         if len(self._queue) >= self.settings.send_queue_limit and not force:
             if droppable:
                 self.dropped += 1
+                if isinstance(item, InterimTranscript):
+                    self.manager.metrics.interims_dropped.labels("slow_reader").inc()
                 return
             log.warning("control socket of user %r reads too slowly; closing it (session kept for resume)", self.claims.user)
             self._closing = True
@@ -139,6 +148,8 @@ class ControlConnection:
 
     def send_error(self, error: ProtocolError) -> None:
         """Send an `error`, at most ERRORS_PER_SECOND a second (the rest are counted, then reported)."""
+        self.errors += 1
+        self.manager.metrics.errors.labels(error.code).inc()
         now = time.monotonic()
         window_start, count = self._error_window
         if now - window_start >= 1.0:
@@ -158,6 +169,7 @@ class ControlConnection:
                 await self._queued.wait()
                 continue
             item = self._queue.popleft()
+            self.sent += 1
             if isinstance(item, bytes):
                 await self.ws.send_bytes(item)
             else:
@@ -393,8 +405,10 @@ class ControlConnection:
         else:
             replay_from = None
             session = await self._start(message)
+            log_context(session=session.id)
             media = await self.manager.open_media(session)
         self.session = session
+        log_context(session=session.id)
         self._started = True
         ready = SessionReady(
             id=message.id,
@@ -436,9 +450,18 @@ class ControlConnection:
         if request.room is not None:
             check_multi_user_room(request.room, self.manager.room_prefix, self.claims.rooms, request.id)
         check_session_prompt(request, self.settings.asr.model_path)
+        try:
+            commands = self.settings.commands if request.commands is None else CommandSet.from_specs(request.commands)
+        except CommandError as error:
+            raise ProtocolError("commands.invalid", f"session.start: {error}", request.id) from None
         options = SessionOptions(
-            transport=transport, audio=request.audio, interim=request.interim, echo=request.echo, multi_user=multi_user,
+            transport=transport,
+            audio=request.audio,
+            interim=request.interim,
+            echo=request.echo,
+            multi_user=multi_user,
             record=self._record(request),
+            commands=commands,
         )
         options.keyterms, options.prompt, options.words = request.keyterms, request.prompt, request.words
         refusal = self.limits.session_refusal(
@@ -460,6 +483,15 @@ class ControlConnection:
                 request.id,
             )
         return record
+
+    def stats(self) -> dict[str, float | int]:
+        """The socket's statistics (logged when it closes)."""
+        return {
+            "duration_s": round(time.monotonic() - self.opened_at, 3),
+            "messages_sent": self.sent,
+            "dropped": self.dropped,
+            "errors": self.errors,
+        }
 
     async def _on_session_stop(self, message: SessionStop) -> None:
         session = self._live_session(message)

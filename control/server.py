@@ -80,6 +80,8 @@ class ControlServer:
         self.manager = SessionManager(
             pipeline_factory=self._new_pipeline, transports=transports, recordings=self.recordings, **self._session_settings()
         )
+        engine = self.engine
+        self.manager.metrics.watch(engine_stats=lambda: engine.stats)
         await self._start_site(self.manager)
 
     async def _cluster_manager(self, store: ClusterStore) -> ClusterSessionManager:
