@@ -136,6 +136,7 @@ class WhisperBackend:
             log_prob_threshold=cfg.log_prob_threshold,
             no_speech_threshold=cfg.no_speech_threshold,
             condition_on_previous_text=False,
+            initial_prompt=(job.context or None) if final else None,
             without_timestamps=not word_ts,
             word_timestamps=word_ts,
             vad_filter=False,
@@ -246,12 +247,14 @@ class AsrEngine:
         word_timestamps: bool = False,
         is_stale: Callable[[], bool] | None = None,
         speculative: bool = False,
+        context: str = "",
     ) -> AsrJob:
         """Thread-safe, non-blocking: queue a job and return it (`job.future` settles with an
         `AsrResult`, or None if the interim was dropped — then `job.drop_reason` says why).
 
         `speculative=True` (with `final=True`) queues a droppable final below real finals and above
         interims; cancel it with `job.future.cancel()` while it is still queued.
+        `context` (finals only): text said before this audio, given to the decoder as its prompt.
         """
         if not self._started:
             raise RuntimeError("AsrEngine.start() was not called")
@@ -265,6 +268,7 @@ class AsrEngine:
             audio=np.ascontiguousarray(audio, dtype=np.float32),
             word_timestamps=word_timestamps,
             is_stale=None if kind is JobKind.FINAL else is_stale,
+            context=context if final else "",
         )
         self.scheduler.submit(job)
         return job

@@ -100,8 +100,17 @@ class ShortWindowBackend(WhisperBackend):
 
         return self.loaded_model().model.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
 
+    def prompt_for(self, job: AsrJob) -> list[int]:
+        """The decoder prompt of a job: the shared one, or for a final with `context` the context's
+        tokens first (after <|startofprev|>, as faster-whisper's `initial_prompt`)."""
+        if not (job.context and job.kind.decodes_as_final) or self._tokenizer is None:
+            return self._prompt
+        previous = self._tokenizer.encode(" " + job.context.strip())
+        prompt: list[int] = self.loaded_model().get_prompt(self._tokenizer, previous, without_timestamps=True)
+        return prompt
+
     def _generate(
-        self, enc: ctranslate2.StorageView, n: int, max_length: int, temperature: float = 0.0
+        self, enc: ctranslate2.StorageView, prompts: list[list[int]], max_length: int, temperature: float = 0.0
     ) -> list[ctranslate2.models.WhisperGenerationResult]:
         cfg = self.config
         kw: dict[str, Any]
@@ -112,7 +121,7 @@ class ShortWindowBackend(WhisperBackend):
             kw = {"beam_size": cfg.beam_size}
         generated: list[ctranslate2.models.WhisperGenerationResult] = self.loaded_model().model.generate(
             enc,
-            [self._prompt] * n,
+            prompts,
             max_length=max_length,
             return_scores=True,
             return_no_speech_prob=True,
@@ -125,7 +134,8 @@ class ShortWindowBackend(WhisperBackend):
     def _max_length(self, jobs: Sequence[AsrJob]) -> int:
         # Speech rarely exceeds ~7 tokens/s; the cap bounds the cost of a looping decode.
         audio_s = max(j.audio.shape[0] for j in jobs) / 16000
-        return min(448, len(self._prompt) + int(audio_s * 12) + 16)
+        prompt = max(len(self.prompt_for(j)) for j in jobs)
+        return min(448, prompt + int(audio_s * 12) + 16)
 
     def _segment(self, r: ctranslate2.models.WhisperGenerationResult, temperature: float, audio_s: float) -> AsrSegment:
         from faster_whisper.transcribe import get_compression_ratio
@@ -157,7 +167,7 @@ class ShortWindowBackend(WhisperBackend):
         t0 = time.perf_counter()
         features, frames = self._features(jobs)
         enc = self._encode(features)
-        out = self._generate(enc, len(jobs), self._max_length(jobs))
+        out = self._generate(enc, [self.prompt_for(j) for j in jobs], self._max_length(jobs))
         segs = [self._segment(r, 0.0, j.audio.shape[0] / 16000) for r, j in zip(out, jobs, strict=False)]
         for k, job in enumerate(jobs):
             if job.kind.decodes_as_final and self._needs_fallback(segs[k]):
@@ -187,7 +197,7 @@ class ShortWindowBackend(WhisperBackend):
         for t in self.config.final_temperatures:
             if t <= 0:
                 continue
-            r = self._generate(enc, 1, self._max_length([job]), temperature=t)[0]
+            r = self._generate(enc, [self.prompt_for(job)], self._max_length([job]), temperature=t)[0]
             seg = self._segment(r, t, job.audio.shape[0] / 16000)
             tried.append(seg)
             if not self._needs_fallback(seg):

@@ -68,6 +68,7 @@ class AsrJob:
     audio: np.ndarray
     word_timestamps: bool = False
     is_stale: Callable[[], bool] | None = None
+    context: str = ""  # what was said before (the session's recent finals), a decoder prompt for finals
     future: Future[AsrResult | None] = field(default_factory=Future)
     submitted_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
