@@ -131,6 +131,25 @@ class ShortWindowBackend(WhisperBackend):
         )
         return generated
 
+    def _generate_grouped(
+        self, enc: ctranslate2.StorageView, prompts: list[list[int]], max_length: int
+    ) -> list[ctranslate2.models.WhisperGenerationResult]:
+        """`_generate`, one call per prompt length: CTranslate2 needs <|startoftranscript|> at the
+        same position in every batch item, so jobs whose contexts differ in length are decoded
+        in separate calls over their rows of the shared encoder output."""
+        lengths = sorted({len(p) for p in prompts})
+        if len(lengths) == 1:
+            return self._generate(enc, prompts, max_length)
+        import ctranslate2
+
+        encoded = np.array(enc)  # [batch, frames, width]
+        out: dict[int, ctranslate2.models.WhisperGenerationResult] = {}
+        for n in lengths:
+            ks = [k for k, p in enumerate(prompts) if len(p) == n]
+            rows = ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded[ks]))
+            out.update(zip(ks, self._generate(rows, [prompts[k] for k in ks], max_length), strict=True))
+        return [out[k] for k in range(len(prompts))]
+
     def _max_length(self, jobs: Sequence[AsrJob]) -> int:
         # Speech rarely exceeds ~7 tokens/s; the cap bounds the cost of a looping decode.
         audio_s = max(j.audio.shape[0] for j in jobs) / 16000
@@ -167,7 +186,7 @@ class ShortWindowBackend(WhisperBackend):
         t0 = time.perf_counter()
         features, frames = self._features(jobs)
         enc = self._encode(features)
-        out = self._generate(enc, [self.prompt_for(j) for j in jobs], self._max_length(jobs))
+        out = self._generate_grouped(enc, [self.prompt_for(j) for j in jobs], self._max_length(jobs))
         segs = [self._segment(r, 0.0, j.audio.shape[0] / 16000) for r, j in zip(out, jobs, strict=False)]
         for k, job in enumerate(jobs):
             if job.kind.decodes_as_final and self._needs_fallback(segs[k]):

@@ -146,6 +146,8 @@ class Settings:
             silence_hangover_s=_float(env, "ROOMSCRIBE_SILENCE_HANGOVER_S", d.pipeline.silence_hangover_s),
             max_utterance_s=_float(env, "ROOMSCRIBE_MAX_UTTERANCE_S", d.pipeline.max_utterance_s),
             vad_threshold=_float(env, "ROOMSCRIBE_VAD_THRESHOLD", d.pipeline.vad_threshold),
+            final_context_chars=_int(env, "ROOMSCRIBE_FINAL_CONTEXT_CHARS", d.pipeline.final_context_chars),
+            max_cut_rule=_choice(env, "ROOMSCRIBE_MAX_CUT_RULE", d.pipeline.max_cut_rule, ("quietest", "longest_pause")),
         )
         settings = cls(
             host=_get(env, "ROOMSCRIBE_HOST", d.host),

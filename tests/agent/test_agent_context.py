@@ -102,3 +102,31 @@ def test_a_max_length_cut_lands_in_the_longest_pause_not_the_quietest_window() -
     quiet = Segmenter(PipelineConfig(max_utterance_s=2.0, max_cut_lookback_s=1.0))
     [end] = [b for p in probs for b in quiet.push(p) if isinstance(b, SpeechEnd)]
     assert end.sample == (n - 5) * 512
+
+
+@pytest.mark.timeout(180)  # three decodes of 5 s: ~1 s on a quiet machine, ~40 s on a loaded one
+def test_context_reaches_the_real_decoder_per_job_in_one_batch(engine) -> None:
+    """On the batched CTranslate2 path each job has its own prompt: a final with context and one
+    without, in one generate call, both transcribe the speech; the context changes the decoder's
+    scores (it was conditioned on it) and sits after <|startofprev|> in that job's prompt only."""
+    from agent.ct2backend import ShortWindowBackend
+    from agent.scheduler import AsrJob, JobKind
+    from agent.textguard import GuardConfig, clean_text
+    from agent_testutil import LIBRI_TEXT, norm
+
+    backend = engine.backend
+    assert isinstance(backend, ShortWindowBackend)
+    audio = np.concatenate([np.zeros(4800, np.float32), load_wav("libri_61-70968-0000.wav").astype(np.float32) / 32768])
+    context = "The Wizard of Oz. Dorothy went to see the wizard."
+    with_ctx = AsrJob(kind=JobKind.FINAL, owner="t", audio=audio, context=context)
+    without = AsrJob(kind=JobKind.FINAL, owner="t", audio=audio)
+    prompt = backend.prompt_for(with_ctx)
+    tok = backend._tokenizer
+    assert tok is not None and prompt[0] == tok.sot_prev and tok.decode(prompt[1 : prompt.index(tok.sot)]).strip() == context
+    assert backend.prompt_for(without)[0] == tok.sot
+    a, b = backend.transcribe_batch([with_ctx, without])
+    assert a.extra["batch"] == b.extra["batch"] == 2
+    for res in (a, b):
+        words = norm(clean_text(res.segments, GuardConfig())).split()
+        assert len(set(words) & set(norm(LIBRI_TEXT).split())) >= len(norm(LIBRI_TEXT).split()) - 3, words
+    assert a.segments[0].avg_logprob != pytest.approx(b.segments[0].avg_logprob, abs=1e-4)

@@ -109,3 +109,20 @@ def test_split_breakdown_tells_cuts_at_gaps_from_cuts_inside_a_prompt(prompts: l
     out = split_breakdown(s, finals)
     assert out["cut_silence_at_gap"] == 1 and out["cut_max_length_mid_prompt"] == 1
     assert out["finals_3"] == 1 and out["utterances"] == len(s.utterances)
+
+
+def test_the_report_shows_the_long_form_wer_against_offline(prompts: list[Clip]) -> None:
+    from roomscribe.bench.report import render, target_rows
+    from roomscribe.bench.runner import longform_block
+
+    sessions = build_longform(prompts)[:2]
+    refs = [s.text for s in sessions]
+    stream = {"refs": refs, "hyps": [r.replace("prompt", "prompts") for r in refs], "per_clip": [], "lost": 0, "incomplete": 0}
+    block = longform_block(stream, sessions, offline=refs)
+    assert block["sessions"] == 2 and block["clips"] == sum(len(s.utterances) for s in sessions)
+    assert block["numbers_as_words"]["offline"]["wer"] == 0
+    assert block["raw"]["penalty_points"] == pytest.approx(100 / 3, abs=0.01)  # one word in three
+    result = {"corpus": {"description": "test"}, "config": {"mode": "test"}, "accuracy": {"longform": block}}
+    [row] = target_rows(result)
+    assert row["figure"] == "streaming WER vs offline (longform)" and row["verdict"] == "FAIL"
+    assert "WER longform (2 sessions" in render(result)
