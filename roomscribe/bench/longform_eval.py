@@ -156,7 +156,8 @@ async def evaluate(sessions: Sequence[LongformSession], asr: AsrConfig, cfg: Pip
     guard = guard_config(cfg)
     refs = [s.text for s in sessions]
     hyps, splits, reasons, tally = [], Counter[str](), Counter[str](), GuardTally()
-    per_session = []
+    per_session: list[dict[str, Any]] = []
+    guarded: list[dict[str, Any]] = []  # final-kind results the guards shortened
     t0 = time.perf_counter()
     try:
         for s in sessions:
@@ -169,10 +170,15 @@ async def evaluate(sessions: Sequence[LongformSession], asr: AsrConfig, cfg: Pip
             for job in jobs:
                 res = job.future.result() if job.future.done() and not job.future.cancelled() else None
                 if res is not None and job.future.exception() is None:
+                    kept = clean_text(res.segments, guard)
                     tally.raw_words += len(res.text.split())
-                    tally.kept_words += len(clean_text(res.segments, guard).split())
+                    tally.kept_words += len(kept.split())
+                    if len(kept.split()) != len(res.text.split()):
+                        guarded.append({"kind": job.kind.value, "raw": res.text, "kept": kept,
+                                        "segments": [(round(g.avg_logprob, 2), round(g.no_speech_prob, 2),
+                                                      round(g.compression_ratio, 2)) for g in res.segments]})  # fmt: skip
         out: dict[str, Any] = {"streaming": _score(refs, hyps), "final_reasons": dict(reasons),
-                               "splits": dict(sorted(splits.items())), "guards": asdict(tally),
+                               "splits": dict(sorted(splits.items())), "guards": asdict(tally), "guarded": guarded,
                                "per_session": per_session, "streaming_wall_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
         if oracle:
             for name, chars in (("oracle_no_context", 0), ("oracle_context", cfg.final_context_chars or 200)):

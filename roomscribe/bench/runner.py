@@ -253,7 +253,7 @@ async def accuracy_phase(
 
 async def stream_longform(transport: Transport, sessions: Sequence[LongformSession], cfg: BenchConfig) -> dict[str, Any]:
     """Stream the long-form sessions one after another (interims off, `accuracy_speed`× real time)."""
-    refs, hyps, per_clip, lost, incomplete = [], [], [], 0, 0
+    refs, hyps, per_clip, lost, incomplete, errors = [], [], [], 0, 0, []
     for k, s in enumerate(sessions):
         [record] = await run_sessions(transport, [s.plan], f"bench-acc-long-{k}", interim=False, speed=cfg.accuracy_speed)
         refs.append(s.text)
@@ -261,7 +261,8 @@ async def stream_longform(transport: Transport, sessions: Sequence[LongformSessi
         per_clip.extend(clip_texts(record))
         lost += sum(o.lost for o in score_session(record))
         incomplete += not record.completed
-    return {"refs": refs, "hyps": hyps, "per_clip": per_clip, "lost": lost, "incomplete": incomplete}
+        errors += [f"{s.plan.name}: {e}" for e in (record.error, *record.notes) if e]
+    return {"refs": refs, "hyps": hyps, "per_clip": per_clip, "lost": lost, "incomplete": incomplete, "errors": errors}
 
 
 def longform_block(stream: dict[str, Any], sessions: Sequence[LongformSession], offline: list[str] | None) -> dict[str, Any]:
@@ -269,7 +270,7 @@ def longform_block(stream: dict[str, Any], sessions: Sequence[LongformSession], 
     minutes = sum(s.plan.duration_s for s in sessions) / 60
     out: dict[str, Any] = {"clips": sum(len(s.utterances) for s in sessions), "sessions": len(sessions),
                            "minutes": round(minutes, 2), "streaming_lost_utterances": stream["lost"],
-                           "incomplete_sessions": stream["incomplete"]}  # fmt: skip
+                           "incomplete_sessions": stream["incomplete"], "session_errors": stream.get("errors", [])}  # fmt: skip
     for key, numbers in (("numbers_as_words", True), ("raw", False)):
         s = corpus_wer(stream["refs"], stream["hyps"], numbers=numbers)
         block: dict[str, Any] = {"streaming": s.as_dict()}
