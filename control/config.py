@@ -147,6 +147,7 @@ class Settings:
             max_utterance_s=_float(env, "ROOMSCRIBE_MAX_UTTERANCE_S", d.pipeline.max_utterance_s),
             vad_threshold=_float(env, "ROOMSCRIBE_VAD_THRESHOLD", d.pipeline.vad_threshold),
             final_context_chars=_int(env, "ROOMSCRIBE_FINAL_CONTEXT_CHARS", d.pipeline.final_context_chars),
+            max_cut_lookback_s=_float(env, "ROOMSCRIBE_MAX_CUT_LOOKBACK_S", d.pipeline.max_cut_lookback_s),
             max_cut_rule=_choice(env, "ROOMSCRIBE_MAX_CUT_RULE", d.pipeline.max_cut_rule, ("quietest", "longest_pause")),
         )
         settings = cls(
