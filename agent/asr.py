@@ -126,6 +126,7 @@ class WhisperBackend:
         cfg = self.config
         final = job.kind.decodes_as_final
         word_ts = final and job.word_timestamps
+        prompt = job.decoder_prompt  # keyterms and prompt, and for a final the context
         t0 = time.perf_counter()
         segments, _info = self.model.transcribe(
             job.audio,
@@ -141,8 +142,8 @@ class WhisperBackend:
             word_timestamps=word_ts,
             vad_filter=False,
             # The same inputs the adaptive backend builds its prompt from (agent/prompting.py).
-            initial_prompt=job.prompt.initial_prompt if job.prompt else None,
-            hotwords=job.prompt.hotwords if job.prompt else None,
+            initial_prompt=prompt.initial_prompt if prompt else None,
+            hotwords=prompt.hotwords if prompt else None,
         )
         out = []
         for s in segments:  # the generator does the decoding
@@ -252,6 +253,7 @@ class AsrEngine:
         is_stale: Callable[[], bool] | None = None,
         speculative: bool = False,
         prompt: DecoderPrompt | None = None,
+        context: str = "",
     ) -> AsrJob:
         """Thread-safe, non-blocking: queue a job and return it (`job.future` settles with an
         `AsrResult`, or None if the interim was dropped — then `job.drop_reason` says why).
@@ -259,6 +261,8 @@ class AsrEngine:
         `speculative=True` (with `final=True`) queues a droppable final below real finals and above
         interims; cancel it with `job.future.cancel()` while it is still queued. `prompt`: keyterms
         and a prompt that bias this job's decoding (agent/prompting.py).
+        interims; cancel it with `job.future.cancel()` while it is still queued.
+        `context` (finals only): text said before this audio, given to the decoder as its prompt.
         """
         if not self._started:
             raise RuntimeError("AsrEngine.start() was not called")
@@ -273,6 +277,7 @@ class AsrEngine:
             word_timestamps=word_timestamps,
             prompt=prompt or None,
             is_stale=None if kind is JobKind.FINAL else is_stale,
+            context=context if final else "",
         )
         self.scheduler.submit(job)
         return job

@@ -56,6 +56,12 @@ class PipelineConfig:
     # Decoder bias (agent/prompting.py): terms to spell right (hotwords) and text the speech follows.
     keyterms: tuple[str, ...] = ()
     prompt: str = ""
+    # The session's last finals (up to this many characters, whole words) are the decoder's prompt
+    # for the next final; 0 = each final decoded alone. Finals then run one after another.
+    final_context_chars: int = 0
+    # At max_utterance_s: "quietest" window of the lookback, or the middle of its "longest_pause"
+    # (a run of windows below the VAD's negative threshold; the quietest window if there is none).
+    max_cut_rule: str = "quietest"
     max_pending_finals: int = 4  # per pipeline, before an "asr_backlog" notice (finals never drop)
     drop_notice_interval_s: float = 10.0  # of session audio between "interims_dropped" notices
     # Text guards against Whisper hallucinations.

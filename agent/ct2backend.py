@@ -67,17 +67,19 @@ class ShortWindowBackend(WhisperBackend):
         self._prompt = decoder_prompt(m, self._tokenizer, None, without_timestamps=True)
 
     def prompt_for(self, job: AsrJob) -> list[int]:
-        """The job's decoder prompt tokens (the default one when it asked for no bias)."""
-        if not job.prompt:
+        """The job's decoder prompt tokens (the default one when it asked for no bias and, if a
+        final, has no context)."""
+        prompt = job.decoder_prompt
+        if not prompt:
             return self._prompt
-        tokens = self._prompts.get(job.prompt)
+        tokens = self._prompts.get(prompt)
         if tokens is None:
             if self._tokenizer is None:
                 raise RuntimeError("backend not loaded: call load() first")
             if len(self._prompts) >= 256:
                 self._prompts.clear()
             m = self.loaded_model()
-            tokens = self._prompts[job.prompt] = decoder_prompt(m, self._tokenizer, job.prompt, without_timestamps=True)
+            tokens = self._prompts[prompt] = decoder_prompt(m, self._tokenizer, prompt, without_timestamps=True)
         return tokens
 
     def frames_for(self, n_samples: int) -> int:
@@ -96,11 +98,11 @@ class ShortWindowBackend(WhisperBackend):
             else:
                 batchable.append(k)
         # Jobs are batched with others of the same window size (padding a short job to a long
-        # job's window would cost as much as running it alone) and prompt length.
-        groups: dict[tuple[int, int], list[int]] = {}
+        # job's window would cost as much as running it alone); one encode serves the batch, and
+        # jobs whose prompts differ in length are generated in separate calls (`_generate_grouped`).
+        groups: dict[int, list[int]] = {}
         for k in batchable:
-            key = (self.frames_for(jobs[k].audio.shape[0]), len(self.prompt_for(jobs[k])))
-            groups.setdefault(key, []).append(k)
+            groups.setdefault(self.frames_for(jobs[k].audio.shape[0]), []).append(k)
         for ks in groups.values():
             results.update(zip(ks, self._decode([jobs[k] for k in ks]), strict=False))
         return [results[k] for k in range(len(jobs))]
@@ -123,7 +125,7 @@ class ShortWindowBackend(WhisperBackend):
         return self.loaded_model().model.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
 
     def _generate(
-        self, enc: ctranslate2.StorageView, jobs: Sequence[AsrJob], max_length: int, temperature: float = 0.0
+        self, enc: ctranslate2.StorageView, prompts: list[list[int]], max_length: int, temperature: float = 0.0
     ) -> list[ctranslate2.models.WhisperGenerationResult]:
         cfg = self.config
         kw: dict[str, Any]
@@ -134,7 +136,7 @@ class ShortWindowBackend(WhisperBackend):
             kw = {"beam_size": cfg.beam_size}
         generated: list[ctranslate2.models.WhisperGenerationResult] = self.loaded_model().model.generate(
             enc,
-            [self.prompt_for(j) for j in jobs],
+            prompts,
             max_length=max_length,
             return_scores=True,
             return_no_speech_prob=True,
@@ -143,6 +145,25 @@ class ShortWindowBackend(WhisperBackend):
             **kw,
         )
         return generated
+
+    def _generate_grouped(
+        self, enc: ctranslate2.StorageView, prompts: list[list[int]], max_length: int
+    ) -> list[ctranslate2.models.WhisperGenerationResult]:
+        """`_generate`, one call per prompt length: CTranslate2 needs <|startoftranscript|> at the
+        same position in every batch item, so jobs whose prompts differ in length are decoded in
+        separate calls over their rows of the shared encoder output."""
+        lengths = sorted({len(p) for p in prompts})
+        if len(lengths) == 1:
+            return self._generate(enc, prompts, max_length)
+        import ctranslate2
+
+        encoded = np.array(enc)  # [batch, frames, width]
+        out: dict[int, ctranslate2.models.WhisperGenerationResult] = {}
+        for n in lengths:
+            ks = [k for k, p in enumerate(prompts) if len(p) == n]
+            rows = ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded[ks]))
+            out.update(zip(ks, self._generate(rows, [prompts[k] for k in ks], max_length), strict=True))
+        return [out[k] for k in range(len(prompts))]
 
     def _max_length(self, jobs: Sequence[AsrJob]) -> int:
         # Speech rarely exceeds ~7 tokens/s; the cap bounds the cost of a looping decode.
@@ -179,7 +200,7 @@ class ShortWindowBackend(WhisperBackend):
         t0 = time.perf_counter()
         features, frames = self._features(jobs)
         enc = self._encode(features)
-        out = self._generate(enc, jobs, self._max_length(jobs))
+        out = self._generate_grouped(enc, [self.prompt_for(j) for j in jobs], self._max_length(jobs))
         segs = [self._segment(r, 0.0, j.audio.shape[0] / 16000) for r, j in zip(out, jobs, strict=False)]
         for k, job in enumerate(jobs):
             if job.kind.decodes_as_final and self._needs_fallback(segs[k]):
@@ -209,7 +230,7 @@ class ShortWindowBackend(WhisperBackend):
         for t in self.config.final_temperatures:
             if t <= 0:
                 continue
-            r = self._generate(enc, [job], self._max_length([job]), temperature=t)[0]
+            r = self._generate(enc, [self.prompt_for(job)], self._max_length([job]), temperature=t)[0]
             seg = self._segment(r, t, job.audio.shape[0] / 16000)
             tried.append(seg)
             if not self._needs_fallback(seg):

@@ -139,6 +139,7 @@ class TranscriptionPipeline:
         self._last_drop_notice_at: float | None = None
         self._drops_since_notice = 0
         self._backlog_warned = False
+        self._context = ""  # the session's recent finals (see PipelineConfig.final_context_chars)
         self._stats = {
             "utterances": 0,
             "finals": 0,
@@ -276,6 +277,10 @@ class TranscriptionPipeline:
         job = self._take_speculation(u)
         if job is not None:
             u.redo_audio = audio  # kept in case the speculative result is not trusted
+        elif self._waits_for_context(u):
+            u.final_task = self._spawn(self._run_final_after_context(u, audio))
+            self._check_backlog()
+            return
         else:
             job = self._submit_final(u, audio)
         if job is None:
@@ -293,6 +298,7 @@ class TranscriptionPipeline:
                 owner=self.owner,
                 word_timestamps=self.cfg.word_timestamps,
                 prompt=self._prompt,
+                context=self._context,
             )
         except RuntimeError as exc:  # engine closed or not started
             self._stats["asr_errors"] += 1
@@ -318,6 +324,7 @@ class TranscriptionPipeline:
             # Behind on its own finals: this one would wait for them anyway (others' finals do
             # not matter: it takes this session's turn, see agent/scheduler.py).
             or self.engine.pending_finals(self.owner) > 0
+            or self._waits_for_context(u)
         ):
             return
         token = object()
@@ -330,6 +337,7 @@ class TranscriptionPipeline:
                 word_timestamps=self.cfg.word_timestamps,
                 is_stale=lambda: u.spec_token is not token,
                 prompt=self._prompt,
+                context=self._context,
             )
         except RuntimeError:
             return
@@ -467,6 +475,42 @@ class TranscriptionPipeline:
         u.final_done = True
         self._drain()
 
+    def _earlier_finals(self, u: _Utterance) -> list[asyncio.Task[None]]:
+        """The final tasks of the utterances before `u` that are not done yet."""
+        out = []
+        for o in self._open:
+            if o is u:
+                break
+            if not o.final_done and o.final_task is not None:
+                out.append(o.final_task)
+        return out
+
+    def _waits_for_context(self, u: _Utterance) -> bool:
+        """Whether `u`'s final submitted now would miss context: an earlier final is not done yet
+        (with context on, finals run one after another, so the context never depends on timing)."""
+        return self.cfg.final_context_chars > 0 and bool(self._earlier_finals(u))
+
+    async def _run_final_after_context(self, u: _Utterance, audio: np.ndarray) -> None:
+        """Submit `u`'s final once every earlier final is done (their text is its context)."""
+        await asyncio.gather(*self._earlier_finals(u), return_exceptions=True)
+        job = self._submit_final(u, audio)
+        if job is None:
+            u.final_done = True
+            self._drain()
+            return
+        await self._run_final(u, job)
+
+    def _remember(self, text: str) -> None:
+        """Keep the last `final_context_chars` of the session's finals (whole words) as context."""
+        limit = self.cfg.final_context_chars
+        if limit <= 0:
+            return
+        joined = f"{self._context} {text.strip()}".strip()
+        if len(joined) > limit:
+            cut = joined[-limit:]
+            joined = cut.split(" ", 1)[1] if " " in cut and not joined[-limit - 1].isspace() else cut
+        self._context = joined.strip()
+
     def _log_result(self, u: _Utterance, job: AsrJob | None, res: AsrResult | None) -> None:
         if job is not None and res is not None and log.isEnabledFor(logging.DEBUG):
             log.debug(
@@ -517,6 +561,7 @@ class TranscriptionPipeline:
             if u.final_event is not None:
                 self._stats["finals"] += 1
                 final = u.final_event
+                self._remember(u.final_event.text)
                 if u.ended_wall is not None:
                     self._latencies.append(time.perf_counter() - u.ended_wall)
                     final = dataclasses.replace(final, latency_s=self._latencies[-1])

@@ -68,6 +68,16 @@ class DecoderPrompt:
         return self.text.strip() or None
 
 
+def with_context(prompt: DecoderPrompt | None, context: str) -> DecoderPrompt | None:
+    """`prompt` with what was said just before (`context`) after its text: the previous text the
+    decoder reads ends with the context, nearest the audio (Whisper keeps the end of a long one)."""
+    context = context.strip()
+    if not context:
+        return prompt
+    base = prompt or DecoderPrompt()
+    return DecoderPrompt(base.keyterms, f"{base.text.strip()} {context}".strip())
+
+
 def check_prompt(prompt: DecoderPrompt, count_tokens: Callable[[str], int]) -> None:
     """Raise PromptError unless the keyterms and prompt are within bounds (the message says which)."""
     if len(prompt.keyterms) > MAX_KEYTERMS:

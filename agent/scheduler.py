@@ -42,9 +42,10 @@ import numpy as np
 
 from roomscribe.common.audio import SAMPLE_RATE
 
+from .prompting import DecoderPrompt, with_context
+
 if TYPE_CHECKING:
     from .asr import AsrResult
-    from .prompting import DecoderPrompt
 
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,18 @@ class AsrJob:
     word_timestamps: bool = False
     prompt: DecoderPrompt | None = None  # keyterms / prompt biasing the decoder (None: none)
     is_stale: Callable[[], bool] | None = None
+    context: str = ""  # what was said before (the session's recent finals), a decoder prompt for finals
     future: Future[AsrResult | None] = field(default_factory=Future)
     submitted_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
     drop_reason: str | None = None  # "replaced" | "superseded" | "overflow" | "stale" | "closed"
+
+    @property
+    def decoder_prompt(self) -> DecoderPrompt | None:
+        """What biases this job's decoding: its prompt, and for a final what was said before it."""
+        if not (self.context and self.kind.decodes_as_final):
+            return self.prompt
+        return with_context(self.prompt, self.context)
 
 
 @dataclass(frozen=True)

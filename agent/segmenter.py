@@ -6,7 +6,8 @@ Pure state machine (no audio, no model): positions are in 16 kHz samples of sess
 - Speech *ends* ("silence") once windows have stayed below the threshold for `silence_hangover_s`
   since the first window < neg_threshold (Silero's hysteresis); the end is where that silence began.
 - At `max_utterance_s` the utterance is cut ("max_length") at the quietest window of the last
-  `max_cut_lookback_s`, and a new utterance continues from the cut.
+  `max_cut_lookback_s` (or, with `max_cut_rule="longest_pause"`, in the middle of its longest run of
+  windows below the negative threshold), and a new utterance continues from the cut.
 - `finish()` ends an open utterance ("stop").
 """
 
@@ -134,8 +135,10 @@ class Segmenter:
             return [SpeechEnd(end, "max_length", (i + 1) * self.window)]
         recent = list(self._recent)
         first_w = i + 1 - len(recent)
-        # Quietest window of the lookback (latest on ties), never the utterance's first window.
-        best = min(range(len(recent)), key=lambda k: (recent[k], -k))
+        pause = longest_pause(recent, self.neg_threshold) if self.cfg.max_cut_rule == "longest_pause" else None
+        # The middle of the longest pause, else the quietest window of the lookback (latest on
+        # ties); never the utterance's first window.
+        best = pause if pause is not None else min(range(len(recent)), key=lambda k: (recent[k], -k))
         cut_w = max(first_w + best, self.start_w + 1)
         cut = cut_w * self.window
         self.start_w = cut_w
@@ -151,3 +154,14 @@ class Segmenter:
         self.state = State.IDLE
         self.silence_start_w = None
         return out
+
+
+def longest_pause(probs: list[float], below: float) -> int | None:
+    """The middle index of the longest run of `probs` under `below` (the latest on ties), or None."""
+    best: tuple[int, int] | None = None  # (length, middle)
+    run = 0
+    for k, p in enumerate(probs):
+        run = run + 1 if p < below else 0
+        if run and (best is None or run >= best[0]):
+            best = (run, k - run // 2)
+    return None if best is None else best[1]

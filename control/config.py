@@ -167,6 +167,9 @@ class Settings:
             word_timestamps=_bool(env, "ROOMSCRIBE_WORDS", d.pipeline.word_timestamps),
             keyterms=tuple(t.strip() for t in _get(env, "ROOMSCRIBE_KEYTERMS", "").split(",") if t.strip()),
             prompt=_get(env, "ROOMSCRIBE_PROMPT", d.pipeline.prompt),
+            final_context_chars=_int(env, "ROOMSCRIBE_FINAL_CONTEXT_CHARS", d.pipeline.final_context_chars),
+            max_cut_lookback_s=_float(env, "ROOMSCRIBE_MAX_CUT_LOOKBACK_S", d.pipeline.max_cut_lookback_s),
+            max_cut_rule=_choice(env, "ROOMSCRIBE_MAX_CUT_RULE", d.pipeline.max_cut_rule, ("quietest", "longest_pause")),
         )
         settings = cls(
             host=_get(env, "ROOMSCRIBE_HOST", d.host),

@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-clips", type=int, help="utterances in the latency session")
     p.add_argument("--sweep-clips", type=int, help="utterances per session in the sweep")
     p.add_argument("--accuracy-clips", type=int, help="corpus clips for WER (default: all; quick: 30)")
+    p.add_argument("--longform", action="store_true",
+                   help="only the accuracy phase, on the long-form set (prompts joined into 10-30 s utterances)")
+    p.add_argument("--longform-sessions", type=int, help="long-form sessions for WER (default: all; quick: 2)")
+    p.add_argument("--no-longform", action="store_true", help="no long-form set in the accuracy phase")
     p.add_argument("--no-offline", action="store_true", help="skip the offline reference transcription")
     p.add_argument("--seed", type=int, default=1)
     soak = p.add_argument_group("soak (--soak): real-time sessions and idle sockets for minutes; RSS, losses, latency")
@@ -78,10 +82,12 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         "pin": args.pin,
         "worker_capacity": args.worker_capacity,
         "accuracy": not args.no_accuracy,
+        "longform": not args.no_longform,
+        "longform_only": args.longform,
     }
     if args.levels:
         overrides["sweep_levels"] = tuple(int(x) for x in args.levels.split(",") if x.strip())
-    for name in ("latency_clips", "sweep_clips", "accuracy_clips"):
+    for name in ("latency_clips", "sweep_clips", "accuracy_clips", "longform_sessions"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     return BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agent.asr import AsrEngine
+from agent.asr import AsrEngine, WhisperBackend
 from agent.config import AsrConfig, PipelineConfig
 from agent.textguard import GuardConfig, clean_segments, clean_text
 from roomscribe.bench.corpus import Clip
@@ -38,3 +38,18 @@ def transcribe_offline(clips: Sequence[Clip], asr: AsrConfig, pipeline: Pipeline
         return texts
     finally:
         engine.close_sync()
+
+
+def transcribe_sessions_offline(sessions: Sequence[np.ndarray], asr: AsrConfig) -> list[str]:
+    """The long-form reference: one faster-whisper call per whole session (int16 16 kHz), its VAD
+    on, greedy (`asr.beam_size`), its own temperature fallback and conditioning on previous text —
+    what a user of the same model would get offline. No text guards (they are the pipeline's)."""
+    backend = WhisperBackend(asr)
+    backend.load()
+    model = backend.loaded_model()
+    texts = []
+    for audio in sessions:
+        segments, _ = model.transcribe(audio.astype(np.float32) / 32768.0, language=asr.language,
+                                       beam_size=asr.beam_size, vad_filter=True)  # fmt: skip
+        texts.append(" ".join(s.text.strip() for s in segments))
+    return texts

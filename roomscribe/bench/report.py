@@ -47,12 +47,14 @@ def target_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             shown += f" (also passed: {', '.join(map(str, others))})"
         rows.append({"figure": "concurrent sessions (p95 final ≤ 1.5 s, none lost)", "value": n, "shown": shown,
                      "target": f"≥ {MIN_SESSIONS}", "verdict": _verdict(n, MIN_SESSIONS, at_least=True)})  # fmt: skip
-    acc = result.get("accuracy", {}).get("corpus")
-    if acc and "penalty_points" in acc["numbers_as_words"]:
+    for name in ("corpus", "longform"):
+        acc = result.get("accuracy", {}).get(name)
+        if not (acc and "penalty_points" in acc["numbers_as_words"]):
+            continue
         block = acc["numbers_as_words"]
         p = block["penalty_points"]
         shown = f"{block['streaming']['wer'] * 100:.2f}% vs {block['offline']['wer'] * 100:.2f}% ({p:+.2f} pts)"
-        rows.append({"figure": "streaming WER vs offline (corpus)", "value": p, "shown": shown,
+        rows.append({"figure": f"streaming WER vs offline ({name})", "value": p, "shown": shown,
                      "target": f"≤ +{MAX_WER_PENALTY_POINTS} pts", "verdict": _verdict(p, MAX_WER_PENALTY_POINTS)})  # fmt: skip
     return rows
 
@@ -107,7 +109,8 @@ def render(result: dict[str, Any]) -> str:
         for key in ("numbers_as_words", "raw"):
             b = acc[key]
             off = f", offline {b['offline']['wer'] * 100:.2f}%" if "offline" in b else ""
-            lines.append(f"WER {name} ({acc['clips']} clips, {acc['minutes']} min, {key.replace('_', ' ')}): "
+            unit = f"{acc['sessions']} sessions, {acc['clips']} utterances" if "sessions" in acc else f"{acc['clips']} clips"
+            lines.append(f"WER {name} ({unit}, {acc['minutes']} min, {key.replace('_', ' ')}): "
                          f"streaming {b['streaming']['wer'] * 100:.2f}%{off}")  # fmt: skip
         if acc.get("differences"):
             lines.append(f"  {len(acc['differences'])} {name} clip(s) where streaming ≠ offline "

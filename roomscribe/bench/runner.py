@@ -14,6 +14,7 @@ from typing import Any
 from roomscribe.bench import procstat
 from roomscribe.bench.cluster import ClusterServer, RoundRobinTransport
 from roomscribe.bench.corpus import Clip, Corpus, example_corpus, resolve_corpus
+from roomscribe.bench.longform import LongformConfig, LongformSession, build_longform, describe
 from roomscribe.bench.metrics import clip_texts, final_text, score_session, summarise
 from roomscribe.bench.plan import SessionPlan, build_plan, pick_clips
 from roomscribe.bench.server import BenchServer, InProcessServer, SubprocessServer
@@ -46,6 +47,9 @@ class BenchConfig:
     accuracy_speed: float = 8.0  # finals do not depend on pace (segmentation counts samples)
     accuracy_session_clips: int = 50
     include_examples: bool = True
+    longform: bool = True  # WER on the long-form set too (roomscribe.bench.longform)
+    longform_only: bool = False  # only the long-form WER phase (no latency, sweep or prompt WER)
+    longform_sessions: int | None = None  # None: the whole set
     offline: bool = True
     gap_s: float = 1.0
     stagger_s: float = 2.0  # sweep sessions start at random offsets in [0, stagger_s)
@@ -54,7 +58,8 @@ class BenchConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchConfig:
-        base: dict[str, Any] = {"mode": "quick", "latency_clips": 10, "sweep_clips": 2, "accuracy_clips": 20, "stagger_s": 1.5}
+        base: dict[str, Any] = {"mode": "quick", "latency_clips": 10, "sweep_clips": 2, "accuracy_clips": 20, "stagger_s": 1.5,
+                                "longform_sessions": 2}  # fmt: skip
         base.update(overrides)
         return cls(**base)
 
@@ -246,6 +251,37 @@ async def accuracy_phase(
     return streamed
 
 
+async def stream_longform(transport: Transport, sessions: Sequence[LongformSession], cfg: BenchConfig) -> dict[str, Any]:
+    """Stream the long-form sessions one after another (interims off, `accuracy_speed`× real time)."""
+    refs, hyps, per_clip, lost, incomplete, errors = [], [], [], 0, 0, []
+    for k, s in enumerate(sessions):
+        [record] = await run_sessions(transport, [s.plan], f"bench-acc-long-{k}", interim=False, speed=cfg.accuracy_speed)
+        refs.append(s.text)
+        hyps.append(final_text(record))
+        per_clip.extend(clip_texts(record))
+        lost += sum(o.lost for o in score_session(record))
+        incomplete += not record.completed
+        errors += [f"{s.plan.name}: {e}" for e in (record.error, *record.notes) if e]
+    return {"refs": refs, "hyps": hyps, "per_clip": per_clip, "lost": lost, "incomplete": incomplete, "errors": errors}
+
+
+def longform_block(stream: dict[str, Any], sessions: Sequence[LongformSession], offline: list[str] | None) -> dict[str, Any]:
+    """Streaming vs offline WER on the long-form set (offline: one call per session, VAD on)."""
+    minutes = sum(s.plan.duration_s for s in sessions) / 60
+    out: dict[str, Any] = {"clips": sum(len(s.utterances) for s in sessions), "sessions": len(sessions),
+                           "minutes": round(minutes, 2), "streaming_lost_utterances": stream["lost"],
+                           "incomplete_sessions": stream["incomplete"], "session_errors": stream.get("errors", [])}  # fmt: skip
+    for key, numbers in (("numbers_as_words", True), ("raw", False)):
+        s = corpus_wer(stream["refs"], stream["hyps"], numbers=numbers)
+        block: dict[str, Any] = {"streaming": s.as_dict()}
+        if offline is not None:
+            o = corpus_wer(stream["refs"], offline, numbers=numbers)
+            block["offline"] = o.as_dict()
+            block["penalty_points"] = round((s.wer - o.wer) * 100, 2)
+        out[key] = block
+    return out
+
+
 def wer_block(stream: dict[str, Any], clips: Sequence[Clip], offline: list[str] | None) -> dict[str, Any]:
     """Streaming vs offline WER (numbers spelled out, and raw), and the streaming penalty."""
     out: dict[str, Any] = {"clips": len(clips), "minutes": round(sum(c.duration_s for c in clips) / 60, 2),
@@ -290,6 +326,7 @@ async def run_bench(cfg: BenchConfig, progress: Progress = print) -> dict[str, A
     result["server_scope"] = server.scope
     result["topology"] = topology_info(cfg, server)
     streamed: dict[str, tuple[list[Clip], dict[str, Any]]] = {}
+    longform: tuple[list[LongformSession], dict[str, Any]] | None = None
     try:
         transports = make_transports(cfg.transports, server)
         main = transports[0]
@@ -297,18 +334,25 @@ async def run_bench(cfg: BenchConfig, progress: Progress = print) -> dict[str, A
             await _warm_up(main, corpus, cfg.seed)
         result["latency"] = {}
         latency_clips = pick_clips(corpus.clips, cfg.latency_clips, seed=cfg.seed)
-        for t in transports:
+        for t in [] if cfg.longform_only else transports:
             progress(f"latency over {t.name}: 1 real-time session of {len(latency_clips)} clips…")
             lat = await latency_phase(t, server, latency_clips, cfg.gap_s)
             result["latency"][t.name] = lat
             progress(f"  final p50 {lat['final_latency_s']['p50']} s, p95 {lat['final_latency_s']['p95']} s; "
                      f"first interim p50 {lat['first_interim_latency_s']['p50']} s; lost {lat['lost']}")  # fmt: skip
-        if cfg.sweep_levels:
+        if cfg.sweep_levels and not cfg.longform_only:
             levels = ", ".join(map(str, cfg.sweep_levels))
             progress(f"concurrency sweep over {main.name}: {levels} sessions × {cfg.sweep_clips} clips…")
             result["sweep"] = await sweep_phase(main, server, corpus, cfg, progress)
-        if cfg.accuracy:
+        if cfg.accuracy and not cfg.longform_only:
             streamed = await accuracy_phase(main, corpus, cfg, progress)
+        if cfg.accuracy and (cfg.longform or cfg.longform_only):
+            sessions = build_longform(corpus.clips, LongformConfig(sessions=cfg.longform_sessions))
+            if sessions:
+                progress(f"accuracy: streaming the {describe(sessions)} at {cfg.accuracy_speed}× real time…")
+                longform = (sessions, await stream_longform(main, sessions, cfg))
+            else:
+                progress("accuracy: no long-form set (the corpus is too small for a 50-s session)")
         result["server_memory_mb"] = {k: round(v / 2**20, 1) for k, v in server.memory().items()}
         if isinstance(server, ClusterServer):
             result["topology"]["peak_rss_mb_by_role"] = server.memory_by_role()
@@ -321,9 +365,22 @@ async def run_bench(cfg: BenchConfig, progress: Progress = print) -> dict[str, A
             progress(f"offline reference: {len(clips)} {name} clips…")
             offline = await asyncio.to_thread(_offline, clips, settings)
         result["accuracy"][name] = wer_block(stream, clips, offline)
+    if longform is not None:
+        sessions, stream = longform
+        texts = None
+        if cfg.offline:
+            progress(f"offline reference: {len(sessions)} long-form sessions, one call each…")
+            texts = await asyncio.to_thread(_offline_sessions, sessions, settings)
+        result["accuracy"]["longform"] = longform_block(stream, sessions, texts)
     result["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
     result["duration_s"] = round(time.time() - started, 1)
     return result
+
+
+def _offline_sessions(sessions: Sequence[LongformSession], settings: Any) -> list[str]:
+    from roomscribe.bench.offline import transcribe_sessions_offline
+
+    return transcribe_sessions_offline([s.plan.audio for s in sessions], settings.asr)
 
 
 def _offline(clips: Sequence[Clip], settings: Any) -> list[str]:

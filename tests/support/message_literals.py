@@ -32,21 +32,26 @@ _TYPE_FIELD = "type"
 _LOOKUPS = frozenset({"get", "of_type", "on"})
 
 
-def hand_written_types(tree: ast.AST, allowed: Collection[str] = ()) -> list[str]:
-    """Where the module names a message type, or the `type` field, by hand (`line N: 'text'`)."""
+def hand_written_types(tree: ast.AST, allowed: Collection[str] = (), other_meaning: Collection[str] = ()) -> list[str]:
+    """Where the module names a message type, or the `type` field, by hand (`line N: 'text'`).
+    `other_meaning`: words that are message types but mean something else in this code (the
+    bench's `command` field: the command line that produced its figures)."""
     skipped = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}  # docstrings
     skipped |= {id(arg) for node in ast.walk(tree) if isinstance(node, ast.Call) for arg in _plain_arguments(node)}
     found: dict[int, ast.Constant] = {}
     for node in ast.walk(tree):
         for constant in _suspects(node, allowed):
-            if id(constant) not in skipped:
+            if id(constant) not in skipped and constant.value not in other_meaning:
                 found[id(constant)] = constant
     return [f"line {c.lineno}: {c.value!r}" for c in sorted(found.values(), key=lambda c: (c.lineno, c.col_offset))]
 
 
-def scan_package(directory: Path, allowed: Collection[str] = ()) -> dict[str, list[str]]:
+def scan_package(directory: Path, allowed: Collection[str] = (), other_meaning: Collection[str] = ()) -> dict[str, list[str]]:
     """`hand_written_types` of every module in `directory`, only those with findings."""
-    found = {p.name: hand_written_types(ast.parse(p.read_text(encoding="utf-8")), allowed) for p in directory.glob("*.py")}
+    found = {
+        p.name: hand_written_types(ast.parse(p.read_text(encoding="utf-8")), allowed, other_meaning)
+        for p in directory.glob("*.py")
+    }
     return {name: lines for name, lines in sorted(found.items()) if lines}
 
 
