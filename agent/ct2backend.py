@@ -11,7 +11,9 @@ when changing it. Measured on 276 asterisk prompts (tiny.en int8, beam 1, finals
 without number normalisation): full window 10.8% at 0.61 CPU-s/clip; min 10 s 11.2% at 0.17;
 min 5 s 14.4%; min 3 s 14.4%; min 10 s batched by 4: 11.6% at 0.14. On 20 chunks of 10-15 s the
 full and 10-s-minimum windows gave identical transcripts (9.4% WER) at 0.69 vs 0.32 CPU-s.
-Finals that need word timestamps use the full faster-whisper path.
+Finals that need word timestamps use the full faster-whisper path. Language and task are per job
+(each job's prompt has its own); a job in "auto" gets its language from `detect_language` on the
+batch's encoder output, as faster-whisper does on its 30-s window.
 """
 
 from __future__ import annotations
@@ -41,23 +43,43 @@ class ShortWindowBackend(WhisperBackend):
     def __init__(self, config: AsrConfig) -> None:
         super().__init__(config)
         self._tokenizer: Tokenizer | None = None
+        self._tokenizers: dict[tuple[str, str], Tokenizer] = {}  # (language, task) → its tokenizer
         self._suppress: list[int] = []
-        self._prompt: list[int] = []
 
     def load(self) -> None:
         super().load()
-        from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
-        m = self.loaded_model()
-        self._tokenizer = Tokenizer(
-            m.hf_tokenizer,
-            m.model.is_multilingual,
-            task="transcribe",
-            language=self.config.language if m.model.is_multilingual else None,
-        )
+        self._tokenizer = self._tokenizer_for("en", "transcribe")  # decoding and suppressed tokens: any language's
         self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
-        self._prompt = m.get_prompt(self._tokenizer, [], without_timestamps=True)
+
+    def _tokenizer_for(self, language: str, task: str) -> Tokenizer:
+        from faster_whisper.tokenizer import Tokenizer
+
+        tokenizer = self._tokenizers.get((language, task))
+        if tokenizer is None:
+            m = self.loaded_model()
+            multilingual = m.model.is_multilingual
+            tokenizer = Tokenizer(m.hf_tokenizer, multilingual, task=task, language=language if multilingual else None)
+            self._tokenizers[(language, task)] = tokenizer
+        return tokenizer
+
+    def _prompt_for(self, language: str, task: str) -> list[int]:
+        """A job's prompt: start of transcript, its language and task, no timestamps."""
+        prompt: list[int] = self.loaded_model().get_prompt(self._tokenizer_for(language, task), [], without_timestamps=True)
+        return prompt
+
+    def _languages(self, enc: ctranslate2.StorageView, jobs: Sequence[AsrJob]) -> list[tuple[str, float | None]]:
+        """Each job's language, and its probability where it was detected (the job asked for "auto")."""
+        fixed = [self.language_of(j) for j in jobs]
+        if not self.loaded_model().model.is_multilingual:
+            return [("en", None)] * len(jobs)
+        if all(f is not None for f in fixed):
+            return [(f or "en", None) for f in fixed]
+        detected = self.loaded_model().model.detect_language(enc)  # per job: [(token, probability)], best first
+        return [
+            (f, None) if f is not None else (d[0][0][2:-2], float(d[0][1])) for f, d in zip(fixed, detected, strict=True)
+        ]
 
     def frames_for(self, n_samples: int) -> int:
         """Encoder frames for a job: audio + padding, at least the minimum, a multiple of 100."""
@@ -101,7 +123,7 @@ class ShortWindowBackend(WhisperBackend):
         return self.loaded_model().model.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
 
     def _generate(
-        self, enc: ctranslate2.StorageView, n: int, max_length: int, temperature: float = 0.0
+        self, enc: ctranslate2.StorageView, prompts: list[list[int]], max_length: int, temperature: float = 0.0
     ) -> list[ctranslate2.models.WhisperGenerationResult]:
         cfg = self.config
         kw: dict[str, Any]
@@ -112,7 +134,7 @@ class ShortWindowBackend(WhisperBackend):
             kw = {"beam_size": cfg.beam_size}
         generated: list[ctranslate2.models.WhisperGenerationResult] = self.loaded_model().model.generate(
             enc,
-            [self._prompt] * n,
+            prompts,
             max_length=max_length,
             return_scores=True,
             return_no_speech_prob=True,
@@ -122,10 +144,10 @@ class ShortWindowBackend(WhisperBackend):
         )
         return generated
 
-    def _max_length(self, jobs: Sequence[AsrJob]) -> int:
+    def _max_length(self, jobs: Sequence[AsrJob], prompts: list[list[int]]) -> int:
         # Speech rarely exceeds ~7 tokens/s; the cap bounds the cost of a looping decode.
         audio_s = max(j.audio.shape[0] for j in jobs) / 16000
-        return min(448, len(self._prompt) + int(audio_s * 12) + 16)
+        return min(448, max(map(len, prompts)) + int(audio_s * 12) + 16)
 
     def _segment(self, r: ctranslate2.models.WhisperGenerationResult, temperature: float, audio_s: float) -> AsrSegment:
         from faster_whisper.transcribe import get_compression_ratio
@@ -157,14 +179,16 @@ class ShortWindowBackend(WhisperBackend):
         t0 = time.perf_counter()
         features, frames = self._features(jobs)
         enc = self._encode(features)
-        out = self._generate(enc, len(jobs), self._max_length(jobs))
+        languages = self._languages(enc, jobs)
+        prompts = [self._prompt_for(lang, job.task) for (lang, _), job in zip(languages, jobs, strict=True)]
+        out = self._generate(enc, prompts, self._max_length(jobs, prompts))
         segs = [self._segment(r, 0.0, j.audio.shape[0] / 16000) for r, j in zip(out, jobs, strict=False)]
         for k, job in enumerate(jobs):
             if job.kind.decodes_as_final and self._needs_fallback(segs[k]):
-                segs[k] = self._fallback(job, segs[k])
+                segs[k] = self._fallback(job, segs[k], prompts[k])
         infer_s = time.perf_counter() - t0
         results = []
-        for job, seg in zip(jobs, segs, strict=False):
+        for job, seg, (language, probability) in zip(jobs, segs, languages, strict=False):
             keep = not (
                 seg.no_speech_prob > self.config.no_speech_threshold
                 and seg.avg_logprob < self.config.log_prob_threshold
@@ -175,11 +199,13 @@ class ShortWindowBackend(WhisperBackend):
                     audio_s=job.audio.shape[0] / 16000,
                     infer_s=infer_s,
                     extra={"encoder_frames": frames, "batch": len(jobs)},
+                    language=language if probability is not None else None,
+                    language_probability=probability,
                 )
             )
         return results
 
-    def _fallback(self, job: AsrJob, first: AsrSegment) -> AsrSegment:
+    def _fallback(self, job: AsrJob, first: AsrSegment, prompt: list[int]) -> AsrSegment:
         """Temperature fallback for one final, as faster-whisper does (re-encodes it alone)."""
         features, _ = self._features([job])
         enc = self._encode(features)
@@ -187,7 +213,7 @@ class ShortWindowBackend(WhisperBackend):
         for t in self.config.final_temperatures:
             if t <= 0:
                 continue
-            r = self._generate(enc, 1, self._max_length([job]), temperature=t)[0]
+            r = self._generate(enc, [prompt], self._max_length([job], [prompt]), temperature=t)[0]
             seg = self._segment(r, t, job.audio.shape[0] / 16000)
             tried.append(seg)
             if not self._needs_fallback(seg):

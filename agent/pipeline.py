@@ -282,6 +282,8 @@ class TranscriptionPipeline:
                 final=True,
                 owner=self.owner,
                 word_timestamps=self.cfg.word_timestamps,
+                language=self.cfg.language,
+                task=self.cfg.task,
             )
         except RuntimeError as exc:  # engine closed or not started
             self._stats["asr_errors"] += 1
@@ -318,6 +320,8 @@ class TranscriptionPipeline:
                 owner=self.owner,
                 word_timestamps=self.cfg.word_timestamps,
                 is_stale=lambda: u.spec_token is not token,
+                language=self.cfg.language,
+                task=self.cfg.task,
             )
         except RuntimeError:
             return
@@ -377,7 +381,9 @@ class TranscriptionPipeline:
             return u.end is not None or (self._current is u and seg.in_trailing_silence)
 
         try:
-            job = self.engine.submit(audio, final=False, owner=self.owner, is_stale=is_stale)
+            job = self.engine.submit(
+                audio, final=False, owner=self.owner, is_stale=is_stale, language=self.cfg.language, task=self.cfg.task
+            )
         except RuntimeError:  # engine closed: the final reports the error
             return
         self._stats["interims_requested"] += 1
@@ -448,7 +454,9 @@ class TranscriptionPipeline:
         if text:
             end = self._sec(max(u.end, u.audio_start + 1))
             u.final_event = FinalTranscript(
-                u.id, text, self._sec(u.start), end, u.reason, words, self.participant
+                u.id, text, self._sec(u.start), end, u.reason, words, self.participant,
+                language=res.language if res is not None else None,
+                language_probability=res.language_probability if res is not None else None,
             )
         else:
             self._stats["empty_finals"] += 1

@@ -68,6 +68,8 @@ class AsrJob:
     audio: np.ndarray
     word_timestamps: bool = False
     is_stale: Callable[[], bool] | None = None
+    language: str | None = None  # a code, or "auto" (detect); None: the engine's `AsrConfig.language`
+    task: str = "transcribe"  # or "translate" (into English)
     future: Future[AsrResult | None] = field(default_factory=Future)
     submitted_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None

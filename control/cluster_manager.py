@@ -72,6 +72,8 @@ class ClusterSessionManager(SessionManager):
             interim=record.interim,
             echo=record.echo,
             multi_user=record.multi_user,
+            language=record.language,
+            task=record.task,
         )
         return ClusterSession(
             store=self.store,
@@ -98,6 +100,8 @@ class ClusterSessionManager(SessionManager):
             echo=options.echo,
             multi_user=options.multi_user,
             created_at=time.time(),
+            language=options.language,
+            task=options.task,
         )
         try:
             epoch = await self.store.create_session(record, owner=self.replica_id, ttl_s=self.ttl_s)

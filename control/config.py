@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from agent.config import AsrConfig, PipelineConfig
 from roomscribe.common.audio import CLIENT_AUDIO_BUFFER_S
+from roomscribe.common.languages import LANGUAGE_CHOICES
 from roomscribe.common.net import is_loopback
 from tokens.control_secret import WeakSecretError, check_control_secret
 
@@ -64,6 +65,13 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     raw = _get(env, name, default).lower()
     if raw not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {raw!r}")
+    return raw
+
+
+def _language(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = _get(env, name, default).lower() or default
+    if raw not in LANGUAGE_CHOICES:
+        raise ConfigError(f'{name} must be "auto" or a Whisper language code (en, de, fr, …); got {raw!r}')
     return raw
 
 
@@ -135,6 +143,8 @@ class Settings:
         d = cls()
         asr = AsrConfig(
             model_path=_get(env, "ROOMSCRIBE_MODEL_PATH", "") or None,
+            model=_get(env, "ROOMSCRIBE_MODEL", d.asr.model) or d.asr.model,
+            language=_language(env, "ROOMSCRIBE_LANGUAGE", d.asr.language),
             compute_type=_get(env, "ROOMSCRIBE_COMPUTE_TYPE", d.asr.compute_type),
             beam_size=_int(env, "ROOMSCRIBE_BEAM_SIZE", d.asr.beam_size),
             cpu_threads=_int(env, "ROOMSCRIBE_CPU_THREADS", d.asr.cpu_threads),

@@ -51,6 +51,7 @@ from control.schema import (
 )
 from control.session import Session, SessionManager, SessionOptions
 from control.subscriptions import Subscription
+from roomscribe.common.languages import language_refusal
 from tokens import AuthError, ControlClaims, verify_control_token
 
 log = logging.getLogger(__name__)
@@ -369,9 +370,15 @@ class ControlConnection:
             raise ProtocolError("bad_request", "a multi-user room session needs the livekit transport", request.id)
         if request.room is not None:
             check_multi_user_room(request.room, self.manager.room_prefix, self.claims.rooms, request.id)
+        if self.manager.languages is not None:  # serve; in a cluster the worker's model decides
+            language = request.language or self.settings.asr.language
+            refused = language_refusal(language, request.task, self.manager.languages)
+            if refused is not None:
+                raise ProtocolError("language.unsupported", refused, request.id)
         options = SessionOptions(
-            transport=transport, audio=request.audio, interim=request.interim, echo=request.echo, multi_user=multi_user
-        )
+            transport=transport, audio=request.audio, interim=request.interim, echo=request.echo, multi_user=multi_user,
+            language=request.language, task=request.task,
+        )  # fmt: skip
         refusal = self.limits.session_refusal(
             len(self.manager.sessions), replacing=self.manager.for_user(self.claims.user) is not None
         )

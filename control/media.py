@@ -19,7 +19,7 @@ from control.schema import LiveKitCredentials, ProtocolError, ReadyAudio
 from tokens import IssuedToken
 
 if TYPE_CHECKING:
-    from control.session import Session
+    from control.session import Session, SessionOptions
 
 
 class SessionPipeline(Protocol):
@@ -38,8 +38,9 @@ class SessionPipeline(Protocol):
         """Stop, cancelling outstanding work."""
 
 
-#: Makes a speaker's pipeline: (where its events go, the participant it transcribes or None).
-PipelineFactory = Callable[[Callable[[PipelineEvent], None], str | None], SessionPipeline]
+#: Makes a speaker's pipeline: (where its events go, the participant it transcribes or None, the
+#: session's options: its language and task).
+PipelineFactory = Callable[[Callable[[PipelineEvent], None], str | None, "SessionOptions"], SessionPipeline]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from control.cluster_store import ClusterStore
 from control.config import Settings
 from control.livekit_media import LiveKitTransport
 from control.media import MediaTransport
-from control.session import SessionManager
+from control.session import SessionManager, SessionOptions
 from control.ws_media import WsTransport
 
 if TYPE_CHECKING:
@@ -55,8 +55,9 @@ class ControlServer:
             raise RuntimeError("a control replica has no model: its sessions are transcribed on workers")
         return self._engine
 
-    def _new_pipeline(self, on_event, participant: str | None) -> TranscriptionPipeline:
-        return TranscriptionPipeline(self.engine, self.settings.pipeline, on_event, participant=participant)
+    def _new_pipeline(self, on_event, participant: str | None, options: SessionOptions) -> TranscriptionPipeline:
+        config = dataclasses.replace(self.settings.pipeline, language=options.language, task=options.task)
+        return TranscriptionPipeline(self.engine, config, on_event, participant=participant)
 
     async def start(self) -> None:
         self.settings.check_serving()  # ConfigError: weak secret, dev conveniences off loopback
@@ -68,7 +69,10 @@ class ControlServer:
         transports: dict[str, MediaTransport] = {"ws": self._ws_transport()}
         if self.settings.livekit_enabled:
             transports["livekit"] = await self._start_livekit()
-        self.manager = SessionManager(pipeline_factory=self._new_pipeline, transports=transports, **self._session_settings())
+        languages = self.engine.languages  # what the loaded model can do: session.start is checked against it
+        self.manager = SessionManager(
+            pipeline_factory=self._new_pipeline, transports=transports, languages=languages, **self._session_settings()
+        )
         await self._start_site(self.manager)
 
     async def _cluster_manager(self, store: ClusterStore) -> ClusterSessionManager:

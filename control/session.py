@@ -37,6 +37,7 @@ from control.schema import (
     decode_server_message,
 )
 from control.ws_media import WsTransport
+from roomscribe.common.languages import ModelLanguages
 
 if TYPE_CHECKING:
     from control.subscriptions import Subscription
@@ -63,6 +64,8 @@ class SessionOptions:
     interim: bool
     echo: bool
     multi_user: bool = False
+    language: str | None = None  # None: the server's default (ROOMSCRIBE_LANGUAGE)
+    task: str = "transcribe"
 
 
 class Session:
@@ -150,7 +153,7 @@ class Session:
         """The pipeline for one speaker (None: the session's single user), created on first use."""
         pipeline = self._pipelines.get(participant)
         if pipeline is None:
-            pipeline = self._pipeline_factory(self.on_pipeline_event, participant)
+            pipeline = self._pipeline_factory(self.on_pipeline_event, participant, self.options)
             self._pipelines[participant] = pipeline
         return pipeline
 
@@ -235,10 +238,13 @@ class SessionManager:
         transports: Mapping[str, MediaTransport] | None = None,
         finish_timeout_s: float = 60.0,
         max_session_s: float = 0.0,
+        languages: ModelLanguages | None = None,
     ) -> None:
         """`transports` by name (the schema's `Transport`); without it, only ws with its defaults.
-        A session is stopped (`max_duration`) after `max_session_s` (0: never)."""
+        A session is stopped (`max_duration`) after `max_session_s` (0: never). `languages`: what
+        the model can do (None: not checked here; a cluster's workers check)."""
         self._pipeline_factory = pipeline_factory
+        self.languages = languages
         self.grace_period_s = grace_period_s
         self.finish_timeout_s = finish_timeout_s
         self.room_strategy = room_strategy

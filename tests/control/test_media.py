@@ -38,7 +38,7 @@ class FakeSocket:
 class FeedRecorder:
     """A stand-in pipeline that keeps what it is fed."""
 
-    def __init__(self, on_event: Any, participant: str | None) -> None:
+    def __init__(self, on_event: Any, participant: str | None, options: Any = None) -> None:
         self.on_event = on_event
         self.fed: list[tuple[np.ndarray, int, int]] = []
 
