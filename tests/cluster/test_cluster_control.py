@@ -331,3 +331,36 @@ async def test_a_draining_worker_hands_its_session_over(cluster: Cluster) -> Non
     assert seqs == list(range(1, len(seqs) + 1))
     assert wer(LIBRI_TEXT + " " + JFK_TEXT, " ".join(f["text"] for f in finals)) <= 0.12
     await client.close()
+
+
+async def test_a_worker_whose_model_cannot_serve_the_language_refuses_it_with_a_coded_error(cluster: Cluster) -> None:
+    replica = await cluster.replica()
+    await cluster.worker()  # tiny.en: English only
+    client = await replica.connect("lena")
+    await client.send(type="session.start", id="de", transport="ws", language="de")
+    error = await client.wait_type("error", id="de")
+    assert error["code"] == "language.unsupported" and "English-only" in error["message"], error
+    await client.send(type="session.start", id="en", transport="ws", language="en")
+    await client.wait_type("session.ready", id="en")  # the socket stayed usable
+    await client.close()
+
+
+async def test_the_session_s_language_travels_to_its_worker(
+    redis_server: RedisServer, key_prefix: str, base_engine: AsrEngine
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        cluster = Cluster(redis_server.url, key_prefix, base_engine, http)
+        try:
+            replica = await cluster.replica()
+            await cluster.worker()
+            client = await replica.connect("mia")
+            await client.send(type="session.start", id="s", transport="ws", language="auto")
+            await client.wait_type("session.ready", id="s")
+            await stream(client, pcm_frames(speech(JFK)))
+            await client.send(type="session.stop", id="stop")
+            await client.wait_type("session.ended", timeout=150)
+            finals = client.of_type("transcript.final")
+            assert finals and all(f["language"] == "en" for f in finals), finals
+            await client.close()
+        finally:
+            await cluster.close()

@@ -106,3 +106,14 @@ async def test_bad_language_and_task_values_get_coded_errors(control: ServerHand
         error = await client.wait_type("error", id=f"c{k}")
         assert error["code"] == code, (start, error)
     await client.close()
+
+
+def test_a_session_record_carries_language_and_task_and_old_records_still_read() -> None:
+    from control.schema import SessionRecord, decode_cluster, encode_cluster
+
+    record = SessionRecord(session_id="s", user="u", room="r", transport="ws", created_at=1.0, language="auto", task="translate")
+    back = decode_cluster(encode_cluster(record))
+    assert isinstance(back, SessionRecord) and (back.language, back.task) == ("auto", "translate")
+    old = b'{"type":"session.record","v":1,"session_id":"s","user":"u","room":"r","transport":"ws","created_at":1.0}'
+    before = decode_cluster(old)  # written by a replica that predates the fields
+    assert isinstance(before, SessionRecord) and (before.language, before.task) == (None, "transcribe")
