@@ -7,7 +7,8 @@ import asyncio
 import functools
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from dotenv import load_dotenv
 
@@ -71,6 +72,8 @@ def push_parser() -> argparse.ArgumentParser:
     parser.add_argument("--user", default="cli", help="user id of the minted token (default cli)")
     parser.add_argument("--fast", action="store_true", help="ws: send the file as fast as the server takes it")
     parser.add_argument("--no-interim", action="store_true", help="finals only")
+    parser.add_argument("--language", help='a Whisper language code, or "auto": detect per utterance (default: the server\'s)')
+    parser.add_argument("--task", choices=("transcribe", "translate"), help="translate: English text (multilingual models)")
     parser.add_argument("--queue-ms", type=int, default=20,
                         help="livekit: the SDK's audio queue in ms (default 20; raise it on a loaded machine)")
     _common(parser)
@@ -108,6 +111,7 @@ async def _push(args: argparse.Namespace) -> int:
         fast=args.fast,
         interim=not args.no_interim,
         queue_ms=args.queue_ms,
+        options={k: v for k, v in (("language", args.language), ("task", args.task)) if v is not None},
     )
 
 
@@ -122,9 +126,12 @@ async def push(
     interim: bool = True,
     queue_ms: int = 20,
     printer: EventPrinter | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> int:
     """Stream a file (or the microphone) as one session and print its events; 0 when a final
-    arrived and no error did. `transport=None` takes the server's default."""
+    arrived and no error did. `transport=None` takes the server's default; `options`: further
+    `session.start` fields (`language`, `task`)."""
+    options = dict(options or {})
     if mic:
         microphone_stream()  # fail early, with the install hint, before connecting
     printer = printer or EventPrinter()
@@ -135,10 +142,10 @@ async def push(
         transport = transport or hello.get("default_transport") or "ws"
         stream = _source(file, mic, transport, fast)
         if transport == "livekit":
-            await _push_livekit(client, stream, interim, queue_ms)
+            await _push_livekit(client, stream, interim, queue_ms, options)
         else:
             await client.start_session(transport="ws", sample_rate=stream.sample_rate, channels=stream.channels,
-                                       interim=interim)
+                                       interim=interim, **options)
             await send_stream(client, stream)
         await client.stop_session()
     finally:
@@ -146,12 +153,14 @@ async def push(
     return 0 if printer.finals and not printer.errors else 1
 
 
-async def _push_livekit(client: ControlClient, stream: PcmStream, interim: bool, queue_ms: int) -> None:
+async def _push_livekit(
+    client: ControlClient, stream: PcmStream, interim: bool, queue_ms: int, options: Mapping[str, Any]
+) -> None:
     from roomscribe.client.livekit_publisher import LiveKitPublisher
 
     publisher = LiveKitPublisher(client, queue_size_ms=queue_ms)
     try:
-        await client.start_session(transport="livekit", interim=interim)
+        await client.start_session(transport="livekit", interim=interim, **options)
         await publisher.publish(stream)
     finally:
         await publisher.close()

@@ -102,7 +102,8 @@ def format_event(event: dict[str, Any]) -> str | None:
     if kind == tag_of(InterimTranscript):
         return f"  … {who}{event['text']}"
     if kind == tag_of(FinalTranscript):
-        return f"[{event['start']:6.2f}–{event['end']:6.2f}] {who}{event['text']}"
+        language = f" {event['language']}" if event.get("language") else ""  # detected (`language: "auto"`)
+        return f"[{event['start']:6.2f}–{event['end']:6.2f}{language}] {who}{event['text']}"
     if kind == tag_of(Error):
         return f"error {event['code']}: {event['message']}"
     if kind == tag_of(SessionEnded):
