@@ -139,6 +139,7 @@ function render() {
   $('stop').disabled = state.phase === 'stopping';
   $('start').textContent = state.phase === 'idle' ? 'Start' : 'Start again';
   $('transport-ws').disabled = running;
+  $('language').disabled = running;
 
   const control = {
     disconnected: 'not connected',
@@ -209,6 +210,13 @@ function addFinal(msg) {
     text.appendChild(who);
   }
   text.appendChild(document.createTextNode(msg.text));
+  if (msg.language) {  // detected (language "auto")
+    const lang = document.createElement('span');
+    lang.className = 'lang';
+    lang.textContent = msg.language;
+    lang.title = `detected with probability ${msg.language_probability}`;
+    text.appendChild(lang);
+  }
   li.append(time, text);
   $('finals').appendChild(li);
   li.scrollIntoView({ block: 'nearest' });
@@ -366,6 +374,7 @@ function sendSessionStart() {
   } else if (state.transport === 'ws') {
     msg.audio = PCM_FORMAT;
   }
+  if (!msg.resume && $('language').value) msg.language = $('language').value;
   send(msg);
 }
 
@@ -948,6 +957,7 @@ async function stop({ reason = 'user', quiet = false } = {}) {
 // ---------------------------------------------------------------- wiring ---------------------------
 
 $('transport-ws').checked = state.transport === 'ws';
+if (params.get('language')) $('language').value = params.get('language');
 $('transport-ws').addEventListener('change', () => {
   state.transportChosen = true;
   state.transport = $('transport-ws').checked ? 'ws' : 'livekit';
