@@ -27,6 +27,7 @@ from roomscribe.common.languages import AUTO, ENGLISH_ONLY, ModelLanguages
 from .config import AsrConfig
 from .models import ModelInfo, describe, resolve_model
 from .priority import lower_current_thread_priority, run_in_low_priority_thread
+from .prompting import DecoderPrompt
 from .scheduler import AsrJob, AsrScheduler, JobKind
 
 if TYPE_CHECKING:
@@ -150,6 +151,9 @@ class WhisperBackend:
             without_timestamps=not word_ts,
             word_timestamps=word_ts,
             vad_filter=False,
+            # The same inputs the adaptive backend builds its prompt from (agent/prompting.py).
+            initial_prompt=job.prompt.initial_prompt if job.prompt else None,
+            hotwords=job.prompt.hotwords if job.prompt else None,
         )
         out = []
         for s in segments:  # the generator does the decoding
@@ -272,13 +276,15 @@ class AsrEngine:
         speculative: bool = False,
         language: str | None = None,
         task: str = "transcribe",
+        prompt: DecoderPrompt | None = None,
     ) -> AsrJob:
         """Thread-safe, non-blocking: queue a job and return it (`job.future` settles with an
         `AsrResult`, or None if the interim was dropped — then `job.drop_reason` says why).
 
         `speculative=True` (with `final=True`) queues a droppable final below real finals and above
         interims; cancel it with `job.future.cancel()` while it is still queued. `language` (a code,
-        or "auto"; None: the configured one) and `task` say how to decode it.
+        or "auto"; None: the configured one) and `task` say how to decode it; `prompt`: keyterms
+        and a prompt that bias this job's decoding (agent/prompting.py).
         """
         if not self._started:
             raise RuntimeError("AsrEngine.start() was not called")
@@ -291,6 +297,7 @@ class AsrEngine:
             owner=owner,
             audio=np.ascontiguousarray(audio, dtype=np.float32),
             word_timestamps=word_timestamps,
+            prompt=prompt or None,
             is_stale=None if kind is JobKind.FINAL else is_stale,
             language=language,
             task=task,
@@ -306,10 +313,11 @@ class AsrEngine:
         owner: str,
         word_timestamps: bool = False,
         is_stale: Callable[[], bool] | None = None,
+        prompt: DecoderPrompt | None = None,
     ) -> AsrResult | None:
         """Queue a job and await its result (None = interim dropped)."""
         job = self.submit(
-            audio, final=final, owner=owner, word_timestamps=word_timestamps, is_stale=is_stale
+            audio, final=final, owner=owner, word_timestamps=word_timestamps, is_stale=is_stale, prompt=prompt
         )
         return await asyncio.wrap_future(job.future)
 

@@ -56,6 +56,9 @@ class PipelineConfig:
     word_timestamps: bool = False  # word times on finals (costs extra decoding work)
     language: str | None = None  # a code or "auto" (detect per utterance); None: the engine's default
     task: str = "transcribe"  # "translate": English text
+    # Decoder bias (agent/prompting.py): terms to spell right (hotwords) and text the speech follows.
+    keyterms: tuple[str, ...] = ()
+    prompt: str = ""
     max_pending_finals: int = 4  # per pipeline, before an "asr_backlog" notice (finals never drop)
     drop_notice_interval_s: float = 10.0  # of session audio between "interims_dropped" notices
     # Text guards against Whisper hallucinations.

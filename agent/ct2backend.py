@@ -11,9 +11,15 @@ when changing it. Measured on 276 asterisk prompts (tiny.en int8, beam 1, finals
 without number normalisation): full window 10.8% at 0.61 CPU-s/clip; min 10 s 11.2% at 0.17;
 min 5 s 14.4%; min 3 s 14.4%; min 10 s batched by 4: 11.6% at 0.14. On 20 chunks of 10-15 s the
 full and 10-s-minimum windows gave identical transcripts (9.4% WER) at 0.69 vs 0.32 CPU-s.
-Finals that need word timestamps use the full faster-whisper path. Language and task are per job
-(each job's prompt has its own); a job in "auto" gets its language from `detect_language` on the
-batch's encoder output, as faster-whisper does on its 30-s window.
+Finals that need word timestamps use the full faster-whisper path.
+
+Keyterms and a prompt (agent/prompting.py) are per job: each job's decoder prompt is built as
+faster-whisper builds it, and a batch holds jobs whose prompts have the same length (CTranslate2
+needs <|startoftranscript|> at the same position in every item), so a session that asked for no
+bias decodes with the default prompt, batched as before. Language and task are per job too (each
+job's prompt carries its own; every language's prompt has the same length); a job in "auto" gets
+its language from `detect_language` on the batch's encoder output, as faster-whisper does on its
+30-s window.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import numpy as np
 
 from .asr import AsrResult, AsrSegment, WhisperBackend
 from .config import AsrConfig
+from .prompting import DecoderPrompt, decoder_prompt
 from .scheduler import AsrJob
 
 if TYPE_CHECKING:  # untyped libraries (Any to mypy): named for the reader
@@ -45,6 +52,9 @@ class ShortWindowBackend(WhisperBackend):
         self._tokenizer: Tokenizer | None = None
         self._tokenizers: dict[tuple[str, str], Tokenizer] = {}  # (language, task) → its tokenizer
         self._suppress: list[int] = []
+        self._prompt: list[int] = []  # the default: English (or the model's only language), transcribe, no bias
+        # Prompts built so far (bounded): (bias, language, task) → tokens.
+        self._prompts: dict[tuple[DecoderPrompt | None, str, str], list[int]] = {}
 
     def load(self) -> None:
         super().load()
@@ -52,6 +62,7 @@ class ShortWindowBackend(WhisperBackend):
 
         self._tokenizer = self._tokenizer_for("en", "transcribe")  # decoding and suppressed tokens: any language's
         self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
+        self._prompt = decoder_prompt(self.loaded_model(), self._tokenizer, None, without_timestamps=True)
 
     def _tokenizer_for(self, language: str, task: str) -> Tokenizer:
         from faster_whisper.tokenizer import Tokenizer
@@ -64,10 +75,19 @@ class ShortWindowBackend(WhisperBackend):
             self._tokenizers[(language, task)] = tokenizer
         return tokenizer
 
-    def _prompt_for(self, language: str, task: str) -> list[int]:
-        """A job's prompt: start of transcript, its language and task, no timestamps."""
-        prompt: list[int] = self.loaded_model().get_prompt(self._tokenizer_for(language, task), [], without_timestamps=True)
-        return prompt
+    def prompt_for(self, job: AsrJob, language: str = "en") -> list[int]:
+        """The job's decoder prompt tokens: `language` and its task, and its bias (keyterms, prompt)."""
+        if not job.prompt and language == "en" and job.task == "transcribe":
+            return self._prompt
+        key = (job.prompt or None, language, job.task)
+        tokens = self._prompts.get(key)
+        if tokens is None:
+            if len(self._prompts) >= 256:
+                self._prompts.clear()
+            tokenizer = self._tokenizer_for(language, job.task)
+            tokens = decoder_prompt(self.loaded_model(), tokenizer, job.prompt or None, without_timestamps=True)
+            self._prompts[key] = tokens
+        return tokens
 
     def _languages(self, enc: ctranslate2.StorageView, jobs: Sequence[AsrJob]) -> list[tuple[str, float | None]]:
         """Each job's language, and its probability where it was detected (the job asked for "auto")."""
@@ -97,10 +117,11 @@ class ShortWindowBackend(WhisperBackend):
             else:
                 batchable.append(k)
         # Jobs are batched with others of the same window size (padding a short job to a long
-        # job's window would cost as much as running it alone).
-        groups: dict[int, list[int]] = {}
+        # job's window would cost as much as running it alone) and prompt length.
+        groups: dict[tuple[int, int], list[int]] = {}
         for k in batchable:
-            groups.setdefault(self.frames_for(jobs[k].audio.shape[0]), []).append(k)
+            key = (self.frames_for(jobs[k].audio.shape[0]), len(self.prompt_for(jobs[k])))
+            groups.setdefault(key, []).append(k)
         for ks in groups.values():
             results.update(zip(ks, self._decode([jobs[k] for k in ks]), strict=False))
         return [results[k] for k in range(len(jobs))]
@@ -180,7 +201,7 @@ class ShortWindowBackend(WhisperBackend):
         features, frames = self._features(jobs)
         enc = self._encode(features)
         languages = self._languages(enc, jobs)
-        prompts = [self._prompt_for(lang, job.task) for (lang, _), job in zip(languages, jobs, strict=True)]
+        prompts = [self.prompt_for(job, lang) for (lang, _), job in zip(languages, jobs, strict=True)]
         out = self._generate(enc, prompts, self._max_length(jobs, prompts))
         segs = [self._segment(r, 0.0, j.audio.shape[0] / 16000) for r, j in zip(out, jobs, strict=False)]
         for k, job in enumerate(jobs):

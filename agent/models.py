@@ -201,6 +201,20 @@ def prepare(config: AsrConfig) -> ModelInfo:
     return info
 
 
+def tokenizer_file(name: str | None) -> Path | None:
+    """A model's tokenizer.json without joining anything (a packaged model's name, a directory, or
+    None: the default model); None when it is not installed."""
+    packaged = PACKAGED.get(name or DEFAULT_MODEL)
+    if packaged is None:
+        path = Path(name or "").expanduser() / "tokenizer.json"
+        return path if path.is_file() else None
+    if packaged.bundled is not None:
+        root = _module_dir(packaged.bundled)
+        return root / "model" / "tokenizer.json" if root is not None else None
+    source = _installed_source(packaged)
+    return _data_file(source.files_from, "tokenizer.json") if source is not None else None
+
+
 # -- joining ----------------------------------------------------------------------------------------
 def join_parts(parts: Sequence[Path], files: Sequence[Path], target: Path, *, size: int, sha256: str, source: str) -> None:
     """Concatenate `parts` into `target/model.bin` and copy `files` beside it, unless a complete

@@ -38,6 +38,7 @@ from .events import (
     SpeechStarted,
     Word,
 )
+from .prompting import pipeline_prompt
 from .resample import StreamingResampler
 from .scheduler import AsrJob, JobKind
 from .segmenter import Segmenter, SpeechEnd, SpeechStart, State
@@ -122,6 +123,7 @@ class TranscriptionPipeline:
         self._min_interim = max(WINDOW, int(self.cfg.min_interim_audio_s * RATE))  # the first interim
         self._spec_delay = int(self.cfg.speculative_delay_s * RATE)
         self._lead_in = np.zeros(int(self.cfg.lead_in_s * RATE), dtype=np.float32)
+        self._prompt = pipeline_prompt(self.cfg)  # keyterms / prompt for every job (None: none)
         self._t0 = round(start_s * RATE)  # session samples before the first one fed here
         self._next_utt = first_utterance
         self._open: deque[_Utterance] = deque()  # not yet closed in the event stream, in order
@@ -129,6 +131,9 @@ class TranscriptionPipeline:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._received = 0  # 16 kHz samples produced from fed audio (excludes finish() padding)
+        #: Called on the event loop with every piece of 16 kHz mono float32 audio the pipeline hears
+        #: (after resampling, before any padding): a session's recording (control/recording.py).
+        self.audio_tap: Callable[[np.ndarray], None] | None = None
         self._latencies: deque[float] = deque(maxlen=1000)
         self._last_drop_notice_at: float | None = None
         self._drops_since_notice = 0
@@ -155,6 +160,8 @@ class TranscriptionPipeline:
             raise RuntimeError("pipeline is closed")
         x = self._resampler.process(samples, sample_rate, channels)
         self._received += x.shape[0]
+        if self.audio_tap is not None and x.shape[0]:
+            self.audio_tap(x)
         self._ingest(x)
 
     def resume_point(self) -> ResumePoint | None:
@@ -175,6 +182,8 @@ class TranscriptionPipeline:
             return
         tail = self._resampler.flush()
         self._received += tail.shape[0]
+        if self.audio_tap is not None and tail.shape[0]:
+            self.audio_tap(tail)
         self._ingest(tail)
         # Pad to a whole VAD window with silence so the last partial window is judged too.
         partial = self._audio.end % WINDOW
@@ -284,6 +293,7 @@ class TranscriptionPipeline:
                 word_timestamps=self.cfg.word_timestamps,
                 language=self.cfg.language,
                 task=self.cfg.task,
+                prompt=self._prompt,
             )
         except RuntimeError as exc:  # engine closed or not started
             self._stats["asr_errors"] += 1
@@ -322,6 +332,7 @@ class TranscriptionPipeline:
                 is_stale=lambda: u.spec_token is not token,
                 language=self.cfg.language,
                 task=self.cfg.task,
+                prompt=self._prompt,
             )
         except RuntimeError:
             return
@@ -382,8 +393,9 @@ class TranscriptionPipeline:
 
         try:
             job = self.engine.submit(
-                audio, final=False, owner=self.owner, is_stale=is_stale, language=self.cfg.language, task=self.cfg.task
-            )
+                audio, final=False, owner=self.owner, is_stale=is_stale, prompt=self._prompt,
+                language=self.cfg.language, task=self.cfg.task,
+            )  # fmt: skip
         except RuntimeError:  # engine closed: the final reports the error
             return
         self._stats["interims_requested"] += 1
@@ -481,9 +493,12 @@ class TranscriptionPipeline:
         )
 
     def _session_words(self, u: _Utterance, segs: Sequence[AsrSegment]) -> tuple[Word, ...]:
-        """Word times in session seconds, clamped to the audio the model actually heard."""
+        """Word times in session seconds, clamped to the utterance (the final's `start`..`end`: the
+        model hears a little pre-roll before it, and Whisper's last word tends to run on into the
+        silence after it)."""
         off = self._sec(u.audio_start - self._lead_in.size)
-        lo, hi = self._sec(u.audio_start), self._sec(u.audio_end)
+        assert u.end is not None
+        lo, hi = self._sec(u.start), self._sec(max(u.end, u.audio_start + 1))
         out = []
         for seg in segs:
             for w in seg.words:

@@ -44,6 +44,7 @@ from roomscribe.common.audio import SAMPLE_RATE
 
 if TYPE_CHECKING:
     from .asr import AsrResult
+    from .prompting import DecoderPrompt
 
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class AsrJob:
     owner: str
     audio: np.ndarray
     word_timestamps: bool = False
+    prompt: DecoderPrompt | None = None  # keyterms / prompt biasing the decoder (None: none)
     is_stale: Callable[[], bool] | None = None
     language: str | None = None  # a code, or "auto" (detect); None: the engine's `AsrConfig.language`
     task: str = "transcribe"  # or "translate" (into English)

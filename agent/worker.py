@@ -15,14 +15,16 @@ import contextlib
 import dataclasses
 import logging
 import time
+from functools import partial
 
 from redis.exceptions import RedisError
 
 from agent.asr import AsrEngine
 from agent.config import PipelineConfig
+from agent.prompting import session_config
 from agent.worker_livekit import LiveKitWorkerSession
 from agent.worker_session import Outcome, WorkerSession
-from control.cluster_store import ClusterStore
+from control.cluster_store import ClusterStore, until_redis_answers
 from control.dispatch import LANGUAGE_UNSUPPORTED
 from control.livekit_media import LiveKitTransport
 from control.schema import Accepted, Refused, SessionJob, SessionRecord, WorkerState
@@ -127,12 +129,9 @@ class TranscriptionWorker:
     # -- jobs --------------------------------------------------------------------------------------
     async def _job_loop(self, after: str) -> None:
         while True:
-            try:
-                entries = await self.store.read_jobs(self.worker_id, after, block_ms=1000)
-            except (RedisError, OSError) as exc:
-                log.warning("worker %s: reading jobs failed (%s); retrying", self.worker_id, exc)
-                await asyncio.sleep(0.5)
-                continue
+            entries = await until_redis_answers(
+                partial(self.store.read_jobs, self.worker_id, after, block_ms=1000), f"worker {self.worker_id}: reading jobs"
+            )
             for entry in entries:
                 after = entry.id
                 if not isinstance(entry.message, SessionJob):
@@ -186,7 +185,10 @@ class TranscriptionWorker:
     async def _session(self, job: SessionJob, record: SessionRecord) -> WorkerSession | None:
         """The session's runner; a LiveKit session's agent is in the room when it returns (None:
         it could not join)."""
-        config = dataclasses.replace(self.pipeline_config or PipelineConfig(), language=record.language, task=record.task)
+        config = session_config(
+            self.pipeline_config or PipelineConfig(), keyterms=record.keyterms, prompt=record.prompt, words=record.words
+        )
+        config = dataclasses.replace(config, language=record.language, task=record.task)
         if record.transport != "livekit" or self.livekit is None:
             return WorkerSession(
                 self.store, self.engine, config, job, worker_id=self.worker_id, check_every_s=self.session_check_s

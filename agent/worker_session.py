@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from functools import partial
 from typing import Literal, Protocol
 
 import msgspec
@@ -28,7 +29,7 @@ from agent.asr import AsrEngine
 from agent.config import PipelineConfig
 from agent.events import PipelineEvent, SpeechEnded
 from agent.pipeline import ResumePoint, TranscriptionPipeline
-from control.cluster_store import ClusterStore, StreamEntry
+from control.cluster_store import ClusterStore, StreamEntry, until_redis_answers
 from control.protocol import event_message
 from control.schema import (
     AudioIn,
@@ -62,7 +63,6 @@ class WorkerPipeline(Protocol):
 #: How the session's run ended: `end` from control, released (drain/stop), or gone (expired,
 #: taken over by another worker).
 Outcome = Literal["ended", "released", "gone"]
-_RETRY_MAX_S = 2.0
 #: How long a session that ends waits for its last output to be written (Redis may be down).
 _FLUSH_TIMEOUT_S = 10.0
 
@@ -299,13 +299,13 @@ class WorkerSession:
 
     async def _write(self, item: ClusterMessage) -> bool:
         """Write one item, retrying while Redis is unreachable; False when the write was fenced out."""
-        delay = 0.1
-        while True:
-            try:
-                if isinstance(item, Checkpoint):
-                    return await self.store.set_checkpoint(self.session_id, self.worker_id, item)
-                return await self.store.send_output_as(self.session_id, self.worker_id, item) is not None
-            except (RedisError, OSError) as exc:
-                log.warning("session %s: writing output failed (%s); retrying", self.session_id, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
+        if isinstance(item, Checkpoint):
+            return await until_redis_answers(
+                partial(self.store.set_checkpoint, self.session_id, self.worker_id, item),
+                f"session {self.session_id}: checkpoint",
+            )
+        entry = await until_redis_answers(
+            partial(self.store.send_output_as, self.session_id, self.worker_id, item),
+            f"session {self.session_id}: writing output",
+        )
+        return entry is not None

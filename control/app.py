@@ -1,4 +1,5 @@
-"""The aiohttp application: `GET /v1/control` (WebSocket) and `GET /healthz`.
+"""The aiohttp application: `GET /v1/control` (WebSocket), `GET /healthz` and, where sessions are
+recorded, their downloads (control/recording_http.py).
 
 Control tokens are checked before the WebSocket upgrade; a refused one gets HTTP 401 with
 `{"error": {"code", "message"}}`.
@@ -15,7 +16,9 @@ from aiohttp import web
 from control.admission import Limits, SocketCount
 from control.config import Settings
 from control.connection import ControlConnection
+from control.http_auth import auth_error_response, request_token
 from control.protocol import PROTOCOL_VERSION
+from control.recording_http import add_recording_routes
 from control.schema import CLOSE_TRY_AGAIN_LATER, ProtocolError, encode
 from control.session import SessionManager
 from control.web import add_web_routes
@@ -31,22 +34,10 @@ SOCKETS_KEY = web.AppKey("sockets", weakref.WeakSet)
 SOCKET_COUNT_KEY = web.AppKey("socket_count", SocketCount)
 
 
-def _token_from(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    if header:
-        scheme, _, value = header.partition(" ")
-        return value.strip() if scheme.lower() == "bearer" else ""
-    return request.query.get("token")
-
-
-def auth_error_response(error: AuthError) -> web.Response:
-    return web.json_response({"error": {"code": error.code, "message": error.message}}, status=401)
-
-
 async def control_socket(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS_KEY]
     try:
-        claims = verify_control_token(settings.control_secret, _token_from(request), leeway_s=settings.control_token_leeway_s)
+        claims = verify_control_token(settings.control_secret, request_token(request), leeway_s=settings.control_token_leeway_s)
     except AuthError as error:
         log.info("control socket refused from %r: %s", request.remote, error.code)
         return auth_error_response(error)
@@ -104,6 +95,8 @@ def create_app(settings: Settings, manager: SessionManager) -> web.Application:
     app.router.add_get("/v1/control", control_socket)
     app.router.add_get("/healthz", healthz)
     app.on_shutdown.append(_close_sockets)
+    if manager.recordings is not None:
+        add_recording_routes(app, manager.recordings, secret=settings.control_secret, leeway_s=settings.control_token_leeway_s)
     if settings.dev_mode or settings.serve_web:
         add_web_routes(app, secret=settings.control_secret, dev_mode=settings.dev_mode)
     return app

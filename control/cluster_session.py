@@ -11,10 +11,11 @@ events from where the journal stopped. Nothing is sent twice and nothing is lost
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Literal, TypeVar
 
@@ -22,7 +23,7 @@ import msgspec
 import numpy as np
 from redis.exceptions import RedisError
 
-from control.cluster_store import ClusterStore, StreamEntry
+from control.cluster_store import ClusterStore, StreamEntry, until_redis_answers
 from control.dispatch import BUSY_RETRY_AFTER_S, LANGUAGE_UNSUPPORTED, alive, candidates
 from control.media import MediaTransport
 from control.schema import (
@@ -34,10 +35,12 @@ from control.schema import (
     FinalTranscript,
     Finished,
     FinishIn,
+    Forwardable,
     InterimTranscript,
     Numbered,
     ProtocolError,
     Refused,
+    ReplaceIn,
     ServerMessage,
     SessionEnded,
     SessionEvent,
@@ -46,6 +49,7 @@ from control.schema import (
     SpeechStart,
     Status,
     Token,
+    Watched,
     decode_server_message,
     encode,
 )
@@ -61,8 +65,6 @@ log = logging.getLogger(__name__)
 ACCEPT_TIMEOUT_S = 5.0
 #: How long an output-stream read waits for an entry before it looks again.
 READ_BLOCK_MS = 1000
-#: Pause before retrying a Redis command that failed (Redis restarting): nothing is dropped meanwhile.
-RETRY_S = 0.5
 #: How often a session checks that its worker is alive.
 WATCH_S = 1.0
 
@@ -76,16 +78,6 @@ def cluster_unavailable(exc: BaseException) -> ProtocolError:
         f"the cluster's Redis cannot be reached ({type(exc).__name__}); try again shortly",
         retry_after=BUSY_RETRY_AFTER_S,
     )
-
-
-async def retrying(call: Callable[[], Awaitable[T]]) -> T:
-    """Run a Redis call until it succeeds (Redis may be restarting); the caller's order is kept."""
-    while True:
-        try:
-            return await call()
-        except (RedisError, OSError) as exc:
-            log.warning("Redis call failed (%s); retrying in %.1f s", type(exc).__name__, RETRY_S)
-            await asyncio.sleep(RETRY_S)
 
 
 class UtteranceLedger:
@@ -154,6 +146,7 @@ class ClusterSession(Session):
         cursor: str,
         worker: str | None,
         on_fenced: Callable[[ClusterSession], None],
+        on_replaced: Callable[[ClusterSession, str], None],
         session_id: str,
         user: str,
         room: str,
@@ -180,10 +173,12 @@ class ClusterSession(Session):
         self.orphaned = False
         self.queued_audio_s = 0.0
         self._on_fenced = on_fenced
+        self._on_replaced = on_replaced
         self._event_cursor: str | None = None
         self._seen = UtteranceLedger()
         self._input: asyncio.Queue[tuple[ClusterMessage, bytes | None, int | None, float]] = asyncio.Queue()
         self._journal: asyncio.Queue[tuple[Numbered, str | None]] = asyncio.Queue()
+        self._watched: asyncio.Queue[Forwardable] = asyncio.Queue()
         self._finishes: dict[str, asyncio.Future[None]] = {}
         self._answer: asyncio.Future[ClusterMessage] | None = None
         self._request_ids = itertools.count(1)
@@ -264,23 +259,44 @@ class ClusterSession(Session):
             loop.create_task(self._write_journal()),
             loop.create_task(self._read_output()),
             loop.create_task(self._watch_worker()),
+            loop.create_task(self._publish_watched()),
         ]
 
     async def stop_link(self) -> None:
+        """Stop the session's Redis tasks (what monitors are owed is published first, 5 s at most)."""
+        if self._tasks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._watched.join(), 5.0)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
     async def flush(self) -> None:
-        """Wait until every queued input entry and event is written."""
+        """Wait until every queued input entry and event is written (and published to monitors)."""
         await self._input.join()
         await self._journal.join()
+        await self._watched.join()
+
+    def _notify_watchers(self, message: Forwardable) -> None:
+        """Monitors may be on any replica: publish the event on the user's watch channel (in order)
+        for control/cluster_watch.py to deliver; none is delivered from here directly."""
+        self._watched.put_nowait(message)
+
+    async def _publish_watched(self) -> None:
+        while True:
+            message = await self._watched.get()
+            watched = Watched(session_id=self.id, user=self.user, message=msgspec.Raw(encode(message)))
+            await until_redis_answers(partial(self.store.publish_watched, watched), f"session {self.id}: publishing to monitors")
+            self._watched.task_done()
 
     async def _write_input(self) -> None:
         while True:
             message, pcm, audio_bytes, seconds = await self._input.get()
-            await retrying(partial(self.store.send_input, self.id, message, pcm, audio_bytes=audio_bytes))
+            await until_redis_answers(
+                partial(self.store.send_input, self.id, message, pcm, audio_bytes=audio_bytes),
+                f"session {self.id}: sending input",
+            )
             self.queued_audio_s = max(0.0, self.queued_audio_s - seconds)
             self._input.task_done()
 
@@ -292,7 +308,7 @@ class ClusterSession(Session):
                 self.store.journal_append,
                 self.id, self.epoch, seq, encode(message), cursor=cursor, maxlen=self.replay_limit, keep=message.replayed,
             )  # fmt: skip
-            owned = await retrying(append)
+            owned = await until_redis_answers(append, f"session {self.id}: journaling an event")
             self._journal.task_done()
             if not owned:
                 self.fenced = True
@@ -302,7 +318,10 @@ class ClusterSession(Session):
 
     async def _read_output(self) -> None:
         while True:
-            entries = await retrying(partial(self.store.read_output, self.id, self.cursor, block_ms=READ_BLOCK_MS))
+            entries = await until_redis_answers(
+                partial(self.store.read_output, self.id, self.cursor, block_ms=READ_BLOCK_MS),
+                f"session {self.id}: reading output",
+            )
             for entry in entries:
                 self.cursor = entry.id
                 self._on_output(entry)
@@ -321,6 +340,9 @@ class ClusterSession(Session):
             if done is not None and not done.done():
                 # Its finals are queued for the journal before this: resolve once they are written.
                 asyncio.get_running_loop().create_task(self._resolve_after_journal(done))
+        elif isinstance(message, ReplaceIn):
+            log.info("session %s: its user started a session on %s; ending this one", self.id, message.by)
+            self._on_replaced(self, message.by)
         elif isinstance(message, (Accepted, Refused)) and self._answer is not None and not self._answer.done():
             self._answer.set_result(message)
 
@@ -401,8 +423,9 @@ class ClusterSession(Session):
     async def close_pipelines(self) -> None:
         """The session ended: the worker releases it, and its state leaves Redis."""
         self._pipelines.clear()
-        if not self.fenced and self.worker is not None:
-            self.send_input(EndIn(reason="ended"))
+        if not self.fenced:
+            if self.worker is not None:
+                self.send_input(EndIn(reason="ended"))
             try:
                 await asyncio.wait_for(self.flush(), 10.0)
             except TimeoutError:
@@ -410,13 +433,17 @@ class ClusterSession(Session):
         await self.stop_link()
         if not self.fenced:
             try:
-                await self.store.delete_session(self.id, self.user)
+                await self.store.delete_session(self.id, self.user, epoch=self.epoch)
             except (RedisError, OSError) as exc:
                 log.warning("session %s: could not remove it from Redis (%s); it expires", self.id, type(exc).__name__)
 
-    def moved_away(self) -> None:
-        """Another replica took the session over: tell this replica's socket, if any, and let go."""
+    def let_go(self, reason: str) -> None:
+        """This replica is done with the session (another took it over: "resumed_elsewhere"; Redis
+        lost it: "lost"): tell this replica's socket, if any, and let go."""
+        ended = SessionEnded(session_id=self.id, reason=reason)
         if self.outbox is not None:
-            self.outbox.send_message(SessionEnded(session_id=self.id, reason="resumed_elsewhere"))
+            self.outbox.send_message(ended)
             self.outbox = None
+        if reason == "lost":
+            self._notify_watchers(ended)
         self.ended = True

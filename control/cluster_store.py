@@ -13,14 +13,18 @@ Every key starts with the store's prefix (default `roomscribe:`). Per session `{
 - `user:{user}` (string): the user's current session id.
 
 Workers: `workers` (hash worker id → WorkerState) and `jobs:{worker id}` (stream of SessionJob).
+Control replicas: `replica:{replica id}` (string), there while the replica lives. Monitors:
+`watch:{user}` (pub/sub channel of `Watched`): every event of the user's sessions.
 Every session key expires `ttl_s` after the last `touch`, so a session no process looks after is gone
 after its grace period. All I/O is here; what the messages mean is control/schema.py's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Awaitable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,10 +37,36 @@ from control.schema import (
     ClusterMessage,
     SessionJob,
     SessionRecord,
+    Watched,
     WorkerState,
     decode_cluster,
     encode_cluster,
 )
+from roomscribe.common.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+#: What a Redis call raises while Redis is unreachable or restarting.
+REDIS_ERRORS = (RedisError, OSError)
+#: Pauses between retries of a failed Redis call: 0.1 s doubling to 2 s (Redis restarting takes seconds).
+REDIS_RETRY = Backoff(base_s=0.1, cap_s=2.0, attempts=None, jitter=0.25)
+
+T = TypeVar("T")
+
+
+async def until_redis_answers(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run a Redis call until it succeeds (Redis may be restarting); nothing is dropped meanwhile
+    and the caller's order is kept. `what` names the call in the warning."""
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except REDIS_ERRORS as exc:
+            delay = REDIS_RETRY.delay(attempt)
+            attempt += 1
+            log.warning("%s failed (%s); retrying in %.1f s", what, type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+
 
 #: Entries an output stream keeps at most: a bound, not a buffer meant to fill (its reader keeps up).
 STREAM_MAXLEN = 1200
@@ -68,13 +98,20 @@ redis.call('HSET', KEYS[1], 'checkpoint', ARGV[2])
 redis.call('XTRIM', KEYS[2], 'MINID', ARGV[3])
 return 1
 """
+# Delete a session's keys (KEYS[1] its hash, KEYS[#KEYS] the user's pointer, removed only if it still
+# names ARGV[1]); with ARGV[2] set, only while that epoch owns the session (returns 0 otherwise).
+_DELETE_SCRIPT = """
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[2] then return 0 end
+local user = KEYS[#KEYS]
+if redis.call('GET', user) == ARGV[1] then redis.call('DEL', user) end
+for i = 1, #KEYS - 1 do redis.call('DEL', KEYS[i]) end
+return 1
+"""
+
 _WORKER_OUTPUT_SCRIPT = """
 if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return false end
 return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[2])
 """
-
-
-T = TypeVar("T")
 
 
 async def _reply(result: Awaitable[T] | T) -> T:
@@ -126,6 +163,7 @@ class ClusterStore:
         self._journal = client.register_script(_JOURNAL_SCRIPT)
         self._checkpoint = client.register_script(_CHECKPOINT_SCRIPT)
         self._worker_output = client.register_script(_WORKER_OUTPUT_SCRIPT)
+        self._delete = client.register_script(_DELETE_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "roomscribe:") -> ClusterStore:
@@ -221,12 +259,23 @@ class ClusterStore:
             results = await pipe.execute()
         return bool(results[0])
 
-    async def delete_session(self, session_id: str, user: str) -> None:
-        """Forget the session (and the user's pointer to it, unless the user has a newer one)."""
-        await self.redis.delete(*self._session_keys(session_id))
-        user_key = self._key("user", user)
-        if await self.redis.get(user_key) == session_id.encode():
-            await self.redis.delete(user_key)
+    async def delete_session(self, session_id: str, user: str, *, epoch: int | None = None) -> bool:
+        """Forget the session (and the user's pointer to it, unless the user has a newer one); with
+        `epoch`, only while that epoch owns it (False: another replica took it over, nothing deleted)."""
+        keys = [*self._session_keys(session_id), self._key("user", user)]
+        result = await self._delete(keys=keys, args=[session_id, "" if epoch is None else epoch])
+        return bool(result)
+
+    # -- control replicas ---------------------------------------------------------------------------------
+    async def keep_replica(self, replica_id: str, ttl_s: float) -> None:
+        """Say that control replica `replica_id` is alive for `ttl_s` more."""
+        await self.redis.set(self._key("replica", replica_id), "1", px=_ms(ttl_s))
+
+    async def replica_alive(self, replica_id: str) -> bool:
+        return bool(await self.redis.exists(self._key("replica", replica_id)))
+
+    async def remove_replica(self, replica_id: str) -> None:
+        await self.redis.delete(self._key("replica", replica_id))
 
     # -- journal -----------------------------------------------------------------------------------------
     async def journal_append(
@@ -245,6 +294,15 @@ class ClusterStore:
         first = await self.redis.xrange(self._key("journal", session_id), min="-", max="+", count=1)
         lowest = int(first[0][0].split(b"-")[0]) if first else 0
         return [(int(entry_id.split(b"-")[0]), fields[b"m"]) for entry_id, fields in entries], lowest
+
+    # -- monitor subscriptions across replicas ---------------------------------------------------------
+    def watch_channel(self, user: str) -> str:
+        """The pub/sub channel on which every event of `user`'s sessions is published (`Watched`)."""
+        return self._key("watch", user)
+
+    async def publish_watched(self, message: Watched) -> None:
+        """Publish a session event to the replicas whose monitors watch its user (none listening: a no-op)."""
+        await self.redis.publish(self.watch_channel(message.user), encode_cluster(message))
 
     # -- per-session streams -------------------------------------------------------------------------------
     async def send_input(

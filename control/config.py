@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agent.config import AsrConfig, PipelineConfig
+from agent.prompting import DecoderPrompt, PromptError, check_prompt, token_counter
 from roomscribe.common.audio import CLIENT_AUDIO_BUFFER_S
 from roomscribe.common.languages import LANGUAGE_CHOICES
 from roomscribe.common.net import is_loopback
@@ -133,6 +134,11 @@ class Settings:
     redis_url: str = ""
     worker_capacity: int | None = None
     worker_health_port: int = 0  # `roomscribe worker`'s GET /healthz on ROOMSCRIBE_HOST (0: off)
+    # Session recording (control/recording.py): every session (`record`), or those that ask with a
+    # token that has the `record` claim; where ("": the user's data dir), and for how long (0: forever).
+    record: bool = False
+    recordings_dir: str = ""
+    recordings_retention_days: float = 30.0
     asr: AsrConfig = field(default_factory=AsrConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
@@ -156,6 +162,9 @@ class Settings:
             silence_hangover_s=_float(env, "ROOMSCRIBE_SILENCE_HANGOVER_S", d.pipeline.silence_hangover_s),
             max_utterance_s=_float(env, "ROOMSCRIBE_MAX_UTTERANCE_S", d.pipeline.max_utterance_s),
             vad_threshold=_float(env, "ROOMSCRIBE_VAD_THRESHOLD", d.pipeline.vad_threshold),
+            word_timestamps=_bool(env, "ROOMSCRIBE_WORDS", d.pipeline.word_timestamps),
+            keyterms=tuple(t.strip() for t in _get(env, "ROOMSCRIBE_KEYTERMS", "").split(",") if t.strip()),
+            prompt=_get(env, "ROOMSCRIBE_PROMPT", d.pipeline.prompt),
         )
         settings = cls(
             host=_get(env, "ROOMSCRIBE_HOST", d.host),
@@ -198,6 +207,9 @@ class Settings:
             redis_url=_get(env, "ROOMSCRIBE_REDIS_URL", d.redis_url),
             worker_capacity=_optional_int(env, "ROOMSCRIBE_WORKER_CAPACITY"),
             worker_health_port=_int(env, "ROOMSCRIBE_WORKER_HEALTH_PORT", d.worker_health_port),
+            record=_bool(env, "ROOMSCRIBE_RECORD", d.record),
+            recordings_dir=_get(env, "ROOMSCRIBE_RECORDINGS_DIR", d.recordings_dir),
+            recordings_retention_days=_float(env, "ROOMSCRIBE_RECORDINGS_RETENTION_DAYS", d.recordings_retention_days),
             asr=asr,
             pipeline=pipeline,
         )
@@ -231,6 +243,7 @@ class Settings:
             ("ROOMSCRIBE_MAX_SUBSCRIPTIONS_PER_SOCKET", self.max_subscriptions_per_socket),
             ("ROOMSCRIBE_START_TIMEOUT_S", self.start_timeout_s),
             ("ROOMSCRIBE_MAX_SESSION_S", self.max_session_s),
+            ("ROOMSCRIBE_RECORDINGS_RETENTION_DAYS", self.recordings_retention_days),
         ):
             if value < 0:
                 raise ConfigError(f"{name} must not be negative (0 turns it off)")
@@ -248,6 +261,17 @@ class Settings:
             raise ConfigError("ROOMSCRIBE_WORKER_HEALTH_PORT must be a port number (0: no health endpoint)")
         if 0 < self.ws_audio_rate < 1:
             raise ConfigError("ROOMSCRIBE_WS_AUDIO_RATE must be at least 1 (real time), or 0 to turn metering off")
+        self._validate_prompt()
+
+    def _validate_prompt(self) -> None:
+        """ROOMSCRIBE_KEYTERMS and ROOMSCRIBE_PROMPT within the bounds a session's are held to."""
+        prompt = DecoderPrompt(self.pipeline.keyterms, self.pipeline.prompt)
+        if not prompt:
+            return
+        try:
+            check_prompt(prompt, token_counter(self.asr.model_path or self.asr.model))
+        except PromptError as error:
+            raise ConfigError(f"ROOMSCRIBE_KEYTERMS / ROOMSCRIBE_PROMPT: {error}") from None
 
     @property
     def embedded_devserver(self) -> bool:

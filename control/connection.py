@@ -20,6 +20,7 @@ from aiohttp import WSMsgType, web
 from control.admission import Limits
 from control.auth_expiry import TokenExpiry
 from control.config import Settings
+from control.prompt_check import check_session_prompt
 from control.rooms import check_multi_user_room
 from control.schema import (
     CLOSE_SLOW_CONSUMER,
@@ -345,6 +346,7 @@ class ControlConnection:
             livekit=media.livekit,
         )
         self.send_message(ready)
+        session.ready_sent()
         if replay_from is not None:
             session.replay(self, replay_from)
         else:
@@ -375,16 +377,32 @@ class ControlConnection:
             refused = language_refusal(language, request.task, self.manager.languages)
             if refused is not None:
                 raise ProtocolError("language.unsupported", refused, request.id)
+        check_session_prompt(request, self.settings.asr.model_path or self.settings.asr.model)
         options = SessionOptions(
             transport=transport, audio=request.audio, interim=request.interim, echo=request.echo, multi_user=multi_user,
-            language=request.language, task=request.task,
-        )  # fmt: skip
+            record=self._record(request),
+        )
+        options.keyterms, options.prompt, options.words = request.keyterms, request.prompt, request.words
+        options.language, options.task = request.language, request.task
         refusal = self.limits.session_refusal(
             len(self.manager.sessions), replacing=self.manager.for_user(self.claims.user) is not None
         )
         if refusal is not None:
             raise refusal
         return await self.manager.start(self.claims.user, options, self, room=request.room)
+
+    def _record(self, request: SessionStart) -> bool:
+        """Whether to record the session: every session (ROOMSCRIBE_RECORD), or on request with the
+        token's `record` claim."""
+        if request.record and not self.settings.record and not self.claims.allows("record"):
+            raise ProtocolError("not_allowed", "this control token may not ask for a recording (no 'record' claim)", request.id)
+        record = request.record or self.settings.record
+        if record and self.manager.recordings is None:
+            raise ProtocolError(
+                "recording.unavailable", "this server does not record sessions (cluster mode); start without 'record'",
+                request.id,
+            )
+        return record
 
     async def _on_session_stop(self, message: SessionStop) -> None:
         session = self._live_session(message)
@@ -401,11 +419,7 @@ class ControlConnection:
 
     async def _on_subscribe(self, message: Subscribe) -> None:
         session_id, user, events = message.session_id, message.user, message.events
-        if session_id is not None:
-            target = self.manager.sessions.get(session_id)
-            owner = target.user if target is not None else None
-        else:
-            owner = user
+        owner = await self.manager.owner_of(session_id) if session_id is not None else user
         if owner != self.claims.user and not self.claims.allows("monitor"):
             # The same answer for "not yours" and "does not exist" reveals nothing about other users.
             raise ProtocolError(
@@ -415,7 +429,7 @@ class ControlConnection:
         if refusal is not None:
             raise refusal
         subscription = Subscription(outbox=self, events=frozenset(events), session_id=session_id, user=user)
-        self.manager.subscribe(subscription)
+        await self.manager.subscribe(subscription)
         self._started = True
         self.send_message(subscription.reply(message.id))
 

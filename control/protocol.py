@@ -26,6 +26,11 @@ def _time(seconds: float) -> float:
     return round(seconds, 3)
 
 
+def _confidence(probability: float) -> float:
+    """A word's confidence: its probability, in [0, 1] to three decimals."""
+    return round(min(max(float(probability), 0.0), 1.0), 3)
+
+
 def event_message(event: PipelineEvent, seq: int) -> schema.SessionEvent:
     """The server message numbered `seq` for a pipeline event."""
     if isinstance(event, SpeechStarted):
@@ -45,7 +50,13 @@ def event_message(event: PipelineEvent, seq: int) -> schema.SessionEvent:
         words = None
         if event.words is not None:
             words = [
-                schema.Word(word=w.word, start=_time(w.start), end=_time(w.end), probability=_time(w.probability))
+                schema.Word(
+                    word=w.word,
+                    start=_time(w.start),
+                    end=_time(w.end),
+                    probability=_time(w.probability),
+                    confidence=_confidence(w.probability),
+                )
                 for w in event.words
             ]
         return schema.FinalTranscript(

@@ -99,8 +99,17 @@ ERROR_CODES: dict[str, str] = {
     "language.unknown": '`session.start.language` is not "auto" or a Whisper language code (docs/protocol.md: Languages)',
     "language.unsupported": "the model cannot serve the session's `language` or `task`: an English-only model (`tiny.en`) "
     'takes only `"en"` and `"transcribe"`, no `"auto"` or `"translate"` (in a cluster: no worker\'s model can)',
+    "prompt.too_long": "`session.start` with `keyterms` and `prompt` over their bounds: at most 100 keyterms of "
+    "at most 50 characters, a prompt of at most 1000 characters, and together at most 223 tokens (the message "
+    "says how many they take)",
+    "prompt.invalid": "`session.start` with `keyterms` that are not a list of strings, an empty keyterm, a "
+    "`prompt` that is not a string, or either holding a control character",
     "session.start_timeout": "neither `session.start` nor `subscribe` within `ROOMSCRIBE_START_TIMEOUT_S` of "
     "connecting: then close code 4008",
+    "recording.unavailable": "`session.start {record: true}` on a server that does not record (a cluster's control "
+    "replica); the session was not started",
+    "recording.not_found": "HTTP `GET /v1/sessions/{id}/recording` or `.../transcript` (404) of a recording that "
+    "does not exist, was pruned, or belongs to another user (the same answer for all three)",
 }
 
 
@@ -251,6 +260,9 @@ class Word(Struct, kw_only=True):
     start: float
     end: float
     probability: float
+    confidence: Annotated[
+        float | None, Meta(description="0 to 1: how sure the model is of the word (its tokens' mean probability)")
+    ] = None
 
 
 class SpeechStart(SessionEvent, tag="speech.start"):
@@ -322,7 +334,8 @@ class Status(SessionEvent, tag="status", kw_only=True):
     microphone — audio published before it is not heard), `livekit.degraded` / `livekit.recovered` /
     `livekit.failed` (the agent's own LiveKit connection), `interims_dropped` and `asr_backlog` (the model
     is behind), `asr_error`, `replay.truncated`, `transcription.gap` (a cluster's LiveKit session moved to
-    another worker: the room's audio between `from` and `to` was not transcribed)"""
+    another worker: the room's audio between `from` and `to` was not transcribed), `recording.failed` (the
+session's recording could not be written — the disk; transcription goes on, the recording stops)"""
 
     seq: int | None = None  # type: ignore[assignment]  # only replay.truncated, sent outside the numbering, has none
     code: str
@@ -354,11 +367,31 @@ class SessionEnded(Forwardable, tag="session.ended"):
         Meta(
             description='"stopped" (`session.stop`), "replaced" (the same user started another session), '
             '"resumed_elsewhere" (the session goes on, on the socket that resumed it; only this socket sees it), '
-            '"server_shutdown", "max_duration" (`ROOMSCRIBE_MAX_SESSION_S`), and, seen only by subscribers as no '
+            '"server_shutdown", "max_duration" (`ROOMSCRIBE_MAX_SESSION_S`), "lost" (cluster: Redis lost the session\'s '
+            'state, e.g. it restarted without its data; start a new session), and, seen only by subscribers as no '
             'socket is attached then, "grace_expired" (no resume within the grace period) and "error" (the session '
             'could not open its media)'
         ),
     ]
+
+
+class RecordingReady(SessionEvent, tag="recording.ready"):
+    """the session's recording is complete on the server (sessions recorded: `session.start {record: true}` or
+    `ROOMSCRIBE_RECORD`); comes right before `session.ended`"""
+
+    session_id: str
+    duration: Annotated[float, Meta(description="seconds of audio recorded (the longest participant's)")]
+    url: Annotated[
+        str,
+        Meta(description="the audio (FLAC, 16 kHz mono): a path on the control server's HTTP origin; GET it with "
+        "the control token"),
+    ]
+    transcript_url: Annotated[
+        str, Meta(description="the finals: add `?format=json` (default), `vtt` or `srt`")
+    ]
+    participants: Annotated[
+        list[str] | None, Meta(description="multi-user: whose audio was recorded (`url` + `?participant=`)")
+    ] = None
 
 
 class AuthExpiring(ServerMessage, tag="auth.expiring"):
@@ -417,6 +450,7 @@ class Error(Reply, tag="error"):
 SERVER_MESSAGES: tuple[type[ServerMessage], ...] = (
     Hello, SessionReady, SpeechStart, InterimTranscript, FinalTranscript, SpeechEnd, PublishStart, PublishStop,
     Token, Status, SessionEnded, Pong, Subscribed, Unsubscribed, Error, AuthExpiring, AuthExpired, AuthRefreshed,
+    RecordingReady,
 )  # fmt: skip
 SERVER_MESSAGE_TYPES: tuple[str, ...] = tuple(tag_of(cls) for cls in SERVER_MESSAGES)
 #: Event types a monitor subscription may ask for (never `token`: LiveKit credentials).
@@ -474,6 +508,28 @@ class SessionStart(Request, tag="session.start"):
         Meta(description='a Whisper language code, or "auto" (detect per utterance); default: the server\'s'),
     ] = None
     task: Annotated[Task, Meta(description='"translate": English text whatever the language spoken')] = "transcribe"
+    record: Annotated[
+        bool,
+        Meta(description="record the session's audio and finals on the server (`record` claim; see Recording)"),
+    ] = False
+    keyterms: Annotated[
+        list[str] | None,
+        Meta(
+            description="words and names to spell right (decoder hotwords; at most 100 of at most 50 characters); "
+            "default: the server's (`ROOMSCRIBE_KEYTERMS`), `[]`: none"
+        ),
+    ] = None
+    prompt: Annotated[
+        str | None,
+        Meta(
+            description="text the speech follows on from (a topic, spellings; at most 1000 characters, and with the "
+            "keyterms at most 223 tokens); default: the server's (`ROOMSCRIBE_PROMPT`), `\"\"`: none"
+        ),
+    ] = None
+    words: Annotated[
+        bool | None,
+        Meta(description="every final carries `words` with times and confidences; default: the server's"),
+    ] = None
 
 
 class SessionStop(Request, tag="session.stop"):
@@ -549,6 +605,9 @@ _FIELD_ERRORS: dict[str, tuple[str, str]] = {
     "language": ("language.unknown", 'use "auto" or a Whisper language code such as "en", "de", "fr"'),
     "task": ("bad_request", 'use "transcribe" or "translate"'),
     "subscription_id": ("subscription.not_found", "no subscription with that id on this socket"),
+    "keyterms": ("prompt.invalid", "use a list of strings"),
+    "prompt": ("prompt.invalid", "use a string"),
+    "words": ("bad_request", "use true or false"),
 }
 _ERROR_AT = re.compile(r"^(?P<detail>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
@@ -595,7 +654,7 @@ def _request_error(text: str | bytes, error: msgspec.ValidationError) -> Protoco
         known = ", ".join(CLIENT_MESSAGE_TYPES)
         return ProtocolError("unknown_type", f"unknown message type {msg_type[:64]!r}; known: {known}", request_id)
     path, detail = _locate(str(error))
-    code, hint = _FIELD_ERRORS.get(path, ("bad_request", ""))
+    code, hint = _FIELD_ERRORS.get(re.sub(r"\[\d+\]$", "", path), ("bad_request", ""))
     message = f"{msg_type}: '{path}' {detail}" if path else f"{msg_type}: {detail}"
     if hint:
         message += f"; {hint}"
@@ -677,6 +736,10 @@ class SessionRecord(ClusterMessage, tag="session.record", kw_only=True):
     created_at: float
     language: str | None = None  # None: the worker's default (ROOMSCRIBE_LANGUAGE)
     task: str = "transcribe"
+    #: The session's decoding options as `session.start` gave them (None: the worker's defaults).
+    keyterms: list[str] | None = None
+    prompt: str | None = None
+    words: bool | None = None
 
 
 class WorkerState(ClusterMessage, tag="worker.state", kw_only=True):
@@ -779,9 +842,25 @@ class Released(ClusterMessage, tag="released", kw_only=True):
     worker_id: str
 
 
+class ReplaceIn(ClusterMessage, tag="replace", kw_only=True):
+    """control → control (the session's output stream, which its replica reads): the user started a
+    new session on another replica; end this one as `replaced` (one session per user in the cluster)."""
+
+    by: Annotated[str, Meta(description="the replica where the user's new session starts")]
+
+
+class Watched(ClusterMessage, tag="watched", kw_only=True):
+    """control → control (published on the user's watch channel): a session event for monitor
+    subscriptions on any replica (`subscribe`), sent by the replica that holds the session."""
+
+    session_id: str
+    user: str
+    message: msgspec.Raw
+
+
 CLUSTER_MESSAGES: tuple[type[ClusterMessage], ...] = (
     SessionRecord, WorkerState, SessionJob, Checkpoint, AudioIn, FinishIn, VadIn, ReadyIn, EndIn, Accepted, Refused,
-    EventOut, Finished, Released,
+    EventOut, Finished, Released, ReplaceIn, Watched,
 )  # fmt: skip
 _CLUSTER_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(reduce(operator.or_, CLUSTER_MESSAGES))
 

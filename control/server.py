@@ -11,13 +11,15 @@ from aiohttp import web
 
 from agent.asr import AsrEngine
 from agent.pipeline import TranscriptionPipeline
+from agent.prompting import session_config
 from control.app import create_app
 from control.cluster_livekit import ClusterLiveKitTransport
 from control.cluster_manager import ClusterSessionManager
 from control.cluster_store import ClusterStore
-from control.config import Settings
+from control.config import ConfigError, Settings
 from control.livekit_media import LiveKitTransport
 from control.media import MediaTransport
+from control.recordings import Recordings
 from control.session import SessionManager, SessionOptions
 from control.ws_media import WsTransport
 
@@ -47,6 +49,8 @@ class ControlServer:
         self.port = settings.port
         self.devserver: DevServer | None = None
         self.livekit_url = settings.livekit_url
+        #: The session recordings (`roomscribe serve`; a control replica records nothing).
+        self.recordings: Recordings | None = None
 
     @property
     def engine(self) -> AsrEngine:
@@ -56,11 +60,14 @@ class ControlServer:
         return self._engine
 
     def _new_pipeline(self, on_event, participant: str | None, options: SessionOptions) -> TranscriptionPipeline:
-        config = dataclasses.replace(self.settings.pipeline, language=options.language, task=options.task)
+        config = session_config(self.settings.pipeline, keyterms=options.keyterms, prompt=options.prompt, words=options.words)
+        config = dataclasses.replace(config, language=options.language, task=options.task)
         return TranscriptionPipeline(self.engine, config, on_event, participant=participant)
 
     async def start(self) -> None:
         self.settings.check_serving()  # ConfigError: weak secret, dev conveniences off loopback
+        if self.cluster is not None and self.settings.record:
+            raise ConfigError("ROOMSCRIBE_RECORD: a cluster does not record sessions (only `roomscribe serve` does)")
         if self._own_engine:
             await self.engine.start()
         if self.cluster is not None:
@@ -69,9 +76,12 @@ class ControlServer:
         transports: dict[str, MediaTransport] = {"ws": self._ws_transport()}
         if self.settings.livekit_enabled:
             transports["livekit"] = await self._start_livekit()
+        self.recordings = Recordings.from_settings(self.settings)
+        await self.recordings.start()
         languages = self.engine.languages  # what the loaded model can do: session.start is checked against it
         self.manager = SessionManager(
-            pipeline_factory=self._new_pipeline, transports=transports, languages=languages, **self._session_settings()
+            pipeline_factory=self._new_pipeline, transports=transports, recordings=self.recordings, languages=languages,
+            **self._session_settings(),
         )
         await self._start_site(self.manager)
 
@@ -170,6 +180,9 @@ class ControlServer:
             self._site = None
         if self.manager is not None:
             await self.manager.close()
+        if self.recordings is not None:
+            await self.recordings.close()
+            self.recordings = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

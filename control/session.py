@@ -40,6 +40,8 @@ from control.ws_media import WsTransport
 from roomscribe.common.languages import ModelLanguages
 
 if TYPE_CHECKING:
+    from control.recording import SessionRecording
+    from control.recordings import Recordings
     from control.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,11 @@ class SessionOptions:
     multi_user: bool = False
     language: str | None = None  # None: the server's default (ROOMSCRIBE_LANGUAGE)
     task: str = "transcribe"
+    record: bool = False  # record its audio and finals (control/recording.py)
+    #: Decoding options as `session.start` gave them (None: the server's default).
+    keyterms: list[str] | None = None
+    prompt: str | None = None
+    words: bool | None = None
 
 
 class Session:
@@ -89,6 +96,9 @@ class Session:
         self.seq = 0
         self.outbox: Outbox | None = None
         self.ended = False
+        #: Set once ending finalised its open utterances: pipeline events after that are not sent
+        #: (while its recording is finished, before `ended`).
+        self.finalised = False
         #: Set once ending began (its open utterances are being finalised; no resume any more).
         self.ending: asyncio.Task[None] | None = None
         self._log: deque[Numbered] = deque(maxlen=replay_limit)
@@ -102,6 +112,10 @@ class Session:
         self.limit_task: asyncio.Task[None] | None = None
         #: How the session's audio arrives (its transport's part of the session).
         self.media: SessionMedia = media_transport.session_media(self)
+        #: Its recording, when it is recorded.
+        self.recording: SessionRecording | None = None
+        #: Events held until session.ready went out (None once it has): see `emit_when_ready`.
+        self._held: list[EventFactory] | None = []
 
     @property
     def transport(self) -> str:
@@ -116,12 +130,27 @@ class Session:
         """
         self.seq += 1
         message = event(self.seq) if callable(event) else _numbered({**event, "seq": self.seq})
+        if self.recording is not None:
+            self.recording.observe(message)
         if message.replayed:
             if len(self._log) == self._log.maxlen:
                 self._evicted_upto = self._log[0].seq
             self._log.append(message)
         self.deliver(message)
         return self.seq
+
+    def emit_when_ready(self, event: EventFactory) -> None:
+        """Emit an event now, or right after session.ready if that has not gone out yet."""
+        if self._held is None:
+            self.emit(event)
+        else:
+            self._held.append(event)
+
+    def ready_sent(self) -> None:
+        """session.ready went out: the events held for it follow."""
+        held, self._held = self._held, None
+        for event in held or ():
+            self.emit(event)
 
     def deliver(self, message: Numbered) -> None:
         """Send a numbered event to the attached socket and the watchers (a cluster session journals
@@ -136,7 +165,7 @@ class Session:
             watcher.deliver(self.id, self.user, message)
 
     def on_pipeline_event(self, event: PipelineEvent) -> None:
-        if self.ended:
+        if self.ended or self.finalised:
             return
         self.media.observe(event)
         if isinstance(event, InterimTranscript) and not self.options.interim:
@@ -155,6 +184,8 @@ class Session:
         if pipeline is None:
             pipeline = self._pipeline_factory(self.on_pipeline_event, participant, self.options)
             self._pipelines[participant] = pipeline
+            if self.recording is not None:
+                self.recording.tap(pipeline, participant)
         return pipeline
 
     async def finish_speech(self, participant: str | None = None) -> None:
@@ -213,6 +244,12 @@ class Session:
         return False
 
 
+def _report_recording_error(session: Session, code: str, message: str) -> None:
+    """A session's recording failed: tell its client (after session.ready), unless it is over."""
+    if not session.ended:
+        session.emit_when_ready(lambda seq: Status(seq=seq, code=code, message=message))
+
+
 def _numbered(data: dict[str, Any]) -> Numbered:
     """A numbered event given as a dict, checked against the schema (undeclared fields included)."""
     try:
@@ -238,10 +275,12 @@ class SessionManager:
         transports: Mapping[str, MediaTransport] | None = None,
         finish_timeout_s: float = 60.0,
         max_session_s: float = 0.0,
+        recordings: Recordings | None = None,
         languages: ModelLanguages | None = None,
     ) -> None:
         """`transports` by name (the schema's `Transport`); without it, only ws with its defaults.
-        A session is stopped (`max_duration`) after `max_session_s` (0: never). `languages`: what
+        A session is stopped (`max_duration`) after `max_session_s` (0: never). Sessions with
+        `record` are recorded in `recordings` (None: this server records nothing). `languages`: what
         the model can do (None: not checked here; a cluster's workers check)."""
         self._pipeline_factory = pipeline_factory
         self.languages = languages
@@ -251,6 +290,7 @@ class SessionManager:
         self.room_prefix = room_prefix
         self.replay_limit = replay_limit
         self.max_session_s = max_session_s
+        self.recordings = recordings
         self.transports: dict[str, MediaTransport] = dict(transports) if transports is not None else {"ws": WsTransport()}
         self.sessions: dict[str, Session] = {}
         self._by_user: dict[str, Session] = {}
@@ -280,6 +320,15 @@ class SessionManager:
         session = await self.new_session(
             "s_" + secrets.token_urlsafe(12), user, room or room_name(self.room_strategy, self.room_prefix, user), options
         )
+        if options.record and self.recordings is not None:
+            session.recording = await self.recordings.open(
+                session.id,
+                user=user,
+                room=session.room,
+                transport=options.transport,
+                multi_user=options.multi_user,
+                on_error=partial(_report_recording_error, session),
+            )
         while (previous := self._by_user.get(user)) is not None:  # registered while this one was made
             await self.end(previous, "replaced")
         self.sessions[session.id] = session
@@ -381,6 +430,11 @@ class SessionManager:
                 )
         except Exception:
             log.exception("session %s (%s): finalising open utterances failed", session.id, reason)
+        session.finalised = True
+        if session.recording is not None and self.recordings is not None:
+            summary = await self.recordings.finish(session.recording, reason)
+            if summary is not None and reason != "error":  # "error": the session never started
+                session.emit(summary.message)
         session.ended = True
         ended = SessionEnded(session_id=session.id, reason=reason)
         if notify:
@@ -401,7 +455,12 @@ class SessionManager:
         log.info("session %s ended (%s)", session.id, reason)
 
     # -- monitor subscriptions ----------------------------------------------------------------
-    def subscribe(self, subscription: Subscription) -> Session | None:
+    async def owner_of(self, session_id: str) -> str | None:
+        """The user whose live session `session_id` is (None: there is none)."""
+        session = self.sessions.get(session_id)
+        return session.user if session is not None and not session.ended else None
+
+    async def subscribe(self, subscription: Subscription) -> Session | None:
         """Register a subscription; returns the session it watches now, if any."""
         if subscription.session_id is not None:
             session = self.sessions.get(subscription.session_id)

@@ -131,6 +131,8 @@ def _cmd_token(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     permissions = tuple(args.permission or ())
+    if args.record and "record" not in permissions:
+        permissions += ("record",)
     rooms: list[str] | None = args.room
     if rooms is not None and "multi_user" not in permissions:
         permissions += ("multi_user",)  # --room is a multi-user right narrowed to those rooms
@@ -229,6 +231,9 @@ def _cmd_control(args: argparse.Namespace) -> int:
         return 2
     if not settings.redis_url:
         print(_NO_REDIS, file=sys.stderr)
+        return 2
+    if settings.record:
+        print("error: ROOMSCRIBE_RECORD: a cluster does not record sessions (only `roomscribe serve` does)", file=sys.stderr)
         return 2
     return asyncio.run(_control(settings, settings.redis_url))
 
@@ -341,7 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="print a control-socket token signed with ROOMSCRIBE_CONTROL_SECRET")
     token.add_argument("--user", required=True, help="user id (the token's 'sub')")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
-    token.add_argument("--permission", action="append", choices=["multi_user", "monitor"], help="extra right (repeatable)")
+    token.add_argument(
+        "--permission", action="append", choices=["multi_user", "monitor", "record"], help="extra right (repeatable)"
+    )
+    token.add_argument("--record", action="store_true", help="may ask for its sessions to be recorded (the 'record' claim)")
     token.add_argument(
         "--room",
         action="append",

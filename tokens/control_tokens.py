@@ -3,8 +3,9 @@
 `sub` is the user id; `exp` and `aud` = "roomscribe-control" are required, so no other JWT signed
 with the same secret (a LiveKit token, say) passes as a control token. Optional claims widen what
 the user may do: `multi_user` (transcribe every publisher of a room), `monitor` (subscribe to other
-users' sessions); `rooms` (a list of room names) narrows `multi_user` to those rooms. Error messages
-never contain the secret or the token.
+users' sessions), `record` (ask for a session's recording: `session.start {record: true}`); `rooms`
+(a list of room names) narrows `multi_user` to those rooms. Error messages never contain the secret
+or the token.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ CONTROL_AUDIENCE = "roomscribe-control"
 _AUDIENCE_HINT = f" (control tokens carry aud={CONTROL_AUDIENCE!r}; see docs/protocol.md)"
 DEFAULT_TTL_S = 3600
 #: Claims that grant extra rights; anything else in a token is ignored.
-PERMISSION_CLAIMS = ("multi_user", "monitor")
+PERMISSION_CLAIMS = ("multi_user", "monitor", "record")
 #: The claim listing the rooms a `multi_user` token may name (absent: any multi-user room).
 ROOMS_CLAIM = "rooms"
 

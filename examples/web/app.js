@@ -140,6 +140,8 @@ function render() {
   $('start').textContent = state.phase === 'idle' ? 'Start' : 'Start again';
   $('transport-ws').disabled = running;
   $('language').disabled = running;
+  $('keyterms').disabled = running;
+  $('words').disabled = running;
 
   const control = {
     disconnected: 'not connected',
@@ -209,7 +211,18 @@ function addFinal(msg) {
     who.textContent = msg.participant;
     text.appendChild(who);
   }
-  text.appendChild(document.createTextNode(msg.text));
+  if (Array.isArray(msg.words) && msg.words.length) {
+    msg.words.forEach((w, i) => {
+      const word = document.createElement('span');
+      word.className = 'word';
+      word.textContent = w.word;
+      const confidence = typeof w.confidence === 'number' ? w.confidence : w.probability;
+      word.title = `${fmtSeconds(w.start)} – ${fmtSeconds(w.end)}, confidence ${confidence.toFixed(2)}`;
+      text.append(...(i ? [' ', word] : [word]));
+    });
+  } else {
+    text.appendChild(document.createTextNode(msg.text));
+  }
   if (msg.language) {  // detected (language "auto")
     const lang = document.createElement('span');
     lang.className = 'lang';
@@ -364,6 +377,15 @@ function stopPings() {
   state.pongDeadline = null;
 }
 
+/** session.start's keyterms (the box, comma-separated; left out when empty: the server's) and words. */
+function decodingOptions() {
+  const options = {};
+  const keyterms = $('keyterms').value.split(',').map((t) => t.trim()).filter((t) => t);
+  if (keyterms.length) options.keyterms = keyterms;
+  if ($('words').checked) options.words = true;
+  return options;
+}
+
 function sendSessionStart() {
   const id = nextId('start');
   state.pendingStartId = id;
@@ -371,8 +393,9 @@ function sendSessionStart() {
   if (state.sessionId) {
     msg.resume = { session_id: state.sessionId, last_seq: state.lastSeq };
     log(`resuming session ${state.sessionId} after event ${state.lastSeq}`);
-  } else if (state.transport === 'ws') {
-    msg.audio = PCM_FORMAT;
+  } else {
+    if (state.transport === 'ws') msg.audio = PCM_FORMAT;
+    Object.assign(msg, decodingOptions());
   }
   if (!msg.resume && $('language').value) msg.language = $('language').value;
   send(msg);

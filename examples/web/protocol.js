@@ -45,4 +45,5 @@ export const MessageType = strict('MessageType', {
   AuthExpiring: 'auth.expiring',
   AuthExpired: 'auth.expired',
   AuthRefreshed: 'auth.refreshed',
+  RecordingReady: 'recording.ready',
 });

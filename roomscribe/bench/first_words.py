@@ -4,6 +4,7 @@ the audio the agent received (via ROOMSCRIBE_DEBUG_AUDIO_DIR) against the publis
 
     python -m roomscribe.bench.first_words --runs 20            # quiet machine
     python -m roomscribe.bench.first_words --runs 10 --busy 2   # two CPU-bound processes beside it
+    python -m roomscribe.bench.phase_sweep DIR/*.wav            # replay kept runs (--keep DIR) at every VAD phase
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ import asyncio
 import functools
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from dotenv import load_dotenv
@@ -18,6 +19,7 @@ from roomscribe.client.errors import ClientError
 from roomscribe.client.events import SessionEnded
 from roomscribe.client.options import ClientOptions
 from roomscribe.client.printer import EventPrinter
+from roomscribe.client.recording import RecordingCatcher, save_recording
 from roomscribe.client.sources import MicrophoneUnavailable, PcmStream, microphone_stream, wav_stream
 from roomscribe.client.stream import send_stream
 from roomscribe.common.backoff import Backoff
@@ -72,6 +74,14 @@ def push_parser() -> argparse.ArgumentParser:
     parser.add_argument("--user", default="cli", help="user id of the minted token (default cli)")
     parser.add_argument("--fast", action="store_true", help="ws: send the file as fast as the server takes it")
     parser.add_argument("--no-interim", action="store_true", help="finals only")
+    parser.add_argument("--record", action="store_true",
+                        help="have the server record the session, then save its audio and transcript here")
+    parser.add_argument("--save-dir", default=".",
+                        help="with --record: where to save <session_id>.flac, .json and .vtt (default: .)")
+    parser.add_argument("--keyterm", action="append", default=None, metavar="TERM",
+                        help="a word or name to spell right (repeatable; replaces the server's ROOMSCRIBE_KEYTERMS)")
+    parser.add_argument("--prompt", default=None, help="text the speech follows on from (a topic, spellings)")
+    parser.add_argument("--words", action="store_true", help="word times and confidences on every final (printed)")
     parser.add_argument("--language", help='a Whisper language code, or "auto": detect per utterance (default: the server\'s)')
     parser.add_argument("--task", choices=("transcribe", "translate"), help="translate: English text (multilingual models)")
     parser.add_argument("--queue-ms", type=int, default=20,
@@ -81,7 +91,7 @@ def push_parser() -> argparse.ArgumentParser:
 
 
 def push_main(argv: list[str]) -> int:
-    """`roomscribe push FILE|--mic [--transport ws|livekit] [--url] [--token] [--user] [--fast]`."""
+    """`roomscribe push FILE|--mic [--transport ws|livekit] [--url] [--token] [--user] [--fast] [--record]`."""
     args = _prepare(push_parser(), argv)
     try:
         return asyncio.run(_push(args))
@@ -104,14 +114,19 @@ def _source(file: str | None, mic: bool, transport: str, fast: bool) -> PcmStrea
 async def _push(args: argparse.Namespace) -> int:
     return await push(
         args.url,
-        _token(args, args.user),
+        _token(args, args.user, ("record",) if args.record else ()),
         file=args.file,
         mic=args.mic,
         transport=args.transport,
         fast=args.fast,
         interim=not args.no_interim,
         queue_ms=args.queue_ms,
-        options={k: v for k, v in (("language", args.language), ("task", args.task)) if v is not None},
+        save_recording_to=Path(args.save_dir) if args.record else None,
+        keyterms=args.keyterm,
+        prompt=args.prompt,
+        words=args.words or None,
+        language=args.language,
+        task=args.task,
     )
 
 
@@ -126,21 +141,33 @@ async def push(
     interim: bool = True,
     queue_ms: int = 20,
     printer: EventPrinter | None = None,
-    options: Mapping[str, Any] | None = None,
+    save_recording_to: Path | None = None,
+    keyterms: list[str] | None = None,
+    prompt: str | None = None,
+    words: bool | None = None,
+    language: str | None = None,
+    task: str | None = None,
 ) -> int:
     """Stream a file (or the microphone) as one session and print its events; 0 when a final
-    arrived and no error did. `transport=None` takes the server's default; `options`: further
-    `session.start` fields (`language`, `task`)."""
-    options = dict(options or {})
+    arrived and no error did. `transport=None` takes the server's default; `keyterms`, `prompt`,
+    `words`, `language`, `task`: the session's decoding options (None: the server's defaults). With
+    `save_recording_to`, the server records the session and its files are saved there at the end."""
     if mic:
         microphone_stream()  # fail early, with the install hint, before connecting
     printer = printer or EventPrinter()
     client = ControlClient(url, token)
     client.on(printer)
+    recording = RecordingCatcher()
+    client.on(recording)
+    record = save_recording_to is not None
     try:
         hello = await client.connect()
         transport = transport or hello.get("default_transport") or "ws"
         stream = _source(file, mic, transport, fast)
+        chosen = (("keyterms", keyterms), ("prompt", prompt), ("words", words), ("language", language), ("task", task))
+        options: dict[str, Any] = {k: v for k, v in chosen if v is not None}
+        if record:
+            options["record"] = True
         if transport == "livekit":
             await _push_livekit(client, stream, interim, queue_ms, options)
         else:
@@ -148,13 +175,18 @@ async def push(
                                        interim=interim, **options)
             await send_stream(client, stream)
         await client.stop_session()
+        if save_recording_to is not None:
+            if recording.ready is None:
+                raise ClientError("the session ended without a recording (see the status messages above)")
+            for path in await save_recording(client, recording.ready, save_recording_to):
+                print(f"saved {path}", file=sys.stderr, flush=True)
     finally:
         await client.close()
     return 0 if printer.finals and not printer.errors else 1
 
 
 async def _push_livekit(
-    client: ControlClient, stream: PcmStream, interim: bool, queue_ms: int, options: Mapping[str, Any]
+    client: ControlClient, stream: PcmStream, interim: bool, queue_ms: int, options: dict[str, Any]
 ) -> None:
     from roomscribe.client.livekit_publisher import LiveKitPublisher
 

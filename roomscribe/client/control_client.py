@@ -20,8 +20,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from functools import partial
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import aiohttp
+import msgspec
 
 from control.schema import (
     CLOSE_START_TIMEOUT,
@@ -49,6 +51,26 @@ from roomscribe.client.options import ClientOptions, ClientStats, ConnectionStat
 log = logging.getLogger(__name__)
 
 TokenSource = str | Callable[[], str | Awaitable[str]]
+
+
+class HttpRefusal(msgspec.Struct):
+    """What the server says when it refuses an HTTP request: a code and a message."""
+
+    code: str
+    message: str
+
+
+class HttpErrorBody(msgspec.Struct):
+    """The JSON body of a refused HTTP request."""
+
+    error: HttpRefusal
+
+
+def http_origin(control_url: str) -> str:
+    """`http(s)://host:port` of a control socket URL (`ws(s)://host:port/v1/control`)."""
+    parts = urlsplit(control_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return f"{scheme}://{parts.netloc}"
 __all__ = ["ControlClient", "Subscription", "TokenSource"]
 
 
@@ -85,6 +107,8 @@ class ControlClient:
         self._ended: asyncio.Future[SessionEnded] | None = None
         self._dropped_seen = 0
         self._auth_refresh: asyncio.Task[None] | None = None
+        #: Starting a new session after the server lost ours (`session.ended {reason: "lost"}`).
+        self._restart: asyncio.Task[None] | None = None
 
     # -- state (kept by the core) ------------------------------------------------------------------
     @property
@@ -142,8 +166,9 @@ class ControlClient:
             with contextlib.suppress(ClientError, asyncio.TimeoutError):
                 await self.stop_session(timeout_s=timeout_s)
         self._set_connection(ConnectionState.CLOSING)
-        if self._auth_refresh is not None:
-            self._auth_refresh.cancel()
+        for task in (self._auth_refresh, self._restart):
+            if task is not None:
+                task.cancel()
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(BaseException):
@@ -269,6 +294,23 @@ class ControlClient:
     async def send_vad(self, speaking: bool) -> None:
         """LiveKit sessions with VAD gating: report the client's own voice activity."""
         await self._send(await self._wait_connected(), Vad(speaking=speaking))
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+    async def download(self, path: str) -> bytes:
+        """GET `path` on the server's HTTP origin with the control token, e.g. `recording.ready`'s
+        `url` or `transcript_url`; a refusal is a ServerError with the server's code."""
+        if self._http is None:
+            raise ClientError("connect() first")
+        url = http_origin(self.url) + path
+        async with self._http.get(url, headers={"Authorization": f"Bearer {await self._token_now()}"}) as response:
+            body = await response.read()
+            if response.status == 200:
+                return body
+            try:
+                refusal = msgspec.json.decode(body, type=HttpErrorBody).error
+            except msgspec.DecodeError:  # ValidationError included: not the server's coded answer
+                raise ServerError("http_error", f"GET {path} answered HTTP {response.status}") from None
+            raise ServerError(refusal.code, refusal.message, msgspec.to_builtins(refusal))
 
     # -- monitor subscriptions --------------------------------------------------------------------
     async def subscribe(
@@ -472,16 +514,33 @@ class ControlClient:
         self._publish_notice(NoticeCode.SESSION_RESUMED, f"resumed {self.session_id} after seq {self.last_seq}",
                              session_id=self.session_id, last_seq=self.last_seq)
 
+    async def _restart_lost(self, link: Link) -> None:
+        """The server lost the session (`session.ended {reason: "lost"}`: a cluster's Redis lost its
+        state): audio it had not confirmed goes to a new session, started as after a failed resume."""
+        self._audio_open.clear()  # no session to send to until the new one is ready
+        if self._audio is not None:
+            self.stats.frames_resent += self._audio.rewind()
+        await self._session_lost(link, SessionState.ACTIVE)
+        if self._core.session_state is SessionState.ACTIVE:
+            self._open_audio()
+
     async def _session_lost(self, link: Link, was: SessionState) -> None:
-        """The server no longer has the session (grace period over, or it ended while we were away)."""
+        """The server no longer has the session (grace period over, it ended while we were away, or
+        the server lost it: `session.ended {reason: "lost"}`): start a new one if the options say so."""
         lost_id = self.session_id
         if was is SessionState.STOPPING or not self.options.restart_lost_session:
             return self._lose_session(f"session {lost_id} could not be resumed")
         assert self._core.start_request is not None
-        try:
-            await self._request(link, self._core.start_request)
-        except ServerError as error:
-            return self._lose_session(f"session {lost_id} could not be resumed and a new one was refused: {error}")
+        give_up_at = time.monotonic() + self.options.restart_busy_s
+        while True:
+            try:
+                await self._request(link, self._core.start_request)
+                break
+            except ServerError as error:
+                wait_s = error.raw.get("retry_after") if error.code == "server.busy" else None
+                if not isinstance(wait_s, (int, float)) or time.monotonic() + wait_s > give_up_at:
+                    return self._lose_session(f"session {lost_id} could not be resumed and a new one was refused: {error}")
+                await asyncio.sleep(wait_s)  # the server said when it may have room again
         self.stats.sessions_restarted += 1
         if self._audio is not None:
             self._audio.restarted()
@@ -580,7 +639,10 @@ class ControlClient:
             self.stats.duplicates_dropped += 1
             return
         if incoming.ended is not None:
-            self._session_over(incoming.ended)
+            if incoming.ended.reason == "lost" and self.options.restart_lost_session and self._link is not None:
+                self._restart = asyncio.get_running_loop().create_task(self._restart_lost(self._link))
+            else:
+                self._session_over(incoming.ended)
         if incoming.deliver:
             self._hub.publish(incoming.event)
 

@@ -51,8 +51,11 @@ class ClientOptions:
     frame_ms: int = 20
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 15.0
-    #: When a resume is refused (grace period over), start a new session and carry on sending.
+    #: When a resume is refused (grace period over) or the server lost the session (`session.ended
+    #: {reason: "lost"}`), start a new session and carry on sending.
     restart_lost_session: bool = True
+    #: ... and while the server answers that start `server.busy`, keep asking (after its `retry_after`) this long.
+    restart_busy_s: float = 30.0
 
 
 @dataclass

@@ -93,6 +93,11 @@ _PRINTED_NOTICES = frozenset({
 })  # fmt: skip
 
 
+def _format_word(word: dict[str, Any]) -> str:
+    confidence = word.get("confidence", word.get("probability"))
+    return f"{word['word']} {word['start']:.2f}–{word['end']:.2f} ({confidence:.2f})"
+
+
 def format_event(event: dict[str, Any]) -> str | None:
     """A one-line human rendering of a transcript event, or None for events not worth printing."""
     kind = event.get(TYPE_FIELD)
@@ -103,7 +108,10 @@ def format_event(event: dict[str, Any]) -> str | None:
         return f"  … {who}{event['text']}"
     if kind == tag_of(FinalTranscript):
         language = f" {event['language']}" if event.get("language") else ""  # detected (`language: "auto"`)
-        return f"[{event['start']:6.2f}–{event['end']:6.2f}{language}] {who}{event['text']}"
+        line = f"[{event['start']:6.2f}–{event['end']:6.2f}{language}] {who}{event['text']}"
+        if event.get("words"):  # `words: true`: one indented line, `word start–end confidence`
+            line += "\n    " + "  ".join(_format_word(w) for w in event["words"])
+        return line
     if kind == tag_of(Error):
         return f"error {event['code']}: {event['message']}"
     if kind == tag_of(SessionEnded):

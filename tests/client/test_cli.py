@@ -7,11 +7,12 @@ import sys
 
 import pytest
 
+from roomscribe.bench.first_words import printed_finals
 from roomscribe.client.cli import listen_main, push_main
 from roomscribe.client.control_client import ControlClient
 from roomscribe.client.sources import wav_stream
-from roomscribe.client.stream import send_stream
-from speech_samples import JFK, LIBRI
+from roomscribe.client.stream import format_event, send_stream
+from speech_samples import JFK, LIBRI, ROOT
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -25,6 +26,43 @@ async def test_push_file_prints_the_transcript(control, monkeypatch, capsys) -> 
     assert code == 0, out
     assert "what your country can do for you" in out.lower()
     assert "session ended (stopped)" in out
+
+
+async def test_push_with_keyterms_and_a_prompt(control, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("ROOMSCRIBE_CONTROL_SECRET", control.secret)
+    waldo = str(ROOT / "examples" / "audio" / "asterisk_waldo.wav")
+    argv = [waldo, "--url", control.server.url, "--fast", "--keyterm", "Waldo", "--keyterm", "Digium",
+            "--prompt", "A phone menu.", "--no-interim", *NO_ENV_FILE]  # fmt: skip
+    code = await asyncio.to_thread(push_main, argv)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Waldo's" in out, out
+    code = await asyncio.to_thread(push_main, [waldo, "--url", control.server.url, "--keyterm", "", *NO_ENV_FILE])
+    assert code == 2 and "prompt.invalid" in capsys.readouterr().err
+
+
+def test_push_passes_its_decoding_options_on(monkeypatch) -> None:
+    seen: dict[str, object] = {}
+
+    async def fake_push(url: str, token: object, **kwargs: object) -> int:
+        seen.update(kwargs)
+        return 0
+
+    monkeypatch.setattr("roomscribe.client.cli.push", fake_push)
+    base = ["x.wav", "--token", "t", "--url", "ws://127.0.0.1:9/v1/control", *NO_ENV_FILE]
+    assert push_main([*base, "--keyterm", "Waldo", "--keyterm", "Digium", "--prompt", "p", "--words"]) == 0
+    assert (seen["keyterms"], seen["prompt"], seen["words"]) == (["Waldo", "Digium"], "p", True)
+    assert push_main(base) == 0
+    assert (seen["keyterms"], seen["prompt"], seen["words"]) == (None, None, None)  # the server's defaults
+
+
+def test_a_final_with_words_prints_them_on_an_indented_line() -> None:
+    final = {"type": "transcript.final", "seq": 3, "utterance_id": "u1", "text": "Ask not.", "start": 1.0, "end": 2.0,
+             "reason": "silence", "words": [{"word": "Ask", "start": 1.02, "end": 1.3, "probability": 0.91,
+                                             "confidence": 0.91},
+                                            {"word": "not.", "start": 1.3, "end": 1.8, "probability": 0.5}]}  # fmt: skip
+    assert format_event(final) == "[  1.00–  2.00] Ask not.\n    Ask 1.02–1.30 (0.91)  not. 1.30–1.80 (0.50)"
+    assert printed_finals(format_event(final) or "") == ["Ask not."]
 
 
 async def test_push_without_token_or_secret_explains_what_to_do(control, monkeypatch, capsys) -> None:

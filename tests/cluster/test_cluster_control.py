@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -22,59 +21,22 @@ import numpy as np
 import pytest
 
 from agent.asr import AsrEngine
-from agent.config import PipelineConfig
-from agent.worker import TranscriptionWorker
-from control.cluster_store import ClusterStore
-from control.server import ControlServer
-from control_harness import RawClient, ServerHandle, make_settings
+from cluster_harness import ClusterHarness, key_event
+from control.config import ConfigError
+from control_harness import RawClient
 from redis_server import RedisServer
 from roomscribe.client.audio_files import read_wav
+from roomscribe.client.control_client import ControlClient
+from roomscribe.client.events import ClientNotice, Event
+from roomscribe.client.sources import numpy_stream
+from roomscribe.client.stream import send_stream
 from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, ROOT, pcm_frames, silence, wer
 
 pytestmark = pytest.mark.timeout(180)
 
 
-class Cluster:
-    """Control replicas and workers sharing one Redis key prefix (and one control secret)."""
-
-    def __init__(self, redis_url: str, prefix: str, engine: AsrEngine, http: aiohttp.ClientSession) -> None:
-        self.redis_url = redis_url
-        self.prefix = prefix
-        self.engine = engine
-        self.http = http
-        self.secret = secrets.token_urlsafe(32)
-        self.replicas: list[ControlServer] = []
-        self.workers: list[TranscriptionWorker] = []
-        self._stores: list[ClusterStore] = []
-
-    def _store(self) -> ClusterStore:
-        store = ClusterStore.from_url(self.redis_url, prefix=self.prefix)
-        self._stores.append(store)
-        return store
-
-    async def replica(self, **overrides: Any) -> ServerHandle:
-        overrides.setdefault("grace_period_s", 30.0)
-        settings = make_settings(control_secret=self.secret, **overrides)
-        server = ControlServer(settings, cluster=self._store())
-        await server.start()
-        self.replicas.append(server)
-        return ServerHandle(server, self.http)
-
-    async def worker(self, capacity: int = 4) -> TranscriptionWorker:
-        worker = TranscriptionWorker(
-            self._store(), self.engine, PipelineConfig(), worker_id=f"w{len(self.workers) + 1}", capacity=capacity
-        )
-        await worker.start()
-        self.workers.append(worker)
-        return worker
-
-    async def close(self) -> None:
-        for server in self.replicas:
-            await server.stop()
-        for worker in self.workers:
-            await worker.stop()
-        for store in self._stores:
-            await store.close()
+class Cluster(ClusterHarness):
+    """Control replicas and workers (ws sessions) on one Redis."""
 
 
 @pytest.fixture
@@ -85,6 +47,29 @@ async def cluster(redis_server: RedisServer, key_prefix: str, engine: AsrEngine)
             yield c
         finally:
             await c.close()
+
+
+@pytest.fixture
+async def own_redis(engine: AsrEngine, key_prefix: str) -> AsyncIterator[tuple[RedisServer, Cluster]]:
+    """A cluster on a redis-server of its own, which the test may stop and start."""
+    redis = RedisServer()
+    redis.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            c = Cluster(redis.url, key_prefix, engine, http)
+            try:
+                yield redis, c
+            finally:
+                await c.close()
+    finally:
+        redis.close()
+
+
+async def workers_back(c: Cluster) -> None:
+    """Until a worker's heartbeat is in Redis again (nothing announces it: poll what dispatch reads)."""
+    async with asyncio.timeout(30):
+        while not await c.stores[0].workers():  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
 
 
 async def stream(client: RawClient, frames: list[bytes], speed: float = 8.0, frame_ms: int = 20) -> None:
@@ -108,22 +93,34 @@ async def test_a_session_runs_on_a_worker_and_ends_cleanly(cluster: Cluster) -> 
     await client.send(type="session.start", id="s", transport="ws")
     ready = await client.wait_type("session.ready", id="s")
     await stream(client, pcm_frames(speech(JFK)))
-    store = cluster._stores[0]
-    await store.redis.config_set("notify-keyspace-events", "Eg")
-    async with store.redis.pubsub() as deletions:
-        await deletions.subscribe("__keyevent@0__:del")
+    async with key_event(cluster.stores[0], "del", f"session:{ready['session_id']}") as deleted:
         await client.send(type="session.stop", id="stop")
         await client.wait_type("session.ended")
-        session_key = f"{store.prefix}session:{ready['session_id']}".encode()
-        async with asyncio.timeout(10):  # its state leaves Redis once it ended
-            while (message := await deletions.get_message(ignore_subscribe_messages=True, timeout=5)) is None or (
-                message["data"] != session_key
-            ):
-                pass
+        await deleted()  # its state leaves Redis once it ended
     finals = client.of_type("transcript.final")
     assert wer(JFK_TEXT, " ".join(f["text"] for f in finals)) <= 0.10
     seqs = [e["seq"] for e in numbered(client)]
     assert seqs == list(range(1, len(seqs) + 1))
+    await client.close()
+
+
+@pytest.mark.timeout(360)
+async def test_keyterms_and_words_travel_to_the_worker(cluster: Cluster) -> None:
+    replica = await cluster.replica(finish_timeout_s=240.0)  # words: the full 30-s window, slow when loaded
+    await cluster.worker()
+    client = await replica.connect("alice")
+    await client.send(type="session.start", id="s", transport="ws", keyterms=["Waldo"], words=True)
+    ready = await client.wait_type("session.ready", id="s")
+    state = await cluster.store().session(ready["session_id"])
+    assert state is not None and (state.record.keyterms, state.record.prompt, state.record.words) == (["Waldo"], None, True)
+    await stream(client, pcm_frames(speech(ROOT / "examples" / "audio" / "asterisk_waldo.wav")))
+    await client.send(type="session.stop", id="stop")
+    await client.wait_type("session.ended", timeout=240)
+    finals = client.of_type("transcript.final")
+    assert "Waldo's" in " ".join(f["text"] for f in finals), finals
+    assert all(f["words"] for f in finals)
+    await client.send(type="session.start", id="bad", transport="ws", keyterms=["x" * 51])
+    assert (await client.wait_type("error", id="bad"))["code"] == "prompt.too_long"
     await client.close()
 
 
@@ -158,6 +155,79 @@ async def test_a_session_resumes_on_another_replica_with_every_final_once(cluste
     assert len({f["utterance_id"] for f in finals}) == len(finals)
     assert wer(LIBRI_TEXT + " " + JFK_TEXT, " ".join(f["text"] for f in finals)) <= 0.10
     await second.close()
+
+
+async def test_a_new_session_on_another_replica_replaces_the_users_session_there(cluster: Cluster) -> None:
+    """One session per user in the cluster, as in one process: the old socket gets the final of its
+    open utterance, then `session.ended {reason: "replaced"}`; the new session is the user's."""
+    replica_a = await cluster.replica()
+    replica_b = await cluster.replica()
+    await cluster.worker()
+    first = await replica_a.connect("carol")
+    await first.send(type="session.start", transport="ws")
+    old = await first.wait_type("session.ready")
+    await stream(first, pcm_frames(read_wav(JFK).samples))  # no trailing silence: the utterance stays open
+    await first.wait_type("speech.start")
+
+    second = await replica_b.connect("carol")
+    await second.send(type="session.start", id="new", transport="ws")
+    new = await second.wait_type("session.ready", id="new")
+    ended = await first.wait_type("session.ended")
+    assert ended["reason"] == "replaced" and ended["session_id"] == old["session_id"]
+    finals = first.of_type("transcript.final")
+    assert finals and wer(JFK_TEXT, " ".join(f["text"] for f in finals)) <= 0.10  # finalised, not lost
+    assert first.events.index(finals[-1]) < first.events.index(ended)
+    store = cluster.stores[0]
+    assert await store.user_session("carol") == new["session_id"]
+    assert await store.session(old["session_id"]) is None
+    await first.close()
+    await second.close()
+
+
+async def test_monitors_on_another_replica_see_the_session_and_strangers_are_refused(cluster: Cluster) -> None:
+    replica_a = await cluster.replica()
+    replica_b = await cluster.replica()
+    await cluster.worker()
+    speaker = await replica_a.connect("hana")
+    monitor = await replica_b.connect(token=replica_b.token("ops", permissions=("monitor",)))
+    stranger = await replica_b.connect("mallory")
+    await monitor.send(type="subscribe", id="u", user="hana", events=["transcript.final", "session.ended"])
+    by_user = await monitor.wait_type("subscribed", id="u")
+
+    await speaker.send(type="session.start", transport="ws")
+    ready = await speaker.wait_type("session.ready")
+    await monitor.send(type="subscribe", id="s", session_id=ready["session_id"], events=["speech.start", "session.ended"])
+    by_session = await monitor.wait_type("subscribed", id="s")
+    await stranger.send(type="subscribe", id="x", session_id=ready["session_id"])
+    assert (await stranger.wait_type("error", id="x"))["code"] == "not_allowed"
+    await monitor.send(type="subscribe", id="n", session_id="s_nosuchsession")
+    assert (await monitor.wait_type("error", id="n"))["code"] == "session.not_found"
+
+    await stream(speaker, pcm_frames(speech(JFK)))
+    await speaker.send(type="session.stop")
+    await speaker.wait_type("session.ended")
+    ended = await monitor.wait_for(
+        lambda e: e["type"] == "session.ended" and e.get("subscription_id") == by_user["subscription_id"]
+    )
+    assert ended["session_id"] == ready["session_id"] and ended["user"] == "hana" and ended["reason"] == "stopped"
+    finals = [e for e in monitor.of_type("transcript.final") if e["subscription_id"] == by_user["subscription_id"]]
+    assert [f["text"] for f in finals] == [f["text"] for f in speaker.of_type("transcript.final")]  # each once, in order
+    assert [e["seq"] for e in finals] == [f["seq"] for f in speaker.of_type("transcript.final")]
+    await monitor.wait_for(lambda e: e["type"] == "session.ended" and e.get("subscription_id") == by_session["subscription_id"])
+    watched = [
+        e["type"]
+        for e in monitor.events
+        if e.get("subscription_id") == by_session["subscription_id"] and e["type"] != "subscribed"
+    ]
+    assert watched[0] == "speech.start" and watched[-1] == "session.ended"
+    # A subscription to one session ends with it; the one to the user goes on.
+    await monitor.send(type="unsubscribe", id="gone", subscription_id=by_session["subscription_id"])
+    assert (await monitor.wait_type("error", id="gone"))["code"] == "subscription.not_found"
+    await monitor.send(type="unsubscribe", id="kept", subscription_id=by_user["subscription_id"])
+    await monitor.wait_type("unsubscribed", id="kept")
+    assert not [e for e in stranger.events if e["type"].startswith("transcript")]
+    for client in (speaker, monitor, stranger):
+        await client.close()
 
 
 async def test_workers_capacity_is_respected_and_a_full_cluster_says_busy(cluster: Cluster) -> None:
@@ -217,42 +287,83 @@ async def test_a_restarted_replica_resumes_and_replays_what_was_missed(cluster: 
     await second.close()
 
 
-async def test_redis_down_gives_coded_errors_and_the_cluster_recovers(
-    engine: AsrEngine, key_prefix: str
+async def test_redis_down_gives_coded_errors_and_the_cluster_recovers(own_redis: tuple[RedisServer, Cluster]) -> None:
+    redis, c = own_redis
+    replica = await c.replica()
+    await c.worker()
+    client = await replica.connect("dave")
+    await redis.astop()
+    health = await c.http.get(replica.server.http_url + "/healthz")
+    assert health.status == 503 and (await health.json())["redis"].startswith("unavailable")
+    await client.send(type="session.start", id="s", transport="ws")
+    error = await client.wait_type("error", id="s")
+    assert error["code"] == "cluster.unavailable" and error["retry_after"] > 0
+    await redis.astart()
+    async with asyncio.timeout(30):
+        # Nothing announces Redis's return to a test: poll what a load balancer would.
+        while (await c.http.get(replica.server.http_url + "/healthz")).status != 200:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+    await workers_back(c)
+    await client.send(type="session.start", id="s2", transport="ws")
+    await client.wait_type("session.ready", id="s2")
+    await stream(client, pcm_frames(speech(JFK)))
+    await client.send(type="session.stop")
+    await client.wait_type("session.ended")
+    assert wer(JFK_TEXT, " ".join(f["text"] for f in client.of_type("transcript.final"))) <= 0.10
+    await client.close()
+
+
+async def test_a_redis_that_restarts_empty_ends_the_session_as_lost_and_a_new_one_works(
+    own_redis: tuple[RedisServer, Cluster],
 ) -> None:
-    redis = RedisServer()
-    redis.start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            c = Cluster(redis.url, key_prefix, engine, http)
-            try:
-                replica = await c.replica()
-                await c.worker()
-                client = await replica.connect("dave")
-                await redis.astop()
-                health = await http.get(replica.server.http_url + "/healthz")
-                assert health.status == 503 and (await health.json())["redis"].startswith("unavailable")
-                await client.send(type="session.start", id="s", transport="ws")
-                error = await client.wait_type("error", id="s")
-                assert error["code"] == "cluster.unavailable" and error["retry_after"] > 0
-                await redis.astart()
-                async with asyncio.timeout(30):
-                    # Nothing announces Redis's return to a test: poll what a load balancer would.
-                    while (await http.get(replica.server.http_url + "/healthz")).status != 200:  # noqa: ASYNC110
-                        await asyncio.sleep(0.2)
-                    while not await c._stores[0].workers():  # noqa: ASYNC110  # the worker's heartbeat is back
-                        await asyncio.sleep(0.2)
-                await client.send(type="session.start", id="s2", transport="ws")
-                await client.wait_type("session.ready", id="s2")
-                await stream(client, pcm_frames(speech(JFK)))
-                await client.send(type="session.stop")
-                await client.wait_type("session.ended")
-                assert wer(JFK_TEXT, " ".join(f["text"] for f in client.of_type("transcript.final"))) <= 0.10
-                await client.close()
-            finally:
-                await c.close()
-    finally:
-        redis.close()
+    """Redis restarted without its data (no persistence): the session cannot go on, and its client
+    is told so with `session.ended {reason: "lost"}` instead of waiting in silence."""
+    redis, c = own_redis
+    replica = await c.replica(grace_period_s=6.0)  # its keeper looks every 2 s
+    await c.worker()
+    client = await replica.connect("erin")
+    await client.send(type="session.start", id="s", transport="ws")
+    ready = await client.wait_type("session.ready", id="s")
+    await stream(client, pcm_frames(speech(JFK)))
+    await client.wait_type("transcript.final")
+    await redis.astop()
+    await redis.astart()  # empty: the test server keeps nothing on disk
+    ended = await client.wait_type("session.ended", timeout=60)
+    assert ended["reason"] == "lost" and ended["session_id"] == ready["session_id"]
+    await workers_back(c)  # until then a start gets server.busy (no worker known)
+    await client.send(type="session.start", id="s2", transport="ws")
+    await client.wait_type("session.ready", id="s2", timeout=60)
+    await client.close()
+
+
+async def test_the_client_library_starts_a_new_session_when_redis_lost_its_own(
+    own_redis: tuple[RedisServer, Cluster],
+) -> None:
+    """`ControlClient` (restart_lost_session, the default) carries on in a new session after
+    `session.ended {reason: "lost"}`, and what it sends next is transcribed."""
+    redis, c = own_redis
+    replica = await c.replica(grace_period_s=6.0)
+    await c.worker()
+    client = ControlClient(replica.server.url, replica.token("gus"))
+    restarted = asyncio.get_running_loop().create_future()
+
+    def on_notice(event: Event) -> None:
+        if isinstance(event, ClientNotice) and event.code == "session.restarted" and not restarted.done():
+            restarted.set_result(event)
+
+    client.on(on_notice)
+    await client.connect()
+    first = await client.start_session(transport="ws")
+    await redis.astop()
+    await redis.astart()  # empty
+    notice = await asyncio.wait_for(restarted, 60)
+    assert notice.raw["lost_session_id"] == first.session_id and client.session_id != first.session_id
+    finals: list[Event] = []
+    client.on(finals.append, ("transcript.final",))
+    await send_stream(client, numpy_stream(speech(JFK), 16000, speed=0))
+    await client.stop_session(timeout_s=60)
+    await client.close()
+    assert wer(JFK_TEXT, " ".join(f.raw["text"] for f in finals)) <= 0.10
 
 
 async def test_a_killed_worker_s_session_continues_on_another_with_no_final_lost_or_repeated(
@@ -272,7 +383,7 @@ async def test_a_killed_worker_s_session_continues_on_another_with_no_final_lost
             c = Cluster(redis.url, "roomscribe:", engine, http)
             try:
                 replica = await c.replica()
-                store = c._stores[0]
+                store = c.stores[0]
                 async with asyncio.timeout(60):  # the worker process loads its model, then heartbeats
                     while not await store.workers():  # noqa: ASYNC110  # its first heartbeat is the event; Redis has no push for a hash
                         await asyncio.sleep(0.2)
@@ -331,6 +442,23 @@ async def test_a_draining_worker_hands_its_session_over(cluster: Cluster) -> Non
     assert seqs == list(range(1, len(seqs) + 1))
     assert wer(LIBRI_TEXT + " " + JFK_TEXT, " ".join(f["text"] for f in finals)) <= 0.12
     await client.close()
+
+
+async def test_a_cluster_does_not_record_and_says_so(cluster: Cluster) -> None:
+    """Recording is `roomscribe serve`'s: a replica refuses `record: true` (coded), and will not
+    start with ROOMSCRIBE_RECORD (it would silently record nothing)."""
+    replica = await cluster.replica()
+    client = await replica.connect("rex", token=replica.token("rex", permissions=("record",)))
+    await client.send(type="session.start", id="s", transport="ws", record=True)
+    error = await client.wait_type("error", id="s")
+    assert error["code"] == "recording.unavailable"
+    assert replica.server.manager is not None and not replica.server.manager.sessions
+    for path in ("/v1/sessions/s_x/recording", "/v1/sessions/s_x/transcript"):  # no download routes
+        async with cluster.http.get(replica.server.http_url + path) as response:
+            assert response.status == 404
+    await client.close()
+    with pytest.raises(ConfigError, match="ROOMSCRIBE_RECORD"):
+        await cluster.replica(record=True)
 
 
 async def test_a_worker_whose_model_cannot_serve_the_language_refuses_it_with_a_coded_error(cluster: Cluster) -> None:

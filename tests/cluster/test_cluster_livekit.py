@@ -16,12 +16,10 @@ import pytest
 from livekit import api
 
 from agent.asr import AsrEngine
-from agent.config import PipelineConfig
 from agent.worker import TranscriptionWorker
-from control.cluster_store import ClusterStore
+from cluster_harness import ClusterHarness
 from control.livekit_media import LiveKitTransport
-from control.server import ControlServer
-from control_harness import RawClient, ServerHandle, make_settings
+from control_harness import RawClient
 from livekit_publisher import publish_wav_subprocess
 from redis_server import RedisServer
 from roomscribe.devserver import DevServer
@@ -30,26 +28,17 @@ from speech_samples import JFK, JFK_TEXT, normalise, wer
 pytestmark = pytest.mark.timeout(180)
 
 
-class LiveKitCluster:
-    """A dev server, control replicas and workers sharing one Redis key prefix."""
+class LiveKitCluster(ClusterHarness):
+    """A dev server, control replicas and workers whose agents join its rooms, on one Redis."""
 
     def __init__(self, redis_url: str, prefix: str, engine: AsrEngine, http: aiohttp.ClientSession) -> None:
-        self.redis_url = redis_url
-        self.prefix = prefix
-        self.engine = engine
-        self.http = http
-        self.secret = secrets.token_urlsafe(32)
+        super().__init__(redis_url, prefix, engine, http)
         self.api_key = "dev-" + secrets.token_hex(4)
         self.api_secret = secrets.token_urlsafe(32)
         self.devserver = DevServer(host="127.0.0.1", port=0, keys={self.api_key: self.api_secret}, own_process=True)
-        self.replicas: list[ControlServer] = []
-        self.workers: list[TranscriptionWorker] = []
-        self._stores: list[ClusterStore] = []
 
     def settings(self, **overrides: Any) -> Any:
-        overrides.setdefault("grace_period_s", 30.0)
-        return make_settings(
-            control_secret=self.secret,
+        return super().settings(
             audio_transport="livekit",
             livekit_url=self.devserver.url,
             livekit_api_key=self.api_key,
@@ -57,36 +46,18 @@ class LiveKitCluster:
             **overrides,
         )
 
-    def _store(self) -> ClusterStore:
-        store = ClusterStore.from_url(self.redis_url, prefix=self.prefix)
-        self._stores.append(store)
-        return store
-
-    async def replica(self, **overrides: Any) -> ServerHandle:
-        server = ControlServer(self.settings(**overrides), cluster=self._store())
-        await server.start()
-        self.replicas.append(server)
-        return ServerHandle(server, self.http)
-
-    async def worker(self, **overrides: Any) -> TranscriptionWorker:
+    async def agent_worker(self, **overrides: Any) -> TranscriptionWorker:
+        """A worker whose agents join the dev server's rooms (`overrides`: its settings)."""
         settings = self.settings(**overrides)
-        worker = TranscriptionWorker(
-            self._store(), self.engine, PipelineConfig(), worker_id=f"w{len(self.workers) + 1}", capacity=4,
-            livekit=LiveKitTransport(settings, settings.livekit_url),
-        )  # fmt: skip
-        await worker.start()
-        self.workers.append(worker)
-        return worker
+        return await self.worker(livekit=LiveKitTransport(settings, settings.livekit_url))
 
     async def rooms(self) -> list[str]:
         async with api.LiveKitAPI(self.devserver.http_url, self.api_key, self.api_secret) as lk:
             return [r.name for r in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms]
 
     async def close(self) -> None:
-        """Everything stopped, each step bounded (a hung step fails the test instead of the run)."""
-        steps = [*(s.stop() for s in self.replicas), *(w.stop() for w in self.workers), *(s.close() for s in self._stores)]
-        for step in [*steps, self.devserver.stop()]:
-            await asyncio.wait_for(step, 30)
+        await super().close()
+        await asyncio.wait_for(self.devserver.stop(), 30)
 
 
 @pytest.fixture
@@ -109,7 +80,7 @@ async def started(client: RawClient) -> dict[str, Any]:
 
 async def test_a_livekit_session_is_transcribed_by_the_workers_agent(lk_cluster: LiveKitCluster) -> None:
     replica = await lk_cluster.replica()
-    await lk_cluster.worker()
+    await lk_cluster.agent_worker()
     client = await replica.connect("alice")
     ready = await started(client)
     lk = ready["livekit"]
@@ -134,7 +105,7 @@ async def test_a_livekit_session_is_transcribed_by_the_workers_agent(lk_cluster:
 
 async def test_token_refresh_through_the_control_replica(lk_cluster: LiveKitCluster) -> None:
     replica = await lk_cluster.replica()
-    await lk_cluster.worker()
+    await lk_cluster.agent_worker()
     client = await replica.connect("bob")
     ready = await started(client)
     await asyncio.sleep(1.1)  # so the new token's times differ
@@ -148,7 +119,7 @@ async def test_token_refresh_through_the_control_replica(lk_cluster: LiveKitClus
 
 async def test_client_vad_is_forwarded_to_the_worker(lk_cluster: LiveKitCluster) -> None:
     replica = await lk_cluster.replica(publish_gating="vad")
-    await lk_cluster.worker(publish_gating="vad", publish_hangover_s=0.2)
+    await lk_cluster.agent_worker(publish_gating="vad", publish_hangover_s=0.2)
     client = await replica.connect("vera")
     ready = await started(client)
     assert ready["livekit"]["publish_gating"] == "vad"
@@ -161,26 +132,14 @@ async def test_client_vad_is_forwarded_to_the_worker(lk_cluster: LiveKitCluster)
     await client.close()
 
 
-async def publish_through_a_takeover(url: str, token: str, path: Any, **options: Any) -> None:
-    """publish_wav_subprocess, for a publisher in the room while the agent is replaced: the Rust SDK
-    (livekit-ffi) of such a publisher sometimes aborts at its own exit ("panic in a function that
-    cannot unwind", status -6) after it published everything and left; that is not this test's
-    subject (what it published is checked through the transcripts)."""
-    try:
-        await publish_wav_subprocess(url, token, path, **options)
-    except RuntimeError as exc:
-        if "panic in a function that cannot unwind" not in str(exc):
-            raise
-
-
 async def test_a_killed_workers_livekit_session_moves_and_the_gap_is_reported(lk_cluster: LiveKitCluster) -> None:
     replica = await lk_cluster.replica()
-    first = await lk_cluster.worker()
+    first = await lk_cluster.agent_worker()
     client = await replica.connect("dana")
     lk = (await started(client))["livekit"]
-    await lk_cluster.worker()  # the one it moves to
+    await lk_cluster.agent_worker()  # the one it moves to
     speaking = asyncio.ensure_future(
-        publish_through_a_takeover(lk["url"], lk["token"], JFK, tail_silence_s=8.0, speak_after=client.heard("dana"))
+        publish_wav_subprocess(lk["url"], lk["token"], JFK, tail_silence_s=8.0, speak_after=client.heard("dana"))
     )
     before = await client.wait_type("transcript.final", timeout=40)
     await first.abort()  # as kill -9 while dana speaks: no goodbye; its agent's connection drops
@@ -192,7 +151,7 @@ async def test_a_killed_workers_livekit_session_moves_and_the_gap_is_reported(lk
     # Transcription goes on: dana publishes again and the new worker hears her from her first words.
     mark = max(e.get("seq") or 0 for e in client.events)
     heard = asyncio.ensure_future(client.wait_for(lambda e: e.get("code") == "listening" and e["seq"] > mark, timeout=30))
-    await publish_through_a_takeover(lk["url"], lk["token"], JFK, speak_after=heard)
+    await publish_wav_subprocess(lk["url"], lk["token"], JFK, speak_after=heard)
     await client.send(type="session.stop")
     await client.wait_type("session.ended", timeout=30)
     after = [f for f in client.of_type("transcript.final") if f["seq"] > heard.result()["seq"]]

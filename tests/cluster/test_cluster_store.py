@@ -8,6 +8,7 @@ import time
 import msgspec
 import pytest
 
+from cluster_harness import key_event
 from control.cluster_store import ClusterStore, ClusterUnavailable, Unreadable
 from control.schema import (
     Accepted,
@@ -39,18 +40,25 @@ async def test_a_registered_session_reads_back_and_is_the_users(store: ClusterSt
     assert await store.user_session("alice") is None
 
 
+async def test_only_the_owning_epoch_deletes_a_session_and_replicas_mark_themselves_alive(store: ClusterStore) -> None:
+    epoch_a = await store.create_session(_record(), owner="control-a", ttl_s=30)
+    epoch_b = await store.take_ownership("s_1", "control-b")
+    assert not await store.delete_session("s_1", "alice", epoch=epoch_a)  # fenced out: nothing deleted
+    assert await store.session("s_1") is not None and await store.user_session("alice") == "s_1"
+    assert await store.delete_session("s_1", "alice", epoch=epoch_b)
+    assert await store.session("s_1") is None and await store.user_session("alice") is None
+    assert not await store.replica_alive("control-a")
+    await store.keep_replica("control-a", 30)
+    assert await store.replica_alive("control-a")
+    await store.remove_replica("control-a")
+    assert not await store.replica_alive("control-a")
+
+
 async def test_a_session_nobody_touches_expires(store: ClusterStore) -> None:
-    await store.redis.config_set("notify-keyspace-events", "Ex")
-    async with store.redis.pubsub() as pubsub:
-        await pubsub.subscribe("__keyevent@0__:expired")
+    async with key_event(store, "expired", "session:s_1") as expired:
         await store.create_session(_record(), owner="control-a", ttl_s=0.2)
         assert await store.touch("s_1", "alice", 0.2)
-        session_key = (store.prefix + "session:s_1").encode()
-        async with asyncio.timeout(10):  # Redis announces the expiry: no polling
-            while (message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)) is None or (
-                message["data"] != session_key
-            ):
-                pass
+        await expired()  # Redis announces the expiry: no polling
     assert await store.session("s_1") is None
     assert not await store.touch("s_1", "alice", 0.2)
 

@@ -35,9 +35,11 @@ from control.schema import (
     Released,
     SessionJob,
     SessionRecord,
+    decode_cluster,
+    encode_cluster,
 )
 from roomscribe.client.audio_files import read_wav
-from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, silence, wer
+from speech_samples import JFK, JFK_TEXT, LIBRI, LIBRI_TEXT, ROOT, silence, wer
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -64,10 +66,12 @@ async def running(
         await worker.stop()
 
 
-async def _session(store: ClusterStore, sid: str, *, transport: str = "ws", user: str | None = None) -> None:
+async def _session(
+    store: ClusterStore, sid: str, *, transport: str = "ws", user: str | None = None, **options: Any
+) -> None:
     record = SessionRecord(
         session_id=sid, user=user or f"user-{sid}", room="r", transport=transport,  # type: ignore[arg-type]  # a str from the test's parameters
-        audio=AudioFormat(), created_at=time.time(),
+        audio=AudioFormat(), created_at=time.time(), **options,
     )  # fmt: skip
     await store.create_session(record, owner="control-test", ttl_s=60)
 
@@ -164,6 +168,39 @@ async def test_a_clip_is_transcribed_and_finished_after_its_finals(store: Cluste
 
         await _eventually(idle)
     assert await store.workers() == []  # a stopped worker leaves the registry
+
+
+@pytest.mark.timeout(360)
+async def test_the_sessions_keyterms_and_words_apply_on_the_worker(store: ClusterStore, engine: AsrEngine) -> None:
+    waldo = _samples(ROOT / "examples" / "audio" / "asterisk_waldo.wav")
+    async with running(store, engine, "w1") as worker:
+        await _session(store, "s1", keyterms=["Waldo"], words=True)
+        await _session(store, "s2")  # an old control replica's record: the worker's defaults (none)
+        outs = {sid: OutputReader(store, sid) for sid in ("s1", "s2")}
+        for sid, out in outs.items():
+            await store.send_job("w1", SessionJob(session_id=sid))
+            await out.until(_is(Accepted))
+            await _feed(store, sid, np.concatenate([waldo, silence(0.5)]))
+            await store.send_input(sid, FinishIn(request="f", all=True))
+        for out in outs.values():  # words take the full 30-s window: slow on a loaded machine
+            await out.until(_is(Finished, request="f"), timeout_s=240)
+        biased, plain = outs["s1"].finals(), outs["s2"].finals()
+        assert "Waldo's" in " ".join(f["text"] for f in biased), biased
+        assert all(f["words"] and 0 <= f["words"][0]["confidence"] <= 1 for f in biased)
+        assert "waldo" not in " ".join(f["text"] for f in plain).lower(), plain
+        assert all("words" not in f for f in plain)
+        assert len(worker.sessions) == 2
+
+
+def test_an_old_session_record_reads_with_the_worker_defaults() -> None:
+    old = b'{"type":"session.record","v":1,"session_id":"s","user":"u","room":"r","transport":"ws","created_at":1.0}'
+    record = decode_cluster(old)
+    assert isinstance(record, SessionRecord)
+    assert (record.keyterms, record.prompt, record.words) == (None, None, None)
+    new = SessionRecord(
+        session_id="s", user="u", room="r", transport="ws", created_at=1.0, keyterms=["Waldo"], prompt="", words=True
+    )
+    assert decode_cluster(encode_cluster(new)) == new
 
 
 async def test_a_full_or_draining_worker_refuses_and_a_gone_session_is_ignored(store: ClusterStore, engine: AsrEngine) -> None:

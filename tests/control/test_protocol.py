@@ -121,7 +121,7 @@ def test_event_messages() -> None:
     }
     words = (Word("hello", 1.0, 1.5, 0.9),)
     final = wire(event_message(FinalTranscript("u1", "hello", 1.0, 2.0, "silence", words=words), 3))
-    assert final["words"] == [{"word": "hello", "start": 1.0, "end": 1.5, "probability": 0.9}]
+    assert final["words"] == [{"word": "hello", "start": 1.0, "end": 1.5, "probability": 0.9, "confidence": 0.9}]
     assert final["reason"] == "silence"
     assert wire(event_message(SpeechEnded("u1", 2.5), 4)) == {"type": "speech.end", "seq": 4, "utterance_id": "u1", "end": 2.5}
     notice = PipelineNotice("asr_backlog", "behind", {"participant": None, "pending_finals": 3})

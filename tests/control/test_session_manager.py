@@ -187,7 +187,7 @@ class FinalInFlightPipeline(StandInPipeline):
 
 def in_flight_manager(grace: float = 5.0, decode_s: float = 0.05, finish_timeout_s: float = 10.0) -> SessionManager:
     return SessionManager(
-        pipeline_factory=lambda on_event, participant, _options: FinalInFlightPipeline(on_event, participant, decode_s),
+        pipeline_factory=lambda on_event, participant, options: FinalInFlightPipeline(on_event, participant, decode_s),
         grace_period_s=grace,
         finish_timeout_s=finish_timeout_s,
     )

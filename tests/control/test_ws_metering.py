@@ -55,7 +55,7 @@ class BacklogPipeline:
 async def test_audio_waits_while_the_sessions_queued_finals_exceed_the_bound() -> None:
     backlog = Backlog()
     manager = SessionManager(
-        pipeline_factory=lambda on_event, participant, _options: BacklogPipeline(backlog),
+        pipeline_factory=lambda on_event, participant, options: BacklogPipeline(backlog),
         grace_period_s=5.0,
         transports={"ws": WsTransport(max_backlog_s=10.0)},
     )

@@ -325,6 +325,30 @@ async def test_token_refresh_and_livekit_rejoin_with_the_latest_token(web, engin
         await server.stop()
 
 
+@pytest.mark.timeout(300)  # finals with words take the full 30-s window: slow on a loaded machine
+async def test_keyterms_box_and_word_times_checkbox(web, engine) -> None:
+    server = ControlServer(make_settings(dev_mode=True, finish_timeout_s=240.0), engine=engine)  # ws only, no LiveKit
+    await server.start()
+    try:
+        async with web.page(JFK) as page:
+            await page.goto(f"{server.http_url}/?user=keyterms")
+            await page.fill("#keyterms", " Americans,  Kennedy ,")
+            await page.check("#words")
+            await page.click("#start")
+            await page.wait_for_function("window.roomscribe.state.sessionReady === true", timeout=30000)
+            assert await page.is_disabled("#keyterms") and await page.is_disabled("#words")  # not while running
+            assert server.manager is not None
+            (session,) = server.manager.sessions.values()
+            assert (session.options.keyterms, session.options.words) == (["Americans", "Kennedy"], True)
+            await page.wait_for_selector("#finals > li .word[title*='confidence']", timeout=40000)
+            titles = await page.eval_on_selector_all("#finals > li .word", "els => els.map(e => e.title)")
+            assert all("confidence" in t for t in titles), titles
+            await page.click("#stop")
+            await page.wait_for_function("window.roomscribe.state.phase === 'idle'", timeout=120000)
+    finally:
+        await server.stop()
+
+
 @pytest.mark.timeout(60)
 async def test_the_language_picker_asks_for_a_language_and_shows_the_refusal(web, engine) -> None:
     """tiny.en is English only: German is refused with the server's coded error; English starts."""
