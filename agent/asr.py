@@ -210,6 +210,7 @@ class AsrEngine:
         self._threads: list[threading.Thread] = []
         self._started = False
         self._busy_s = 0.0
+        self._decoded_audio_s = 0.0
         self._batches = 0  # model calls (a batch is one call)
         self._lock = threading.Lock()
 
@@ -329,6 +330,7 @@ class AsrEngine:
         s = self.scheduler.snapshot()
         s["busy_s"] = round(self._busy_s, 3)
         s["batches"] = self._batches
+        s["decoded_audio_s"] = round(self._decoded_audio_s, 3)
         return s
 
     def _worker(self) -> None:
@@ -357,6 +359,7 @@ class AsrEngine:
             with self._lock:
                 self._busy_s += time.perf_counter() - t0
                 self._batches += 1
+                self._decoded_audio_s += sum(len(job.audio) for job in batch) / SAMPLE_RATE
             self.scheduler.complete(batch, results, error)
 
 

@@ -53,6 +53,8 @@ class FinalTranscript:
     participant: str | None = None
     language: str | None = None  # detected ("auto" sessions)
     language_probability: float | None = None
+    #: Wall seconds from end-of-speech detection to this event (metrics; not sent, not compared).
+    latency_s: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ resumes, redone with the whole audio if unsure), else a final at the end of the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import time
@@ -524,9 +525,11 @@ class TranscriptionPipeline:
                 return
             if u.final_event is not None:
                 self._stats["finals"] += 1
+                final = u.final_event
                 if u.ended_wall is not None:
                     self._latencies.append(time.perf_counter() - u.ended_wall)
-                self._emit(u.final_event)
+                    final = dataclasses.replace(final, latency_s=self._latencies[-1])
+                self._emit(final)
             end = u.end if u.end is not None else self._seg.position  # set before final_done; as in finish()
             self._emit(SpeechEnded(u.id, self._sec(end), self.participant))
             self._open.popleft()

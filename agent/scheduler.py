@@ -347,6 +347,9 @@ class AsrScheduler:
                 "speculative_submitted": self.submitted[JobKind.SPECULATIVE],
                 "speculative_completed": self.completed[JobKind.SPECULATIVE],
                 "speculative_dropped": self.speculative_dropped,
+                "oldest_final_wait_s": max(
+                    (time.monotonic() - q[0].submitted_at for q in self._finals.values() if q), default=0.0
+                ),
             }
 
     def pending_finals(self, owner: str | None = None) -> int:

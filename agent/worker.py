@@ -25,8 +25,10 @@ from agent.prompting import session_config
 from agent.worker_livekit import LiveKitWorkerSession
 from agent.worker_session import Outcome, WorkerSession
 from control.cluster_store import ClusterStore, until_redis_answers
+from control.commands import record_commands
 from control.dispatch import LANGUAGE_UNSUPPORTED
 from control.livekit_media import LiveKitTransport
+from control.metrics import Metrics
 from control.schema import Accepted, Refused, SessionJob, SessionRecord, WorkerState
 from roomscribe.common.languages import language_refusal
 
@@ -62,6 +64,12 @@ class TranscriptionWorker:
         self.session_check_s = session_check_s
         self.livekit = livekit
         self.sessions: dict[str, WorkerSession] = {}
+        #: This process's metrics (`GET /metrics` on its health port).
+        self.metrics = Metrics()
+        self.metrics.watch(
+            sessions=lambda: ["livekit" if isinstance(s, LiveKitWorkerSession) else "ws" for s in self.sessions.values()],
+            engine_stats=lambda: engine.stats,
+        )
         self.draining = False
         self._beat_now = asyncio.Event()
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -191,11 +199,12 @@ class TranscriptionWorker:
         config = dataclasses.replace(config, language=record.language, task=record.task)
         if record.transport != "livekit" or self.livekit is None:
             return WorkerSession(
-                self.store, self.engine, config, job, worker_id=self.worker_id, check_every_s=self.session_check_s
-            )
+                self.store, self.engine, config, job, worker_id=self.worker_id,
+                check_every_s=self.session_check_s, commands=record_commands(record), metrics=self.metrics,
+            )  # fmt: skip
         session = LiveKitWorkerSession(
             self.store, self.engine, config, job, record, self.livekit,
-            worker_id=self.worker_id, check_every_s=self.session_check_s,
+            worker_id=self.worker_id, check_every_s=self.session_check_s, metrics=self.metrics,
         )  # fmt: skip
         try:
             await session.join()

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from agent.worker import TranscriptionWorker
 from control.cluster_store import ClusterUnavailable
+from control.metrics import CONTENT_TYPE
 
 #: How long the health check waits for Redis to answer PING.
 PING_TIMEOUT_S = 2.0
@@ -45,10 +46,16 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response(report, status=200 if report["status"] == "ok" else 503)
 
 
+async def _metrics(request: web.Request) -> web.Response:
+    metrics = request.app[WORKER_KEY].metrics
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
 def create_health_app(worker: TranscriptionWorker) -> web.Application:
     app = web.Application()
     app[WORKER_KEY] = worker
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
     return app
 
 

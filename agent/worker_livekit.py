@@ -30,7 +30,9 @@ from agent.events import PipelineEvent
 from agent.pipeline import ResumePoint, TranscriptionPipeline
 from agent.worker_session import Outcome, WorkerPipeline, WorkerSession
 from control.cluster_store import ClusterStore, StreamEntry
+from control.commands import record_commands
 from control.livekit_media import LiveKitSessionMedia, LiveKitTransport
+from control.metrics import Metrics
 from control.schema import (
     Checkpoint,
     EventOut,
@@ -110,6 +112,10 @@ class RoomPipelines:
         self.owner.send_event(EventOut(message=msgspec.Raw(encode(message))))
         return 0
 
+    def count_audio(self, seconds: float) -> None:
+        if self.owner.metrics is not None:
+            self.owner.metrics.count_audio("livekit", seconds)
+
     def _on_event(self, event: PipelineEvent) -> None:
         utterance = getattr(event, "utterance_id", None)
         if isinstance(utterance, str) and utterance[1:].isdigit():
@@ -152,11 +158,13 @@ class LiveKitWorkerSession(WorkerSession):
         worker_id: str,
         check_every_s: float = 2.0,
         read_block_ms: int = 250,
+        metrics: Metrics | None = None,
     ) -> None:
         self.record = record
         super().__init__(
-            store, engine, pipeline_config, job, worker_id=worker_id, check_every_s=check_every_s, read_block_ms=read_block_ms
-        )
+            store, engine, pipeline_config, job, worker_id=worker_id, check_every_s=check_every_s,
+            read_block_ms=read_block_ms, commands=record_commands(record), metrics=metrics,
+        )  # fmt: skip
         assert isinstance(self.pipeline, RoomPipelines)
         self.room = self.pipeline
         self.media = LiveKitSessionMedia(livekit, self.room)

@@ -15,6 +15,7 @@ it, this one stops quietly.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
@@ -27,9 +28,11 @@ from redis.exceptions import RedisError
 
 from agent.asr import AsrEngine
 from agent.config import PipelineConfig
-from agent.events import PipelineEvent, SpeechEnded
+from agent.events import FinalTranscript, PipelineEvent, SpeechEnded
 from agent.pipeline import ResumePoint, TranscriptionPipeline
 from control.cluster_store import ClusterStore, StreamEntry, until_redis_answers
+from control.commands import CommandSet
+from control.metrics import Metrics
 from control.protocol import event_message
 from control.schema import (
     AudioIn,
@@ -43,6 +46,7 @@ from control.schema import (
     SessionJob,
     encode,
 )
+from roomscribe.common.logs import log_context
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +84,13 @@ class WorkerSession:
         worker_id: str,
         check_every_s: float = 2.0,
         read_block_ms: int = 250,
+        commands: CommandSet | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        """`commands`: the session's voice commands (its record's), matched here on each final."""
         self.store = store
+        self.commands = commands
+        self.metrics = metrics
         self.session_id = job.session_id
         self.worker_id = worker_id
         self.job = job
@@ -110,8 +119,10 @@ class WorkerSession:
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> asyncio.Task[Outcome]:
         """Start reading the input stream; the task's result says how the session's run ended."""
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        context = contextvars.copy_context()  # its log lines name the session (roomscribe/common/logs.py)
+        context.run(log_context, session=self.session_id)
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop(), context=context)
+        self._task = asyncio.get_running_loop().create_task(self._run(), context=context)
         return self._task
 
     async def release(self, timeout_s: float = 0.0) -> None:
@@ -240,19 +251,29 @@ class WorkerSession:
             return
         try:
             samples = np.frombuffer(pcm or b"", dtype=message.dtype)
+            if self.metrics is not None:
+                self.metrics.count_audio("ws", len(samples) / (message.sample_rate * message.channels))
             self.pipeline.feed(samples, message.sample_rate, message.channels)
         except ValueError as exc:  # a frame that is not whole samples / channels
             log.warning("session %s: bad audio entry skipped: %s", self.session_id, exc)
 
     # -- writing output ------------------------------------------------------------------------------
     def _on_event(self, event: PipelineEvent) -> None:
-        """Pipeline events (on the event loop, in order) → the output stream, numbered by control."""
+        """Pipeline events (on the event loop, in order) → the output stream, numbered by control.
+
+        A final's voice commands follow it as events of their own: each is journaled with its own
+        output-stream entry, so a control replica that dies between the two loses neither."""
+        if self.metrics is not None:
+            self.metrics.observe_pipeline_event(event)
         try:
             message = EventOut(message=msgspec.Raw(encode(event_message(event, seq=0))))
         except Exception:
             log.exception("session %s: cannot encode %r", self.session_id, event)
             return
         self._send(message)
+        if isinstance(event, FinalTranscript) and self.commands:
+            for command in self.commands.messages(event):
+                self._send(EventOut(message=msgspec.Raw(encode(command))))
         if isinstance(event, SpeechEnded):
             # The pipeline may be at rest once its emission is over: a checkpoint right after the
             # final keeps a replacement from repeating it.

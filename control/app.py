@@ -17,11 +17,13 @@ from control.admission import Limits, SocketCount
 from control.config import Settings
 from control.connection import ControlConnection
 from control.http_auth import auth_error_response, request_token
+from control.metrics import CONTENT_TYPE
 from control.protocol import PROTOCOL_VERSION
 from control.recording_http import add_recording_routes
 from control.schema import CLOSE_TRY_AGAIN_LATER, ProtocolError, encode
 from control.session import SessionManager
 from control.web import add_web_routes
+from roomscribe.common.logs import log_context
 from tokens import AuthError, verify_control_token
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,9 @@ async def control_socket(request: web.Request) -> web.StreamResponse:
         claims = verify_control_token(settings.control_secret, request_token(request), leeway_s=settings.control_token_leeway_s)
     except AuthError as error:
         log.info("control socket refused from %r: %s", request.remote, error.code)
+        request.app[MANAGER_KEY].metrics.errors.labels(error.code).inc()
         return auth_error_response(error)
+    log_context(user=claims.user)  # this request's task, and every task it starts
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_WS_MESSAGE_BYTES)
     if not ws.can_prepare(request).ok:
         return web.json_response(
@@ -51,13 +55,21 @@ async def control_socket(request: web.Request) -> web.StreamResponse:
     refusal = count.admit(claims.user)
     if refusal is not None:
         log.info("control socket of user %r refused: %s", claims.user, refusal.code)
+        request.app[MANAGER_KEY].metrics.errors.labels(refusal.code).inc()
         await _refuse(ws, refusal)
         return ws
     try:
         request.app[SOCKETS_KEY].add(ws)
+        request.app[MANAGER_KEY].metrics.sockets_opened.inc()
         log.info("control socket opened for user %r", claims.user)
-        await ControlConnection(ws, claims, request.app[MANAGER_KEY], settings, count.limits).run()
-        log.info("control socket closed for user %r", claims.user)
+        connection = ControlConnection(ws, claims, request.app[MANAGER_KEY], settings, count.limits)
+        await connection.run()
+        stats = connection.stats()
+        log.info(
+            "control socket closed for user %r after %.1f s: %d messages sent, %d dropped, %d errors",
+            claims.user, stats["duration_s"], stats["messages_sent"], stats["dropped"], stats["errors"],
+            extra={"stats": stats},
+        )  # fmt: skip
     finally:
         count.release(claims.user)
     return ws
@@ -78,6 +90,11 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(report, status=200 if report["status"] == "ok" else 503)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of this server's metrics (control/metrics.py)."""
+    return web.Response(body=request.app[MANAGER_KEY].metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
 async def _close_sockets(app: web.Application) -> None:
     sockets = app[SOCKETS_KEY]
     for ws in list(sockets):
@@ -91,9 +108,13 @@ def create_app(settings: Settings, manager: SessionManager) -> web.Application:
     app[SETTINGS_KEY] = settings
     app[MANAGER_KEY] = manager
     app[SOCKETS_KEY] = weakref.WeakSet()
-    app[SOCKET_COUNT_KEY] = SocketCount(Limits.from_settings(settings))
+    app[SOCKET_COUNT_KEY] = count = SocketCount(Limits.from_settings(settings))
+    manager.metrics.watch(
+        sockets=lambda: count.total, sessions=lambda: [session.transport for session in list(manager.sessions.values())]
+    )
     app.router.add_get("/v1/control", control_socket)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     app.on_shutdown.append(_close_sockets)
     if manager.recordings is not None:
         add_recording_routes(app, manager.recordings, secret=settings.control_secret, leeway_s=settings.control_token_leeway_s)

@@ -96,7 +96,7 @@ class ClusterSessionManager(SessionManager):
             prompt=record.prompt,
             words=record.words,
         )
-        return ClusterSession(
+        session = ClusterSession(
             store=self.store,
             epoch=epoch,
             cursor=cursor,
@@ -110,6 +110,8 @@ class ClusterSessionManager(SessionManager):
             replay_limit=self.replay_limit,
             media_transport=self.transport(record.transport),
         )
+        session.metrics = self.metrics
+        return session
 
     async def start(self, user: str, options: SessionOptions, outbox: Outbox, room: str | None = None) -> Session:
         """A new session for `user`; the user's session on another replica, if any, ends first as
@@ -165,6 +167,7 @@ class ClusterSessionManager(SessionManager):
             keyterms=options.keyterms,
             prompt=options.prompt,
             words=options.words,
+            commands=options.commands.specs() if options.commands else None,
         )
         try:
             epoch = await self.store.create_session(record, owner=self.replica_id, ttl_s=self.ttl_s)

@@ -30,6 +30,7 @@ from control.schema import (
     Accepted,
     AudioIn,
     ClusterMessage,
+    Command,
     EndIn,
     EventOut,
     FinalTranscript,
@@ -88,6 +89,7 @@ class UtteranceLedger:
         self._started: set[tuple[str | None, str]] = set()
         self._final: set[tuple[str | None, str]] = set()
         self._ended: set[tuple[str | None, str]] = set()
+        self._commands: set[tuple[str | None, str, str]] = set()
 
     def repeated(self, message: ServerMessage) -> bool:
         """Whether `message` repeats what was already sent (and note it if not)."""
@@ -105,6 +107,11 @@ class UtteranceLedger:
             if key in self._final:
                 return True
             self._final.add(key)
+        elif isinstance(message, Command):
+            said = (*key, message.name)
+            if said in self._commands:
+                return True
+            self._commands.add(said)
         elif isinstance(message, SpeechEnd):
             self._ended.add(key)
         return False

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from agent.config import AsrConfig, PipelineConfig
 from agent.prompting import DecoderPrompt, PromptError, check_prompt, token_counter
+from control.commands import CommandError, CommandSet, default_commands, server_commands
 from roomscribe.common.audio import CLIENT_AUDIO_BUFFER_S
 from roomscribe.common.languages import LANGUAGE_CHOICES
 from roomscribe.common.net import is_loopback
@@ -74,6 +75,11 @@ def _language(env: Mapping[str, str], name: str, default: str) -> str:
     if raw not in LANGUAGE_CHOICES:
         raise ConfigError(f'{name} must be "auto" or a Whisper language code (en, de, fr, …); got {raw!r}')
     return raw
+def _commands(setting: str) -> CommandSet:
+    try:
+        return server_commands(setting)
+    except CommandError as error:
+        raise ConfigError(f"ROOMSCRIBE_COMMANDS_FILE: {error}") from None
 
 
 @dataclass
@@ -141,6 +147,10 @@ class Settings:
     recordings_retention_days: float = 30.0
     asr: AsrConfig = field(default_factory=AsrConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    # Voice commands (control/commands.py): ROOMSCRIBE_COMMANDS_FILE, read once at start; empty: the
+    # defaults that ship with the package, "off": none. A session's own `commands` replace them.
+    commands_file: str = ""
+    commands: CommandSet = field(default_factory=default_commands)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -212,6 +222,8 @@ class Settings:
             recordings_retention_days=_float(env, "ROOMSCRIBE_RECORDINGS_RETENTION_DAYS", d.recordings_retention_days),
             asr=asr,
             pipeline=pipeline,
+            commands_file=_get(env, "ROOMSCRIBE_COMMANDS_FILE", d.commands_file),
+            commands=_commands(_get(env, "ROOMSCRIBE_COMMANDS_FILE", d.commands_file)),
         )
         settings.validate()
         return settings

@@ -5,6 +5,11 @@ queue is full; if a non-droppable event does not fit, the socket is closed and t
 for a resume, which replays every final it missed. Every malformed request gets a coded `error` and
 the socket goes on. The control token is watched while the socket lives (control/auth_expiry.py):
 `auth.expiring`, `auth.refresh` with a fresh token, or `auth.expired` and a close (4001).
+
+Requests and audio are handled one at a time, in order. While a slow request (session.start,
+session.stop, token.refresh) is handled, the socket is still read: a `ping` with nothing waiting
+before it is answered at once (so a client's heartbeat sees the link alive), and everything else
+waits its turn (at most HELD_MAX messages; then the socket is not read until they are handled).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from aiohttp import WSMsgType, web
 
 from control.admission import Limits
 from control.auth_expiry import TokenExpiry
+from control.commands import CommandError, CommandSet
 from control.config import Settings
 from control.prompt_check import check_session_prompt
 from control.rooms import check_multi_user_room
@@ -32,6 +38,7 @@ from control.schema import (
     AuthRefresh,
     AuthRefreshed,
     Hello,
+    InterimTranscript,
     Ping,
     Pong,
     ProtocolError,
@@ -53,11 +60,17 @@ from control.schema import (
 from control.session import Session, SessionManager, SessionOptions
 from control.subscriptions import Subscription
 from roomscribe.common.languages import language_refusal
+from roomscribe.common.logs import log_context
 from tokens import AuthError, ControlClaims, verify_control_token
 
 log = logging.getLogger(__name__)
 
 ERRORS_PER_SECOND = 20
+
+
+#: Messages read while a slow request is handled that wait their turn; past this the socket is not
+#: read until they are handled (about 5 s of 20 ms audio frames).
+HELD_MAX = 250
 
 
 class ControlConnection:
@@ -86,6 +99,10 @@ class ControlConnection:
         self._queued = asyncio.Event()
         self._closing = False
         self.dropped = 0
+        #: For the statistics logged when the socket closes.
+        self.opened_at = time.monotonic()
+        self.sent = 0
+        self.errors = 0
         self._error_window = (0.0, 0)
         self._errors_suppressed = 0
         self._expiry = TokenExpiry(
@@ -95,9 +112,12 @@ class ControlConnection:
         self._token_expired = False
         self._warned_exp: int | None = None
         self._token_watch: asyncio.Task[None] | None = None
-        #: Set while no request is being handled (requests are read one at a time).
+        #: Set while no request is being handled (requests are handled one at a time).
         self._idle = asyncio.Event()
         self._idle.set()
+        #: Handling a slow request, then what was read meanwhile (`_held`), in order.
+        self._slow: asyncio.Task[None] | None = None
+        self._held: deque[str | bytes] = deque()
 
     # -- Outbox ------------------------------------------------------------------------------------
     def send_message(self, message: ServerMessage, *, droppable: bool = False, force: bool = False) -> None:
@@ -113,6 +133,8 @@ class ControlConnection:
         if len(self._queue) >= self.settings.send_queue_limit and not force:
             if droppable:
                 self.dropped += 1
+                if isinstance(item, InterimTranscript):
+                    self.manager.metrics.interims_dropped.labels("slow_reader").inc()
                 return
             log.warning("control socket of user %r reads too slowly; closing it (session kept for resume)", self.claims.user)
             self._closing = True
@@ -127,6 +149,8 @@ class ControlConnection:
 
     def send_error(self, error: ProtocolError) -> None:
         """Send an `error`, at most ERRORS_PER_SECOND a second (the rest are counted, then reported)."""
+        self.errors += 1
+        self.manager.metrics.errors.labels(error.code).inc()
         now = time.monotonic()
         window_start, count = self._error_window
         if now - window_start >= 1.0:
@@ -146,6 +170,7 @@ class ControlConnection:
                 await self._queued.wait()
                 continue
             item = self._queue.popleft()
+            self.sent += 1
             if isinstance(item, bytes):
                 await self.ws.send_bytes(item)
             else:
@@ -169,14 +194,16 @@ class ControlConnection:
         self._watch_token()
         try:
             async for msg in self.ws:
-                if msg.type == WSMsgType.TEXT:
-                    await self._on_text(msg.data)
-                elif msg.type == WSMsgType.BINARY:
-                    await self._on_audio(msg.data)
-                elif msg.type == WSMsgType.ERROR:
+                if msg.type == WSMsgType.ERROR:
                     log.info("control socket of user %r failed: %r", self.claims.user, self.ws.exception())
                     break
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    await self._receive(msg.data)
+            if self._slow is not None:
+                await self._slow  # everything read is handled before the session is let go
         finally:
+            if self._slow is not None and not self._slow.done():
+                self._slow.cancel()
             if deadline is not None:
                 deadline.cancel()
             self._closing = True
@@ -215,12 +242,61 @@ class ControlConnection:
         while self._queue and not self.ws.closed:  # noqa: ASYNC110  # only at close, bounded by the caller's 2 s
             await asyncio.sleep(0.01)
 
+    async def _receive(self, data: str | bytes) -> None:
+        """One message from the socket: handled now, or after the slow request under way."""
+        if self._slow is not None:
+            if not self._held and isinstance(data, str) and self._answered_ping(data):
+                return
+            self._held.append(data)
+            if len(self._held) >= HELD_MAX:
+                await self._slow  # backpressure: stop reading until what is held is handled
+            return
+        if isinstance(data, bytes):
+            await self._on_audio(data)
+            return
+        try:
+            request = decode_request(data)
+        except ProtocolError as error:
+            self.send_error(error)
+            return
+        if request.slow:
+            self._slow = asyncio.get_running_loop().create_task(self._work_through(request))
+        else:
+            await self._on_request(request)
+
+    def _answered_ping(self, text: str) -> bool:
+        """Answer `text` at once if it is a ping (a pong confirms only what came before it: nothing waits)."""
+        try:
+            request = decode_request(text)
+        except ProtocolError:
+            return False
+        if not isinstance(request, Ping):
+            return False
+        self.send_message(Pong(id=request.id, time=time.time()))
+        return True
+
+    async def _work_through(self, request: Request) -> None:
+        """Handle a slow request, then what was read meanwhile, in order (slow ones among it too)."""
+        try:
+            await self._on_request(request)
+            while self._held:
+                data = self._held.popleft()
+                if isinstance(data, bytes):
+                    await self._on_audio(data)
+                else:
+                    await self._on_text(data)
+        finally:
+            self._slow = None
+
     async def _on_text(self, text: str) -> None:
         try:
             request = decode_request(text)
         except ProtocolError as error:
             self.send_error(error)
             return
+        await self._on_request(request)
+
+    async def _on_request(self, request: Request) -> None:
         self._idle.clear()
         try:
             if self._token_expired and not isinstance(request, (AuthRefresh, Ping)):
@@ -330,8 +406,10 @@ class ControlConnection:
         else:
             replay_from = None
             session = await self._start(message)
+            log_context(session=session.id)
             media = await self.manager.open_media(session)
         self.session = session
+        log_context(session=session.id)
         self._started = True
         ready = SessionReady(
             id=message.id,
@@ -378,9 +456,18 @@ class ControlConnection:
             if refused is not None:
                 raise ProtocolError("language.unsupported", refused, request.id)
         check_session_prompt(request, self.settings.asr.model_path or self.settings.asr.model)
+        try:
+            commands = self.settings.commands if request.commands is None else CommandSet.from_specs(request.commands)
+        except CommandError as error:
+            raise ProtocolError("commands.invalid", f"session.start: {error}", request.id) from None
         options = SessionOptions(
-            transport=transport, audio=request.audio, interim=request.interim, echo=request.echo, multi_user=multi_user,
+            transport=transport,
+            audio=request.audio,
+            interim=request.interim,
+            echo=request.echo,
+            multi_user=multi_user,
             record=self._record(request),
+            commands=commands,
         )
         options.keyterms, options.prompt, options.words = request.keyterms, request.prompt, request.words
         options.language, options.task = request.language, request.task
@@ -403,6 +490,15 @@ class ControlConnection:
                 request.id,
             )
         return record
+
+    def stats(self) -> dict[str, float | int]:
+        """The socket's statistics (logged when it closes)."""
+        return {
+            "duration_s": round(time.monotonic() - self.opened_at, 3),
+            "messages_sent": self.sent,
+            "dropped": self.dropped,
+            "errors": self.errors,
+        }
 
     async def _on_session_stop(self, message: SessionStop) -> None:
         session = self._live_session(message)

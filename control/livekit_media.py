@@ -55,6 +55,7 @@ class LiveKitSession(Protocol):
     async def finish_speech(self, participant: str | None = None) -> None: ...
     async def finish_all(self, timeout_s: float | None = None) -> bool: ...
     def emit(self, event: EventFactory | dict[str, Any]) -> int: ...
+    def count_audio(self, seconds: float) -> None: ...
 
 
 def agent_identity(session_id: str) -> str:
@@ -284,6 +285,7 @@ class LiveKitSessionMedia(SessionMedia):
     # -- agent callbacks ------------------------------------------------------------------------------
     def feed(self, identity: str, samples: Any, sample_rate: int, channels: int) -> None:
         participant = identity if self.session.options.multi_user else None
+        self.session.count_audio(len(samples) / (sample_rate * channels))
         self.session.pipeline(participant).feed(samples, sample_rate, channels)
 
     def listening(self, identity: str, settled: Settled) -> None:

@@ -104,6 +104,8 @@ ERROR_CODES: dict[str, str] = {
     "says how many they take)",
     "prompt.invalid": "`session.start` with `keyterms` that are not a list of strings, an empty keyterm, a "
     "`prompt` that is not a string, or either holding a control character",
+    "commands.invalid": "`session.start.commands` is not a usable command set (the message says which command "
+    "and why: too many, a bad name, a phrase too long or with no words, a name twice)",
     "session.start_timeout": "neither `session.start` nor `subscribe` within `ROOMSCRIBE_START_TIMEOUT_S` of "
     "connecting: then close code 4008",
     "recording.unavailable": "`session.start {record: true}` on a server that does not record (a cluster's control "
@@ -300,6 +302,19 @@ class FinalTranscript(SessionEvent, tag="transcript.final"):
     language_probability: Annotated[float | None, Meta(description="how sure the detection was (0–1)")] = None
 
 
+class Command(SessionEvent, tag="command"):
+    """a configured voice command was said (see Voice commands): right after the `transcript.final` that
+    carried it"""
+
+    name: Annotated[str, Meta(description="the command's name")]
+    phrase: Annotated[str, Meta(description="the configured phrase that matched")]
+    text: Annotated[str, Meta(description="the final's whole text")]
+    utterance_id: str
+    start: Annotated[float, Meta(description="session time of the phrase (the final's times without word times)")]
+    end: float
+    participant: str | None = None
+
+
 class SpeechEnd(SessionEvent, tag="speech.end"):
     """closes every utterance that `speech.start` opened"""
 
@@ -451,6 +466,7 @@ SERVER_MESSAGES: tuple[type[ServerMessage], ...] = (
     Hello, SessionReady, SpeechStart, InterimTranscript, FinalTranscript, SpeechEnd, PublishStart, PublishStop,
     Token, Status, SessionEnded, Pong, Subscribed, Unsubscribed, Error, AuthExpiring, AuthExpired, AuthRefreshed,
     RecordingReady,
+    Command,
 )  # fmt: skip
 SERVER_MESSAGE_TYPES: tuple[str, ...] = tuple(tag_of(cls) for cls in SERVER_MESSAGES)
 #: Event types a monitor subscription may ask for (never `token`: LiveKit credentials).
@@ -469,8 +485,8 @@ else:  # the literal is derived from the message classes above
 class Request(Struct, tag_field="type", kw_only=True):
     """Base of every client → server message."""
 
-    #: Answered only after slow work (joining a room, finalising an utterance); the server reads a
-    #: socket's requests one at a time, so a ping sent meanwhile is answered afterwards.
+    #: Answered only after slow work (joining a room, finalising an utterance); the server handles a
+    #: socket's requests one at a time, in order, but answers a ping sent meanwhile at once.
     slow: ClassVar[bool] = False
     id: Annotated[RequestId | None, Meta(description="echoed in the reply")] = None
 
@@ -484,6 +500,13 @@ class Resume(Struct, frozen=True):
 
     session_id: NonEmpty
     last_seq: Annotated[int, Meta(ge=0)] = 0
+
+
+class CommandSpec(Struct, frozen=True):
+    """A voice command: its name and the phrases that say it (see Voice commands)."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.-]*$")]
+    phrases: Annotated[list[Annotated[str, Meta(min_length=1, max_length=100)]], Meta(min_length=1, max_length=4)]
 
 
 class SessionStart(Request, tag="session.start"):
@@ -529,6 +552,10 @@ class SessionStart(Request, tag="session.start"):
     words: Annotated[
         bool | None,
         Meta(description="every final carries `words` with times and confidences; default: the server's"),
+    ] = None
+    commands: Annotated[
+        Annotated[list[CommandSpec], Meta(max_length=16)] | None,
+        Meta(description="this session's voice commands instead of the server's (`[]`: none)"),
     ] = None
 
 
@@ -608,6 +635,7 @@ _FIELD_ERRORS: dict[str, tuple[str, str]] = {
     "keyterms": ("prompt.invalid", "use a list of strings"),
     "prompt": ("prompt.invalid", "use a string"),
     "words": ("bad_request", "use true or false"),
+    "commands": ("commands.invalid", "at most 16 commands of 1–4 phrases (≤ 100 characters) and names of a-z0-9_.-"),
 }
 _ERROR_AT = re.compile(r"^(?P<detail>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
@@ -654,7 +682,7 @@ def _request_error(text: str | bytes, error: msgspec.ValidationError) -> Protoco
         known = ", ".join(CLIENT_MESSAGE_TYPES)
         return ProtocolError("unknown_type", f"unknown message type {msg_type[:64]!r}; known: {known}", request_id)
     path, detail = _locate(str(error))
-    code, hint = _FIELD_ERRORS.get(re.sub(r"\[\d+\]$", "", path), ("bad_request", ""))
+    code, hint = _FIELD_ERRORS.get(path) or _FIELD_ERRORS.get(re.split(r"[.\[]", path)[0], ("bad_request", ""))
     message = f"{msg_type}: '{path}' {detail}" if path else f"{msg_type}: {detail}"
     if hint:
         message += f"; {hint}"
@@ -740,6 +768,8 @@ class SessionRecord(ClusterMessage, tag="session.record", kw_only=True):
     keyterms: list[str] | None = None
     prompt: str | None = None
     words: bool | None = None
+    #: The session's voice commands, resolved by the control replica (None: none; the worker matches them).
+    commands: list[CommandSpec] | None = None
 
 
 class WorkerState(ClusterMessage, tag="worker.state", kw_only=True):

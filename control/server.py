@@ -83,6 +83,8 @@ class ControlServer:
             pipeline_factory=self._new_pipeline, transports=transports, recordings=self.recordings, languages=languages,
             **self._session_settings(),
         )
+        engine = self.engine
+        self.manager.metrics.watch(engine_stats=lambda: engine.stats)
         await self._start_site(self.manager)
 
     async def _cluster_manager(self, store: ClusterStore) -> ClusterSessionManager:

@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from agent.events import InterimTranscript, PipelineEvent
+from agent.events import FinalTranscript, InterimTranscript, PipelineEvent
+from control.commands import CommandSet
 from control.media import MediaTransport, PipelineFactory, ReadyMedia, SessionMedia, SessionPipeline
+from control.metrics import Metrics, SessionStats, observe_message
 from control.protocol import event_message
 from control.rooms import room_name
 from control.schema import (
@@ -73,6 +75,8 @@ class SessionOptions:
     keyterms: list[str] | None = None
     prompt: str | None = None
     words: bool | None = None
+    #: Voice commands matched on this session's finals (None: none).
+    commands: CommandSet | None = None
 
 
 class Session:
@@ -116,6 +120,9 @@ class Session:
         self.recording: SessionRecording | None = None
         #: Events held until session.ready went out (None once it has): see `emit_when_ready`.
         self._held: list[EventFactory] | None = []
+        #: What the session did (logged when it ends), and the server's metrics (set by its manager).
+        self.stats = SessionStats()
+        self.metrics: Metrics | None = None
 
     @property
     def transport(self) -> str:
@@ -132,6 +139,7 @@ class Session:
         message = event(self.seq) if callable(event) else _numbered({**event, "seq": self.seq})
         if self.recording is not None:
             self.recording.observe(message)
+        observe_message(message, self.stats, self.metrics)
         if message.replayed:
             if len(self._log) == self._log.maxlen:
                 self._evicted_upto = self._log[0].seq
@@ -167,10 +175,21 @@ class Session:
     def on_pipeline_event(self, event: PipelineEvent) -> None:
         if self.ended or self.finalised:
             return
+        if self.metrics is not None:
+            self.metrics.observe_pipeline_event(event)
         self.media.observe(event)
         if isinstance(event, InterimTranscript) and not self.options.interim:
             return
         self.emit(partial(event_message, event))
+        if isinstance(event, FinalTranscript) and self.options.commands:
+            for command in self.options.commands.messages(event):
+                self.emit(partial(_renumbered, command))
+
+    def count_audio(self, seconds: float) -> None:
+        """Audio received for this session (its media call this as they feed the pipeline)."""
+        self.stats.audio_s += seconds
+        if self.metrics is not None:
+            self.metrics.count_audio(self.transport, seconds)
 
     def send(self, message: ServerMessage, *, droppable: bool = False) -> None:
         """Send a message that is not a numbered event (replies, errors) if a socket is attached."""
@@ -248,6 +267,9 @@ def _report_recording_error(session: Session, code: str, message: str) -> None:
     """A session's recording failed: tell its client (after session.ready), unless it is over."""
     if not session.ended:
         session.emit_when_ready(lambda seq: Status(seq=seq, code=code, message=message))
+def _renumbered(message: Numbered, seq: int) -> Numbered:
+    """`message` numbered `seq` (it was made with seq 0)."""
+    return msgspec.structs.replace(message, seq=seq)
 
 
 def _numbered(data: dict[str, Any]) -> Numbered:
@@ -277,6 +299,7 @@ class SessionManager:
         max_session_s: float = 0.0,
         recordings: Recordings | None = None,
         languages: ModelLanguages | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """`transports` by name (the schema's `Transport`); without it, only ws with its defaults.
         A session is stopped (`max_duration`) after `max_session_s` (0: never). Sessions with
@@ -295,6 +318,7 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self._by_user: dict[str, Session] = {}
         self._subscriptions: dict[str, Subscription] = {}
+        self.metrics = metrics or Metrics()
 
     def for_user(self, user: str) -> Session | None:
         return self._by_user.get(user)
@@ -341,7 +365,7 @@ class SessionManager:
 
     async def new_session(self, session_id: str, user: str, room: str, options: SessionOptions) -> Session:
         """Make a new session (not yet registered here); a cluster manager also registers it in Redis."""
-        return Session(
+        session = Session(
             session_id=session_id,
             user=user,
             room=room,
@@ -350,6 +374,8 @@ class SessionManager:
             replay_limit=self.replay_limit,
             media_transport=self.transport(options.transport),
         )
+        session.metrics = self.metrics
+        return session
 
     async def fetch(self, session_id: str, user: str) -> None:
         """Before `user` resumes a session: make sure it is here if it exists (a cluster manager
@@ -366,6 +392,7 @@ class SessionManager:
         except Exception:
             await self.end(session, "error", notify=False)
             raise
+        self.metrics.sessions_started.labels(session.transport).inc()
         log.info(
             "session %s started for user %r (transport %s, room %r)", session.id, session.user, session.transport, session.room
         )
@@ -452,7 +479,10 @@ class SessionManager:
         except Exception:
             log.exception("session %s: closing media failed", session.id)
         await session.close_pipelines()
-        log.info("session %s ended (%s)", session.id, reason)
+        log.info(
+            "session %s ended (%s): %s", session.id, reason, session.stats.summary(),
+            extra={"stats": {"reason": reason, **session.stats.fields()}},
+        )
 
     # -- monitor subscriptions ----------------------------------------------------------------
     async def owner_of(self, session_id: str) -> str | None:

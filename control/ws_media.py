@@ -120,6 +120,7 @@ class WsSessionMedia(SessionMedia):
         if error is not None:
             socket.send_error(error)
         if samples is not None:
+            self.session.count_audio(len(samples) / (self.format.sample_rate * self.format.channels))
             self.session.pipeline().feed(samples, self.format.sample_rate, self.format.channels)
 
     async def close(self) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dotenv import load_dotenv
 
 from control.config import ConfigError, Settings
+from roomscribe.common.logs import LOG_FORMATS, setup_logging
 from roomscribe.common.package_data import sample_audio
 
 log = logging.getLogger("roomscribe")
@@ -22,11 +23,12 @@ QUIET_COMMANDS = ("demo", "push", "listen", "token", "secret")
 
 
 def _setup_logging(verbose: bool, quiet: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    """Text lines, or JSON lines with ROOMSCRIBE_LOG_FORMAT=json (roomscribe/common/logs.py)."""
+    log_format = os.environ.get("ROOMSCRIBE_LOG_FORMAT", "").strip().lower() or "text"
+    if log_format not in LOG_FORMATS:
+        print(f"roomscribe: ROOMSCRIBE_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}; using text", file=sys.stderr)
+        log_format = "text"
+    setup_logging(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO, log_format)
     # faster-whisper logs every decode at INFO: too chatty for a service log.
     logging.getLogger("faster_whisper").setLevel(logging.DEBUG if verbose else logging.WARNING)
 

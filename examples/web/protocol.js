@@ -46,4 +46,5 @@ export const MessageType = strict('MessageType', {
   AuthExpired: 'auth.expired',
   AuthRefreshed: 'auth.refreshed',
   RecordingReady: 'recording.ready',
+  Command: 'command',
 });

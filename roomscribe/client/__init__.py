@@ -12,6 +12,7 @@ from roomscribe.client.control_client import ControlClient, Subscription
 from roomscribe.client.errors import AuthRejected, ClientError, ConnectionLost, GaveUp, ServerError
 from roomscribe.client.events import (
     ClientNotice,
+    Command,
     Event,
     FinalTranscript,
     InterimTranscript,
@@ -33,6 +34,7 @@ __all__ = [
     "ClientNotice",
     "ClientOptions",
     "ClientStats",
+    "Command",
     "ConnectionLost",
     "ConnectionState",
     "ControlClient",

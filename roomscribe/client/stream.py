@@ -16,6 +16,7 @@ from roomscribe.client.control_client import ControlClient
 from roomscribe.client.events import (
     TYPE_FIELD,
     ClientNotice,
+    Command,
     Error,
     Event,
     FinalTranscript,
@@ -112,6 +113,8 @@ def format_event(event: dict[str, Any]) -> str | None:
         if event.get("words"):  # `words: true`: one indented line, `word start–end confidence`
             line += "\n    " + "  ".join(_format_word(w) for w in event["words"])
         return line
+    if kind == tag_of(Command):
+        return f"[{event['start']:6.2f}–{event['end']:6.2f}] {who}command {event['name']} ({event['phrase']!r})"
     if kind == tag_of(Error):
         return f"error {event['code']}: {event['message']}"
     if kind == tag_of(SessionEnded):

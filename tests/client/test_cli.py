@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from control.schema import CommandSpec
 from roomscribe.bench.first_words import printed_finals
 from roomscribe.client.cli import listen_main, push_main
 from roomscribe.client.control_client import ControlClient
@@ -125,3 +126,25 @@ async def test_push_language_auto_prints_the_detected_language(base_engine, monk
     assert code == 0, out
     finals = [line for line in out.splitlines() if line.startswith("[")]
     assert finals and all(line.split("]")[0].endswith(" en") for line in finals), out
+async def test_listen_prints_commands_as_they_come(control, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("ROOMSCRIBE_CONTROL_SECRET", control.secret)
+    speaker = ControlClient(control.server.url, control.token("alice"))
+    await speaker.connect()
+    commands = [CommandSpec(name="fellow", phrases=["my fellow americans"])]  # said in the JFK clip
+    ready = await speaker.start_session(transport="ws", commands=commands)
+    listener = asyncio.create_task(
+        asyncio.to_thread(
+            listen_main,
+            ["--session-id", ready.session_id, "--events", "command,session.ended", "--url", control.server.url, *NO_ENV_FILE],
+        )
+    )
+    for _ in range(100):  # wait until the listener has subscribed
+        if "watching" in capsys.readouterr().err or control.server.manager.sessions[ready.session_id].watchers:
+            break
+        await asyncio.sleep(0.05)
+    await send_stream(speaker, wav_stream(JFK, speed=8.0, tail_silence_s=1.0))
+    await speaker.stop_session(timeout_s=60)
+    await speaker.close()
+    assert await asyncio.wait_for(listener, 30) == 0
+    out = capsys.readouterr().out
+    assert "command fellow ('my fellow americans')" in out and "<alice>" in out, out

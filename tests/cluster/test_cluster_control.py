@@ -492,3 +492,28 @@ async def test_the_session_s_language_travels_to_its_worker(
             await client.close()
         finally:
             await cluster.close()
+async def test_a_command_comes_from_the_worker_and_a_resume_elsewhere_replays_it_once(cluster: Cluster) -> None:
+    """Commands are matched on the worker (each its own output-stream entry, journaled like any
+    event): the control replica numbers it right after its final, and another replica replays it."""
+    replica_a = await cluster.replica()
+    replica_b = await cluster.replica()
+    await cluster.worker()
+    first = await replica_a.connect("erin")
+    commands = [{"name": "fellow", "phrases": ["my fellow americans"]}]
+    await first.send(type="session.start", id="s", transport="ws", commands=commands)
+    ready = await first.wait_type("session.ready", id="s")
+    await stream(first, pcm_frames(speech(JFK)))
+    command = await first.wait_type("command", name="fellow")
+    final = next(e for e in numbered(first) if e["seq"] == command["seq"] - 1)
+    assert final["type"] == "transcript.final" and final["utterance_id"] == command["utterance_id"]
+    assert command["text"] == final["text"] and command["phrase"] == "my fellow americans"
+
+    second = await replica_b.connect("erin")
+    await second.send(type="session.start", id="r", resume={"session_id": ready["session_id"], "last_seq": 0})
+    await second.wait_type("session.ready", id="r")
+    await second.send(type="session.stop", id="stop")
+    await second.wait_type("session.ended")
+    replayed = [e for e in numbered(second) if e["type"] == "command"]
+    assert [e["seq"] for e in replayed] == [command["seq"]]
+    await first.close()
+    await second.close()

@@ -9,17 +9,23 @@ import msgspec
 import pytest
 
 from cluster_harness import key_event
+from control.cluster_session import UtteranceLedger
 from control.cluster_store import ClusterStore, ClusterUnavailable, Unreadable
 from control.schema import (
     Accepted,
     AudioFormat,
     AudioIn,
     Checkpoint,
+    Command,
+    CommandSpec,
     EventOut,
     FinishIn,
     SessionJob,
     SessionRecord,
+    SpeechEnd,
     WorkerState,
+    decode_cluster,
+    encode_cluster,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -158,3 +164,21 @@ async def test_an_unreachable_redis_is_a_cluster_unavailable_error(key_prefix: s
     with pytest.raises(ClusterUnavailable):
         await store.ping()
     await store.close()
+
+
+def test_the_ledger_drops_a_command_a_replacement_worker_repeats() -> None:
+    ledger = UtteranceLedger()
+    said = Command(seq=0, name="stop_note", phrase="end note", text="End note.", utterance_id="u2", start=1.0, end=2.0)
+    assert not ledger.repeated(said)
+    assert ledger.repeated(said)
+    assert not ledger.repeated(msgspec.structs.replace(said, name="start_note"))  # another command of that final
+    assert not ledger.repeated(SpeechEnd(seq=0, utterance_id="u2", end=2.0))
+    assert ledger.repeated(msgspec.structs.replace(said, name="other"))  # the utterance is over
+
+
+def test_a_record_carries_its_commands_and_an_old_record_reads_without() -> None:
+    record = msgspec.structs.replace(_record(), commands=[CommandSpec(name="mark", phrases=["mark this"])])
+    assert decode_cluster(encode_cluster(record)) == record
+    old = msgspec.json.encode({k: v for k, v in msgspec.to_builtins(record).items() if k != "commands"})
+    read = decode_cluster(old)
+    assert isinstance(read, SessionRecord) and read.commands is None

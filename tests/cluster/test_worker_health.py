@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.asr import AsrEngine
 from agent.config import PipelineConfig
@@ -42,6 +43,10 @@ async def test_health_reports_the_worker_and_redis(engine: AsrEngine, key_prefix
             assert report == {
                 "status": "ok", "worker_id": "health-1", "redis": "ok", "active": 0, "capacity": 3, "draining": False
             }  # fmt: skip
+            async with http.get(health.url.replace("/healthz", "/metrics")) as response:
+                assert response.status == 200
+                families = {f.name for f in text_string_to_metric_families(await response.text())}
+            assert {"roomscribe_sessions", "roomscribe_decode_queue_depth", "roomscribe_final_latency_seconds"} <= families
             await redis.astop()
             status, report = await _get(http, health.url)
             assert status == 503 and report["status"] == "degraded"

@@ -106,6 +106,7 @@ def test_wheel_has_only_the_package_names_and_no_test_support(installed: Install
             for path in [*(ROOT / "examples" / "audio").glob("*.wav"), *(ROOT / "examples" / "web").glob("*.*")]
             if path.suffix != ".md"}
     assert {"roomscribe/examples/audio/jfk.wav", "roomscribe/examples/web/index.html"} <= data <= names
+    assert "control/default_commands.toml" in names  # the voice commands every session has by default
     if (LIVEKIT_CLIENT / "dist" / "livekit-client.umd.js").is_file():
         assert {"roomscribe/vendor/livekit-client/livekit-client.umd.js",
                 "roomscribe/vendor/livekit-client/LICENSE"} <= names
