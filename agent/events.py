@@ -51,6 +51,8 @@ class FinalTranscript:
     reason: str  # "silence" | "max_length" | "stop"
     words: tuple[Word, ...] | None = None
     participant: str | None = None
+    language: str | None = None  # detected ("auto" sessions)
+    language_probability: float | None = None
     #: Wall seconds from end-of-speech detection to this event (metrics; not sent, not compared).
     latency_s: float | None = field(default=None, compare=False)
 

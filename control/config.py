@@ -13,6 +13,7 @@ from agent.config import AsrConfig, PipelineConfig
 from agent.prompting import DecoderPrompt, PromptError, check_prompt, token_counter
 from control.commands import CommandError, CommandSet, default_commands, server_commands
 from roomscribe.common.audio import CLIENT_AUDIO_BUFFER_S
+from roomscribe.common.languages import LANGUAGE_CHOICES
 from roomscribe.common.net import is_loopback
 from tokens.control_secret import WeakSecretError, check_control_secret
 
@@ -69,6 +70,11 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return raw
 
 
+def _language(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = _get(env, name, default).lower() or default
+    if raw not in LANGUAGE_CHOICES:
+        raise ConfigError(f'{name} must be "auto" or a Whisper language code (en, de, fr, …); got {raw!r}')
+    return raw
 def _commands(setting: str) -> CommandSet:
     try:
         return server_commands(setting)
@@ -153,6 +159,8 @@ class Settings:
         d = cls()
         asr = AsrConfig(
             model_path=_get(env, "ROOMSCRIBE_MODEL_PATH", "") or None,
+            model=_get(env, "ROOMSCRIBE_MODEL", d.asr.model) or d.asr.model,
+            language=_language(env, "ROOMSCRIBE_LANGUAGE", d.asr.language),
             compute_type=_get(env, "ROOMSCRIBE_COMPUTE_TYPE", d.asr.compute_type),
             beam_size=_int(env, "ROOMSCRIBE_BEAM_SIZE", d.asr.beam_size),
             cpu_threads=_int(env, "ROOMSCRIBE_CPU_THREADS", d.asr.cpu_threads),
@@ -276,7 +284,7 @@ class Settings:
         if not prompt:
             return
         try:
-            check_prompt(prompt, token_counter(self.asr.model_path))
+            check_prompt(prompt, token_counter(self.asr.model_path or self.asr.model))
         except PromptError as error:
             raise ConfigError(f"ROOMSCRIBE_KEYTERMS / ROOMSCRIBE_PROMPT: {error}") from None
 

@@ -59,6 +59,7 @@ from control.schema import (
 )
 from control.session import Session, SessionManager, SessionOptions
 from control.subscriptions import Subscription
+from roomscribe.common.languages import language_refusal
 from roomscribe.common.logs import log_context
 from tokens import AuthError, ControlClaims, verify_control_token
 
@@ -449,7 +450,12 @@ class ControlConnection:
             raise ProtocolError("bad_request", "a multi-user room session needs the livekit transport", request.id)
         if request.room is not None:
             check_multi_user_room(request.room, self.manager.room_prefix, self.claims.rooms, request.id)
-        check_session_prompt(request, self.settings.asr.model_path)
+        if self.manager.languages is not None:  # serve; in a cluster the worker's model decides
+            language = request.language or self.settings.asr.language
+            refused = language_refusal(language, request.task, self.manager.languages)
+            if refused is not None:
+                raise ProtocolError("language.unsupported", refused, request.id)
+        check_session_prompt(request, self.settings.asr.model_path or self.settings.asr.model)
         try:
             commands = self.settings.commands if request.commands is None else CommandSet.from_specs(request.commands)
         except CommandError as error:
@@ -464,6 +470,7 @@ class ControlConnection:
             commands=commands,
         )
         options.keyterms, options.prompt, options.words = request.keyterms, request.prompt, request.words
+        options.language, options.task = request.language, request.task
         refusal = self.limits.session_refusal(
             len(self.manager.sessions), replacing=self.manager.for_user(self.claims.user) is not None
         )

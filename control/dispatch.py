@@ -13,6 +13,8 @@ from control.schema import WorkerState
 WORKER_TIMEOUT_S = 3.0
 #: What `server.busy` tells a client to wait when no worker has room (seconds).
 BUSY_RETRY_AFTER_S = 5.0
+#: A worker's refusal (and then the client's error code): its model cannot serve the session's language or task.
+LANGUAGE_UNSUPPORTED = "language.unsupported"
 
 
 def alive(state: WorkerState, now: float, timeout_s: float = WORKER_TIMEOUT_S) -> bool:

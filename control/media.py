@@ -39,7 +39,7 @@ class SessionPipeline(Protocol):
 
 
 #: Makes a speaker's pipeline: (where its events go, the participant it transcribes or None, the
-#: session's options: keyterms, prompt, words).
+#: session's options: keyterms, prompt, words, language and task).
 PipelineFactory = Callable[[Callable[[PipelineEvent], None], str | None, "SessionOptions"], SessionPipeline]
 
 

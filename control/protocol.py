@@ -68,6 +68,8 @@ def event_message(event: PipelineEvent, seq: int) -> schema.SessionEvent:
             reason=event.reason,  # type: ignore[arg-type]  # agent.events types it as str; the pipeline sends only these three
             words=words,
             participant=event.participant,
+            language=event.language,
+            language_probability=None if event.language_probability is None else round(event.language_probability, 3),
         )
     if isinstance(event, SpeechEnded):
         return schema.SpeechEnd(

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar, ge
 import msgspec
 from msgspec import Meta, Struct
 
+from roomscribe.common.languages import LANGUAGE_CHOICES, TASKS
+
 ProtocolVersion = Literal[1]
 PROTOCOL_VERSION: int = get_args(ProtocolVersion)[0]
 MAX_TEXT_MESSAGE_BYTES = 64 * 1024
@@ -38,6 +40,12 @@ SampleRate = Literal[8000, 16000, 24000, 32000, 44100, 48000]
 SUPPORTED_SAMPLE_RATES: tuple[int, ...] = get_args(SampleRate)
 Channels = Literal[1, 2]
 SUPPORTED_CHANNELS: tuple[int, ...] = get_args(Channels)
+if TYPE_CHECKING:
+    Language = str
+    Task = str
+else:  # the literals are derived from roomscribe/common/languages.py
+    Language = Literal[LANGUAGE_CHOICES]
+    Task = Literal[TASKS]
 #: Request ids are strings or integers; a reply echoes its request's id.
 RequestId = str | int
 NonEmpty = Annotated[str, Meta(min_length=1)]
@@ -88,6 +96,9 @@ ERROR_CODES: dict[str, str] = {
     "try again after `retry_after`",
     "cluster.unavailable": "`session.start` or a resume while the cluster's Redis cannot be reached (cluster mode); "
     "try again after `retry_after`",
+    "language.unknown": '`session.start.language` is not "auto" or a Whisper language code (docs/protocol.md: Languages)',
+    "language.unsupported": "the model cannot serve the session's `language` or `task`: an English-only model (`tiny.en`) "
+    'takes only `"en"` and `"transcribe"`, no `"auto"` or `"translate"` (in a cluster: no worker\'s model can)',
     "prompt.too_long": "`session.start` with `keyterms` and `prompt` over their bounds: at most 100 keyterms of "
     "at most 50 characters, a prompt of at most 1000 characters, and together at most 223 tokens (the message "
     "says how many they take)",
@@ -287,6 +298,8 @@ class FinalTranscript(SessionEvent, tag="transcript.final"):
     reason: Literal["silence", "max_length", "stop"]
     words: list[Word] | None = None
     participant: str | None = None
+    language: Annotated[str | None, Meta(description='`language: "auto"` sessions: the language detected')] = None
+    language_probability: Annotated[float | None, Meta(description="how sure the detection was (0–1)")] = None
 
 
 class Command(SessionEvent, tag="command"):
@@ -513,6 +526,11 @@ class SessionStart(Request, tag="session.start"):
         ),
     ] = None
     protocol: ProtocolVersion = 1
+    language: Annotated[
+        Language | None,
+        Meta(description='a Whisper language code, or "auto" (detect per utterance); default: the server\'s'),
+    ] = None
+    task: Annotated[Task, Meta(description='"translate": English text whatever the language spoken')] = "transcribe"
     record: Annotated[
         bool,
         Meta(description="record the session's audio and finals on the server (`record` claim; see Recording)"),
@@ -611,6 +629,8 @@ _FIELD_ERRORS: dict[str, tuple[str, str]] = {
         f"use one of {list(SUPPORTED_SAMPLE_RATES)} (16000 preferred)",
     ),
     "audio.channels": ("audio.unsupported_format", "use 1 (or 2)"),
+    "language": ("language.unknown", 'use "auto" or a Whisper language code such as "en", "de", "fr"'),
+    "task": ("bad_request", 'use "transcribe" or "translate"'),
     "subscription_id": ("subscription.not_found", "no subscription with that id on this socket"),
     "keyterms": ("prompt.invalid", "use a list of strings"),
     "prompt": ("prompt.invalid", "use a string"),
@@ -742,6 +762,8 @@ class SessionRecord(ClusterMessage, tag="session.record", kw_only=True):
     echo: bool = False
     multi_user: bool = False
     created_at: float
+    language: str | None = None  # None: the worker's default (ROOMSCRIBE_LANGUAGE)
+    task: str = "transcribe"
     #: The session's decoding options as `session.start` gave them (None: the worker's defaults).
     keyterms: list[str] | None = None
     prompt: str | None = None

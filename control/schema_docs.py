@@ -33,6 +33,8 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 _BLOCK = re.compile(r"(<!-- schema:(?P<name>[a-z-]+) -->)(?P<body>.*?)(<!-- /schema:(?P=name) -->)", re.DOTALL)
 #: Fields every forwarded event may carry; described once in the Monitor subscriptions section.
 _FORWARDING_FIELDS = frozenset(Forwardable.__struct_fields__)
+#: A literal with more values is shown as a string; the prose lists them (e.g. the language codes).
+_MAX_LISTED = 12
 
 
 def _cell(text: str) -> str:
@@ -53,6 +55,8 @@ def _type(t: mi.Type) -> str:
     t, _ = _unwrap(t)
     if isinstance(t, mi.UnionType):
         return " | ".join(_type(member) for member in t.types if not isinstance(member, mi.NoneType))
+    if isinstance(t, mi.LiteralType) and len(t.values) > _MAX_LISTED:  # e.g. the language codes
+        return f"string (one of {len(t.values)})"
     if isinstance(t, mi.LiteralType):
         return " | ".join(json.dumps(value) for value in t.values)
     if isinstance(t, (mi.ListType, mi.VarTupleType)):

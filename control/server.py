@@ -61,6 +61,7 @@ class ControlServer:
 
     def _new_pipeline(self, on_event, participant: str | None, options: SessionOptions) -> TranscriptionPipeline:
         config = session_config(self.settings.pipeline, keyterms=options.keyterms, prompt=options.prompt, words=options.words)
+        config = dataclasses.replace(config, language=options.language, task=options.task)
         return TranscriptionPipeline(self.engine, config, on_event, participant=participant)
 
     async def start(self) -> None:
@@ -77,8 +78,10 @@ class ControlServer:
             transports["livekit"] = await self._start_livekit()
         self.recordings = Recordings.from_settings(self.settings)
         await self.recordings.start()
+        languages = self.engine.languages  # what the loaded model can do: session.start is checked against it
         self.manager = SessionManager(
-            pipeline_factory=self._new_pipeline, transports=transports, recordings=self.recordings, **self._session_settings()
+            pipeline_factory=self._new_pipeline, transports=transports, recordings=self.recordings, languages=languages,
+            **self._session_settings(),
         )
         engine = self.engine
         self.manager.metrics.watch(engine_stats=lambda: engine.stats)

@@ -39,6 +39,7 @@ from control.schema import (
     decode_server_message,
 )
 from control.ws_media import WsTransport
+from roomscribe.common.languages import ModelLanguages
 
 if TYPE_CHECKING:
     from control.recording import SessionRecording
@@ -67,6 +68,8 @@ class SessionOptions:
     interim: bool
     echo: bool
     multi_user: bool = False
+    language: str | None = None  # None: the server's default (ROOMSCRIBE_LANGUAGE)
+    task: str = "transcribe"
     record: bool = False  # record its audio and finals (control/recording.py)
     #: Decoding options as `session.start` gave them (None: the server's default).
     keyterms: list[str] | None = None
@@ -295,12 +298,15 @@ class SessionManager:
         finish_timeout_s: float = 60.0,
         max_session_s: float = 0.0,
         recordings: Recordings | None = None,
+        languages: ModelLanguages | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         """`transports` by name (the schema's `Transport`); without it, only ws with its defaults.
         A session is stopped (`max_duration`) after `max_session_s` (0: never). Sessions with
-        `record` are recorded in `recordings` (None: this server records nothing)."""
+        `record` are recorded in `recordings` (None: this server records nothing). `languages`: what
+        the model can do (None: not checked here; a cluster's workers check)."""
         self._pipeline_factory = pipeline_factory
+        self.languages = languages
         self.grace_period_s = grace_period_s
         self.finish_timeout_s = finish_timeout_s
         self.room_strategy = room_strategy

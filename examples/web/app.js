@@ -139,6 +139,7 @@ function render() {
   $('stop').disabled = state.phase === 'stopping';
   $('start').textContent = state.phase === 'idle' ? 'Start' : 'Start again';
   $('transport-ws').disabled = running;
+  $('language').disabled = running;
   $('keyterms').disabled = running;
   $('words').disabled = running;
 
@@ -221,6 +222,13 @@ function addFinal(msg) {
     });
   } else {
     text.appendChild(document.createTextNode(msg.text));
+  }
+  if (msg.language) {  // detected (language "auto")
+    const lang = document.createElement('span');
+    lang.className = 'lang';
+    lang.textContent = msg.language;
+    lang.title = `detected with probability ${msg.language_probability}`;
+    text.appendChild(lang);
   }
   li.append(time, text);
   $('finals').appendChild(li);
@@ -389,6 +397,7 @@ function sendSessionStart() {
     if (state.transport === 'ws') msg.audio = PCM_FORMAT;
     Object.assign(msg, decodingOptions());
   }
+  if (!msg.resume && $('language').value) msg.language = $('language').value;
   send(msg);
 }
 
@@ -971,6 +980,7 @@ async function stop({ reason = 'user', quiet = false } = {}) {
 // ---------------------------------------------------------------- wiring ---------------------------
 
 $('transport-ws').checked = state.transport === 'ws';
+if (params.get('language')) $('language').value = params.get('language');
 $('transport-ws').addEventListener('change', () => {
   state.transportChosen = true;
   state.transport = $('transport-ws').checked ? 'ws' : 'livekit';

@@ -18,6 +18,8 @@ from typing import Any
 
 from dotenv import load_dotenv
 
+from agent.models import ModelError, prepare
+from control.config import ConfigError, Settings
 from roomscribe.bench.report import render, target_rows
 from roomscribe.bench.runner import TOPOLOGIES, BenchConfig, run_bench
 from roomscribe.bench.transport import TRANSPORTS, TransportUnavailable
@@ -59,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-longform", action="store_true", help="no long-form set in the accuracy phase")
     p.add_argument("--no-offline", action="store_true", help="skip the offline reference transcription")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--model", help="the model the server runs: tiny.en, base or a CTranslate2 directory "
+                   "(default ROOMSCRIBE_MODEL or tiny.en; recorded in the report)")
     soak = p.add_argument_group("soak (--soak): real-time sessions and idle sockets for minutes; RSS, losses, latency")
     soak.add_argument("--soak", action="store_true", help="run the soak instead of the bench")
     soak.add_argument("--minutes", type=float, default=10.0, help="soak length (default 10)")
@@ -99,6 +103,14 @@ def machine_info() -> dict[str, Any]:
         model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
             "platform": platform.platform(), "loadavg_start": round(os.getloadavg()[0], 2)}  # fmt: skip
+
+
+def model_info() -> dict[str, Any]:
+    """The model the bench's servers run (ROOMSCRIBE_MODEL / _PATH), resolved as they will (a split model is joined now)."""
+    asr = Settings.from_env().asr
+    info = prepare(asr)
+    return {"name": info.name, "path": str(info.path), "multilingual": info.multilingual, "size_bytes": info.size_bytes,
+            "compute_type": asr.compute_type, "beam_size": asr.beam_size, "language": asr.language}  # fmt: skip
 
 
 def git_info() -> dict[str, Any]:
@@ -184,6 +196,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     load_dotenv(".env", override=False)  # as `roomscribe serve` does; the environment wins
+    if args.model:  # every server, worker and offline reference the bench starts reads it from the environment
+        os.environ["ROOMSCRIBE_MODEL"] = args.model
+        os.environ["ROOMSCRIBE_MODEL_PATH"] = ""
+    try:
+        model = model_info()
+    except (ModelError, ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.soak:
         return soak_main(args, ["roomscribe", "bench", *(sys.argv[1:] if argv is None else argv)])
     cfg = config_from_args(args)
@@ -204,7 +224,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return 2
     machine["loadavg_end"] = round(os.getloadavg()[0], 2)
     result = {"bench": "roomscribe", "format": 1, "command": ["roomscribe", "bench", *(argv or sys.argv[1:])],
-              "machine": machine, "git": git, **result}  # fmt: skip
+              "machine": machine, "git": git, "model": model, **result}  # fmt: skip
     result["targets"] = target_rows(result)
     print()
     print(render(result))

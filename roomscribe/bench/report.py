@@ -79,6 +79,9 @@ def render(result: dict[str, Any]) -> str:
     lines.append(f"roomscribe bench ({result['config']['mode']}), {result.get('started_at', '')}, "
                  f"{machine.get('cpus', '?')} CPUs, load {machine.get('loadavg_start', '?')}, "
                  f"corpus: {corpus['description']}")  # fmt: skip
+    if model := result.get("model"):
+        lines.append(f"model: {model['name']} ({'multilingual' if model['multilingual'] else 'English only'}), "
+                     f"{model['compute_type']}, beam {model['beam_size']}, language {model['language']}")  # fmt: skip
     lines.append(topology_line(result.get("topology")))
     rows = target_rows(result)
     w = max(len(r["figure"]) for r in rows) if rows else 10

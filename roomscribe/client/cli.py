@@ -82,6 +82,8 @@ def push_parser() -> argparse.ArgumentParser:
                         help="a word or name to spell right (repeatable; replaces the server's ROOMSCRIBE_KEYTERMS)")
     parser.add_argument("--prompt", default=None, help="text the speech follows on from (a topic, spellings)")
     parser.add_argument("--words", action="store_true", help="word times and confidences on every final (printed)")
+    parser.add_argument("--language", help='a Whisper language code, or "auto": detect per utterance (default: the server\'s)')
+    parser.add_argument("--task", choices=("transcribe", "translate"), help="translate: English text (multilingual models)")
     parser.add_argument("--queue-ms", type=int, default=20,
                         help="livekit: the SDK's audio queue in ms (default 20; raise it on a loaded machine)")
     _common(parser)
@@ -123,6 +125,8 @@ async def _push(args: argparse.Namespace) -> int:
         keyterms=args.keyterm,
         prompt=args.prompt,
         words=args.words or None,
+        language=args.language,
+        task=args.task,
     )
 
 
@@ -141,10 +145,12 @@ async def push(
     keyterms: list[str] | None = None,
     prompt: str | None = None,
     words: bool | None = None,
+    language: str | None = None,
+    task: str | None = None,
 ) -> int:
     """Stream a file (or the microphone) as one session and print its events; 0 when a final
     arrived and no error did. `transport=None` takes the server's default; `keyterms`, `prompt`,
-    `words`: the session's decoding options (None: the server's defaults). With
+    `words`, `language`, `task`: the session's decoding options (None: the server's defaults). With
     `save_recording_to`, the server records the session and its files are saved there at the end."""
     if mic:
         microphone_stream()  # fail early, with the install hint, before connecting
@@ -158,7 +164,7 @@ async def push(
         hello = await client.connect()
         transport = transport or hello.get("default_transport") or "ws"
         stream = _source(file, mic, transport, fast)
-        chosen = (("keyterms", keyterms), ("prompt", prompt), ("words", words))
+        chosen = (("keyterms", keyterms), ("prompt", prompt), ("words", words), ("language", language), ("task", task))
         options: dict[str, Any] = {k: v for k, v in chosen if v is not None}
         if record:
             options["record"] = True

@@ -108,7 +108,8 @@ def format_event(event: dict[str, Any]) -> str | None:
     if kind == tag_of(InterimTranscript):
         return f"  … {who}{event['text']}"
     if kind == tag_of(FinalTranscript):
-        line = f"[{event['start']:6.2f}–{event['end']:6.2f}] {who}{event['text']}"
+        language = f" {event['language']}" if event.get("language") else ""  # detected (`language: "auto"`)
+        line = f"[{event['start']:6.2f}–{event['end']:6.2f}{language}] {who}{event['text']}"
         if event.get("words"):  # `words: true`: one indented line, `word start–end confidence`
             line += "\n    " + "  ".join(_format_word(w) for w in event["words"])
         return line

@@ -116,3 +116,14 @@ def test_the_bench_writes_no_message_type_by_hand() -> None:
     # the scan bites: these are the forms the bench used before
     before = 'kind = e.get("type")\nif kind == "session.ready": pass\nn = kinds["speech.start"]\nr.of_type("transcript.final")'
     assert len(hand_written_types(ast.parse(before))) == 4
+
+
+def test_the_bench_records_the_model_and_refuses_an_unknown_one(monkeypatch, capsys) -> None:
+    from roomscribe.bench.cli import _main, model_info
+
+    monkeypatch.setenv("ROOMSCRIBE_MODEL", "tiny.en")  # restored afterwards, with ROOMSCRIBE_MODEL_PATH
+    monkeypatch.setenv("ROOMSCRIBE_MODEL_PATH", "")
+    info = model_info()
+    assert info["name"] == "tiny.en" and info["multilingual"] is False and info["size_bytes"] > 10_000_000
+    assert _main(["--model", "no-such-model", "--quick"]) == 2
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err

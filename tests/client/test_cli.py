@@ -107,6 +107,25 @@ async def test_listen_refused_without_permission(control, capsys) -> None:
     assert code == 2 and "not_allowed" in capsys.readouterr().err
 
 
+async def test_push_language_the_model_cannot_serve_is_a_coded_error(control, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("ROOMSCRIBE_CONTROL_SECRET", control.secret)
+    args = [str(JFK), "--url", control.server.url, "--fast", "--language", "de", *NO_ENV_FILE]
+    code = await asyncio.to_thread(push_main, args)
+    assert code == 2 and "language.unsupported" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(600)  # the base model, on a possibly shared machine
+async def test_push_language_auto_prints_the_detected_language(base_engine, monkeypatch, capsys) -> None:
+    from control_harness import serving
+
+    async with serving(base_engine) as handle:
+        monkeypatch.setenv("ROOMSCRIBE_CONTROL_SECRET", handle.secret)
+        args = [str(JFK), "--url", handle.server.url, "--fast", "--language", "auto", "--no-interim", *NO_ENV_FILE]
+        code = await asyncio.to_thread(push_main, args)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    finals = [line for line in out.splitlines() if line.startswith("[")]
+    assert finals and all(line.split("]")[0].endswith(" en") for line in finals), out
 async def test_listen_prints_commands_as_they_come(control, monkeypatch, capsys) -> None:
     monkeypatch.setenv("ROOMSCRIBE_CONTROL_SECRET", control.secret)
     speaker = ControlClient(control.server.url, control.token("alice"))

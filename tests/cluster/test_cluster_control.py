@@ -461,6 +461,37 @@ async def test_a_cluster_does_not_record_and_says_so(cluster: Cluster) -> None:
         await cluster.replica(record=True)
 
 
+async def test_a_worker_whose_model_cannot_serve_the_language_refuses_it_with_a_coded_error(cluster: Cluster) -> None:
+    replica = await cluster.replica()
+    await cluster.worker()  # tiny.en: English only
+    client = await replica.connect("lena")
+    await client.send(type="session.start", id="de", transport="ws", language="de")
+    error = await client.wait_type("error", id="de")
+    assert error["code"] == "language.unsupported" and "English-only" in error["message"], error
+    await client.send(type="session.start", id="en", transport="ws", language="en")
+    await client.wait_type("session.ready", id="en")  # the socket stayed usable
+    await client.close()
+
+
+async def test_the_session_s_language_travels_to_its_worker(
+    redis_server: RedisServer, key_prefix: str, base_engine: AsrEngine
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        cluster = Cluster(redis_server.url, key_prefix, base_engine, http)
+        try:
+            replica = await cluster.replica()
+            await cluster.worker()
+            client = await replica.connect("mia")
+            await client.send(type="session.start", id="s", transport="ws", language="auto")
+            await client.wait_type("session.ready", id="s")
+            await stream(client, pcm_frames(speech(JFK)))
+            await client.send(type="session.stop", id="stop")
+            await client.wait_type("session.ended", timeout=150)
+            finals = client.of_type("transcript.final")
+            assert finals and all(f["language"] == "en" for f in finals), finals
+            await client.close()
+        finally:
+            await cluster.close()
 async def test_a_command_comes_from_the_worker_and_a_resume_elsewhere_replays_it_once(cluster: Cluster) -> None:
     """Commands are matched on the worker (each its own output-stream entry, journaled like any
     event): the control replica numbers it right after its final, and another replica replays it."""

@@ -347,3 +347,24 @@ async def test_keyterms_box_and_word_times_checkbox(web, engine) -> None:
             await page.wait_for_function("window.roomscribe.state.phase === 'idle'", timeout=120000)
     finally:
         await server.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_the_language_picker_asks_for_a_language_and_shows_the_refusal(web, engine) -> None:
+    """tiny.en is English only: German is refused with the server's coded error; English starts."""
+    server = ControlServer(make_settings(dev_mode=True), engine=engine)
+    await server.start()
+    try:
+        async with web.page(JFK) as page:
+            await page.goto(f"{server.http_url}/?user=polyglot&language=de")
+            assert await page.input_value("#language") == "de"
+            await page.click("#start")
+            await page.wait_for_function("window.roomscribe.errors.length > 0", timeout=30000)
+            assert [e["code"] for e in await page.evaluate("window.roomscribe.errors")] == ["language.unsupported"]
+            await page.wait_for_function("window.roomscribe.state.phase === 'failed'", timeout=20000)
+            await page.select_option("#language", "en")
+            await page.click("#start")
+            await page.wait_for_function("window.roomscribe.state.sessionReady === true", timeout=30000)
+            assert await page.is_disabled("#language")  # not while running
+    finally:
+        await server.stop()
