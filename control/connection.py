@@ -5,11 +5,6 @@ queue is full; if a non-droppable event does not fit, the socket is closed and t
 for a resume, which replays every final it missed. Every malformed request gets a coded `error` and
 the socket goes on. The control token is watched while the socket lives (control/auth_expiry.py):
 `auth.expiring`, `auth.refresh` with a fresh token, or `auth.expired` and a close (4001).
-
-Requests and audio are handled one at a time, in order. While a slow request (session.start,
-session.stop, token.refresh) is handled, the socket is still read: a `ping` with nothing waiting
-before it is answered at once (so a client's heartbeat sees the link alive), and everything else
-waits its turn (at most HELD_MAX messages; then the socket is not read until they are handled).
 """
 
 from __future__ import annotations
@@ -68,11 +63,6 @@ log = logging.getLogger(__name__)
 ERRORS_PER_SECOND = 20
 
 
-#: Messages read while a slow request is handled that wait their turn; past this the socket is not
-#: read until they are handled (about 5 s of 20 ms audio frames).
-HELD_MAX = 250
-
-
 class ControlConnection:
     """Serves one authenticated control socket; it is the Outbox of the session it holds."""
 
@@ -112,12 +102,9 @@ class ControlConnection:
         self._token_expired = False
         self._warned_exp: int | None = None
         self._token_watch: asyncio.Task[None] | None = None
-        #: Set while no request is being handled (requests are handled one at a time).
+        #: Set while no request is being handled (requests are read one at a time).
         self._idle = asyncio.Event()
         self._idle.set()
-        #: Handling a slow request, then what was read meanwhile (`_held`), in order.
-        self._slow: asyncio.Task[None] | None = None
-        self._held: deque[str | bytes] = deque()
 
     # -- Outbox ------------------------------------------------------------------------------------
     def send_message(self, message: ServerMessage, *, droppable: bool = False, force: bool = False) -> None:
@@ -194,16 +181,14 @@ class ControlConnection:
         self._watch_token()
         try:
             async for msg in self.ws:
-                if msg.type == WSMsgType.ERROR:
+                if msg.type == WSMsgType.TEXT:
+                    await self._on_text(msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    await self._on_audio(msg.data)
+                elif msg.type == WSMsgType.ERROR:
                     log.info("control socket of user %r failed: %r", self.claims.user, self.ws.exception())
                     break
-                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    await self._receive(msg.data)
-            if self._slow is not None:
-                await self._slow  # everything read is handled before the session is let go
         finally:
-            if self._slow is not None and not self._slow.done():
-                self._slow.cancel()
             if deadline is not None:
                 deadline.cancel()
             self._closing = True
@@ -242,61 +227,12 @@ class ControlConnection:
         while self._queue and not self.ws.closed:  # noqa: ASYNC110  # only at close, bounded by the caller's 2 s
             await asyncio.sleep(0.01)
 
-    async def _receive(self, data: str | bytes) -> None:
-        """One message from the socket: handled now, or after the slow request under way."""
-        if self._slow is not None:
-            if not self._held and isinstance(data, str) and self._answered_ping(data):
-                return
-            self._held.append(data)
-            if len(self._held) >= HELD_MAX:
-                await self._slow  # backpressure: stop reading until what is held is handled
-            return
-        if isinstance(data, bytes):
-            await self._on_audio(data)
-            return
-        try:
-            request = decode_request(data)
-        except ProtocolError as error:
-            self.send_error(error)
-            return
-        if request.slow:
-            self._slow = asyncio.get_running_loop().create_task(self._work_through(request))
-        else:
-            await self._on_request(request)
-
-    def _answered_ping(self, text: str) -> bool:
-        """Answer `text` at once if it is a ping (a pong confirms only what came before it: nothing waits)."""
-        try:
-            request = decode_request(text)
-        except ProtocolError:
-            return False
-        if not isinstance(request, Ping):
-            return False
-        self.send_message(Pong(id=request.id, time=time.time()))
-        return True
-
-    async def _work_through(self, request: Request) -> None:
-        """Handle a slow request, then what was read meanwhile, in order (slow ones among it too)."""
-        try:
-            await self._on_request(request)
-            while self._held:
-                data = self._held.popleft()
-                if isinstance(data, bytes):
-                    await self._on_audio(data)
-                else:
-                    await self._on_text(data)
-        finally:
-            self._slow = None
-
     async def _on_text(self, text: str) -> None:
         try:
             request = decode_request(text)
         except ProtocolError as error:
             self.send_error(error)
             return
-        await self._on_request(request)
-
-    async def _on_request(self, request: Request) -> None:
         self._idle.clear()
         try:
             if self._token_expired and not isinstance(request, (AuthRefresh, Ping)):

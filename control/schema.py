@@ -485,8 +485,8 @@ else:  # the literal is derived from the message classes above
 class Request(Struct, tag_field="type", kw_only=True):
     """Base of every client → server message."""
 
-    #: Answered only after slow work (joining a room, finalising an utterance); the server handles a
-    #: socket's requests one at a time, in order, but answers a ping sent meanwhile at once.
+    #: Answered only after slow work (joining a room, finalising an utterance); the server reads a
+    #: socket's requests one at a time, so a ping sent meanwhile is answered afterwards.
     slow: ClassVar[bool] = False
     id: Annotated[RequestId | None, Meta(description="echoed in the reply")] = None
 
