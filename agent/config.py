@@ -47,7 +47,7 @@ class PipelineConfig:
     min_speech_s: float = 0.1  # speech needed before an utterance is confirmed
     # Added fields.
     vad_neg_threshold: float | None = None  # None → max(vad_threshold - 0.15, 0.01)
-    max_cut_lookback_s: float = 3.0  # at max length, cut within this tail (see max_cut_rule)
+    max_cut_lookback_s: float = 1.5  # at max length, cut at the quietest point in this tail
     lead_in_s: float = 0.3  # digital silence prepended to every model input (steadier first words)
     min_interim_audio_s: float = 0.3  # no interim for less speech than this
     speculative_finals: bool = True  # start the final's decode when trailing silence begins
@@ -61,10 +61,10 @@ class PipelineConfig:
     prompt: str = ""
     # The session's last finals (up to this many characters, whole words) are the decoder's prompt
     # for the next final; 0 = each final decoded alone. Finals then run one after another.
-    final_context_chars: int = 200
+    final_context_chars: int = 0
     # At max_utterance_s: "quietest" window of the lookback, or the middle of its "longest_pause"
     # (a run of windows below the VAD's negative threshold; the quietest window if there is none).
-    max_cut_rule: str = "longest_pause"
+    max_cut_rule: str = "quietest"
     max_pending_finals: int = 4  # per pipeline, before an "asr_backlog" notice (finals never drop)
     drop_notice_interval_s: float = 10.0  # of session audio between "interims_dropped" notices
     # Text guards against Whisper hallucinations.
