@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
+from functools import partial
 
 import msgspec
 from redis.asyncio.client import PubSub
 
-from control.cluster_store import REDIS_ERRORS, REDIS_RETRY, ClusterStore
+from control.cluster_store import ClusterStore, until_redis_answers
 from control.schema import Forwardable, SessionEnded, Watched, decode_cluster, decode_server_message
 from control.subscriptions import Subscription
 
@@ -57,17 +58,9 @@ class WatchRelay:
         await self._pubsub.aclose()
 
     async def _listen(self) -> None:
-        failures = 0
-        while True:
-            try:
-                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                failures = 0
-            except REDIS_ERRORS as exc:  # redis-py subscribes again when it reconnects
-                delay = REDIS_RETRY.delay(failures)
-                failures += 1
-                log.warning("watch channels: Redis failed (%s); retrying in %.1f s", type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                continue
+        read = partial(self._pubsub.get_message, ignore_subscribe_messages=True, timeout=1.0)
+        while True:  # redis-py subscribes again when it reconnects
+            message = await until_redis_answers(read, "watch channels: reading")
             if message is not None and message.get("type") == "message":
                 self._deliver(message["data"])
 
